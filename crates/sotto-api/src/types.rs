@@ -1,0 +1,191 @@
+//! Request and response bodies. Every field that carries key material or a
+//! datagram is base64 (`b64`) or hex, as its doc says.
+
+use serde::{Deserialize, Serialize};
+
+/// Every error response: `{"error": "...", "code": "..."}` with a 4xx/5xx
+/// status. `code` is stable and machine-readable.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ErrorBody {
+    pub error: String,
+    pub code: String,
+}
+
+/// Stable error codes.
+pub mod codes {
+    pub const BAD_REQUEST: &str = "bad_request";
+    pub const UNAUTHORIZED: &str = "unauthorized";
+    pub const BLOCKED: &str = "blocked";
+    pub const UNKNOWN_USER: &str = "unknown_user";
+    pub const UNKNOWN_DEVICE: &str = "unknown_device";
+    pub const USERNAME_TAKEN: &str = "username_taken";
+    pub const TOO_LARGE: &str = "too_large";
+    pub const NOT_FOUND: &str = "not_found";
+    pub const INTERNAL: &str = "internal";
+}
+
+/// `GET /v1/clock`: the master clock.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Clock {
+    pub now_ms: u64,
+}
+
+/// `POST /v1/register`, signed by the new device (the device of `cert`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RegisterRequest {
+    /// Hex [`crate::username_hash`].
+    pub username_hash: String,
+    /// b64 `DeviceCert::encode`.
+    pub cert: String,
+    /// b64 `SignedPrekey::encode`, one-time prekeys.
+    pub prekeys: Vec<String>,
+    /// b64 `SignedPrekey::encode`, the reserve prekey.
+    pub reserve: String,
+}
+
+/// `GET /v1/users/{username_hash}` and `GET /v1/devices` (own user).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UserDevices {
+    /// Hex user public key.
+    pub user: String,
+    /// b64 device certificates.
+    pub devices: Vec<String>,
+}
+
+/// `POST /v1/users/{username_hash}/bundles`: claim one prekey for each
+/// listed device of the user (all devices when `devices` is empty).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClaimRequest {
+    /// Hex device ids.
+    #[serde(default)]
+    pub devices: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Bundle {
+    /// b64 device certificate.
+    pub cert: String,
+    /// b64 signed prekey: a one-time prekey, or the reserve when the pool is
+    /// empty.
+    pub prekey: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClaimResponse {
+    pub user: String,
+    pub bundles: Vec<Bundle>,
+}
+
+/// `POST /v1/prekeys`: refill the calling device's pool.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PrekeyUpload {
+    pub prekeys: Vec<String>,
+    #[serde(default)]
+    pub reserve: Option<String>,
+}
+
+/// `GET /v1/prekeys` and the answer to `POST /v1/prekeys`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PrekeyStatus {
+    /// Unclaimed one-time prekeys on the server.
+    pub one_time: u32,
+    /// How many times the reserve key was served since the last refill.
+    pub reserve_served: u32,
+}
+
+/// Answer to `POST /v1/messages` (body: the raw datagram,
+/// `application/octet-stream`). Sent only once the datagram is durable in
+/// every recipient's mailbox.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SendResponse {
+    /// Hex SHA-256 of the datagram: how it can be fetched again later.
+    pub datagram_id: String,
+    /// Number of mailboxes it was stored in.
+    pub delivered_to: u32,
+}
+
+/// One mailbox entry.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MailboxItem {
+    /// Increasing per device; acknowledge by it.
+    pub seq: u64,
+    /// b64 datagram.
+    pub datagram: String,
+    /// Server time it was accepted, ms.
+    pub received_at: u64,
+}
+
+/// `GET /v1/mailbox?after=SEQ&limit=N`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MailboxBatch {
+    pub items: Vec<MailboxItem>,
+    /// True when more items wait after the last one returned.
+    pub more: bool,
+}
+
+/// `POST /v1/mailbox/ack`, and the same JSON as a WebSocket text frame.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Ack {
+    pub seqs: Vec<u64>,
+}
+
+/// Server -> device WebSocket text frames.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Push {
+    /// A new mailbox item.
+    Message(MailboxItem),
+    /// The device's one-time prekey pool is low (or empty: the reserve key
+    /// is being served); the device should upload more.
+    PrekeysLow(PrekeyStatus),
+}
+
+/// `POST /v1/link`: a new device asks to join a user. Signed by the new
+/// device key (`device`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LinkRequest {
+    /// Hex device id of the new device.
+    pub device: String,
+    /// Hex X25519 public key of the new device.
+    pub dh: String,
+    pub prekeys: Vec<String>,
+    pub reserve: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LinkCreated {
+    /// Short id under which the request waits (10 minutes).
+    pub link_id: String,
+}
+
+/// `GET /v1/link/{link_id}/status`, polled by the new device.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LinkStatus {
+    pub approved: bool,
+    /// b64 certificate, once approved.
+    #[serde(default)]
+    pub cert: Option<String>,
+    /// Hex username hash of the user the device joined, once approved.
+    #[serde(default)]
+    pub username_hash: Option<String>,
+}
+
+/// `POST /v1/link/{link_id}/approve`, signed by an existing device of the
+/// user.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LinkApprove {
+    /// b64 certificate of the new device, signed by the user key.
+    pub cert: String,
+}
+
+/// `POST /v1/blocks` and an item of `GET /v1/blocks`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Block {
+    /// Hex username hash of the user to refuse datagrams from.
+    pub username_hash: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Blocks {
+    pub blocked: Vec<String>,
+}
