@@ -1,0 +1,1 @@
+//! The client's encrypted store (SQLCipher).
