@@ -21,7 +21,8 @@ pub const MAX_BODY: usize = 16 * 1024 * 1024;
 /// Largest sealed payload (encoded plaintext plus tag).
 pub const MAX_SEALED_PAYLOAD: usize = MAX_BODY + PAYLOAD_FIXED_LEN + 16;
 /// Largest datagram the decoder accepts.
-pub const MAX_DATAGRAM: usize = 2 + DeviceCert::LEN + 2 + MAX_ENTRIES * ENTRY_MAX_LEN + 12 + 4 + MAX_SEALED_PAYLOAD + 64;
+pub const MAX_DATAGRAM: usize =
+    2 + DeviceCert::LEN + 2 + MAX_ENTRIES * ENTRY_MAX_LEN + 12 + 4 + MAX_SEALED_PAYLOAD + 64;
 
 const PAYLOAD_FIXED_LEN: usize = 16 + 32 + 32 + 8 + 4 + 1 + 4;
 const WRAPPED_LEN: usize = 32 + 16;
@@ -64,8 +65,13 @@ impl Payload {
             return Err(Error::TooLarge { what: "body" });
         }
         let mut w = Writer::with_capacity(PAYLOAD_FIXED_LEN + self.body.len() + 16);
-        w.bytes(&self.message_id).bytes(&self.conversation).bytes(&self.sender.0);
-        w.u64(self.sent_at).u32(self.ttl).u8(self.content_type).var_bytes(&self.body);
+        w.bytes(&self.message_id)
+            .bytes(&self.conversation)
+            .bytes(&self.sender.0);
+        w.u64(self.sent_at)
+            .u32(self.ttl)
+            .u8(self.content_type)
+            .var_bytes(&self.body);
         Ok(Zeroizing::new(w.buf))
     }
 
@@ -99,10 +105,16 @@ pub struct Entry {
 
 impl Entry {
     fn write(&self, w: &mut Writer) {
-        w.bytes(&self.recipient.0).bytes(&self.session.0).u32(self.counter);
+        w.bytes(&self.recipient.0)
+            .bytes(&self.session.0)
+            .u32(self.counter);
         match &self.init {
             None => w.u8(0),
-            Some(init) => w.u8(1).bytes(&init.ephemeral).u32(init.prekey_id).u8(init.prekey_kind as u8),
+            Some(init) => w
+                .u8(1)
+                .bytes(&init.ephemeral)
+                .u32(init.prekey_id)
+                .u8(init.prekey_kind as u8),
         };
         w.bytes(&self.wrapped);
     }
@@ -118,9 +130,19 @@ impl Entry {
                 prekey_id: r.u32()?,
                 prekey_kind: PrekeyKind::from_u8(r.u8()?)?,
             }),
-            _ => return Err(Error::Malformed { what: "entry flags" }),
+            _ => {
+                return Err(Error::Malformed {
+                    what: "entry flags",
+                })
+            }
         };
-        Ok(Entry { recipient, session, counter, init, wrapped: r.array()? })
+        Ok(Entry {
+            recipient,
+            session,
+            counter,
+            init,
+            wrapped: r.array()?,
+        })
     }
 }
 
@@ -155,10 +177,14 @@ impl<'a> Datagram<'a> {
         let sender = DeviceCert::read(&mut r)?;
         let count = r.u16()? as usize;
         if count > MAX_ENTRIES {
-            return Err(Error::TooLarge { what: "entry count" });
+            return Err(Error::TooLarge {
+                what: "entry count",
+            });
         }
         if count == 0 {
-            return Err(Error::Malformed { what: "entry count" });
+            return Err(Error::Malformed {
+                what: "entry count",
+            });
         }
         // Allocate only for entries whose bytes are present.
         if bytes.len().saturating_sub(r.position()) < count * ENTRY_MIN_LEN {
@@ -173,7 +199,14 @@ impl<'a> Datagram<'a> {
         let signed_len = r.position();
         let signature = r.array()?;
         r.finish()?;
-        Ok(Datagram { sender, entries, nonce, ciphertext, signature, signed: &bytes[..signed_len] })
+        Ok(Datagram {
+            sender,
+            entries,
+            nonce,
+            ciphertext,
+            signature,
+            signed: &bytes[..signed_len],
+        })
     }
 
     /// The devices this datagram is addressed to.
@@ -184,7 +217,8 @@ impl<'a> Datagram<'a> {
     /// Checks the sender's certificate and the datagram signature.
     pub(crate) fn verify(&self) -> Result<()> {
         self.sender.verify()?;
-        let key = ed25519_dalek::VerifyingKey::from_bytes(&self.sender.device.0).map_err(|_| Error::BadKey)?;
+        let key = ed25519_dalek::VerifyingKey::from_bytes(&self.sender.device.0)
+            .map_err(|_| Error::BadKey)?;
         let signature = ed25519_dalek::Signature::from_bytes(&self.signature);
         key.verify_prehashed_strict(prehash(self.signed), Some(SIGNATURE_CONTEXT), &signature)
             .map_err(|_| Error::BadSignature)
@@ -252,12 +286,21 @@ pub(crate) fn wrap(wrap_key: &[u8; 32], message_key: &[u8; 32], aad: &[u8]) -> [
     out
 }
 
-pub(crate) fn unwrap(wrap_key: &[u8; 32], wrapped: &[u8; WRAPPED_LEN], aad: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
+pub(crate) fn unwrap(
+    wrap_key: &[u8; 32],
+    wrapped: &[u8; WRAPPED_LEN],
+    aad: &[u8],
+) -> Result<Zeroizing<[u8; 32]>> {
     let cipher = Aes256Gcm::new(wrap_key.into());
     let mut key = Zeroizing::new([0u8; 32]);
     key.copy_from_slice(&wrapped[..32]);
     cipher
-        .decrypt_in_place_detached(Nonce::from_slice(&WRAP_NONCE), aad, &mut key[..], Tag::from_slice(&wrapped[32..]))
+        .decrypt_in_place_detached(
+            Nonce::from_slice(&WRAP_NONCE),
+            aad,
+            &mut key[..],
+            Tag::from_slice(&wrapped[32..]),
+        )
         .map_err(|_| Error::WrapDecrypt)?;
     Ok(key)
 }
@@ -306,7 +349,9 @@ pub(crate) fn encode_signed(
     ciphertext: &[u8],
     sign: &ed25519_dalek::SigningKey,
 ) -> Vec<u8> {
-    let mut w = Writer::with_capacity(2 + DeviceCert::LEN + 2 + entries.len() * ENTRY_MAX_LEN + 16 + ciphertext.len() + 64);
+    let mut w = Writer::with_capacity(
+        2 + DeviceCert::LEN + 2 + entries.len() * ENTRY_MAX_LEN + 16 + ciphertext.len() + 64,
+    );
     w.u8(PROTOCOL_VERSION).u8(SUITE_V1);
     sender.write(&mut w);
     w.u16(entries.len() as u16);

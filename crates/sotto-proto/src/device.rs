@@ -12,7 +12,9 @@ use zeroize::Zeroizing;
 
 use crate::datagram::{self, Datagram, Entry, Payload, MAX_ENTRIES};
 use crate::error::{Error, Result};
-use crate::keys::{DeviceCert, DeviceId, DeviceKey, PrekeyKind, PrekeySecret, SignedPrekey, VerifiedBundle};
+use crate::keys::{
+    DeviceCert, DeviceId, DeviceKey, PrekeyKind, PrekeySecret, SignedPrekey, VerifiedBundle,
+};
 use crate::session::{Handshake, InitInfo, Session, SessionId};
 
 /// Sessions kept per peer device; the least recently used go first.
@@ -140,7 +142,12 @@ impl Device {
 
     /// Forgets every session with `peer` (e.g. a device that was removed).
     pub fn forget_peer(&mut self, peer: &DeviceId) {
-        let ids: Vec<SessionId> = self.sessions.values().filter(|s| s.peer == *peer).map(|s| s.id).collect();
+        let ids: Vec<SessionId> = self
+            .sessions
+            .values()
+            .filter(|s| s.peer == *peer)
+            .map(|s| s.id)
+            .collect();
         for id in ids {
             self.remove_session(id);
         }
@@ -154,16 +161,29 @@ impl Device {
     }
 
     /// `n` new one-time prekeys; their secrets stay here until used.
-    pub fn generate_prekeys<R: RngCore + CryptoRng>(&mut self, rng: &mut R, n: u32) -> Vec<SignedPrekey> {
-        (0..n).map(|_| self.generate_prekey(rng, PrekeyKind::OneTime)).collect()
+    pub fn generate_prekeys<R: RngCore + CryptoRng>(
+        &mut self,
+        rng: &mut R,
+        n: u32,
+    ) -> Vec<SignedPrekey> {
+        (0..n)
+            .map(|_| self.generate_prekey(rng, PrekeyKind::OneTime))
+            .collect()
     }
 
     /// A new reserve prekey, replacing older ones beyond the last two.
     pub fn generate_reserve<R: RngCore + CryptoRng>(&mut self, rng: &mut R) -> SignedPrekey {
         let prekey = self.generate_prekey(rng, PrekeyKind::Reserve);
-        let reserves: Vec<u32> =
-            self.prekeys.values().filter(|p| p.kind == PrekeyKind::Reserve).map(|p| p.id).collect();
-        for id in reserves.iter().take(reserves.len().saturating_sub(RESERVES_KEPT)) {
+        let reserves: Vec<u32> = self
+            .prekeys
+            .values()
+            .filter(|p| p.kind == PrekeyKind::Reserve)
+            .map(|p| p.id)
+            .collect();
+        for id in reserves
+            .iter()
+            .take(reserves.len().saturating_sub(RESERVES_KEPT))
+        {
             self.prekeys.remove(id);
             self.changes.prekeys_added.remove(id);
             self.changes.prekeys_removed.insert(*id);
@@ -171,7 +191,11 @@ impl Device {
         prekey
     }
 
-    fn generate_prekey<R: RngCore + CryptoRng>(&mut self, rng: &mut R, kind: PrekeyKind) -> SignedPrekey {
+    fn generate_prekey<R: RngCore + CryptoRng>(
+        &mut self,
+        rng: &mut R,
+        kind: PrekeyKind,
+    ) -> SignedPrekey {
         let id = self.next_prekey_id;
         self.next_prekey_id = self.next_prekey_id.wrapping_add(1).max(1);
         let (public, secret) = self.key.generate_prekey(rng, id, kind);
@@ -182,7 +206,11 @@ impl Device {
 
     /// Starts a session with the device of a verified bundle; it becomes the
     /// session used to send to that device.
-    pub fn start_session<R: RngCore + CryptoRng>(&mut self, rng: &mut R, bundle: &VerifiedBundle) -> Result<SessionId> {
+    pub fn start_session<R: RngCore + CryptoRng>(
+        &mut self,
+        rng: &mut R,
+        bundle: &VerifiedBundle,
+    ) -> Result<SessionId> {
         let b = bundle.bundle();
         let ephemeral = StaticSecret::random_from_rng(rng);
         let init = InitInfo {
@@ -212,8 +240,12 @@ impl Device {
         self.active.insert(peer, id);
         self.changes.sessions_removed.remove(&id);
         self.changes.sessions_upserted.insert(id);
-        let mut of_peer: Vec<(u64, SessionId)> =
-            self.sessions.values().filter(|s| s.peer == peer).map(|s| (s.seq, s.id)).collect();
+        let mut of_peer: Vec<(u64, SessionId)> = self
+            .sessions
+            .values()
+            .filter(|s| s.peer == peer)
+            .map(|s| (s.seq, s.id))
+            .collect();
         if of_peer.len() > MAX_SESSIONS_PER_PEER {
             of_peer.sort();
             for (_, old) in &of_peer[..of_peer.len() - MAX_SESSIONS_PER_PEER] {
@@ -245,7 +277,9 @@ impl Device {
             return Err(Error::NoRecipients);
         }
         if sessions.len() > MAX_ENTRIES {
-            return Err(Error::TooLarge { what: "entry count" });
+            return Err(Error::TooLarge {
+                what: "entry count",
+            });
         }
         let mut message_key = Zeroizing::new([0u8; 32]);
         rng.fill_bytes(&mut message_key[..]);
@@ -268,7 +302,13 @@ impl Device {
             });
             self.changes.sessions_upserted.insert(id);
         }
-        Ok(datagram::encode_signed(&self.cert, &entries, &nonce, &ciphertext, &self.key.sign))
+        Ok(datagram::encode_signed(
+            &self.cert,
+            &entries,
+            &nonce,
+            &ciphertext,
+            &self.key.sign,
+        ))
     }
 
     /// Verifies and opens a datagram addressed to this device. On any error
@@ -278,7 +318,11 @@ impl Device {
         dg.verify()?;
         let me = self.cert.device;
         let sender = dg.sender.device;
-        let entry = dg.entries.iter().find(|e| e.recipient == me).ok_or(Error::NotForThisDevice)?;
+        let entry = dg
+            .entries
+            .iter()
+            .find(|e| e.recipient == me)
+            .ok_or(Error::NotForThisDevice)?;
         let mut used_prekey = None;
         let mut session = match self.sessions.get(&entry.session) {
             Some(s) if s.peer != sender => return Err(Error::SessionPeerMismatch),
@@ -309,7 +353,13 @@ impl Device {
             }
         };
         let wrap_key = session.recv_key(entry.counter)?;
-        let aad = datagram::wrap_aad(&sender, &me, &entry.session, entry.counter, &dg.payload_digest());
+        let aad = datagram::wrap_aad(
+            &sender,
+            &me,
+            &entry.session,
+            entry.counter,
+            &dg.payload_digest(),
+        );
         let message_key = datagram::unwrap(&wrap_key, &entry.wrapped, &aad)?;
         let payload = datagram::open_payload(&message_key, &dg)?;
         if payload.sender != dg.sender.user {
@@ -325,7 +375,10 @@ impl Device {
             self.changes.prekeys_added.remove(&id);
             self.changes.prekeys_removed.insert(id);
         }
-        Ok(Opened { sender: dg.sender, payload })
+        Ok(Opened {
+            sender: dg.sender,
+            payload,
+        })
     }
 
     /// The stored form of a session, for [`Changes::sessions_upserted`].
@@ -340,6 +393,9 @@ impl Device {
 
     /// Number of unused one-time prekey secrets held.
     pub fn one_time_prekeys(&self) -> usize {
-        self.prekeys.values().filter(|p| p.kind == PrekeyKind::OneTime).count()
+        self.prekeys
+            .values()
+            .filter(|p| p.kind == PrekeyKind::OneTime)
+            .count()
     }
 }

@@ -110,7 +110,10 @@ impl DeviceKey {
     }
 
     pub fn public_keys(&self) -> DevicePublicKeys {
-        DevicePublicKeys { id: self.id(), dh: DhPublic::from(&self.dh).to_bytes() }
+        DevicePublicKeys {
+            id: self.id(),
+            dh: DhPublic::from(&self.dh).to_bytes(),
+        }
     }
 
     /// Both secrets (signing then agreement), for the encrypted local store.
@@ -126,7 +129,10 @@ impl DeviceKey {
         sign.copy_from_slice(&bytes[..32]);
         let mut dh = [0u8; 32];
         dh.copy_from_slice(&bytes[32..]);
-        DeviceKey { sign: SigningKey::from_bytes(&sign), dh: StaticSecret::from(dh) }
+        DeviceKey {
+            sign: SigningKey::from_bytes(&sign),
+            dh: StaticSecret::from(dh),
+        }
     }
 
     /// Signs arbitrary bytes with the device key (used for request
@@ -179,14 +185,20 @@ impl DeviceCert {
     fn signed_bytes(&self) -> Vec<u8> {
         let mut w = Writer::with_capacity(CERT_CONTEXT.len() + Self::LEN);
         w.bytes(CERT_CONTEXT).u8(PROTOCOL_VERSION);
-        w.bytes(&self.user.0).bytes(&self.device.0).bytes(&self.dh).u64(self.created_at);
+        w.bytes(&self.user.0)
+            .bytes(&self.device.0)
+            .bytes(&self.dh)
+            .u64(self.created_at);
         w.buf
     }
 
     /// Checks the signature under the user key the certificate names.
     pub fn verify(&self) -> Result<()> {
         verifying_key(&self.user.0)?
-            .verify_strict(&self.signed_bytes(), &Signature::from_bytes(&self.signature))
+            .verify_strict(
+                &self.signed_bytes(),
+                &Signature::from_bytes(&self.signature),
+            )
             .map_err(|_| Error::BadCertificate)
     }
 
@@ -205,7 +217,10 @@ impl DeviceCert {
     }
 
     pub(crate) fn write(&self, w: &mut Writer) {
-        w.u8(PROTOCOL_VERSION).bytes(&self.user.0).bytes(&self.device.0).bytes(&self.dh);
+        w.u8(PROTOCOL_VERSION)
+            .bytes(&self.user.0)
+            .bytes(&self.device.0)
+            .bytes(&self.dh);
         w.u64(self.created_at).bytes(&self.signature);
     }
 
@@ -244,7 +259,9 @@ impl PrekeyKind {
         match v {
             1 => Ok(PrekeyKind::OneTime),
             2 => Ok(PrekeyKind::Reserve),
-            _ => Err(Error::Malformed { what: "prekey kind" }),
+            _ => Err(Error::Malformed {
+                what: "prekey kind",
+            }),
         }
     }
 }
@@ -263,7 +280,9 @@ impl SignedPrekey {
 
     fn signed_bytes(&self, device: &DeviceId) -> Vec<u8> {
         let mut w = Writer::with_capacity(PREKEY_CONTEXT.len() + 72);
-        w.bytes(PREKEY_CONTEXT).u8(PROTOCOL_VERSION).bytes(&device.0);
+        w.bytes(PREKEY_CONTEXT)
+            .u8(PROTOCOL_VERSION)
+            .bytes(&device.0);
         w.u32(self.id).u8(self.kind as u8).bytes(&self.public);
         w.buf
     }
@@ -271,13 +290,19 @@ impl SignedPrekey {
     /// Checks the signature under `device`'s key.
     pub fn verify(&self, device: &DeviceId) -> Result<()> {
         verifying_key(&device.0)?
-            .verify_strict(&self.signed_bytes(device), &Signature::from_bytes(&self.signature))
+            .verify_strict(
+                &self.signed_bytes(device),
+                &Signature::from_bytes(&self.signature),
+            )
             .map_err(|_| Error::BadPrekeySignature)
     }
 
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::with_capacity(Self::LEN);
-        w.u32(self.id).u8(self.kind as u8).bytes(&self.public).bytes(&self.signature);
+        w.u32(self.id)
+            .u8(self.kind as u8)
+            .bytes(&self.public)
+            .bytes(&self.signature);
         w.buf
     }
 
@@ -305,7 +330,9 @@ impl PrekeySecret {
     /// `id`, `kind`, secret: for the encrypted local store.
     pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
         let mut w = Writer::with_capacity(37);
-        w.u32(self.id).u8(self.kind as u8).bytes(self.secret.as_bytes());
+        w.u32(self.id)
+            .u8(self.kind as u8)
+            .bytes(self.secret.as_bytes());
         Zeroizing::new(w.buf)
     }
 

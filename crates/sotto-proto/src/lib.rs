@@ -20,8 +20,8 @@ pub use datagram::{content, Datagram, Payload};
 pub use device::{Changes, Device, Opened, MAX_SESSIONS_PER_PEER};
 pub use error::{Error, Result};
 pub use keys::{
-    verify_device_signature, DeviceCert, DeviceId, DeviceKey, DevicePublicKeys, PrekeyBundle, PrekeyKind,
-    PrekeySecret, SignedPrekey, UserKey, UserPublic, VerifiedBundle,
+    verify_device_signature, DeviceCert, DeviceId, DeviceKey, DevicePublicKeys, PrekeyBundle,
+    PrekeyKind, PrekeySecret, SignedPrekey, UserKey, UserPublic, VerifiedBundle,
 };
 pub use safety::{check_contact_key, safety_number, ContactKey, SafetyNumber};
 pub use session::{Session, SessionId};

@@ -25,7 +25,10 @@ pub struct SafetyNumber {
 impl SafetyNumber {
     /// The digits in twelve groups of five, as shown to people.
     pub fn grouped(&self) -> String {
-        let chunks: Vec<&str> = (0..self.digits.len()).step_by(5).map(|i| &self.digits[i..i + 5]).collect();
+        let chunks: Vec<&str> = (0..self.digits.len())
+            .step_by(5)
+            .map(|i| &self.digits[i..i + 5])
+            .collect();
         chunks.join(" ")
     }
 }
@@ -68,7 +71,11 @@ pub fn safety_number(a: &UserPublic, b: &UserPublic) -> SafetyNumber {
     let (first, second) = if fa <= fb { (fa, fb) } else { (fb, fa) };
     SafetyNumber {
         digits: format!("{}{}", digits(&first), digits(&second)),
-        qr: format!("sotto-safety:{FINGERPRINT_VERSION}:{}:{}", hex(&first), hex(&second)),
+        qr: format!(
+            "sotto-safety:{FINGERPRINT_VERSION}:{}:{}",
+            hex(&first),
+            hex(&second)
+        ),
     }
 }
 
@@ -100,7 +107,11 @@ mod tests {
 
     #[test]
     fn same_on_both_sides_and_distinct_per_pair() {
-        let (a, b, c) = (UserPublic([1; 32]), UserPublic([2; 32]), UserPublic([3; 32]));
+        let (a, b, c) = (
+            UserPublic([1; 32]),
+            UserPublic([2; 32]),
+            UserPublic([3; 32]),
+        );
         let ab = safety_number(&a, &b);
         assert_eq!(ab, safety_number(&b, &a));
         assert_eq!(ab.digits.len(), 60);
@@ -115,6 +126,9 @@ mod tests {
         let (a, b) = (UserPublic([1; 32]), UserPublic([2; 32]));
         assert_eq!(check_contact_key(None, &a), ContactKey::FirstSeen);
         assert_eq!(check_contact_key(Some(&a), &a), ContactKey::Unchanged);
-        assert_eq!(check_contact_key(Some(&a), &b), ContactKey::Changed { previous: a });
+        assert_eq!(
+            check_contact_key(Some(&a), &b),
+            ContactKey::Changed { previous: a }
+        );
     }
 }

@@ -104,7 +104,8 @@ impl Handshake<'_> {
         info.push(self.init.prekey_kind as u8);
         let hk = Hkdf::<Sha256>::new(Some(b"sotto/v1/session"), &ikm[..]);
         let mut okm = Zeroizing::new([0u8; 64]);
-        hk.expand(&info, &mut okm[..]).expect("64 bytes is a valid HKDF-SHA256 length");
+        hk.expand(&info, &mut okm[..])
+            .expect("64 bytes is a valid HKDF-SHA256 length");
         let mut a = Zeroizing::new([0u8; 32]);
         let mut b = Zeroizing::new([0u8; 32]);
         a.copy_from_slice(&okm[..32]);
@@ -218,7 +219,11 @@ impl Session {
         w.u64(self.seq);
         match &self.pending_init {
             None => w.u8(0),
-            Some(init) => w.u8(1).bytes(&init.ephemeral).u32(init.prekey_id).u8(init.prekey_kind as u8),
+            Some(init) => w
+                .u8(1)
+                .bytes(&init.ephemeral)
+                .u32(init.prekey_id)
+                .u8(init.prekey_kind as u8),
         };
         w.u16(self.skipped.len() as u16);
         for (i, key) in &self.skipped {
@@ -235,8 +240,14 @@ impl Session {
         }
         let id = SessionId(r.array()?);
         let peer = DeviceId(r.array()?);
-        let send = Chain { key: Zeroizing::new(r.array()?), index: r.u32()? };
-        let recv = Chain { key: Zeroizing::new(r.array()?), index: r.u32()? };
+        let send = Chain {
+            key: Zeroizing::new(r.array()?),
+            index: r.u32()?,
+        };
+        let recv = Chain {
+            key: Zeroizing::new(r.array()?),
+            index: r.u32()?,
+        };
         let seq = r.u64()?;
         let pending_init = match r.u8()? {
             0 => None,
@@ -249,14 +260,24 @@ impl Session {
         };
         let n = r.u16()? as usize;
         if n > MAX_SKIPPED_KEYS {
-            return Err(Error::TooLarge { what: "skipped keys" });
+            return Err(Error::TooLarge {
+                what: "skipped keys",
+            });
         }
         let mut skipped = BTreeMap::new();
         for _ in 0..n {
             skipped.insert(r.u32()?, Zeroizing::new(r.array()?));
         }
         r.finish()?;
-        Ok(Session { id, peer, send, recv, skipped, pending_init, seq })
+        Ok(Session {
+            id,
+            peer,
+            send,
+            recv,
+            skipped,
+            pending_init,
+            seq,
+        })
     }
 }
 
@@ -265,7 +286,10 @@ mod tests {
     use super::*;
 
     fn chain() -> Chain {
-        Chain { key: Zeroizing::new([7; 32]), index: 0 }
+        Chain {
+            key: Zeroizing::new([7; 32]),
+            index: 0,
+        }
     }
 
     fn session() -> Session {
@@ -316,7 +340,11 @@ mod tests {
     fn session_bytes_round_trip_and_reject_garbage() {
         let mut s = session();
         s.recv_key(3).unwrap();
-        s.pending_init = Some(InitInfo { ephemeral: [9; 32], prekey_id: 4, prekey_kind: PrekeyKind::Reserve });
+        s.pending_init = Some(InitInfo {
+            ephemeral: [9; 32],
+            prekey_id: 4,
+            prekey_kind: PrekeyKind::Reserve,
+        });
         let bytes = s.to_bytes();
         let back = Session::from_bytes(&bytes).unwrap();
         assert_eq!(back.to_bytes(), bytes);
