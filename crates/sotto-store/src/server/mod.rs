@@ -1,1 +1,282 @@
-//! The server store: trait and SQLite backend.
+//! The server store: the [`ServerStore`] trait and its SQLite backend
+//! ([`SqliteStore`]).
+//!
+//! # Shape
+//! The trait is synchronous and small; the server calls it from blocking
+//! threads. Nothing in it relies on state kept in the serving process:
+//! mailbox sequence numbers, pending device links and prekey pools all live
+//! in the database, so a PostgreSQL backend shared by several server nodes
+//! can implement the same trait later (pushing to devices connected to
+//! another node would then need a notification channel, e.g. LISTEN/NOTIFY).
+//!
+//! # Privacy at rest
+//! Users are keyed by `HMAC-SHA-256(server_secret, username_hash)`; the
+//! secret lives in the data directory (mode 0600), not in the database, so a
+//! copy of the database alone does not allow guessing usernames offline.
+//! Where the server must give a username hash back (a block list, the user
+//! a linked device joined), it keeps it XOR-ed with a pad derived from the
+//! same secret (see [`secret`]). Datagrams are stored exactly as received:
+//! ciphertext the server cannot open.
+//!
+//! # Datagrams and mailboxes
+//! A datagram is stored once, however many devices it addresses (a room
+//! datagram may address thousands); each recipient device gets a mailbox
+//! row pointing at it. Acknowledged rows are deleted at once when retention
+//! is zero, or kept until `acked_at + retention` (history recovery); a
+//! datagram goes when no row points at it any more.
+
+mod secret;
+mod sqlite;
+mod writer;
+
+pub use sotto_proto::{DeviceId, UserPublic};
+pub use sqlite::{SqliteStore, DB_FILE, SECRET_FILE};
+
+/// The client's `username_hash` (SHA-256 over the lowercased name).
+pub type UsernameHash = [u8; 32];
+
+/// How long a pending device link waits for approval.
+pub const LINK_TTL_MS: u64 = 10 * 60 * 1000;
+
+/// Result of every store call.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Everything the store can refuse or fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("username is taken")]
+    UsernameTaken,
+    #[error("this user key or device is already registered")]
+    AlreadyRegistered,
+    #[error("unknown user")]
+    UnknownUser,
+    #[error("unknown device {0:?}")]
+    UnknownDevice(DeviceId),
+    #[error("a recipient blocks the sender")]
+    Blocked,
+    #[error("unknown or expired link")]
+    UnknownLink,
+    #[error("the link was already approved")]
+    LinkApproved,
+    #[error("data directory: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("database: {0}")]
+    Db(#[from] rusqlite::Error),
+    /// A failure reported to every request of a batch (e.g. the commit
+    /// failed), or the writer thread is gone.
+    #[error("database: {0}")]
+    Backend(String),
+}
+
+/// A device to add: its certificate (as `DeviceCert::encode`) and its
+/// prekeys (as `SignedPrekey::encode`), already verified by the caller.
+#[derive(Clone, Debug)]
+pub struct NewDevice {
+    pub device: DeviceId,
+    pub cert: Vec<u8>,
+    /// One-time prekeys: (prekey id, encoded signed prekey).
+    pub prekeys: Vec<(u32, Vec<u8>)>,
+    pub reserve: Vec<u8>,
+}
+
+/// A new user with its first device.
+#[derive(Clone, Debug)]
+pub struct NewUser {
+    pub username_hash: UsernameHash,
+    pub user: UserPublic,
+    pub device: NewDevice,
+}
+
+/// A registered device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceRecord {
+    pub device: DeviceId,
+    pub user: UserPublic,
+    pub cert: Vec<u8>,
+}
+
+/// A user and its devices.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserRecord {
+    pub user: UserPublic,
+    pub devices: Vec<DeviceRecord>,
+}
+
+/// The state of one device's prekey pool.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PrekeyCount {
+    /// Unclaimed one-time prekeys.
+    pub one_time: u32,
+    /// Times the reserve key was served since the last refill.
+    pub reserve_served: u32,
+}
+
+/// One prekey handed out by [`ServerStore::claim_prekeys`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimedPrekey {
+    pub device: DeviceId,
+    pub cert: Vec<u8>,
+    pub prekey: Vec<u8>,
+    /// True when the pool was empty and this is the reserve key.
+    pub reserve: bool,
+    /// The pool after this claim.
+    pub pool: PrekeyCount,
+}
+
+/// A new mailbox row made by [`ServerStore::enqueue`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    pub device: DeviceId,
+    pub seq: u64,
+}
+
+/// What [`ServerStore::enqueue`] committed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Enqueued {
+    /// SHA-256 of the datagram.
+    pub datagram_id: [u8; 32],
+    pub received_at: u64,
+    /// Rows created now. A datagram sent again (a retry) creates rows only
+    /// for devices that have none for it.
+    pub deliveries: Vec<Delivery>,
+}
+
+/// One pending mailbox item.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MailboxEntry {
+    pub seq: u64,
+    pub datagram: Vec<u8>,
+    pub received_at: u64,
+}
+
+/// A device waiting to be linked to a user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingLink {
+    pub link_id: String,
+    /// The new device.
+    pub device: DeviceId,
+    /// The request as the new device sent it (opaque to the store).
+    pub request: Vec<u8>,
+    pub created_at: u64,
+    pub approved: Option<ApprovedLink>,
+}
+
+/// What the new device learns once its link is approved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApprovedLink {
+    pub cert: Vec<u8>,
+    pub username_hash: UsernameHash,
+}
+
+/// What [`ServerStore::purge`] removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Purged {
+    pub mailbox_rows: u64,
+    pub datagrams: u64,
+    pub links: u64,
+}
+
+/// The security platform's storage. Every call is one transaction; calls
+/// that write are durable when they return `Ok`.
+pub trait ServerStore: Send + Sync {
+    /// Adds a user with its first device. [`StoreError::UsernameTaken`] if
+    /// the name is in use, [`StoreError::AlreadyRegistered`] if the user key
+    /// or the device is.
+    fn register(&self, user: NewUser, now_ms: u64) -> Result<()>;
+
+    /// A user by username hash, with its devices.
+    fn user(&self, username_hash: &UsernameHash) -> Result<Option<UserRecord>>;
+
+    /// A user by public key, with its devices.
+    fn user_by_key(&self, user: &UserPublic) -> Result<Option<UserRecord>>;
+
+    /// A registered device.
+    fn device(&self, device: &DeviceId) -> Result<Option<DeviceRecord>>;
+
+    /// Claims one prekey for each of `devices` of the user (all its devices
+    /// when empty): the oldest one-time prekey, deleted in the same
+    /// transaction, or the reserve key when the pool is empty.
+    fn claim_prekeys(
+        &self,
+        username_hash: &UsernameHash,
+        devices: &[DeviceId],
+    ) -> Result<(UserPublic, Vec<ClaimedPrekey>)>;
+
+    /// Adds one-time prekeys (an id already present is replaced) and
+    /// optionally replaces the reserve; resets the reserve counter.
+    fn add_prekeys(
+        &self,
+        device: &DeviceId,
+        prekeys: Vec<(u32, Vec<u8>)>,
+        reserve: Option<Vec<u8>>,
+    ) -> Result<PrekeyCount>;
+
+    fn prekey_count(&self, device: &DeviceId) -> Result<PrekeyCount>;
+
+    /// Stores `datagram` once and adds a row to the mailbox of every device
+    /// in `recipients`. Refused as a whole with [`StoreError::UnknownDevice`]
+    /// if a device is not registered, or [`StoreError::Blocked`] if the user
+    /// of a recipient blocks the user of `sender`.
+    fn enqueue(
+        &self,
+        sender: &DeviceId,
+        recipients: &[DeviceId],
+        datagram: Vec<u8>,
+        now_ms: u64,
+    ) -> Result<Enqueued>;
+
+    /// Unacknowledged items with `seq > after`, in order: at most `limit`,
+    /// and stopping after `max_bytes` of datagrams (always at least one).
+    /// The flag says whether more wait.
+    fn fetch(
+        &self,
+        device: &DeviceId,
+        after: u64,
+        limit: u32,
+        max_bytes: usize,
+    ) -> Result<(Vec<MailboxEntry>, bool)>;
+
+    /// Acknowledges items of `device`: deleted when `retention_ms` is 0,
+    /// else kept until `acked_at + retention_ms`. Returns how many of `seqs`
+    /// were pending.
+    fn ack(&self, device: &DeviceId, seqs: &[u64], now_ms: u64, retention_ms: u64) -> Result<u32>;
+
+    /// A datagram addressed to `device` that is still stored (pending or
+    /// within retention).
+    fn datagram_for(&self, device: &DeviceId, datagram_id: &[u8; 32]) -> Result<Option<Vec<u8>>>;
+
+    /// Deletes acknowledged rows older than the retention, datagrams no row
+    /// points at, and expired links.
+    fn purge(&self, now_ms: u64, retention_ms: u64) -> Result<Purged>;
+
+    /// `blocker` refuses datagrams from the user named by `blocked`.
+    /// [`StoreError::UnknownUser`] if there is no such user.
+    fn block(&self, blocker: &UserPublic, blocked: &UsernameHash) -> Result<()>;
+
+    fn unblock(&self, blocker: &UserPublic, blocked: &UsernameHash) -> Result<()>;
+
+    /// The username hashes `blocker` blocks.
+    fn blocks(&self, blocker: &UserPublic) -> Result<Vec<UsernameHash>>;
+
+    /// A new device waits for approval under `link_id` for [`LINK_TTL_MS`].
+    fn create_link(
+        &self,
+        link_id: &str,
+        device: &DeviceId,
+        request: Vec<u8>,
+        now_ms: u64,
+    ) -> Result<()>;
+
+    /// A link that has not expired.
+    fn link(&self, link_id: &str, now_ms: u64) -> Result<Option<PendingLink>>;
+
+    /// Registers `device` (verified by the caller) as a device of
+    /// `approver` and marks the link approved, in one transaction.
+    fn approve_link(
+        &self,
+        link_id: &str,
+        approver: &UserPublic,
+        device: NewDevice,
+        now_ms: u64,
+    ) -> Result<()>;
+}

@@ -1,0 +1,83 @@
+//! The server secret: 32 random bytes made on first start, kept in the data
+//! directory (mode 0600) and never in the database. It keys how usernames
+//! are stored, so the database alone does not allow guessing them offline.
+
+use std::fs::{self, OpenOptions};
+use std::io::{Read, Write};
+use std::path::Path;
+
+use hmac::{Hmac, Mac};
+use rand_core::{OsRng, RngCore};
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+use super::UsernameHash;
+
+pub(crate) struct ServerSecret(Zeroizing<[u8; 32]>);
+
+impl ServerSecret {
+    /// Loads the secret from `path`, or creates it there.
+    pub(crate) fn load_or_create(path: &Path) -> std::io::Result<ServerSecret> {
+        match fs::File::open(path) {
+            Ok(mut f) => {
+                let mut bytes = Zeroizing::new([0u8; 32]);
+                let mut extra = [0u8; 1];
+                f.read_exact(&mut bytes[..])?;
+                if f.read(&mut extra)? != 0 {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!(
+                            "{} is not a sotto server secret (expected 32 bytes)",
+                            path.display()
+                        ),
+                    ));
+                }
+                Ok(ServerSecret(bytes))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut bytes = Zeroizing::new([0u8; 32]);
+                OsRng.fill_bytes(&mut bytes[..]);
+                let mut options = OpenOptions::new();
+                options.write(true).create_new(true);
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+                let mut f = options.open(path)?;
+                f.write_all(&bytes[..])?;
+                // Losing the secret after users registered would orphan
+                // every user: make it durable before anything is stored.
+                f.sync_all()?;
+                if let Some(dir) = path.parent() {
+                    fs::File::open(dir)?.sync_all()?;
+                }
+                Ok(ServerSecret(bytes))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn mac(&self, label: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.0[..]).expect("HMAC takes any key length");
+        mac.update(label);
+        for p in parts {
+            mac.update(p);
+        }
+        mac.finalize().into_bytes().into()
+    }
+
+    /// The key a user is stored under.
+    pub(crate) fn name_key(&self, username_hash: &UsernameHash) -> [u8; 32] {
+        self.mac(b"sotto/server/name-key\0", &[username_hash])
+    }
+
+    /// The username hash XOR-ed with a pad unique to the user (its name
+    /// key); [`ServerSecret::seal_name`] is its own inverse.
+    pub(crate) fn seal_name(&self, name_key: &[u8; 32], username_hash: &UsernameHash) -> [u8; 32] {
+        let pad = self.mac(b"sotto/server/name-pad\0", &[name_key]);
+        let mut out = [0u8; 32];
+        for i in 0..32 {
+            out[i] = pad[i] ^ username_hash[i];
+        }
+        out
+    }
+}

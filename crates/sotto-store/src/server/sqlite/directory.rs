@@ -1,0 +1,349 @@
+//! Users, devices, prekey pools, block lists and pending links.
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::super::*;
+
+fn exists(c: &Connection, sql: &str, key: &[u8]) -> Result<bool> {
+    Ok(c.query_row(sql, [key], |_| Ok(())).optional()?.is_some())
+}
+
+pub(super) fn register(
+    c: &Connection,
+    name_key: &[u8; 32],
+    sealed: &[u8; 32],
+    user: &UserPublic,
+    device: &NewDevice,
+    now: u64,
+) -> Result<()> {
+    if exists(c, "SELECT 1 FROM users WHERE name_key = ?1", name_key)? {
+        return Err(StoreError::UsernameTaken);
+    }
+    if exists(c, "SELECT 1 FROM users WHERE user_key = ?1", &user.0)? {
+        return Err(StoreError::AlreadyRegistered);
+    }
+    c.execute(
+        "INSERT INTO users (name_key, sealed_name, user_key, created_at) VALUES (?1, ?2, ?3, ?4)",
+        params![&name_key[..], &sealed[..], &user.0[..], now as i64],
+    )?;
+    insert_device(c, c.last_insert_rowid(), device, now)
+}
+
+fn insert_device(c: &Connection, user_id: i64, d: &NewDevice, now: u64) -> Result<()> {
+    if exists(c, "SELECT 1 FROM devices WHERE device = ?1", &d.device.0)? {
+        return Err(StoreError::AlreadyRegistered);
+    }
+    c.execute(
+        "INSERT INTO devices (device, user_id, cert, reserve, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![&d.device.0[..], user_id, d.cert, d.reserve, now as i64],
+    )?;
+    insert_prekeys(c, c.last_insert_rowid(), &d.prekeys)
+}
+
+fn insert_prekeys(c: &Connection, device_id: i64, prekeys: &[(u32, Vec<u8>)]) -> Result<()> {
+    let mut stmt = c.prepare_cached(
+        "INSERT OR REPLACE INTO prekeys (device_id, prekey_id, prekey) VALUES (?1, ?2, ?3)",
+    )?;
+    for (id, bytes) in prekeys {
+        stmt.execute(params![device_id, *id as i64, bytes])?;
+    }
+    Ok(())
+}
+
+/// The user whose `column` (`name_key` or `user_key`) is `key`.
+pub(super) fn user_where(c: &Connection, column: &str, key: &[u8]) -> Result<Option<UserRecord>> {
+    debug_assert!(column == "name_key" || column == "user_key");
+    let sql = format!("SELECT id, user_key FROM users WHERE {column} = ?1");
+    let found: Option<(i64, [u8; 32])> = c
+        .query_row(&sql, [key], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((id, user)) = found else {
+        return Ok(None);
+    };
+    let user = UserPublic(user);
+    let mut stmt =
+        c.prepare_cached("SELECT device, cert FROM devices WHERE user_id = ?1 ORDER BY id")?;
+    let devices = stmt
+        .query_map([id], |r| {
+            Ok(DeviceRecord {
+                device: DeviceId(r.get(0)?),
+                user,
+                cert: r.get(1)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(UserRecord { user, devices }))
+}
+
+pub(super) fn device(c: &Connection, device: &DeviceId) -> Result<Option<DeviceRecord>> {
+    Ok(c.query_row(
+        "SELECT u.user_key, d.cert FROM devices d JOIN users u ON u.id = d.user_id WHERE d.device = ?1",
+        [&device.0[..]],
+        |r| Ok(DeviceRecord { device: *device, user: UserPublic(r.get(0)?), cert: r.get(1)? }),
+    )
+    .optional()?)
+}
+
+fn device_row(c: &Connection, device: &DeviceId) -> Result<i64> {
+    c.query_row(
+        "SELECT id FROM devices WHERE device = ?1",
+        [&device.0[..]],
+        |r| r.get(0),
+    )
+    .optional()?
+    .ok_or(StoreError::UnknownDevice(*device))
+}
+
+fn count(c: &Connection, device_id: i64) -> Result<PrekeyCount> {
+    let one_time: i64 = c.query_row(
+        "SELECT COUNT(*) FROM prekeys WHERE device_id = ?1",
+        [device_id],
+        |r| r.get(0),
+    )?;
+    let served: i64 = c.query_row(
+        "SELECT reserve_served FROM devices WHERE id = ?1",
+        [device_id],
+        |r| r.get(0),
+    )?;
+    Ok(PrekeyCount {
+        one_time: one_time as u32,
+        reserve_served: served as u32,
+    })
+}
+
+pub(super) fn claim(
+    c: &Connection,
+    name_key: &[u8; 32],
+    wanted: &[DeviceId],
+) -> Result<(UserPublic, Vec<ClaimedPrekey>)> {
+    let (user_id, user): (i64, [u8; 32]) = c
+        .query_row(
+            "SELECT id, user_key FROM users WHERE name_key = ?1",
+            [&name_key[..]],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?
+        .ok_or(StoreError::UnknownUser)?;
+    let mut stmt = c.prepare_cached(
+        "SELECT id, device, cert, reserve FROM devices WHERE user_id = ?1 ORDER BY id",
+    )?;
+    let all = stmt
+        .query_map([user_id], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                DeviceId(r.get(1)?),
+                r.get(2)?,
+                r.get(3)?,
+            ))
+        })?
+        .collect::<Result<Vec<(i64, DeviceId, Vec<u8>, Vec<u8>)>, _>>()?;
+    let chosen: Vec<_> = if wanted.is_empty() {
+        all
+    } else {
+        let mut chosen = Vec::with_capacity(wanted.len());
+        for w in wanted {
+            let row = all
+                .iter()
+                .find(|d| d.1 == *w)
+                .ok_or(StoreError::UnknownDevice(*w))?;
+            if !chosen
+                .iter()
+                .any(|d: &(i64, DeviceId, Vec<u8>, Vec<u8>)| d.1 == *w)
+            {
+                chosen.push(row.clone());
+            }
+        }
+        chosen
+    };
+    let mut out = Vec::with_capacity(chosen.len());
+    for (device_id, device, cert, reserve) in chosen {
+        let one: Option<(i64, Vec<u8>)> = c
+            .query_row(
+                "SELECT id, prekey FROM prekeys WHERE device_id = ?1 ORDER BY id LIMIT 1",
+                [device_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        // The one-time key is deleted in the transaction that serves it:
+        // no two claimers can ever get the same one.
+        let (prekey, is_reserve) = match one {
+            Some((row, prekey)) => {
+                c.execute("DELETE FROM prekeys WHERE id = ?1", [row])?;
+                (prekey, false)
+            }
+            None => {
+                c.execute(
+                    "UPDATE devices SET reserve_served = reserve_served + 1 WHERE id = ?1",
+                    [device_id],
+                )?;
+                (reserve, true)
+            }
+        };
+        out.push(ClaimedPrekey {
+            device,
+            cert,
+            prekey,
+            reserve: is_reserve,
+            pool: count(c, device_id)?,
+        });
+    }
+    Ok((UserPublic(user), out))
+}
+
+pub(super) fn add_prekeys(
+    c: &Connection,
+    device: &DeviceId,
+    prekeys: &[(u32, Vec<u8>)],
+    reserve: Option<&[u8]>,
+) -> Result<PrekeyCount> {
+    let device_id = device_row(c, device)?;
+    insert_prekeys(c, device_id, prekeys)?;
+    if let Some(reserve) = reserve {
+        c.execute(
+            "UPDATE devices SET reserve = ?1 WHERE id = ?2",
+            params![reserve, device_id],
+        )?;
+    }
+    if !prekeys.is_empty() || reserve.is_some() {
+        c.execute(
+            "UPDATE devices SET reserve_served = 0 WHERE id = ?1",
+            [device_id],
+        )?;
+    }
+    count(c, device_id)
+}
+
+pub(super) fn prekey_count(c: &Connection, device: &DeviceId) -> Result<PrekeyCount> {
+    count(c, device_row(c, device)?)
+}
+
+fn user_row(c: &Connection, column: &str, key: &[u8]) -> Result<i64> {
+    let sql = format!("SELECT id FROM users WHERE {column} = ?1");
+    c.query_row(&sql, [key], |r| r.get(0))
+        .optional()?
+        .ok_or(StoreError::UnknownUser)
+}
+
+pub(super) fn block(c: &Connection, blocker: &UserPublic, blocked_key: &[u8; 32]) -> Result<()> {
+    let blocker = user_row(c, "user_key", &blocker.0)?;
+    let blocked = user_row(c, "name_key", blocked_key)?;
+    c.execute(
+        "INSERT OR IGNORE INTO blocks (blocker, blocked) VALUES (?1, ?2)",
+        [blocker, blocked],
+    )?;
+    Ok(())
+}
+
+pub(super) fn unblock(c: &Connection, blocker: &UserPublic, blocked_key: &[u8; 32]) -> Result<()> {
+    let blocker = user_row(c, "user_key", &blocker.0)?;
+    let blocked = user_row(c, "name_key", blocked_key)?;
+    c.execute(
+        "DELETE FROM blocks WHERE blocker = ?1 AND blocked = ?2",
+        [blocker, blocked],
+    )?;
+    Ok(())
+}
+
+/// (name key, sealed name) of each user `blocker` blocks.
+pub(super) fn blocks(c: &Connection, blocker: &UserPublic) -> Result<Vec<([u8; 32], [u8; 32])>> {
+    let blocker = user_row(c, "user_key", &blocker.0)?;
+    let mut stmt = c.prepare_cached(
+        "SELECT u.name_key, u.sealed_name FROM blocks b JOIN users u ON u.id = b.blocked
+         WHERE b.blocker = ?1 ORDER BY u.id",
+    )?;
+    let rows = stmt
+        .query_map([blocker], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+pub(super) fn create_link(
+    c: &Connection,
+    link_id: &str,
+    device: &DeviceId,
+    request: &[u8],
+    now: u64,
+) -> Result<()> {
+    if exists(c, "SELECT 1 FROM devices WHERE device = ?1", &device.0)? {
+        return Err(StoreError::AlreadyRegistered);
+    }
+    c.execute(
+        "INSERT INTO links (link_id, device, request, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![link_id, &device.0[..], request, now as i64, (now + LINK_TTL_MS) as i64],
+    )?;
+    Ok(())
+}
+
+/// A live link and, once approved, (name key, sealed name) of its user.
+#[allow(clippy::type_complexity)]
+pub(super) fn link(
+    c: &Connection,
+    link_id: &str,
+    now: u64,
+) -> Result<Option<(PendingLink, Option<([u8; 32], [u8; 32])>)>> {
+    let row = c
+        .query_row(
+            "SELECT l.device, l.request, l.created_at, l.cert, u.name_key, u.sealed_name
+             FROM links l LEFT JOIN users u ON u.id = l.user_id
+             WHERE l.link_id = ?1 AND l.expires_at > ?2",
+            params![link_id, now as i64],
+            |r| {
+                Ok((
+                    DeviceId(r.get(0)?),
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Option<Vec<u8>>>(3)?,
+                    r.get::<_, Option<[u8; 32]>>(4)?,
+                    r.get::<_, Option<[u8; 32]>>(5)?,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((device, request, created_at, cert, key, sealed)) = row else {
+        return Ok(None);
+    };
+    let user = key.zip(sealed);
+    // The caller unseals the username hash; until then it holds the sealed form.
+    let approved = cert.zip(user).map(|(cert, (_, sealed))| ApprovedLink {
+        cert,
+        username_hash: sealed,
+    });
+    let link = PendingLink {
+        link_id: link_id.to_owned(),
+        device,
+        request,
+        created_at: created_at as u64,
+        approved,
+    };
+    Ok(Some((link, user)))
+}
+
+pub(super) fn approve_link(
+    c: &Connection,
+    link_id: &str,
+    approver: &UserPublic,
+    device: &NewDevice,
+    now: u64,
+) -> Result<()> {
+    let row: Option<(DeviceId, Option<Vec<u8>>)> = c
+        .query_row(
+            "SELECT device, cert FROM links WHERE link_id = ?1 AND expires_at > ?2",
+            params![link_id, now as i64],
+            |r| Ok((DeviceId(r.get(0)?), r.get(1)?)),
+        )
+        .optional()?;
+    let (linked, cert) = row.ok_or(StoreError::UnknownLink)?;
+    if cert.is_some() {
+        return Err(StoreError::LinkApproved);
+    }
+    if linked != device.device {
+        return Err(StoreError::UnknownDevice(device.device));
+    }
+    let user_id = user_row(c, "user_key", &approver.0)?;
+    insert_device(c, user_id, device, now)?;
+    c.execute(
+        "UPDATE links SET cert = ?1, user_id = ?2 WHERE link_id = ?3",
+        params![device.cert, user_id, link_id],
+    )?;
+    Ok(())
+}

@@ -1,0 +1,97 @@
+//! The SQLite schema and connection settings.
+
+use rusqlite::Connection;
+
+use super::super::Result;
+
+/// Schema version in `PRAGMA user_version`.
+const VERSION: i64 = 1;
+
+const SCHEMA_V1: &str = "
+CREATE TABLE users (
+    id          INTEGER PRIMARY KEY,
+    name_key    BLOB NOT NULL UNIQUE,   -- HMAC(server_secret, username_hash)
+    sealed_name BLOB NOT NULL,          -- username_hash XOR a pad from the secret
+    user_key    BLOB NOT NULL UNIQUE,   -- Ed25519 user public key
+    created_at  INTEGER NOT NULL
+);
+CREATE TABLE devices (
+    id             INTEGER PRIMARY KEY,
+    device         BLOB NOT NULL UNIQUE, -- Ed25519 device public key
+    user_id        INTEGER NOT NULL REFERENCES users(id),
+    cert           BLOB NOT NULL,
+    reserve        BLOB NOT NULL,
+    reserve_served INTEGER NOT NULL DEFAULT 0,
+    last_seq       INTEGER NOT NULL DEFAULT 0, -- mailbox sequence, from the DB
+    created_at     INTEGER NOT NULL
+);
+CREATE INDEX devices_user ON devices(user_id);
+CREATE TABLE prekeys (
+    id        INTEGER PRIMARY KEY,     -- claim order: oldest first
+    device_id INTEGER NOT NULL REFERENCES devices(id),
+    prekey_id INTEGER NOT NULL,
+    prekey    BLOB NOT NULL,
+    UNIQUE (device_id, prekey_id)
+);
+CREATE TABLE datagrams (
+    id          INTEGER PRIMARY KEY,
+    digest      BLOB NOT NULL UNIQUE,  -- SHA-256 of body: the datagram id
+    body        BLOB NOT NULL,
+    received_at INTEGER NOT NULL
+);
+CREATE TABLE mailbox (
+    device_id   INTEGER NOT NULL REFERENCES devices(id),
+    seq         INTEGER NOT NULL,
+    datagram    INTEGER NOT NULL REFERENCES datagrams(id),
+    received_at INTEGER NOT NULL,
+    acked_at    INTEGER,
+    PRIMARY KEY (device_id, seq)
+);
+CREATE UNIQUE INDEX mailbox_datagram ON mailbox(datagram, device_id);
+CREATE INDEX mailbox_acked ON mailbox(acked_at) WHERE acked_at IS NOT NULL;
+CREATE TABLE blocks (
+    blocker INTEGER NOT NULL REFERENCES users(id),
+    blocked INTEGER NOT NULL REFERENCES users(id),
+    PRIMARY KEY (blocker, blocked)
+);
+CREATE TABLE links (
+    link_id     TEXT PRIMARY KEY,
+    device      BLOB NOT NULL,
+    request     BLOB NOT NULL,
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    cert        BLOB,                  -- set on approval
+    user_id     INTEGER REFERENCES users(id)
+);
+";
+
+/// Settings of every connection. `synchronous=FULL` in WAL mode fsyncs the
+/// log at each commit: a send is durable before it is acknowledged.
+pub(super) fn configure(conn: &Connection) -> Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")?;
+    Ok(())
+}
+
+/// Switches to WAL and creates or upgrades the schema (writer connection).
+pub(super) fn migrate(conn: &Connection) -> Result<()> {
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(super::super::StoreError::Backend(format!(
+            "cannot switch the database to WAL (mode {mode})"
+        )));
+    }
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    match version {
+        0 => {
+            conn.execute_batch(&format!(
+                "BEGIN; {SCHEMA_V1} PRAGMA user_version = {VERSION}; COMMIT;"
+            ))?;
+            Ok(())
+        }
+        VERSION => Ok(()),
+        v => Err(super::super::StoreError::Backend(format!(
+            "database schema version {v} is newer than this server ({VERSION}); upgrade sotto"
+        ))),
+    }
+}

@@ -1,0 +1,474 @@
+//! The server store against real files in temp directories.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use sotto_store::server::*;
+
+fn dev(n: u32) -> DeviceId {
+    let mut b = [0u8; 32];
+    b[..4].copy_from_slice(&n.to_be_bytes());
+    b[31] = 0xd0;
+    DeviceId(b)
+}
+
+fn user_key(n: u32) -> UserPublic {
+    let mut b = [0u8; 32];
+    b[..4].copy_from_slice(&n.to_be_bytes());
+    b[31] = 0xa0;
+    UserPublic(b)
+}
+
+fn name(s: &str) -> UsernameHash {
+    // Any 32 bytes do for the store; derive them from the name.
+    let mut b = [0u8; 32];
+    for (i, c) in s.bytes().enumerate() {
+        b[i % 32] ^= c.wrapping_mul(31).wrapping_add(i as u8);
+    }
+    b[31] ^= 0x5a;
+    b
+}
+
+fn new_device(d: DeviceId, prekeys: u32) -> NewDevice {
+    NewDevice {
+        device: d,
+        cert: [b"cert:".as_slice(), &d.0].concat(),
+        prekeys: (1..=prekeys)
+            .map(|i| (i, format!("otk-{i}").into_bytes()))
+            .collect(),
+        reserve: b"reserve-1".to_vec(),
+    }
+}
+
+fn register(s: &SqliteStore, username: &str, u: u32, d: u32, prekeys: u32) {
+    let user = NewUser {
+        username_hash: name(username),
+        user: user_key(u),
+        device: new_device(dev(d), prekeys),
+    };
+    s.register(user, 1_000).unwrap();
+}
+
+fn raw(dir: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open(dir.join(DB_FILE)).unwrap()
+}
+
+fn count(dir: &Path, table: &str) -> i64 {
+    raw(dir)
+        .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn register_lookup_and_conflicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(dir.path()).unwrap();
+    register(&s, "alice", 1, 1, 3);
+    let u = s.user(&name("alice")).unwrap().unwrap();
+    assert_eq!(u.user, user_key(1));
+    assert_eq!(u.devices.len(), 1);
+    assert_eq!(u.devices[0].device, dev(1));
+    assert!(s.user(&name("bob")).unwrap().is_none());
+    assert_eq!(s.device(&dev(1)).unwrap().unwrap().user, user_key(1));
+    assert_eq!(s.user_by_key(&user_key(1)).unwrap().unwrap(), u);
+
+    let taken = NewUser {
+        username_hash: name("alice"),
+        user: user_key(2),
+        device: new_device(dev(2), 0),
+    };
+    assert!(matches!(
+        s.register(taken, 1).unwrap_err(),
+        StoreError::UsernameTaken
+    ));
+    let same_key = NewUser {
+        username_hash: name("bob"),
+        user: user_key(1),
+        device: new_device(dev(2), 0),
+    };
+    assert!(matches!(
+        s.register(same_key, 1).unwrap_err(),
+        StoreError::AlreadyRegistered
+    ));
+    let same_dev = NewUser {
+        username_hash: name("bob"),
+        user: user_key(2),
+        device: new_device(dev(1), 0),
+    };
+    assert!(matches!(
+        s.register(same_dev, 1).unwrap_err(),
+        StoreError::AlreadyRegistered
+    ));
+    // The failed registrations left nothing behind.
+    assert!(s.user(&name("bob")).unwrap().is_none());
+    assert_eq!(count(dir.path(), "users"), 1);
+}
+
+#[test]
+fn one_time_prekeys_are_served_once_then_the_reserve() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(dir.path()).unwrap();
+    register(&s, "bob", 1, 1, 2);
+    let mut served = Vec::new();
+    for _ in 0..2 {
+        let (user, claimed) = s.claim_prekeys(&name("bob"), &[]).unwrap();
+        assert_eq!(user, user_key(1));
+        assert!(!claimed[0].reserve);
+        served.push(claimed[0].prekey.clone());
+    }
+    assert_eq!(served, vec![b"otk-1".to_vec(), b"otk-2".to_vec()]);
+    assert_eq!(count(dir.path(), "prekeys"), 0, "served keys are deleted");
+    for n in 1..=3 {
+        let (_, claimed) = s.claim_prekeys(&name("bob"), &[dev(1)]).unwrap();
+        assert!(claimed[0].reserve);
+        assert_eq!(claimed[0].prekey, b"reserve-1");
+        assert_eq!(
+            claimed[0].pool,
+            PrekeyCount {
+                one_time: 0,
+                reserve_served: n
+            }
+        );
+    }
+    let after = s
+        .add_prekeys(
+            &dev(1),
+            vec![(10, b"otk-10".to_vec())],
+            Some(b"reserve-2".to_vec()),
+        )
+        .unwrap();
+    assert_eq!(
+        after,
+        PrekeyCount {
+            one_time: 1,
+            reserve_served: 0
+        }
+    );
+    let (_, claimed) = s.claim_prekeys(&name("bob"), &[]).unwrap();
+    assert_eq!(
+        (claimed[0].prekey.as_slice(), claimed[0].reserve),
+        (b"otk-10".as_slice(), false)
+    );
+    let (_, claimed) = s.claim_prekeys(&name("bob"), &[]).unwrap();
+    assert_eq!(claimed[0].prekey, b"reserve-2");
+    assert!(matches!(
+        s.claim_prekeys(&name("bob"), &[dev(9)]).unwrap_err(),
+        StoreError::UnknownDevice(_)
+    ));
+    assert!(matches!(
+        s.claim_prekeys(&name("nobody"), &[]).unwrap_err(),
+        StoreError::UnknownUser
+    ));
+}
+
+#[test]
+fn concurrent_claims_never_share_a_prekey() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    register(&s, "bob", 1, 1, 40);
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                (0..5)
+                    .map(|_| {
+                        s.claim_prekeys(&name("bob"), &[]).unwrap().1[0]
+                            .prekey
+                            .clone()
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut all: Vec<Vec<u8>> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 40);
+}
+
+#[test]
+fn a_datagram_is_stored_once_for_many_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    register(&s, "sender", 0, 0, 0);
+    // 300 users registered from 10 threads: also exercises group commit.
+    let handles: Vec<_> = (0..10u32)
+        .map(|t| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                for i in 0..30u32 {
+                    let n = 1 + t * 30 + i;
+                    register(&s, &format!("user{n}"), n, n, 0);
+                }
+            })
+        })
+        .collect();
+    handles.into_iter().for_each(|h| h.join().unwrap());
+    let recipients: Vec<DeviceId> = (1..=300).map(dev).collect();
+    let datagram = vec![0x42u8; 4096];
+    let e = s
+        .enqueue(&dev(0), &recipients, datagram.clone(), 5_000)
+        .unwrap();
+    assert_eq!(e.deliveries.len(), 300);
+    assert!(e.deliveries.iter().all(|d| d.seq == 1));
+    assert_eq!(count(dir.path(), "datagrams"), 1);
+    assert_eq!(count(dir.path(), "mailbox"), 300);
+    // A retry of the same datagram adds nothing.
+    let again = s
+        .enqueue(&dev(0), &recipients, datagram.clone(), 6_000)
+        .unwrap();
+    assert_eq!(again.datagram_id, e.datagram_id);
+    assert!(again.deliveries.is_empty());
+    assert_eq!(count(dir.path(), "mailbox"), 300);
+    let (items, more) = s.fetch(&dev(77), 0, 10, 1 << 20).unwrap();
+    assert!(!more);
+    assert_eq!(
+        items,
+        vec![MailboxEntry {
+            seq: 1,
+            datagram,
+            received_at: 5_000
+        }]
+    );
+}
+
+#[test]
+fn unknown_recipient_or_block_refuses_the_whole_send() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(dir.path()).unwrap();
+    register(&s, "alice", 1, 1, 0);
+    register(&s, "bob", 2, 2, 0);
+    register(&s, "carol", 3, 3, 0);
+    let err = s
+        .enqueue(&dev(1), &[dev(2), dev(99)], b"x".to_vec(), 1)
+        .unwrap_err();
+    assert!(matches!(err, StoreError::UnknownDevice(d) if d == dev(99)));
+    s.block(&user_key(3), &name("alice")).unwrap();
+    s.block(&user_key(3), &name("alice")).unwrap(); // idempotent
+    assert_eq!(s.blocks(&user_key(3)).unwrap(), vec![name("alice")]);
+    let err = s
+        .enqueue(&dev(1), &[dev(2), dev(3)], b"y".to_vec(), 1)
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Blocked));
+    assert_eq!(count(dir.path(), "datagrams"), 0);
+    assert_eq!(count(dir.path(), "mailbox"), 0);
+    // Carol may still write to Alice, and Bob to Carol.
+    s.enqueue(&dev(3), &[dev(1)], b"z".to_vec(), 1).unwrap();
+    s.enqueue(&dev(2), &[dev(3)], b"w".to_vec(), 1).unwrap();
+    assert!(matches!(
+        s.block(&user_key(3), &name("nobody")).unwrap_err(),
+        StoreError::UnknownUser
+    ));
+    s.unblock(&user_key(3), &name("alice")).unwrap();
+    assert!(s.blocks(&user_key(3)).unwrap().is_empty());
+    s.enqueue(&dev(1), &[dev(3)], b"y".to_vec(), 1).unwrap();
+}
+
+#[test]
+fn fetch_pages_and_ack_deletes_without_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(dir.path()).unwrap();
+    register(&s, "alice", 1, 1, 0);
+    register(&s, "bob", 2, 2, 0);
+    register(&s, "bob2", 3, 3, 0);
+    for i in 0..5u8 {
+        s.enqueue(&dev(1), &[dev(2), dev(3)], vec![i; 100], 10 + i as u64)
+            .unwrap();
+    }
+    let (page, more) = s.fetch(&dev(2), 0, 2, 1 << 20).unwrap();
+    assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2]);
+    assert!(more);
+    let (page, more) = s.fetch(&dev(2), 2, 10, 150).unwrap();
+    assert_eq!(
+        page.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![3, 4],
+        "stops after max_bytes"
+    );
+    assert!(more);
+    assert_eq!(s.ack(&dev(2), &[1, 2, 3, 4, 5, 42], 100, 0).unwrap(), 5);
+    assert_eq!(s.ack(&dev(2), &[1], 100, 0).unwrap(), 0, "already acked");
+    assert!(s.fetch(&dev(2), 0, 10, 1 << 20).unwrap().0.is_empty());
+    assert_eq!(count(dir.path(), "datagrams"), 5, "bob2 has not acked yet");
+    s.ack(&dev(3), &[1, 2, 3, 4, 5], 100, 0).unwrap();
+    assert_eq!(
+        count(dir.path(), "datagrams"),
+        0,
+        "no row left: datagrams deleted"
+    );
+    assert_eq!(count(dir.path(), "mailbox"), 0);
+    // Sequence numbers never go back.
+    let e = s
+        .enqueue(&dev(1), &[dev(2)], b"later".to_vec(), 200)
+        .unwrap();
+    assert_eq!(e.deliveries[0].seq, 6);
+}
+
+#[test]
+fn acked_items_are_retained_then_purged() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(dir.path()).unwrap();
+    register(&s, "alice", 1, 1, 0);
+    register(&s, "bob", 2, 2, 0);
+    let e = s
+        .enqueue(&dev(1), &[dev(2)], b"kept".to_vec(), 1_000)
+        .unwrap();
+    let retention = 60_000;
+    assert_eq!(s.ack(&dev(2), &[1], 2_000, retention).unwrap(), 1);
+    assert!(
+        s.fetch(&dev(2), 0, 10, 1 << 20).unwrap().0.is_empty(),
+        "acked: no longer pending"
+    );
+    assert_eq!(
+        s.datagram_for(&dev(2), &e.datagram_id).unwrap().unwrap(),
+        b"kept"
+    );
+    assert_eq!(
+        s.datagram_for(&dev(1), &e.datagram_id).unwrap(),
+        None,
+        "not addressed to the sender"
+    );
+    assert_eq!(
+        s.purge(2_000 + retention - 1, retention).unwrap(),
+        Purged::default()
+    );
+    let purged = s.purge(2_000 + retention, retention).unwrap();
+    assert_eq!((purged.mailbox_rows, purged.datagrams), (1, 1));
+    assert_eq!(s.datagram_for(&dev(2), &e.datagram_id).unwrap(), None);
+}
+
+#[test]
+fn pending_items_and_sequences_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = SqliteStore::open(dir.path()).unwrap();
+        register(&s, "alice", 1, 1, 0);
+        register(&s, "bob", 2, 2, 0);
+        s.enqueue(&dev(1), &[dev(2)], b"one".to_vec(), 1).unwrap();
+    }
+    {
+        // No clean close at all: the store is leaked with its threads and
+        // connections; what was acknowledged must be on disk anyway.
+        let s = SqliteStore::open(dir.path()).unwrap();
+        s.enqueue(&dev(1), &[dev(2)], b"two".to_vec(), 2).unwrap();
+        std::mem::forget(s);
+    }
+    let s = SqliteStore::open(dir.path()).unwrap();
+    let (items, _) = s.fetch(&dev(2), 0, 10, 1 << 20).unwrap();
+    assert_eq!(
+        items
+            .iter()
+            .map(|i| (i.seq, i.datagram.clone()))
+            .collect::<Vec<_>>(),
+        vec![(1, b"one".to_vec()), (2, b"two".to_vec())]
+    );
+    assert_eq!(
+        s.enqueue(&dev(1), &[dev(2)], b"three".to_vec(), 3)
+            .unwrap()
+            .deliveries[0]
+            .seq,
+        3
+    );
+    assert_eq!(
+        s.user(&name("alice")).unwrap().unwrap().user,
+        user_key(1),
+        "same secret after reopen"
+    );
+}
+
+#[test]
+fn links_wait_get_approved_and_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(dir.path()).unwrap();
+    register(&s, "bob", 1, 1, 0);
+    s.create_link("abc", &dev(2), b"request".to_vec(), 1_000)
+        .unwrap();
+    let l = s.link("abc", 2_000).unwrap().unwrap();
+    assert_eq!(
+        (l.device, l.request.as_slice(), l.approved.as_ref()),
+        (dev(2), b"request".as_slice(), None)
+    );
+    let wrong = new_device(dev(3), 0);
+    assert!(s.approve_link("abc", &user_key(1), wrong, 2_000).is_err());
+    s.approve_link("abc", &user_key(1), new_device(dev(2), 4), 3_000)
+        .unwrap();
+    let l = s.link("abc", 4_000).unwrap().unwrap();
+    let approved = l.approved.unwrap();
+    assert_eq!(approved.username_hash, name("bob"));
+    assert_eq!(approved.cert, new_device(dev(2), 0).cert);
+    assert!(matches!(
+        s.approve_link("abc", &user_key(1), new_device(dev(2), 0), 3_000)
+            .unwrap_err(),
+        StoreError::LinkApproved
+    ));
+    assert_eq!(s.user(&name("bob")).unwrap().unwrap().devices.len(), 2);
+    assert_eq!(s.prekey_count(&dev(2)).unwrap().one_time, 4);
+    assert!(
+        s.link("abc", 1_000 + LINK_TTL_MS).unwrap().is_none(),
+        "expired"
+    );
+    assert!(matches!(
+        s.approve_link("zzz", &user_key(1), new_device(dev(5), 0), 1)
+            .unwrap_err(),
+        StoreError::UnknownLink
+    ));
+    assert_eq!(s.purge(1_000 + LINK_TTL_MS, 0).unwrap().links, 1);
+}
+
+#[test]
+fn nothing_readable_in_the_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let username = b"unmistakable-username-hash-0001";
+    let mut uh = [0u8; 32];
+    uh[..username.len()].copy_from_slice(username);
+    {
+        let s = SqliteStore::open(dir.path()).unwrap();
+        s.register(
+            NewUser {
+                username_hash: uh,
+                user: user_key(1),
+                device: new_device(dev(1), 1),
+            },
+            1,
+        )
+        .unwrap();
+        register(&s, "bob", 2, 2, 0);
+        s.block(&user_key(2), &uh).unwrap();
+        s.create_link("l1", &dev(9), b"r".to_vec(), 1).unwrap();
+        s.approve_link("l1", &user_key(1), new_device(dev(9), 0), 2)
+            .unwrap();
+        s.enqueue(&dev(2), &[dev(1)], b"ciphertext".to_vec(), 1)
+            .unwrap();
+        std::mem::forget(s); // keep the WAL as a crash would
+    }
+    let secret = std::fs::read(dir.path().join(SECRET_FILE)).unwrap();
+    assert_eq!(secret.len(), 32);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join(SECRET_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap() == SECRET_FILE {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        seen += bytes.len();
+        for needle in [&uh[..], &name("bob")[..], &secret[..], b"unmistakable"] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "{} holds a name or the secret",
+                path.display()
+            );
+        }
+    }
+    assert!(seen > 0);
+}
