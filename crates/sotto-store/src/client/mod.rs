@@ -125,6 +125,8 @@ pub struct StoredMessage {
 pub struct HistoryQuery {
     /// Only this conversation.
     pub conversation: Option<[u8; 32]>,
+    /// Only messages from or to this user.
+    pub peer: Option<String>,
     /// Only the newest `limit` (still returned oldest first).
     pub limit: Option<usize>,
 }
@@ -505,6 +507,13 @@ impl ClientStore {
         Ok(added)
     }
 
+    /// Removes a message from the history (e.g. one whose send failed).
+    pub fn delete_message(&self, id: &[u8; 16]) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM messages WHERE id = ?1", [&id[..]])?;
+        Ok(())
+    }
+
     pub fn has_message(&self, id: &[u8; 16]) -> Result<bool> {
         Ok(self
             .conn
@@ -521,11 +530,12 @@ impl ClientStore {
     pub fn history(&self, q: &HistoryQuery) -> Result<Vec<StoredMessage>> {
         let limit = q.limit.map(|l| l as i64).unwrap_or(-1);
         let sql = "SELECT id, conversation, sender, recipient, sent_at, received_at, body, ttl, outgoing FROM \
-                   (SELECT * FROM messages WHERE (?1 IS NULL OR conversation = ?1) ORDER BY sent_at DESC, seq DESC \
+                   (SELECT * FROM messages WHERE (?1 IS NULL OR conversation = ?1) AND (?3 IS NULL OR sender = ?3 OR recipient = ?3) ORDER BY sent_at DESC, seq DESC \
                    LIMIT ?2) ORDER BY sent_at, seq";
         let mut stmt = self.conn.prepare(sql)?;
         let conv = q.conversation.map(|c| c.to_vec());
-        let rows = stmt.query_map(params![conv, limit], |r| {
+        let peer = q.peer.as_deref().map(normalize);
+        let rows = stmt.query_map(params![conv, limit, peer], |r| {
             Ok((
                 r.get::<_, Vec<u8>>(0)?,
                 r.get::<_, Vec<u8>>(1)?,

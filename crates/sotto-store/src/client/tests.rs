@@ -109,6 +109,16 @@ fn history_dedupes_and_filters() {
     assert_eq!(conv.len(), 1);
     assert_eq!(conv[0].body, "two");
     assert!(store.has_message(&[1; 16]).unwrap());
+    let q = HistoryQuery {
+        peer: Some("Bobby-Unique-Name".into()),
+        ..Default::default()
+    };
+    assert_eq!(store.history(&q).unwrap().len(), 3);
+    let q = HistoryQuery {
+        peer: Some("carol".into()),
+        ..Default::default()
+    };
+    assert!(store.history(&q).unwrap().is_empty());
     assert_eq!(store.purge_expired(1003 + 1000).unwrap(), 1);
     assert_eq!(store.history(&HistoryQuery::default()).unwrap().len(), 2);
 }
