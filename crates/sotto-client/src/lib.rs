@@ -196,6 +196,8 @@ pub struct Client {
     user_key: Option<UserKey>,
     username: String,
     api: Api,
+    /// Fault injection for tests: process and commit, but never acknowledge.
+    skip_ack: bool,
 }
 
 /// The result of processing one mailbox item.
@@ -343,6 +345,7 @@ impl Client {
                 user_key: Some(user_key),
                 username,
                 api,
+                skip_ack: false,
             },
             fp,
         ))
@@ -379,6 +382,7 @@ impl Client {
             user_key,
             username: account.username.clone(),
             api,
+            skip_ack: false,
         })
     }
 
@@ -879,7 +883,7 @@ impl Client {
     }
 
     async fn ack(&self, seqs: Vec<u64>) -> Result<()> {
-        if seqs.is_empty() {
+        if seqs.is_empty() || self.skip_ack {
             return Ok(());
         }
         let _: serde_json::Value = self
@@ -1220,7 +1224,7 @@ impl Client {
                         r.emit(on_event);
                     }
                     Ok(Push::PrekeysLow(_)) => {
-                        self.refill_prekeys().await?;
+                        self.refill_prekeys_if_low().await?;
                     }
                     Err(_) => {}
                 },
@@ -1228,6 +1232,31 @@ impl Client {
                 _ => {}
             }
         }
+    }
+
+    /// Test hook: simulate a device that dies after committing received
+    /// messages but before acknowledging them.
+    #[doc(hidden)]
+    pub fn set_skip_ack(&mut self, skip: bool) {
+        self.skip_ack = skip;
+    }
+
+    /// Test hook: claims one prekey bundle for every device of `username`
+    /// without using it (as a sender that never writes would). Returns how
+    /// many bundles were served.
+    #[doc(hidden)]
+    pub async fn claim_bundles(&self, username: &str) -> Result<usize> {
+        let path = format!("/v1/users/{}/bundles", hex::encode(username_hash(username)));
+        let resp: ClaimResponse = self
+            .api
+            .call(
+                Method::POST,
+                &path,
+                Some(&ClaimRequest::default()),
+                Some(self.device.key()),
+            )
+            .await?;
+        Ok(resp.bundles.len())
     }
 
     // ------------------------------------------------------------------
@@ -1533,6 +1562,7 @@ impl LinkPending {
             user_key: None,
             username: String::new(),
             api,
+            skip_ack: false,
         };
         let sync_deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {

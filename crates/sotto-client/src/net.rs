@@ -121,6 +121,11 @@ impl Api {
         }
     }
 
+    /// Forgets a previous mismatch before a new request.
+    fn reset_mismatch(&self) {
+        self.pin.lock().expect("pin").mismatch = None;
+    }
+
     fn map_reqwest(&self, e: reqwest::Error) -> Error {
         let mut reason = e.to_string();
         let mut src: Option<&dyn std::error::Error> = std::error::Error::source(&e);
@@ -149,6 +154,7 @@ impl Api {
     }
 
     pub async fn sync_clock(&self) -> Result<i64> {
+        self.reset_mismatch();
         let before = local_ms();
         let resp = self
             .http
@@ -199,6 +205,7 @@ impl Api {
         key: Option<&DeviceKey>,
     ) -> ApiResult<Vec<u8>> {
         let url = format!("{}{}", self.base, path);
+        self.reset_mismatch();
         let mut req = self.http.request(method.clone(), &url);
         let bytes = body.as_ref().map(|(b, _)| b.clone()).unwrap_or_default();
         if let Some(key) = key {
