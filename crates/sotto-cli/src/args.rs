@@ -1,0 +1,117 @@
+//! The command line: every command, flag and its help text.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// sotto: end-to-end encrypted messaging.
+///
+/// Only the intended devices can read a message; the server stores and
+/// forwards ciphertext it cannot open.
+///
+/// Quick start (two users on one machine):
+///
+///   sotto server --listen 127.0.0.1:7443 --data ./srv
+///   sotto --home ./alice register alice --server https://127.0.0.1:7443
+///   sotto --home ./bob   register bob   --server https://127.0.0.1:7443
+///   sotto --home ./alice send bob "hello"
+///   sotto --home ./bob   inbox
+///
+/// The local store is encrypted with a passphrase: from SOTTO_PASSPHRASE, or
+/// asked for at the terminal.
+#[derive(Parser, Debug)]
+#[command(name = "sotto", version, verbatim_doc_comment)]
+pub struct Cli {
+    /// This device's home directory (its encrypted store).
+    #[arg(long, global = true, env = "SOTTO_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+
+    /// Print listings as JSON, one object per line.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server (the "security platform") on its embedded defaults.
+    ///
+    /// The first run creates the SQLite database and a self-signed TLS
+    /// certificate in --data, and prints the certificate fingerprint that
+    /// clients pin.
+    Server {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:7443")]
+        listen: SocketAddr,
+        /// Data directory (database, TLS certificate, server secret).
+        #[arg(long, default_value = "./sotto-server-data", value_name = "DIR")]
+        data: PathBuf,
+        /// PEM certificate chain to serve instead of the self-signed one.
+        #[arg(long, requires = "key", value_name = "FILE")]
+        cert: Option<PathBuf>,
+        /// PEM private key for --cert.
+        #[arg(long, requires = "cert", value_name = "FILE")]
+        key: Option<PathBuf>,
+        /// Days an acknowledged datagram is kept for history recovery;
+        /// 0 deletes it on delivery.
+        #[arg(long, default_value_t = 30, value_name = "DAYS")]
+        retention_days: u64,
+    },
+    /// Create a new user with this device as its first device.
+    Register {
+        /// The username others will send to.
+        username: String,
+        /// Server URL, e.g. https://127.0.0.1:7443
+        #[arg(long)]
+        server: String,
+        /// Require this server certificate fingerprint (hex SHA-256) instead
+        /// of trusting the first one seen.
+        #[arg(long)]
+        fingerprint: Option<String>,
+    },
+    /// Make this home a new device of an existing user.
+    ///
+    /// Prints "code: <code>"; approve it on a device that holds the user key
+    /// with `sotto approve <code>`. Waits until approved (10 minutes).
+    Link {
+        /// Server URL, e.g. https://127.0.0.1:7443
+        #[arg(long)]
+        server: String,
+        /// Require this server certificate fingerprint (hex SHA-256).
+        #[arg(long)]
+        fingerprint: Option<String>,
+    },
+    /// Approve a new device waiting in `sotto link`.
+    Approve {
+        /// The code the new device printed.
+        code: String,
+    },
+    /// List this user's devices.
+    Devices,
+    /// Send a message. BODY "-" reads it from standard input.
+    Send {
+        /// Recipient username.
+        to: String,
+        /// Message text, or "-" for standard input.
+        body: String,
+    },
+    /// Fetch pending messages from the server, then list the history.
+    Inbox,
+    /// Stay connected and print each message as it arrives.
+    Listen,
+    /// Show the safety number to compare with USERNAME out of band.
+    Verify {
+        username: String,
+        /// Accept USERNAME's current key after it changed (do this only
+        /// after comparing safety numbers).
+        #[arg(long)]
+        accept: bool,
+    },
+    /// Refuse messages from USERNAME.
+    Block { username: String },
+    /// Accept messages from USERNAME again.
+    Unblock { username: String },
+}

@@ -1,0 +1,247 @@
+//! The command-line contract of issue 4, run as a user would: the real
+//! `sotto` binary, a real server process, real temp dirs and sockets.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const PASS: &str = "correct horse battery staple";
+
+fn sotto() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sotto"));
+    c.env("SOTTO_PASSPHRASE", PASS).env_remove("SOTTO_HOME").stdin(Stdio::null());
+    c
+}
+
+struct Server {
+    child: Child,
+    url: String,
+    fingerprint: String,
+}
+
+impl Server {
+    /// Starts `sotto server` on a free port and reads its two start lines.
+    fn start(data: &Path) -> Server {
+        Server::start_on(data, "127.0.0.1:0")
+    }
+
+    fn start_on(data: &Path, listen: &str) -> Server {
+        let mut child = sotto()
+            .args(["server", "--listen", listen, "--data"])
+            .arg(data)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn sotto server");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next().expect("server printed nothing").unwrap();
+        let addr = first.strip_prefix("listening on https://").unwrap_or_else(|| panic!("unexpected: {first}"));
+        let second = lines.next().expect("no fingerprint line").unwrap();
+        let fingerprint = second.strip_prefix("fingerprint: ").unwrap_or_else(|| panic!("unexpected: {second}"));
+        assert_eq!(fingerprint.len(), 64, "fingerprint is hex SHA-256");
+        Server { child, url: format!("https://{addr}"), fingerprint: fingerprint.to_string() }
+    }
+
+    fn kill9(mut self) {
+        // Child::kill sends SIGKILL on Unix: no clean shutdown.
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run(home: &Path, args: &[&str]) -> Output {
+    sotto().arg("--home").arg(home).args(args).output().expect("run sotto")
+}
+
+fn ok(home: &Path, args: &[&str]) -> String {
+    let out = run(home, args);
+    assert!(
+        out.status.success(),
+        "sotto {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs a command that must fail with one clear line on stderr.
+fn err(home: &Path, args: &[&str]) -> String {
+    let out = run(home, args);
+    assert!(!out.status.success(), "sotto {args:?} should have failed");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line on stderr, got: {stderr}");
+    stderr
+}
+
+fn json_lines(s: &str) -> Vec<serde_json::Value> {
+    s.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect()
+}
+
+fn register(dir: &Path, name: &str, server: &Server) -> PathBuf {
+    let home = dir.join(name);
+    ok(&home, &["register", name, "--server", &server.url]);
+    home
+}
+
+fn link(dir: &Path, name: &str, approver: &Path, server: &Server) -> PathBuf {
+    let home = dir.join(name);
+    let mut child = sotto()
+        .arg("--home")
+        .arg(&home)
+        .args(["link", "--server", &server.url])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let code = loop {
+        let line = lines.next().expect("link printed no code").unwrap();
+        if let Some(code) = line.strip_prefix("code: ") {
+            break code.trim().to_string();
+        }
+    };
+    ok(approver, &["approve", &code]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "link exited with {status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "link did not finish after approval");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    home
+}
+
+fn inbox(home: &Path) -> Vec<serde_json::Value> {
+    json_lines(&ok(home, &["inbox", "--json"]))
+}
+
+fn bodies(messages: &[serde_json::Value]) -> Vec<String> {
+    messages.iter().map(|m| m["body"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn two_users_several_devices_walkthrough() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("srv"));
+    let alice = register(dir.path(), "alice", &server);
+    let bob = register(dir.path(), "bob", &server);
+    let bob2 = link(dir.path(), "bob2", &bob, &server);
+
+    let devices = json_lines(&ok(&bob, &["devices", "--json"]));
+    assert_eq!(devices.len(), 2, "bob has two devices: {devices:?}");
+
+    ok(&alice, &["send", "bob", "the meeting moved to 3pm"]);
+    for home in [&bob, &bob2] {
+        let msgs = inbox(home);
+        assert_eq!(bodies(&msgs), ["the meeting moved to 3pm"], "{home:?}");
+        let m = &msgs[0];
+        assert_eq!(m["from"], "alice");
+        assert_eq!(m["to"], "bob");
+        assert!(m["id"].is_string() && m["sent_at"].is_u64());
+        // Fetching again shows it once.
+        assert_eq!(inbox(home).len(), 1);
+    }
+
+    // A body from standard input.
+    let mut child = sotto()
+        .arg("--home")
+        .arg(&bob2)
+        .args(["send", "alice", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"ok, 3pm it is\n").unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(bodies(&inbox(&alice)), ["the meeting moved to 3pm", "ok, 3pm it is"]);
+    // bob's other device has the reply in its history too.
+    assert_eq!(bodies(&inbox(&bob)), ["the meeting moved to 3pm", "ok, 3pm it is"]);
+
+    // Safety numbers agree on both sides.
+    let a = ok(&alice, &["verify", "bob"]);
+    let b = ok(&bob, &["verify", "alice"]);
+    let digits = |s: &str| s.chars().filter(char::is_ascii_digit).collect::<String>();
+    assert_eq!(digits(&a).len(), 60, "{a}");
+    assert_eq!(digits(&a), digits(&b));
+
+    // Blocking refuses, unblocking lets through.
+    ok(&bob, &["block", "alice"]);
+    let e = err(&alice, &["send", "bob", "are you there?"]);
+    assert!(e.contains("block"), "{e}");
+    ok(&bob, &["unblock", "alice"]);
+    ok(&alice, &["send", "bob", "are you there?"]);
+
+    // Clear errors.
+    let e = err(&alice, &["send", "nobody-here", "hi"]);
+    assert!(e.contains("nobody-here"), "{e}");
+    let wrong = sotto().arg("--home").arg(&alice).env("SOTTO_PASSPHRASE", "wrong").arg("inbox").output().unwrap();
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("passphrase"));
+}
+
+#[test]
+fn accepted_datagram_survives_server_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("srv");
+    let server = Server::start(&data);
+    let alice = register(dir.path(), "alice", &server);
+    let bob = register(dir.path(), "bob", &server);
+    ok(&alice, &["send", "bob", "sent while bob was offline"]);
+    let url = server.url.clone();
+    let fingerprint = server.fingerprint.clone();
+    server.kill9();
+
+    let listen = url.strip_prefix("https://").unwrap();
+    let restarted = Server::start_on(&data, listen);
+    assert_eq!(restarted.fingerprint, fingerprint, "the certificate is kept across restarts");
+    assert_eq!(bodies(&inbox(&bob)), ["sent while bob was offline"]);
+}
+
+#[test]
+fn server_unreachable_is_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = err(&dir.path().join("x"), &["register", "x", "--server", "https://127.0.0.1:9"]);
+    assert!(e.contains("127.0.0.1:9"), "{e}");
+}
+
+#[test]
+fn nothing_readable_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("srv"));
+    // Names long enough that random ciphertext will not contain them by chance.
+    let alice = register(dir.path(), "alice-c4f1e8", &server);
+    let bob = register(dir.path(), "bob-93d0aa", &server);
+    let body = "secret-body-7f3a9c";
+    ok(&alice, &["send", "bob-93d0aa", body]);
+    assert_eq!(bodies(&inbox(&bob)), [body]);
+    for needle in [body, "alice-c4f1e8", "bob-93d0aa"] {
+        for root in [dir.path().join("srv"), alice.clone(), bob.clone()] {
+            assert_no_clear_text(&root, needle.as_bytes());
+        }
+    }
+}
+
+fn assert_no_clear_text(root: &Path, needle: &[u8]) {
+    for entry in std::fs::read_dir(root).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            assert_no_clear_text(&path, needle);
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle),
+            "{} contains {:?} in clear",
+            path.display(),
+            String::from_utf8_lossy(needle)
+        );
+    }
+}
