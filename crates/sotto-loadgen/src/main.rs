@@ -447,7 +447,7 @@ fn spawn_publisher(
                             t.send_errors.fetch_add(1, Relaxed);
                             t.conn_errors.fetch_add(1, Relaxed);
                             if shown.fetch_add(1, Relaxed) < 5 {
-                                eprintln!("send: {e:#}");
+                                eprintln!("send: {}", net::chain(&e));
                             }
                         }
                     }
@@ -883,7 +883,7 @@ async fn relay(ctx: &Ctx, a: &RelayArgs) -> Result<()> {
     let secs = (end_ns - t_start_ns) as f64 / 1e9;
     let mps = recv as f64 / secs;
     println!(
-        "RESULT label={} scenario=relay P={} S={} N={} B={} rate={} datagram_B={} published={} acked={} received={} lost={} dup={} misrouted={} malformed={} send_errors={} conn_errors={} unacked_left={} never_pushed={} opened={} open_failed={} secs={:.3} msgs_per_s={:.0} MBps={:.2} p50_ms={} p99_ms={} max_ms={} rss_idle_kb={} rss_peak_kb={} rss_after_kb={} server_cpu={:.2} client_cpu={:.2} prekeys_low={}",
+        "RESULT label={} scenario=relay P={} S={} N={} B={} rate={} datagram_B={} published={} acked={} received={} lost={} dup={} misrouted={} malformed={} send_errors={} conn_errors={} unacked_left={} never_pushed={} opened={} open_failed={} secs={:.3} msgs_per_s={:.0} MBps={:.2} p50_ms={} p99_ms={} max_ms={} rss_idle_kb={} rss_peak_kb={} rss_after_kb={} server_cpu={} client_cpu={} prekeys_low={}",
         ctx.label,
         a.publishers,
         a.subscribers,
@@ -913,8 +913,8 @@ async fn relay(ctx: &Ctx, a: &RelayArgs) -> Result<()> {
         rss_idle.unwrap_or(0),
         rss_peak,
         rss_loaded.unwrap_or(0),
-        scpu,
-        ccpu,
+        fmt(scpu),
+        fmt(ccpu),
         prekeys_low,
     );
     Ok(())
@@ -1088,7 +1088,7 @@ async fn offline(ctx: &Ctx, a: &OfflineArgs) -> Result<()> {
     };
     let recv = t.received.load(Relaxed);
     println!(
-        "RESULT label={} scenario=offline P={} S={} N={} B={} datagram_B={} published={} acked={} received={} lost={} dup={} misrouted={} malformed={} send_errors={} conn_errors={} drain_errors={} unacked_left={} never_fetched={} opened={} open_failed={} publish_secs={:.3} publish_msgs_per_s={:.0} secs={:.3} msgs_per_s={:.0} ack_secs={:.3} p50_ms=NA p99_ms=NA max_ms=NA rss_idle_kb={} rss_queued_kb={} rss_peak_kb={} rss_after_kb={} server_cpu={:.2} server_cpu_publish={:.2} client_cpu={:.2}",
+        "RESULT label={} scenario=offline P={} S={} N={} B={} datagram_B={} published={} acked={} received={} lost={} dup={} misrouted={} malformed={} send_errors={} conn_errors={} drain_errors={} unacked_left={} never_fetched={} opened={} open_failed={} publish_secs={:.3} publish_msgs_per_s={:.0} secs={:.3} msgs_per_s={:.0} ack_secs={:.3} p50_ms=NA p99_ms=NA max_ms=NA rss_idle_kb={} rss_queued_kb={} rss_peak_kb={} rss_after_kb={} server_cpu={} server_cpu_publish={} client_cpu={}",
         ctx.label,
         a.publishers,
         a.subscribers,
@@ -1118,9 +1118,9 @@ async fn offline(ctx: &Ctx, a: &OfflineArgs) -> Result<()> {
         rss_queued.unwrap_or(0),
         rss_peak,
         rss_after.unwrap_or(0),
-        drain_scpu,
-        pub_scpu,
-        ccpu
+        fmt(drain_scpu),
+        fmt(pub_scpu),
+        fmt(ccpu)
     );
     Ok(())
 }
@@ -1231,7 +1231,7 @@ async fn idle(ctx: &Ctx, a: &IdleArgs) -> Result<()> {
         _ => f64::NAN,
     };
     println!(
-        "RESULT label={} scenario=idle C={} all_connected={} still_up={} connect_secs={:.3} conn_errors={} rss_idle_kb={} rss_connected_kb={} rss_hold_kb={} rss_after_kb={} kb_per_client={:.2} server_cpu_idle={:.3}",
+        "RESULT label={} scenario=idle C={} all_connected={} still_up={} connect_secs={:.3} conn_errors={} rss_idle_kb={} rss_connected_kb={} rss_hold_kb={} rss_after_kb={} kb_per_client={} server_cpu_idle={}",
         ctx.label,
         a.clients,
         ok,
@@ -1242,8 +1242,8 @@ async fn idle(ctx: &Ctx, a: &IdleArgs) -> Result<()> {
         rss_conn.unwrap_or(0),
         rss_hold.unwrap_or(0),
         rss_after.unwrap_or(0),
-        per_client,
-        scpu
+        fmt(per_client),
+        fmt(scpu)
     );
     Ok(())
 }

@@ -153,6 +153,18 @@ pub fn parse_server(url: &str) -> Result<(String, u16)> {
     Ok((host.to_string(), port))
 }
 
+/// An error with its chain of causes (reqwest hides the TLS reason in it).
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
 /// ms since the Unix epoch by this machine's clock.
 pub fn wall_ms() -> u64 {
     SystemTime::now()
@@ -227,7 +239,7 @@ impl Api {
             .get(format!("{}/v1/clock", self.base))
             .send()
             .await
-            .map_err(|e| format!("GET /v1/clock: {e:#}"))?;
+            .map_err(|e| format!("GET /v1/clock: {}", chain(&e)))?;
         let status = r.status();
         let body = r.bytes().await.map_err(|e| format!("GET /v1/clock: {e}"))?;
         if !status.is_success() {
@@ -289,7 +301,7 @@ impl Api {
         let r = req
             .send()
             .await
-            .map_err(|e| format!("{method} {path_and_query}: {e:#}"))?;
+            .map_err(|e| format!("{method} {path_and_query}: {}", chain(&e)))?;
         let status = r.status();
         let body = r
             .bytes()
@@ -348,7 +360,7 @@ impl Api {
         let (ws, _resp) =
             tokio_tungstenite::connect_async_tls_with_config(req, None, true, Some(connector))
                 .await
-                .map_err(|e| format!("GET /v1/ws: {e}"))?;
+                .map_err(|e| format!("GET /v1/ws: {}", chain(&e)))?;
         Ok(ws)
     }
 }
