@@ -19,6 +19,9 @@ pub mod codes {
     pub const UNKNOWN_USER: &str = "unknown_user";
     pub const UNKNOWN_DEVICE: &str = "unknown_device";
     pub const USERNAME_TAKEN: &str = "username_taken";
+    /// The user key or device is registered already (or the link was
+    /// approved already).
+    pub const ALREADY_REGISTERED: &str = "already_registered";
     pub const TOO_LARGE: &str = "too_large";
     pub const NOT_FOUND: &str = "not_found";
     pub const INTERNAL: &str = "internal";

@@ -1,1 +1,82 @@
+//! # sotto-server
+//!
+//! The security platform: directory of hashed usernames, device
+//! certificates and prekey pools, store-and-forward mailboxes with
+//! WebSocket push, block lists, device linking and the master clock, over
+//! HTTPS (rustls). The HTTP API is described in `docs/api.md` and served as
+//! OpenAPI at `/openapi.json`.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), sotto_server::ServerError> {
+//! let config = sotto_server::Config::new("127.0.0.1:7443".parse().unwrap(), "./srv".into());
+//! let running = sotto_server::start(config).await?;
+//! println!("listening on {} (certificate {})", running.addr, running.fingerprint);
+//! running.wait().await // until SIGINT/SIGTERM or a fatal error
+//! # }
+//! ```
+//!
+//! Layout: [`serve`] accepts connections and owns shutdown, [`tls`] the
+//! certificate, [`api`] has one module per API area, [`auth`] checks request
+//! signatures, [`hub`] tracks connected devices for push, [`purge`] runs the
+//! retention task. Storage is [`sotto_store::server::ServerStore`].
 
+mod api;
+mod auth;
+mod error;
+mod hub;
+mod purge;
+mod serve;
+mod state;
+mod tls;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use error::ServerError;
+pub use serve::Running;
+
+/// Default retention of acknowledged datagrams (W3): 30 days.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
+/// How the server is run.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free port (see [`Running::addr`]).
+    pub listen: SocketAddr,
+    /// Holds the database, the server secret and the generated certificate.
+    pub data_dir: PathBuf,
+    pub tls: Tls,
+    /// How long acknowledged datagrams are kept; zero deletes them on
+    /// delivery.
+    pub retention: Duration,
+}
+
+impl Config {
+    /// A self-signed certificate in `data_dir` and 30 days of retention.
+    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Config {
+        Config {
+            listen,
+            data_dir,
+            tls: Tls::SelfSigned,
+            retention: DEFAULT_RETENTION,
+        }
+    }
+}
+
+/// Where the TLS certificate comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Tls {
+    /// Generated on first start into `data_dir` (`cert.pem`, `key.pem`) and
+    /// reused afterwards, so clients can pin its fingerprint.
+    SelfSigned,
+    /// PEM files: a certificate chain (leaf first) and its private key.
+    Files { cert: PathBuf, key: PathBuf },
+}
+
+/// Opens the store (creating the data directory and database on first
+/// run), loads or makes the certificate, binds `config.listen` and starts
+/// serving in the background.
+pub async fn start(config: Config) -> Result<Running, ServerError> {
+    serve::start(config).await
+}

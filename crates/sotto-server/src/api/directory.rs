@@ -1,0 +1,43 @@
+//! The directory: a user's key and device certificates, by username hash
+//! (`GET /v1/users/{h}`) or for the caller's own user (`GET /v1/devices`).
+
+use axum::extract::{Path, State};
+use axum::Json;
+use sotto_api::{b64, UserDevices};
+use sotto_store::server::UserRecord;
+
+use super::{username_hash, ApiError};
+use crate::auth::Caller;
+use crate::state::AppState;
+
+fn answer(user: UserRecord) -> Json<UserDevices> {
+    Json(UserDevices {
+        user: hex::encode(user.user.0),
+        devices: user.devices.iter().map(|d| b64::encode(&d.cert)).collect(),
+    })
+}
+
+pub(super) async fn user(
+    State(state): State<AppState>,
+    Path(hash): Path<String>,
+    _caller: Caller,
+) -> Result<Json<UserDevices>, ApiError> {
+    let hash = username_hash(&hash)?;
+    let user = state
+        .db(move |s| s.user(&hash))
+        .await?
+        .ok_or(sotto_store::server::StoreError::UnknownUser)?;
+    Ok(answer(user))
+}
+
+pub(super) async fn own(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<UserDevices>, ApiError> {
+    let key = caller.device.user;
+    let user = state
+        .db(move |s| s.user_by_key(&key))
+        .await?
+        .ok_or(sotto_store::server::StoreError::UnknownUser)?;
+    Ok(answer(user))
+}

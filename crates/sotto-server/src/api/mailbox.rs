@@ -1,0 +1,99 @@
+//! The caller's mailbox: fetch pending items (`GET /v1/mailbox`),
+//! acknowledge them (`POST /v1/mailbox/ack`), and fetch a retained datagram
+//! again by id (`GET /v1/datagrams/{id}`, for history recovery).
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::Response;
+use axum::Json;
+use serde::Deserialize;
+use sotto_api::{b64, Ack, MailboxBatch, MailboxItem};
+
+use super::{empty, json, ApiError};
+use crate::auth::Caller;
+use crate::state::{now_ms, AppState};
+
+const DEFAULT_LIMIT: u32 = 100;
+const MAX_LIMIT: u32 = 500;
+/// A batch stops after this many bytes of datagrams (at least one item).
+const MAX_BATCH_BYTES: usize = 8 << 20;
+/// Most sequence numbers in one acknowledgement.
+pub(crate) const MAX_ACK: usize = 10_000;
+
+#[derive(Deserialize)]
+struct FetchQuery {
+    #[serde(default)]
+    after: u64,
+    limit: Option<u32>,
+}
+
+pub(super) async fn fetch(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<MailboxBatch>, ApiError> {
+    let Query(q) = Query::<FetchQuery>::try_from_uri(&caller.uri)
+        .map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    let device = caller.device.device;
+    let (items, more) = state
+        .db(move |s| s.fetch(&device, q.after, limit, MAX_BATCH_BYTES))
+        .await?;
+    let items = items
+        .into_iter()
+        .map(|e| MailboxItem {
+            seq: e.seq,
+            datagram: b64::encode(&e.datagram),
+            received_at: e.received_at,
+        })
+        .collect();
+    Ok(Json(MailboxBatch { items, more }))
+}
+
+/// Applies an acknowledgement (also used by the WebSocket).
+pub(crate) async fn apply_ack(
+    state: &AppState,
+    device: sotto_proto::DeviceId,
+    ack: Ack,
+) -> Result<u32, ApiError> {
+    if ack.seqs.len() > MAX_ACK {
+        return Err(ApiError::bad_request(format!(
+            "at most {MAX_ACK} sequence numbers per ack"
+        )));
+    }
+    let retention = state.retention_ms;
+    state
+        .db(move |s| s.ack(&device, &ack.seqs, now_ms(), retention))
+        .await
+}
+
+pub(super) async fn ack(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let ack: Ack = json(&caller.body)?;
+    apply_ack(&state, caller.device.device, ack).await?;
+    Ok(empty())
+}
+
+pub(super) async fn datagram(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    let id = sotto_api::hex32(&id)
+        .ok_or_else(|| ApiError::bad_request("datagram id must be 64 hex characters"))?;
+    let device = caller.device.device;
+    let bytes = state
+        .db(move |s| s.datagram_for(&device, &id))
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "no such datagram for this device (never addressed to it, or expired)",
+            )
+        })?;
+    Ok(Response::builder()
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .body(Body::from(bytes))
+        .expect("static headers are valid"))
+}

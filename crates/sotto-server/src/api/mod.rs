@@ -1,0 +1,193 @@
+//! The HTTP API: one module per area, like mini-redis's one file per
+//! command. This file wires the routes, the body limits and the rule that
+//! every error is `ErrorBody` JSON.
+
+mod blocks;
+mod clock;
+mod directory;
+mod error;
+mod link;
+mod mailbox;
+mod messages;
+mod openapi;
+mod prekeys;
+mod register;
+mod ws;
+
+use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, StatusCode};
+use axum::middleware::map_response;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use sotto_api::{codes, ErrorBody};
+
+pub(crate) use error::ApiError;
+
+use crate::state::AppState;
+
+/// Largest JSON body.
+pub(crate) const JSON_LIMIT: usize = 1 << 20;
+
+/// Every route path (axum syntax). The router is built from these and a
+/// test checks each is in the OpenAPI document.
+pub(crate) mod paths {
+    pub const CLOCK: &str = "/v1/clock";
+    pub const REGISTER: &str = "/v1/register";
+    pub const USER: &str = "/v1/users/:username_hash";
+    pub const DEVICES: &str = "/v1/devices";
+    pub const BUNDLES: &str = "/v1/users/:username_hash/bundles";
+    pub const PREKEYS: &str = "/v1/prekeys";
+    pub const MESSAGES: &str = "/v1/messages";
+    pub const MAILBOX: &str = "/v1/mailbox";
+    pub const MAILBOX_ACK: &str = "/v1/mailbox/ack";
+    pub const DATAGRAM: &str = "/v1/datagrams/:datagram_id";
+    pub const WS: &str = "/v1/ws";
+    pub const LINK: &str = "/v1/link";
+    pub const LINK_READ: &str = "/v1/link/:link_id";
+    pub const LINK_APPROVE: &str = "/v1/link/:link_id/approve";
+    pub const LINK_STATUS: &str = "/v1/link/:link_id/status";
+    pub const BLOCKS: &str = "/v1/blocks";
+    pub const BLOCK: &str = "/v1/blocks/:username_hash";
+    pub const OPENAPI: &str = sotto_api::OPENAPI_PATH;
+
+    #[cfg(test)]
+    pub const ALL: &[&str] = &[
+        CLOCK,
+        REGISTER,
+        USER,
+        DEVICES,
+        BUNDLES,
+        PREKEYS,
+        MESSAGES,
+        MAILBOX,
+        MAILBOX_ACK,
+        DATAGRAM,
+        WS,
+        LINK,
+        LINK_READ,
+        LINK_APPROVE,
+        LINK_STATUS,
+        BLOCKS,
+        BLOCK,
+        OPENAPI,
+    ];
+}
+
+pub(crate) fn router(state: AppState) -> Router {
+    let json = Router::new()
+        .route(paths::CLOCK, get(clock::get))
+        .route(paths::REGISTER, post(register::post))
+        .route(paths::USER, get(directory::user))
+        .route(paths::DEVICES, get(directory::own))
+        .route(paths::BUNDLES, post(prekeys::claim))
+        .route(
+            paths::PREKEYS,
+            get(prekeys::status_get).post(prekeys::refill),
+        )
+        .route(paths::MAILBOX, get(mailbox::fetch))
+        .route(paths::MAILBOX_ACK, post(mailbox::ack))
+        .route(paths::DATAGRAM, get(mailbox::datagram))
+        .route(paths::WS, get(ws::upgrade))
+        .route(paths::LINK, post(link::create))
+        .route(paths::LINK_READ, get(link::read))
+        .route(paths::LINK_APPROVE, post(link::approve))
+        .route(paths::LINK_STATUS, get(link::status))
+        .route(paths::BLOCKS, get(blocks::list).post(blocks::add))
+        .route(paths::BLOCK, delete(blocks::remove))
+        .route(paths::OPENAPI, get(openapi::get))
+        .layer(DefaultBodyLimit::max(JSON_LIMIT));
+    // Datagrams are raw bytes and may be far larger than any JSON body.
+    let datagrams = Router::new()
+        .route(paths::MESSAGES, post(messages::send))
+        .layer(DefaultBodyLimit::max(sotto_proto::datagram::MAX_DATAGRAM));
+    json.merge(datagrams)
+        .fallback(no_route)
+        .layer(map_response(json_errors))
+        .with_state(state)
+}
+
+/// Parses a JSON body; a bad one is a 400 with serde's reason.
+pub(crate) fn json<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+/// `{}`, the answer of calls that return nothing.
+pub(crate) fn empty() -> Json<serde_json::Value> {
+    Json(serde_json::json!({}))
+}
+
+/// Parses a hex username hash from a path.
+pub(crate) fn username_hash(s: &str) -> Result<[u8; 32], ApiError> {
+    sotto_api::hex32(s)
+        .ok_or_else(|| ApiError::bad_request("username hash must be 64 hex characters"))
+}
+
+pub(crate) const NO_ROUTE: &str = "no such endpoint (see /openapi.json)";
+
+async fn no_route() -> ApiError {
+    ApiError::not_found(NO_ROUTE)
+}
+
+/// Errors produced outside our handlers (axum rejections, 405, a WebSocket
+/// upgrade on a plain request) come as plain text: rewrite them as
+/// `ErrorBody` so clients can rely on one error shape.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => codes::TOO_LARGE,
+        StatusCode::NOT_FOUND => codes::NOT_FOUND,
+        StatusCode::UNAUTHORIZED => codes::UNAUTHORIZED,
+        s if s.is_server_error() => codes::INTERNAL,
+        _ => codes::BAD_REQUEST,
+    };
+    let message = status.canonical_reason().unwrap_or("error").to_lowercase();
+    (
+        status,
+        Json(ErrorBody {
+            error: message,
+            code: code.to_string(),
+        }),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_route_is_in_the_openapi_document() {
+        let doc: serde_json::Value = serde_json::from_str(super::openapi::DOCUMENT).unwrap();
+        let documented = doc["paths"].as_object().unwrap();
+        for path in super::paths::ALL {
+            // axum's `:param` is OpenAPI's `{param}`.
+            let openapi_path: String = path
+                .split('/')
+                .map(|seg| match seg.strip_prefix(':') {
+                    Some(p) => format!("{{{p}}}"),
+                    None => seg.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join("/");
+            assert!(
+                documented.contains_key(&openapi_path),
+                "{openapi_path} is not in openapi.json"
+            );
+        }
+        assert_eq!(
+            documented.len(),
+            super::paths::ALL.len(),
+            "openapi.json documents a path that is not routed"
+        );
+    }
+}

@@ -1,0 +1,99 @@
+//! `GET /v1/ws`: push to a connected device. The upgrade request carries
+//! the usual signature headers. The server sends `Push` JSON text frames;
+//! the device may send `Ack` text frames. Anything else (binary, bad JSON,
+//! oversized frames) closes that socket only. On connect the device fetches
+//! what is pending over HTTP; push covers what arrives afterwards.
+
+use std::time::Duration;
+
+use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::Response;
+use futures_util::{SinkExt, StreamExt};
+use sotto_api::Ack;
+use sotto_proto::DeviceId;
+
+use super::mailbox::apply_ack;
+use crate::auth::Caller;
+use crate::state::AppState;
+
+/// Largest frame a device may send (an `Ack` of many sequence numbers).
+const MAX_FRAME: usize = 256 * 1024;
+/// Pings keep idle connections (and NAT mappings) alive and detect dead
+/// peers.
+const PING_EVERY: Duration = Duration::from_secs(30);
+
+pub(super) async fn upgrade(
+    State(state): State<AppState>,
+    upgrade: WebSocketUpgrade,
+    caller: Caller,
+) -> Response {
+    let device = caller.device.device;
+    upgrade
+        .max_message_size(MAX_FRAME)
+        .max_frame_size(MAX_FRAME)
+        .on_upgrade(move |socket| session(state, device, socket))
+}
+
+async fn close(sink: &mut (impl SinkExt<Message> + Unpin), code: u16, reason: &'static str) {
+    let _ = sink
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        })))
+        .await;
+}
+
+async fn session(state: AppState, device: DeviceId, socket: WebSocket) {
+    let (id, mut pushes) = state.hub.connect(device);
+    let (mut sink, mut stream) = socket.split();
+    let mut shutdown = state.shutdown.clone();
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.tick().await;
+    loop {
+        tokio::select! {
+            push = pushes.recv() => match push {
+                Some(frame) => {
+                    if sink.send(Message::Text(frame)).await.is_err() {
+                        break;
+                    }
+                }
+                // The hub dropped us: we fell too far behind.
+                None => {
+                    close(&mut sink, close_code::AGAIN, "too slow; reconnect and fetch").await;
+                    break;
+                }
+            },
+            frame = stream.next() => match frame {
+                Some(Ok(Message::Text(text))) => match serde_json::from_str::<Ack>(&text) {
+                    Ok(ack) => {
+                        if apply_ack(&state, device, ack).await.is_err() {
+                            close(&mut sink, close_code::POLICY, "ack refused").await;
+                            break;
+                        }
+                    }
+                    Err(_) => {
+                        close(&mut sink, close_code::INVALID, "expected an Ack JSON frame").await;
+                        break;
+                    }
+                },
+                Some(Ok(Message::Binary(_))) => {
+                    close(&mut sink, close_code::UNSUPPORTED, "binary frames are not accepted").await;
+                    break;
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+            },
+            _ = ping.tick() => {
+                if sink.send(Message::Ping(Vec::new())).await.is_err() {
+                    break;
+                }
+            }
+            _ = shutdown.changed() => {
+                close(&mut sink, close_code::AWAY, "server shutting down").await;
+                break;
+            }
+        }
+    }
+    state.hub.disconnect(&device, id);
+}

@@ -1,0 +1,106 @@
+//! Request authentication: every request is signed by a device key (no
+//! passwords, no sessions). [`Signed`] checks the signature and the time;
+//! [`Caller`] also requires the device to be registered.
+//!
+//! A signed request can be replayed within the clock-skew window; every
+//! operation is safe to repeat (a resent datagram is stored once, an ack or
+//! block applies once), so the window costs nothing but load.
+
+use axum::async_trait;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use sotto_api::{codes, hex32, request_signing_bytes, AuthHeaders, CLOCK_SKEW_MS};
+use sotto_proto::{verify_device_signature, DeviceId};
+use sotto_store::server::DeviceRecord;
+
+use crate::api::ApiError;
+use crate::state::{now_ms, AppState};
+
+/// A request whose signature verifies under `device`.
+pub(crate) struct Signed {
+    pub device: DeviceId,
+    pub uri: Uri,
+    pub body: Bytes,
+}
+
+/// A signed request from a registered device.
+pub(crate) struct Caller {
+    pub device: DeviceRecord,
+    pub uri: Uri,
+    pub body: Bytes,
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, ApiError> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::unauthorized(format!("missing or invalid {name} header")))
+}
+
+/// Reads the body within the route's limit, mapping failures to API errors.
+pub(crate) async fn read_body(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                codes::TOO_LARGE,
+                "request body is too large",
+            )
+        } else {
+            ApiError::bad_request(format!("cannot read the request body: {rejection}"))
+        }
+    })
+}
+
+#[async_trait]
+impl FromRequest<AppState> for Signed {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Signed, ApiError> {
+        let method = req.method().as_str().to_owned();
+        let uri = req.uri().clone();
+        let headers = req.headers().clone();
+        let device = DeviceId(
+            hex32(header(&headers, AuthHeaders::DEVICE)?)
+                .ok_or_else(|| ApiError::unauthorized("x-sotto-device is not a hex device id"))?,
+        );
+        let time: u64 = header(&headers, AuthHeaders::TIME)?
+            .parse()
+            .map_err(|_| ApiError::unauthorized("x-sotto-time is not a number of milliseconds"))?;
+        let mut signature = [0u8; 64];
+        hex::decode_to_slice(header(&headers, AuthHeaders::SIGNATURE)?, &mut signature)
+            .map_err(|_| ApiError::unauthorized("x-sotto-signature is not a hex signature"))?;
+        if now_ms().abs_diff(time) > CLOCK_SKEW_MS {
+            return Err(ApiError::unauthorized(
+                "request time is more than 5 minutes from the server clock (see GET /v1/clock)",
+            ));
+        }
+        // Headers are checked before the body is read: an unsigned request
+        // cannot make the server buffer a large body.
+        let body = read_body(req, state).await?;
+        let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let signed = request_signing_bytes(&method, path, time, &body);
+        verify_device_signature(&device, &signed, &signature)
+            .map_err(|_| ApiError::unauthorized("bad request signature"))?;
+        Ok(Signed { device, uri, body })
+    }
+}
+
+#[async_trait]
+impl FromRequest<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Caller, ApiError> {
+        let Signed { device, uri, body } = Signed::from_request(req, state).await?;
+        let record = state
+            .db(move |s| s.device(&device))
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("this device is not registered"))?;
+        Ok(Caller {
+            device: record,
+            uri,
+            body,
+        })
+    }
+}

@@ -1,0 +1,65 @@
+//! What every request handler shares.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sotto_store::server::ServerStore;
+use tokio::sync::watch;
+
+use crate::api::ApiError;
+use crate::hub::Hub;
+
+#[derive(Clone)]
+pub(crate) struct AppState(Arc<Inner>);
+
+pub(crate) struct Inner {
+    pub store: Arc<dyn ServerStore>,
+    pub hub: Hub,
+    pub retention_ms: u64,
+    /// Becomes true when the server shuts down (WebSockets close on it).
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(
+        store: Arc<dyn ServerStore>,
+        retention_ms: u64,
+        shutdown: watch::Receiver<bool>,
+    ) -> AppState {
+        AppState(Arc::new(Inner {
+            store,
+            hub: Hub::default(),
+            retention_ms,
+            shutdown,
+        }))
+    }
+
+    /// Runs a store call on the blocking pool: the store is synchronous
+    /// (and a write waits for its group commit), the runtime must not.
+    pub async fn db<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn ServerStore) -> sotto_store::server::Result<T> + Send + 'static,
+    {
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || f(&*store)).await {
+            Ok(result) => result.map_err(ApiError::from),
+            Err(_) => Err(ApiError::internal("a store call failed")),
+        }
+    }
+}
+
+/// The master clock: milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""Writes src/api/openapi.json. Edit this file, run it, commit both:
+the document is hand-written, this only saves typing braces."""
+import json, pathlib
+
+def ref(name): return {"$ref": f"#/components/schemas/{name}"}
+def js(name): return {"content": {"application/json": {"schema": ref(name)}}}
+EMPTY = {"content": {"application/json": {"schema": {"type": "object"}}}}
+def err(desc): return {"description": desc, **js("ErrorBody")}
+SIGNED = [{"deviceSignature": []}]
+COMMON = {"400": err("malformed request or body (`bad_request`)"),
+          "401": err("missing or bad signature, stale time, unregistered device (`unauthorized`)"),
+          "413": err("body over the limit (`too_large`)")}
+
+def op(summary, ok, ok_desc="OK", body=None, auth=True, extra=None, params=None):
+    o = {"summary": summary, "responses": {"200": {"description": ok_desc, **(ok or {})}, **COMMON, **(extra or {})}}
+    if body: o["requestBody"] = {"required": True, **body}
+    o["security"] = SIGNED if auth else []
+    if params: o["parameters"] = params
+    return o
+
+def path_param(name, desc): return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}, "description": desc}
+UH = path_param("username_hash", "hex SHA-256(\"sotto/v1/username\\0\" || lowercase(name))")
+LINK = path_param("link_id", "link id from POST /v1/link")
+
+s = lambda t, **kw: {"type": t, **kw}
+b64 = s("string", format="byte")
+hexs = s("string", pattern="^[0-9a-f]{64}$")
+schemas = {
+  "ErrorBody": s("object", required=["error", "code"], properties={"error": s("string"), "code": s("string", enum=[
+      "bad_request", "unauthorized", "blocked", "unknown_user", "unknown_device", "username_taken",
+      "already_registered", "too_large", "not_found", "internal"])}),
+  "Clock": s("object", required=["now_ms"], properties={"now_ms": s("integer", format="int64")}),
+  "RegisterRequest": s("object", required=["username_hash", "cert", "prekeys", "reserve"], properties={
+      "username_hash": hexs, "cert": b64, "prekeys": s("array", items=b64), "reserve": b64}),
+  "UserDevices": s("object", required=["user", "devices"], properties={"user": hexs, "devices": s("array", items=b64)}),
+  "ClaimRequest": s("object", properties={"devices": s("array", items=hexs)}),
+  "Bundle": s("object", required=["cert", "prekey"], properties={"cert": b64, "prekey": b64}),
+  "ClaimResponse": s("object", required=["user", "bundles"], properties={"user": hexs, "bundles": s("array", items=ref("Bundle"))}),
+  "PrekeyUpload": s("object", required=["prekeys"], properties={"prekeys": s("array", items=b64), "reserve": b64}),
+  "PrekeyStatus": s("object", required=["one_time", "reserve_served"], properties={"one_time": s("integer"), "reserve_served": s("integer")}),
+  "SendResponse": s("object", required=["datagram_id", "delivered_to"], properties={"datagram_id": hexs, "delivered_to": s("integer")}),
+  "MailboxItem": s("object", required=["seq", "datagram", "received_at"], properties={
+      "seq": s("integer", format="int64"), "datagram": b64, "received_at": s("integer", format="int64")}),
+  "MailboxBatch": s("object", required=["items", "more"], properties={"items": s("array", items=ref("MailboxItem")), "more": s("boolean")}),
+  "Ack": s("object", required=["seqs"], properties={"seqs": s("array", items=s("integer", format="int64"))}),
+  "Push": {"oneOf": [
+      s("object", required=["type", "seq", "datagram", "received_at"], properties={"type": s("string", enum=["message"]),
+        "seq": s("integer"), "datagram": b64, "received_at": s("integer")}),
+      s("object", required=["type", "one_time", "reserve_served"], properties={"type": s("string", enum=["prekeys_low"]),
+        "one_time": s("integer"), "reserve_served": s("integer")})]},
+  "LinkRequest": s("object", required=["device", "dh", "prekeys", "reserve"], properties={
+      "device": hexs, "dh": hexs, "prekeys": s("array", items=b64), "reserve": b64}),
+  "LinkCreated": s("object", required=["link_id"], properties={"link_id": s("string")}),
+  "LinkStatus": s("object", required=["approved"], properties={"approved": s("boolean"), "cert": b64, "username_hash": hexs}),
+  "LinkApprove": s("object", required=["cert"], properties={"cert": b64}),
+  "Block": s("object", required=["username_hash"], properties={"username_hash": hexs}),
+  "Blocks": s("object", required=["blocked"], properties={"blocked": s("array", items=hexs)}),
+}
+
+paths = {
+  "/v1/clock": {"get": op("Master clock", js("Clock"), auth=False)},
+  "/v1/register": {"post": op("Register a new user with its first device (signed by that device)", EMPTY, body=js("RegisterRequest"),
+      extra={"409": err("`username_taken`, or `already_registered` for a known user key or device")})},
+  "/v1/users/{username_hash}": {"get": op("A user's key and device certificates", js("UserDevices"), params=[UH],
+      extra={"404": err("`unknown_user`")})},
+  "/v1/devices": {"get": op("The caller's own user and devices", js("UserDevices"))},
+  "/v1/users/{username_hash}/bundles": {"post": op(
+      "Claim one prekey per device: a one-time key (served once, then deleted) or the reserve when the pool is empty; the owner is pushed prekeys_low",
+      js("ClaimResponse"), body=js("ClaimRequest"), params=[UH], extra={"404": err("`unknown_user` or `unknown_device`")})},
+  "/v1/prekeys": {
+      "get": op("The caller's prekey pool", js("PrekeyStatus")),
+      "post": op("Refill the caller's pool (at most 1000 one-time prekeys per call)", js("PrekeyStatus"), body=js("PrekeyUpload"))},
+  "/v1/messages": {"post": op(
+      "Send a datagram; answered once it is durable in every recipient device's mailbox",
+      js("SendResponse"), body={"content": {"application/octet-stream": {"schema": s("string", format="binary")}}},
+      extra={"403": err("`blocked`: a recipient's user blocks the sender's user (nothing stored), or `unauthorized`: the datagram's sender is not the caller"),
+             "404": err("`unknown_device`: a recipient device is not registered (nothing stored)")})},
+  "/v1/mailbox": {"get": op("Pending (unacknowledged) items after `after`", js("MailboxBatch"), params=[
+      {"name": "after", "in": "query", "schema": s("integer", format="int64", default=0)},
+      {"name": "limit", "in": "query", "schema": s("integer", default=100, maximum=500)}])},
+  "/v1/mailbox/ack": {"post": op("Acknowledge items: deleted, or kept for the retention window", EMPTY, body=js("Ack"))},
+  "/v1/datagrams/{datagram_id}": {"get": op("A datagram still stored (pending or within retention) that was addressed to the caller",
+      {"content": {"application/octet-stream": {"schema": s("string", format="binary")}}},
+      params=[path_param("datagram_id", "hex SHA-256 of the datagram")], extra={"404": err("`not_found`")})},
+  "/v1/ws": {"get": op("WebSocket: server sends Push text frames, the device may send Ack text frames; anything else closes the socket",
+      None, ok_desc="not used: the answer is 101 Switching Protocols", extra={"101": {"description": "upgraded; frames are Push (server) and Ack (device)", **js("Push")}})},
+  "/v1/link": {"post": op("A new device asks to join a user (signed by the new device); waits 10 minutes", js("LinkCreated"), body=js("LinkRequest"),
+      extra={"409": err("`already_registered`: the device is registered")})},
+  "/v1/link/{link_id}": {"get": op("An existing device reads a pending link request", js("LinkRequest"), params=[LINK], extra={"404": err("`not_found`")})},
+  "/v1/link/{link_id}/approve": {"post": op("Approve with a certificate signed by the user key; registers the device and its prekeys", EMPTY,
+      body=js("LinkApprove"), params=[LINK], extra={"403": err("the certificate's user is not the caller's"), "404": err("`not_found`"),
+      "409": err("`already_registered`")})},
+  "/v1/link/{link_id}/status": {"get": op("Polled by the new device", js("LinkStatus"), params=[LINK], auth=False, extra={"404": err("`not_found`")})},
+  "/v1/blocks": {
+      "get": op("The caller's user's block list", js("Blocks")),
+      "post": op("Block a user", EMPTY, body=js("Block"), extra={"404": err("`unknown_user`")})},
+  "/v1/blocks/{username_hash}": {"delete": op("Unblock a user", EMPTY, params=[UH], extra={"404": err("`unknown_user`")})},
+  "/openapi.json": {"get": op("This document", {"content": {"application/json": {"schema": {"type": "object"}}}}, auth=False)},
+}
+
+doc = {
+  "openapi": "3.0.3",
+  "info": {"title": "sotto security platform", "version": "1",
+           "description": "See docs/api.md. Every error is ErrorBody JSON. Signed requests carry x-sotto-device, x-sotto-time and x-sotto-signature (Ed25519 over request_signing_bytes)."},
+  "paths": paths,
+  "components": {"schemas": schemas, "securitySchemes": {"deviceSignature": {"type": "apiKey", "in": "header", "name": "x-sotto-signature",
+      "description": "hex Ed25519 signature by the device in x-sotto-device over \"sotto/v1/request\\n\" METHOD \"\\n\" PATH_AND_QUERY \"\\n\" TIME \"\\n\" hex(SHA-256(body)); x-sotto-time within 5 minutes of the server clock"}}},
+}
+out = pathlib.Path(__file__).resolve().parent.parent / "src/api/openapi.json"
+out.write_text(json.dumps(doc, indent=1) + "\n")
