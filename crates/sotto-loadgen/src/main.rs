@@ -40,11 +40,11 @@ use rand_core::{OsRng, RngCore};
 use reqwest::header::{HeaderValue, CONTENT_TYPE};
 use reqwest::Method;
 use sha2::{Digest, Sha256};
-use sotto_api::{b64, Ack, AuthHeaders, MailboxBatch, Push};
+use sotto_api::{b64, Ack, AuthHeaders, MailboxBatch, MailboxItem, Push};
 use sotto_loadgen::net::{self, Api, CertCheck, Result, Ws};
 use sotto_loadgen::sim::{self, SimDevice};
 use sotto_loadgen::stats::{
-    fmt, now_ns, pct, rss_kb, CpuMeter, RssSampler, Tracker, ACCEPTED, SENT,
+    fmt, now_ns, pct, rss_kb, CpuMeter, RssSampler, Tracker, ACCEPTED, RECEIVED, SENT,
 };
 use sotto_proto::{content, Payload};
 use tokio::sync::{watch, Semaphore};
@@ -465,6 +465,38 @@ struct SubOut {
     got: Vec<(u32, Vec<u8>)>,
     acked: u64,
     prekeys_low: u64,
+    reconnects: u64,
+}
+
+/// Matches one mailbox item (pushed, or fetched after a reconnect).
+fn on_item(
+    item: &MailboxItem,
+    sub: usize,
+    index: &Index,
+    t: &Tracker,
+    keep: bool,
+    fetched: bool,
+    out: &mut SubOut,
+) {
+    match b64::decode(&item.datagram).and_then(|d| index.lookup(&d).map(|x| (x, d))) {
+        Some(((id, target), d)) => {
+            if (fetched || out.reconnects > 0) && t.state[id].load(Relaxed) & RECEIVED != 0 {
+                // around a reconnect: pushed before the socket was dropped
+                // but not acknowledged, or fetched and pushed both
+                t.redelivered.fetch_add(1, Relaxed);
+                return;
+            }
+            if let Some(l) = t.on_receive(id, sub, target) {
+                out.lats.push(l);
+                if keep {
+                    out.got.push((id as u32, d));
+                }
+            }
+        }
+        None => {
+            t.malformed.fetch_add(1, Relaxed);
+        }
+    }
 }
 
 /// Handles one push frame; returns the seq to acknowledge.
@@ -478,19 +510,7 @@ fn on_frame(
 ) -> Option<u64> {
     match serde_json::from_str::<Push>(text) {
         Ok(Push::Message(item)) => {
-            match b64::decode(&item.datagram).and_then(|d| index.lookup(&d).map(|x| (x, d))) {
-                Some(((id, target), d)) => {
-                    if let Some(l) = t.on_receive(id, sub, target) {
-                        out.lats.push(l);
-                        if keep {
-                            out.got.push((id as u32, d));
-                        }
-                    }
-                }
-                None => {
-                    t.malformed.fetch_add(1, Relaxed);
-                }
-            }
+            on_item(&item, sub, index, t, keep, false, out);
             Some(item.seq)
         }
         Ok(Push::PrekeysLow(_)) => {
@@ -504,69 +524,138 @@ fn on_frame(
     }
 }
 
-/// A subscriber's WebSocket: every push is matched, and acknowledged on the
-/// socket (one `Ack` frame for all the pushes that were ready together).
-fn spawn_subscriber(
-    mut ws: Ws,
-    sub: usize,
+/// Everything a subscriber needs to (re)connect.
+#[derive(Clone)]
+struct Conn {
+    api: Api,
+    tls: Arc<rustls::ClientConfig>,
     index: Arc<Index>,
     t: Arc<Tracker>,
     keep: bool,
+}
+
+/// A subscriber's WebSocket: every push is matched, and acknowledged on the
+/// socket (one `Ack` frame for all the pushes that were ready together). If
+/// the server drops the socket (it does so to a device that falls behind),
+/// the subscriber does what a client does: reconnects, then fetches what is
+/// pending with `GET /v1/mailbox` and acknowledges it.
+fn spawn_subscriber(
+    c: Conn,
+    key: sotto_proto::DeviceKey,
+    mut ws: Ws,
+    sub: usize,
     mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<SubOut> {
     tokio::spawn(async move {
         let mut out = SubOut::default();
         let mut seqs = Vec::new();
-        loop {
-            let first = tokio::select! {
-                m = ws.next() => m,
-                _ = stop.changed() => break,
-            };
-            let mut frame = first;
+        'session: loop {
             let mut closed = false;
-            loop {
-                match frame {
-                    Some(Ok(Message::Text(s))) => {
-                        if let Some(seq) = on_frame(&s, sub, &index, &t, keep, &mut out) {
-                            seqs.push(seq);
+            while !closed {
+                let first = tokio::select! {
+                    m = ws.next() => m,
+                    _ = stop.changed() => break 'session,
+                };
+                let mut frame = first;
+                loop {
+                    match frame {
+                        Some(Ok(Message::Text(s))) => {
+                            if let Some(seq) = on_frame(&s, sub, &c.index, &c.t, c.keep, &mut out) {
+                                seqs.push(seq);
+                            }
+                        }
+                        Some(Ok(Message::Close(f))) => {
+                            if out.reconnects == 0 && !*stop.borrow() {
+                                eprintln!("sub {sub}: closed by the server: {f:?}");
+                            }
+                            closed = true;
+                            break;
+                        }
+                        None => {
+                            closed = true;
+                            break;
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => {
+                            c.t.conn_errors.fetch_add(1, Relaxed);
+                            eprintln!("sub {sub}: {e}");
+                            closed = true;
+                            break;
                         }
                     }
-                    Some(Ok(Message::Close(_))) | None => {
-                        closed = true;
+                    if seqs.len() >= 256 {
                         break;
                     }
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => {
-                        t.conn_errors.fetch_add(1, Relaxed);
-                        eprintln!("sub {sub}: {e}");
-                        closed = true;
-                        break;
+                    match ws.next().now_or_never() {
+                        Some(f) => frame = f,
+                        None => break,
                     }
                 }
-                if seqs.len() >= 256 {
+                if !seqs.is_empty() && !closed {
+                    let ack = serde_json::to_string(&Ack {
+                        seqs: std::mem::take(&mut seqs),
+                    })
+                    .expect("json");
+                    out.acked += 1;
+                    if ws.send(Message::Text(ack)).await.is_err() {
+                        c.t.conn_errors.fetch_add(1, Relaxed);
+                        closed = true;
+                    }
+                }
+            }
+            if *stop.borrow() {
+                return out;
+            }
+            // reconnect, then fetch what is pending (acks not sent are
+            // covered: those items are fetched again)
+            seqs.clear();
+            out.reconnects += 1;
+            if out.reconnects > 50 {
+                eprintln!(
+                    "sub {sub}: giving up after {} reconnects",
+                    out.reconnects - 1
+                );
+                return out;
+            }
+            ws = loop {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                if *stop.borrow() {
+                    return out;
+                }
+                match c.api.websocket(&key, c.tls.clone()).await {
+                    Ok(ws) => break ws,
+                    Err(e) => {
+                        c.t.conn_errors.fetch_add(1, Relaxed);
+                        eprintln!("sub {sub}: reconnect: {e}");
+                    }
+                }
+            };
+            let mut after = 0u64;
+            for _ in 0..1000 {
+                let path = format!("/v1/mailbox?after={after}&limit=500");
+                let batch: MailboxBatch =
+                    match c.api.json(&key, Method::GET, &path, None::<&()>).await {
+                        Ok(b) => b,
+                        Err(e) => {
+                            c.t.conn_errors.fetch_add(1, Relaxed);
+                            eprintln!("sub {sub}: fetch: {e}");
+                            break;
+                        }
+                    };
+                let mut fetched = Vec::with_capacity(batch.items.len());
+                for it in &batch.items {
+                    after = after.max(it.seq);
+                    fetched.push(it.seq);
+                    on_item(it, sub, &c.index, &c.t, c.keep, true, &mut out);
+                }
+                if !fetched.is_empty() {
+                    let ack = serde_json::to_string(&Ack { seqs: fetched }).expect("json");
+                    out.acked += 1;
+                    let _ = ws.send(Message::Text(ack)).await;
+                }
+                if !batch.more || batch.items.is_empty() {
                     break;
                 }
-                match ws.next().now_or_never() {
-                    Some(f) => frame = f,
-                    None => break,
-                }
-            }
-            if !seqs.is_empty() {
-                let ack = serde_json::to_string(&Ack {
-                    seqs: std::mem::take(&mut seqs),
-                })
-                .expect("json");
-                out.acked += 1;
-                if ws.send(Message::Text(ack)).await.is_err() {
-                    t.conn_errors.fetch_add(1, Relaxed);
-                    closed = true;
-                }
-            }
-            if closed {
-                if !*stop.borrow() {
-                    eprintln!("sub {sub}: connection closed by the server");
-                }
-                return out;
             }
         }
         let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
@@ -649,7 +738,7 @@ async fn mailbox_left(ctx: &Ctx, subs: &[SimDevice], index: &Index, t: &Tracker)
                 after = after.max(it.seq);
                 let seen = b64::decode(&it.datagram)
                     .and_then(|dg| index.lookup(&dg))
-                    .map(|(id, _)| t.state[id].load(Relaxed) & sotto_loadgen::stats::RECEIVED != 0)
+                    .map(|(id, _)| t.state[id].load(Relaxed) & RECEIVED != 0)
                     .unwrap_or(false);
                 if seen {
                     unacked += 1
@@ -792,10 +881,20 @@ async fn relay(ctx: &Ctx, a: &RelayArgs) -> Result<()> {
         connect_all(ctx, &subs, 100),
     )
     .await?;
+    let conn = Conn {
+        api: ctx.api.clone(),
+        tls: ctx.tls.clone(),
+        index: index.clone(),
+        t: t.clone(),
+        keep,
+    };
     let sub_h: Vec<_> = wss
         .into_iter()
         .enumerate()
-        .map(|(s, ws)| spawn_subscriber(ws, s, index.clone(), t.clone(), keep, stop_rx.clone()))
+        .map(|(s, ws)| {
+            let key = sotto_proto::DeviceKey::from_bytes(&subs[s].key().to_bytes());
+            spawn_subscriber(conn.clone(), key, ws, s, stop_rx.clone())
+        })
         .collect();
     let pub_apis = bounded(
         ctx.setup,
@@ -872,6 +971,7 @@ async fn relay(ctx: &Ctx, a: &RelayArgs) -> Result<()> {
     let mut lats: Vec<u32> = outs.iter().flat_map(|o| o.lats.iter().copied()).collect();
     lats.sort_unstable();
     let prekeys_low: u64 = outs.iter().map(|o| o.prekeys_low).sum();
+    let reconnects: u64 = outs.iter().map(|o| o.reconnects).sum();
     let (opened, open_failed) = if keep && outs.len() == subs.len() {
         let got = outs.into_iter().map(|o| o.got).collect();
         verify_opened(subs, got).await
@@ -883,7 +983,7 @@ async fn relay(ctx: &Ctx, a: &RelayArgs) -> Result<()> {
     let secs = (end_ns - t_start_ns) as f64 / 1e9;
     let mps = recv as f64 / secs;
     println!(
-        "RESULT label={} scenario=relay P={} S={} N={} B={} rate={} datagram_B={} published={} acked={} received={} lost={} dup={} misrouted={} malformed={} send_errors={} conn_errors={} unacked_left={} never_pushed={} opened={} open_failed={} secs={:.3} msgs_per_s={:.0} MBps={:.2} p50_ms={} p99_ms={} max_ms={} rss_idle_kb={} rss_peak_kb={} rss_after_kb={} server_cpu={} client_cpu={} prekeys_low={}",
+        "RESULT label={} scenario=relay P={} S={} N={} B={} rate={} datagram_B={} published={} acked={} received={} lost={} dup={} misrouted={} malformed={} send_errors={} conn_errors={} unacked_left={} never_pushed={} reconnects={} redelivered={} opened={} open_failed={} secs={:.3} msgs_per_s={:.0} MBps={:.2} p50_ms={} p99_ms={} max_ms={} rss_idle_kb={} rss_peak_kb={} rss_after_kb={} server_cpu={} client_cpu={} prekeys_low={}",
         ctx.label,
         a.publishers,
         a.subscribers,
@@ -902,6 +1002,8 @@ async fn relay(ctx: &Ctx, a: &RelayArgs) -> Result<()> {
         t.conn_errors.load(Relaxed),
         unacked_left,
         never_pushed,
+        reconnects,
+        t.redelivered.load(Relaxed),
         opened,
         open_failed,
         secs,

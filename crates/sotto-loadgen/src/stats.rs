@@ -27,6 +27,10 @@ pub struct Tracker {
     pub send_errors: AtomicU64,
     pub received: AtomicU64,
     pub dups: AtomicU64,
+    /// Received again around a reconnect (pushed, then the socket dropped
+    /// before the ack; or both fetched and pushed): at-least-once delivery
+    /// that a client deduplicates, not counted as `dups`.
+    pub redelivered: AtomicU64,
     pub misrouted: AtomicU64,
     pub malformed: AtomicU64,
     pub conn_errors: AtomicU64,
@@ -44,6 +48,7 @@ impl Tracker {
             send_errors: AtomicU64::new(0),
             received: AtomicU64::new(0),
             dups: AtomicU64::new(0),
+            redelivered: AtomicU64::new(0),
             misrouted: AtomicU64::new(0),
             malformed: AtomicU64::new(0),
             conn_errors: AtomicU64::new(0),
