@@ -1,0 +1,400 @@
+//! A small test client for the server: real TLS (pinned by fingerprint),
+//! real signatures, real protocol devices from sotto-proto.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use rand_core::OsRng;
+use reqwest::{Method, StatusCode};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sotto_api::*;
+use sotto_proto::*;
+use sotto_server::{Config, Running};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+pub async fn start(dir: &Path, retention: Duration) -> Running {
+    let mut config = Config::new("127.0.0.1:0".parse().unwrap(), dir.to_path_buf());
+    config.retention = retention;
+    sotto_server::start(config).await.expect("server starts")
+}
+
+#[derive(Debug)]
+struct Pin(String, Arc<CryptoProvider>);
+
+impl ServerCertVerifier for Pin {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        if hex::encode(Sha256::digest(end_entity.as_ref())) == self.0 {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General("fingerprint mismatch".into()))
+        }
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(m, c, d, &self.1.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(m, c, d, &self.1.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.1.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+pub fn tls_config(fingerprint: &str) -> rustls::ClientConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Pin(fingerprint.to_string(), provider)))
+        .with_no_client_auth()
+}
+
+/// An HTTP client for one server.
+#[derive(Clone)]
+pub struct Http {
+    pub addr: SocketAddr,
+    pub fingerprint: String,
+    pub client: reqwest::Client,
+}
+
+impl Http {
+    pub fn new(addr: SocketAddr, fingerprint: &str) -> Http {
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(tls_config(fingerprint))
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        Http {
+            addr,
+            fingerprint: fingerprint.to_string(),
+            client,
+        }
+    }
+
+    pub fn of(server: &Running) -> Http {
+        Http::new(server.addr, &server.fingerprint)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://{}{}", self.addr, path)
+    }
+
+    /// A request signed by `key` at `time` (now when `None`).
+    pub async fn signed_at(
+        &self,
+        key: &DeviceKey,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+        time: Option<u64>,
+    ) -> reqwest::Result<reqwest::Response> {
+        let time = time.unwrap_or_else(now_ms);
+        let sig = key.sign(&request_signing_bytes(method.as_str(), path, time, &body));
+        self.client
+            .request(method, self.url(path))
+            .header(AuthHeaders::DEVICE, hex::encode(key.id().0))
+            .header(AuthHeaders::TIME, time.to_string())
+            .header(AuthHeaders::SIGNATURE, hex::encode(sig))
+            .body(body)
+            .send()
+            .await
+    }
+
+    pub async fn signed(
+        &self,
+        key: &DeviceKey,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> reqwest::Response {
+        self.signed_at(key, method, path, body, None)
+            .await
+            .expect("request sent")
+    }
+
+    /// A signed JSON call expected to succeed.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        key: &DeviceKey,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> T {
+        let bytes = body
+            .map(|b| serde_json::to_vec(b).unwrap())
+            .unwrap_or_default();
+        let resp = self.signed(key, method.clone(), path, bytes).await;
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        assert!(status.is_success(), "{method} {path}: {status} {text}");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// A signed JSON call expected to fail: (status, error code).
+    pub async fn fail(
+        &self,
+        key: &DeviceKey,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> (StatusCode, String) {
+        error_of(self.signed(key, method, path, body).await).await
+    }
+
+    pub async fn clock(&self) -> u64 {
+        let c: Clock = self
+            .client
+            .get(self.url("/v1/clock"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        c.now_ms
+    }
+}
+
+/// Status and `ErrorBody.code` of a failed response (asserting the shape).
+pub async fn error_of(resp: reqwest::Response) -> (StatusCode, String) {
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    let body: ErrorBody =
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not an ErrorBody: {status} {text}"));
+    assert!(
+        status.is_client_error() || status.is_server_error(),
+        "{status} {text}"
+    );
+    (status, body.code)
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+pub const NO_BODY: Option<&()> = None;
+
+/// One device of one user, with its protocol state.
+pub struct Dev {
+    pub username: String,
+    pub device: Device,
+}
+
+impl Dev {
+    pub fn key(&self) -> &DeviceKey {
+        self.device.key()
+    }
+    pub fn id(&self) -> DeviceId {
+        self.device.id()
+    }
+    pub fn user(&self) -> UserPublic {
+        self.device.cert().user
+    }
+}
+
+pub struct User {
+    pub name: String,
+    pub key: UserKey,
+}
+
+impl User {
+    pub fn new(name: &str) -> User {
+        User {
+            name: name.to_string(),
+            key: UserKey::generate(&mut OsRng),
+        }
+    }
+
+    pub fn hash(&self) -> String {
+        hex::encode(username_hash(&self.name))
+    }
+
+    /// A new device certified by this user (not yet known to the server).
+    pub fn device(&self) -> Dev {
+        let key = DeviceKey::generate(&mut OsRng);
+        let cert = self.key.certify(&key.public_keys(), now_ms());
+        Dev {
+            username: self.name.clone(),
+            device: Device::new(key, cert).unwrap(),
+        }
+    }
+
+    /// Registers the user with a first device holding `prekeys` one-time
+    /// prekeys.
+    pub async fn register(&self, http: &Http, prekeys: u32) -> Dev {
+        let mut dev = self.device();
+        let req = register_request(self, &mut dev, prekeys);
+        let _: serde_json::Value = http
+            .call(dev.key(), Method::POST, "/v1/register", Some(&req))
+            .await;
+        dev
+    }
+}
+
+pub fn register_request(user: &User, dev: &mut Dev, prekeys: u32) -> RegisterRequest {
+    let otks = dev.device.generate_prekeys(&mut OsRng, prekeys);
+    let reserve = dev.device.generate_reserve(&mut OsRng);
+    RegisterRequest {
+        username_hash: user.hash(),
+        cert: b64::encode(&dev.device.cert().encode()),
+        prekeys: otks.iter().map(|p| b64::encode(&p.encode())).collect(),
+        reserve: b64::encode(&reserve.encode()),
+    }
+}
+
+/// Claims bundles of every device of `to`, starts sessions, and seals a
+/// text datagram for them.
+pub async fn seal_to(http: &Http, from: &mut Dev, to: &User, text: &str) -> Vec<u8> {
+    let path = format!("/v1/users/{}/bundles", to.hash());
+    let claim: ClaimResponse = http
+        .call(
+            from.key(),
+            Method::POST,
+            &path,
+            Some(&ClaimRequest::default()),
+        )
+        .await;
+    let mut recipients = Vec::new();
+    for b in &claim.bundles {
+        let cert = DeviceCert::decode(&b64::decode(&b.cert).unwrap()).unwrap();
+        let prekey = SignedPrekey::decode(&b64::decode(&b.prekey).unwrap()).unwrap();
+        let verified = PrekeyBundle { cert, prekey }
+            .verify(&to.key.public())
+            .unwrap();
+        from.device.start_session(&mut OsRng, &verified).unwrap();
+        recipients.push(cert.device);
+    }
+    seal_for(from, &recipients, text)
+}
+
+/// Seals for devices `from` already has sessions with.
+pub fn seal_for(from: &mut Dev, recipients: &[DeviceId], text: &str) -> Vec<u8> {
+    let payload = Payload {
+        message_id: rand16(),
+        conversation: [7; 32],
+        sender: from.user(),
+        sent_at: now_ms(),
+        ttl: 0,
+        content_type: content::TEXT,
+        body: text.as_bytes().to_vec(),
+    };
+    from.device.seal(&mut OsRng, &payload, recipients).unwrap()
+}
+
+fn rand16() -> [u8; 16] {
+    use rand_core::RngCore;
+    let mut b = [0u8; 16];
+    OsRng.fill_bytes(&mut b);
+    b
+}
+
+pub async fn send(http: &Http, from: &Dev, datagram: Vec<u8>) -> reqwest::Response {
+    http.signed(from.key(), Method::POST, "/v1/messages", datagram)
+        .await
+}
+
+pub async fn fetch(http: &Http, dev: &Dev) -> MailboxBatch {
+    http.call(
+        dev.key(),
+        Method::GET,
+        "/v1/mailbox?after=0&limit=100",
+        NO_BODY,
+    )
+    .await
+}
+
+pub fn open_text(dev: &mut Dev, item: &MailboxItem) -> String {
+    let opened = dev
+        .device
+        .open(&b64::decode(&item.datagram).unwrap())
+        .unwrap();
+    String::from_utf8(opened.payload.body).unwrap()
+}
+
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens the push WebSocket of `dev`.
+pub async fn websocket(http: &Http, dev: &Dev) -> Ws {
+    let mut req = format!("wss://{}/v1/ws", http.addr)
+        .into_client_request()
+        .unwrap();
+    let time = now_ms();
+    let sig = dev
+        .key()
+        .sign(&request_signing_bytes("GET", "/v1/ws", time, b""));
+    let h = req.headers_mut();
+    h.insert(
+        AuthHeaders::DEVICE,
+        hex::encode(dev.id().0).parse().unwrap(),
+    );
+    h.insert(AuthHeaders::TIME, time.to_string().parse().unwrap());
+    h.insert(AuthHeaders::SIGNATURE, hex::encode(sig).parse().unwrap());
+    let connector = tokio_tungstenite::Connector::Rustls(Arc::new(tls_config(&http.fingerprint)));
+    let (ws, _) =
+        tokio_tungstenite::connect_async_tls_with_config(req, None, false, Some(connector))
+            .await
+            .unwrap();
+    ws
+}
+
+/// The next `Push` on `ws` (skipping pings), within 10 s.
+pub async fn next_push(ws: &mut Ws) -> Push {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a push within 10 s");
+        match msg.expect("socket open").expect("frame") {
+            Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+}
+
+/// Waits until the server closes `ws` (a close frame or the end).
+pub async fn closed(ws: &mut Ws) -> bool {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+            Err(_) => return false,
+            Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => return true,
+            Ok(Some(Ok(_))) => continue,
+        }
+    }
+}
+
+pub async fn send_text(ws: &mut Ws, text: &str) {
+    ws.send(Message::Text(text.to_string())).await.unwrap();
+}
