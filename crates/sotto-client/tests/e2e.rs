@@ -543,3 +543,84 @@ async fn approving_needs_the_user_key_and_the_right_code() {
     drop(pending);
     assert_eq!(a1.devices().await.unwrap().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecryptable_datagram_is_reported_and_acknowledged() {
+    let srv = Server::start().await;
+    let homes = Homes::new();
+    let mut alice = register(&srv, &homes.path("alice"), "alice").await;
+    let mut bob = register(&srv, &homes.path("bob"), "bob").await;
+    alice.send("bob", "first").await.unwrap();
+    assert_eq!(bodies(&bob.sync().await.unwrap().messages), ["first"]);
+    // bob loses his session with alice (here: by accepting a "new" key for
+    // her, which drops the sessions with her old devices), while alice
+    // keeps using it.
+    {
+        let store = sotto_store::client::ClientStore::open(&homes.path("bob"), PW).unwrap();
+        let mut c = store.contact("alice").unwrap().unwrap();
+        c.user_key = [9; 32];
+        store.put_contact(&c).unwrap();
+    }
+    bob.trust("alice").await.unwrap();
+    alice.send("bob", "lost").await.unwrap();
+    let r = bob.sync().await.unwrap();
+    assert!(r.messages.is_empty());
+    assert_eq!(r.rejected.len(), 1, "{:?}", r.rejected);
+    assert!(
+        r.rejected[0].contains("could not be opened"),
+        "{}",
+        r.rejected[0]
+    );
+    // It was acknowledged: not delivered again.
+    let r = bob.sync().await.unwrap();
+    assert!(r.rejected.is_empty() && r.messages.is_empty());
+    // bob can still write to alice (a new session), and alice reads it.
+    bob.send("alice", "new session").await.unwrap();
+    assert_eq!(
+        bodies(&alice.sync().await.unwrap().messages),
+        ["new session"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_reconnects_after_server_restart() {
+    let mut srv = Server::start().await;
+    let homes = Homes::new();
+    let mut alice = register(&srv, &homes.path("alice"), "alice").await;
+    let mut bob = register(&srv, &homes.path("bob"), "bob").await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let listen = bob.listen(move |e| {
+        let _ = tx.send(e);
+    });
+    let drive = async {
+        assert!(matches!(next(&mut rx).await, Event::Connected));
+        srv.restart().await;
+        loop {
+            match next(&mut rx).await {
+                Event::Disconnected { .. } => {}
+                Event::Connected => break,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let mut alice = Client::open(&homes.path("alice"), PW).await.unwrap();
+        alice.send("bob", "after the restart").await.unwrap();
+        loop {
+            if let Event::Message(m) = next(&mut rx).await {
+                return m.body;
+            }
+        }
+    };
+    let got = tokio::select! {
+        r = listen => panic!("listen returned: {r:?}"),
+        got = drive => got,
+    };
+    assert_eq!(got, "after the restart");
+    drop(alice.sync().await);
+}
+
+async fn next(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Event>) -> Event {
+    tokio::time::timeout(Duration::from_secs(30), rx.recv())
+        .await
+        .expect("event in time")
+        .unwrap()
+}
