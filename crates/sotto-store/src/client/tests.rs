@@ -104,6 +104,7 @@ fn history_dedupes_and_filters() {
         .history(&HistoryQuery {
             conversation: Some([9; 32]),
             limit: Some(1),
+            peer: None,
         })
         .unwrap();
     assert_eq!(conv.len(), 1);
