@@ -732,19 +732,52 @@ impl Client {
             text: text.to_string(),
         }
         .encode();
+        let stored = self
+            .deliver(&to, &me, content::TEXT, body, ttl, Some(text))
+            .await?;
+        Ok(stored.expect("text is stored").into())
+    }
+
+    /// Test hook: sends an arbitrary client body of `content_type` to
+    /// `username`'s devices and this user's other devices, as [`Client::send`]
+    /// would (used to check that receivers refuse forged bodies).
+    #[doc(hidden)]
+    pub async fn send_raw_body(
+        &mut self,
+        username: &str,
+        content_type: u8,
+        body: Vec<u8>,
+    ) -> Result<()> {
+        let to = check_username(username).map_err(|_| Error::UnknownUser(username.to_string()))?;
+        let me = self.require_username()?.to_string();
+        self.deliver(&to, &me, content_type, body, 0, None).await?;
+        Ok(())
+    }
+
+    /// Resolves `to` and this user's devices, starts missing sessions,
+    /// seals once to all, stores `text` (if any) in the history, posts.
+    async fn deliver(
+        &mut self,
+        to: &str,
+        me: &str,
+        content_type: u8,
+        body: Vec<u8>,
+        ttl: u32,
+        text: Option<&str>,
+    ) -> Result<Option<StoredMessage>> {
         if body.len() > sotto_proto::datagram::MAX_BODY {
             return Err(Error::TooLarge);
         }
         let own_user = self.device.cert().user;
         // Resolve both users' current devices (every send: new devices get it).
-        let (their_user, their_certs) = self.resolve(&to).await?;
+        let (their_user, their_certs) = self.resolve(to).await?;
         let own_certs = if to == me {
             Vec::new()
         } else {
             self.own_devices().await?
         };
-        self.ensure_sessions(&to, &their_user, &their_certs).await?;
-        self.ensure_sessions(&me, &own_user, &own_certs).await?;
+        self.ensure_sessions(to, &their_user, &their_certs).await?;
+        self.ensure_sessions(me, &own_user, &own_certs).await?;
         let me_id = self.device.id();
         let mut recipients: Vec<DeviceId> = Vec::new();
         for c in their_certs.iter().chain(own_certs.iter()) {
@@ -756,7 +789,7 @@ impl Client {
             }
         }
         if recipients.is_empty() {
-            return Err(Error::UnknownUser(to));
+            return Err(Error::UnknownUser(to.to_string()));
         }
         let now = self.api.now().await?;
         let payload = Payload {
@@ -765,28 +798,28 @@ impl Client {
             sender: own_user,
             sent_at: now,
             ttl,
-            content_type: content::TEXT,
+            content_type,
             body,
         };
-        let stored = StoredMessage {
+        let stored = text.map(|text| StoredMessage {
             id: payload.message_id,
             conversation: payload.conversation,
-            from: me,
-            to: to.clone(),
+            from: me.to_string(),
+            to: to.to_string(),
             sent_at: now,
             received_at: now,
             body: text.to_string(),
             ttl,
             outgoing: true,
-        };
+        });
         match self
-            .seal_and_post(&payload, &recipients, Some(&stored))
+            .seal_and_post(&payload, &recipients, stored.as_ref())
             .await
         {
-            Ok(_) => Ok(stored.into()),
+            Ok(_) => Ok(stored),
             Err(Error::Server {
                 status: 403, code, ..
-            }) if code == codes::BLOCKED => Err(Error::Blocked(to)),
+            }) if code == codes::BLOCKED => Err(Error::Blocked(to.to_string())),
             Err(e) => Err(e),
         }
     }

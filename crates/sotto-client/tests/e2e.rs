@@ -624,3 +624,78 @@ async fn next(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Event>) -> Event {
         .expect("event in time")
         .unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receivers_refuse_forged_sender_names() {
+    use sotto_client::{LinkSyncBody, TextBody};
+    use sotto_proto::content;
+    let srv = Server::start().await;
+    let homes = Homes::new();
+    let mut alice = register(&srv, &homes.path("alice"), "alice").await;
+    let mut bob = register(&srv, &homes.path("bob"), "bob").await;
+    let mut mallory = register(&srv, &homes.path("mallory"), "mallory").await;
+    alice.send("bob", "real alice").await.unwrap();
+    assert_eq!(bodies(&bob.sync().await.unwrap().messages), ["real alice"]);
+    let forged = |sender: &str, recipient: &str, text: &str| {
+        TextBody {
+            sender: sender.into(),
+            recipient: recipient.into(),
+            text: text.into(),
+        }
+        .encode()
+    };
+    // mallory claims to be alice (a contact bob knows), then carol (a user
+    // bob has not seen: looked up, and her key is not mallory's), then a
+    // user that does not exist; then writes "to carol" into bob's mailbox.
+    mallory
+        .send_raw_body("bob", content::TEXT, forged("alice", "bob", "I am alice"))
+        .await
+        .unwrap();
+    let _carol = register(&srv, &homes.path("carol"), "carol").await;
+    mallory
+        .send_raw_body("bob", content::TEXT, forged("carol", "bob", "I am carol"))
+        .await
+        .unwrap();
+    mallory
+        .send_raw_body(
+            "bob",
+            content::TEXT,
+            forged("nobody-x", "bob", "I am nobody"),
+        )
+        .await
+        .unwrap();
+    mallory
+        .send_raw_body(
+            "bob",
+            content::TEXT,
+            forged("mallory", "carol", "misaddressed"),
+        )
+        .await
+        .unwrap();
+    // Contact data may only come from one's own devices.
+    let sync = LinkSyncBody {
+        username: "bob".into(),
+        contacts: vec![],
+        blocked: vec!["alice".into()],
+    };
+    mallory
+        .send_raw_body("bob", content::LINK_SYNC, sync.encode())
+        .await
+        .unwrap();
+    // A body that does not decode.
+    mallory
+        .send_raw_body("bob", content::TEXT, vec![9, 9, 9])
+        .await
+        .unwrap();
+    let r = bob.sync().await.unwrap();
+    assert!(r.messages.is_empty(), "{:?}", r.messages);
+    assert_eq!(r.rejected.len(), 6, "{:?}", r.rejected);
+    assert!(r.rejected[0].contains("alice"), "{}", r.rejected[0]);
+    assert!(bob.blocked().unwrap().is_empty());
+    assert_eq!(bob.history(None, None).unwrap().len(), 1);
+    // mallory writing as mallory is fine.
+    mallory.send("bob", "honest").await.unwrap();
+    let r = bob.sync().await.unwrap();
+    assert_eq!(bodies(&r.messages), ["honest"]);
+    assert_eq!(r.messages[0].from, "mallory");
+}
