@@ -13,6 +13,7 @@ pub mod datagram;
 mod device;
 mod error;
 pub mod keys;
+pub mod room;
 pub mod safety;
 pub mod session;
 
