@@ -341,27 +341,41 @@ pub(crate) fn open_payload(message_key: &[u8; 32], dg: &Datagram<'_>) -> Result<
     Payload::decode(&plain)
 }
 
-/// Writes a datagram and signs it with the sender's device key.
-pub(crate) fn encode_signed(
-    sender: &DeviceCert,
-    entries: &[Entry],
-    nonce: &[u8; 12],
-    ciphertext: &[u8],
-    sign: &ed25519_dalek::SigningKey,
-) -> Vec<u8> {
-    let mut w = Writer::with_capacity(
-        2 + DeviceCert::LEN + 2 + entries.len() * ENTRY_MAX_LEN + 16 + ciphertext.len() + 64,
-    );
-    w.u8(PROTOCOL_VERSION).u8(SUITE_V1);
-    sender.write(&mut w);
-    w.u16(entries.len() as u16);
-    for e in entries {
-        e.write(&mut w);
+/// Writes a datagram entry by entry (no intermediate list of entries), then
+/// signs it with the sender's device key.
+pub(crate) struct DatagramWriter {
+    w: Writer,
+}
+
+impl DatagramWriter {
+    /// `count` entries (at most [`MAX_ENTRIES`], checked by the caller) will
+    /// follow, then a payload of `ciphertext_len` bytes.
+    pub(crate) fn new(sender: &DeviceCert, count: usize, ciphertext_len: usize) -> Self {
+        debug_assert!(count <= MAX_ENTRIES);
+        let mut w = Writer::with_capacity(
+            2 + DeviceCert::LEN + 2 + count * ENTRY_MAX_LEN + 16 + ciphertext_len + 64,
+        );
+        w.u8(PROTOCOL_VERSION).u8(SUITE_V1);
+        sender.write(&mut w);
+        w.u16(count as u16);
+        DatagramWriter { w }
     }
-    w.bytes(nonce).var_bytes(ciphertext);
-    let signature = sign
-        .sign_prehashed(prehash(&w.buf), Some(SIGNATURE_CONTEXT))
-        .expect("the context is shorter than 255 bytes");
-    w.bytes(&signature.to_bytes());
-    w.buf
+
+    pub(crate) fn entry(&mut self, e: &Entry) {
+        e.write(&mut self.w);
+    }
+
+    pub(crate) fn finish(
+        mut self,
+        nonce: &[u8; 12],
+        ciphertext: &[u8],
+        sign: &ed25519_dalek::SigningKey,
+    ) -> Vec<u8> {
+        self.w.bytes(nonce).var_bytes(ciphertext);
+        let signature = sign
+            .sign_prehashed(prehash(&self.w.buf), Some(SIGNATURE_CONTEXT))
+            .expect("the context is shorter than 255 bytes");
+        self.w.bytes(&signature.to_bytes());
+        self.w.buf
+    }
 }

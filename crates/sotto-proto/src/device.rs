@@ -270,7 +270,12 @@ impl Device {
         let mut sessions = Vec::with_capacity(recipients.len());
         for r in recipients {
             if seen.insert(*r) {
-                sessions.push(*self.active.get(r).ok_or(Error::NoSession)?);
+                let id = *self.active.get(r).ok_or(Error::NoSession)?;
+                // Checked up front so that no chain advances if one cannot.
+                if self.sessions[&id].send.exhausted() {
+                    return Err(Error::TooFarAhead);
+                }
+                sessions.push(id);
             }
         }
         if sessions.is_empty() {
@@ -288,12 +293,12 @@ impl Device {
         let me = self.cert.device;
         let ciphertext = datagram::seal_payload(&message_key, &nonce, &me, payload)?;
         let digest = datagram::payload_digest(&nonce, &ciphertext);
-        let mut entries = Vec::with_capacity(sessions.len());
+        let mut out = datagram::DatagramWriter::new(&self.cert, sessions.len(), ciphertext.len());
         for id in sessions {
             let session = self.sessions.get_mut(&id).expect("active sessions exist");
             let (counter, wrap_key) = session.send.step()?;
             let aad = datagram::wrap_aad(&me, &session.peer, &id, counter, &digest);
-            entries.push(Entry {
+            out.entry(&Entry {
                 recipient: session.peer,
                 session: id,
                 counter,
@@ -302,13 +307,7 @@ impl Device {
             });
             self.changes.sessions_upserted.insert(id);
         }
-        Ok(datagram::encode_signed(
-            &self.cert,
-            &entries,
-            &nonce,
-            &ciphertext,
-            &self.key.sign,
-        ))
+        Ok(out.finish(&nonce, &ciphertext, &self.key.sign))
     }
 
     /// Verifies and opens a datagram addressed to this device. On any error

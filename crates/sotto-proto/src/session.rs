@@ -36,19 +36,29 @@ pub(crate) struct Chain {
     index: u32,
 }
 
-fn hmac(key: &[u8; 32], label: u8) -> Zeroizing<[u8; 32]> {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
-    mac.update(&[label]);
-    Zeroizing::new(mac.finalize().into_bytes().into())
+/// `HMAC-SHA-256(key, label)` for both labels, sharing the keyed state.
+fn hmac_pair(key: &[u8; 32]) -> (Zeroizing<[u8; 32]>, Zeroizing<[u8; 32]>) {
+    let mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
+    let tag = |mut m: Hmac<Sha256>, label: u8| {
+        m.update(&[label]);
+        Zeroizing::new(<[u8; 32]>::from(m.finalize().into_bytes()))
+    };
+    (tag(mac.clone(), 1), tag(mac, 2))
 }
 
 impl Chain {
-    /// Returns the key for message `index` and moves the chain forward.
+    /// No further message key can be taken (the index would overflow).
+    pub(crate) fn exhausted(&self) -> bool {
+        self.index == u32::MAX
+    }
+
+    /// Returns the key for message `index` and moves the chain forward:
+    /// message key = HMAC(CK, 0x01), next CK = HMAC(CK, 0x02).
     pub(crate) fn step(&mut self) -> Result<(u32, Zeroizing<[u8; 32]>)> {
         let index = self.index;
         let next = index.checked_add(1).ok_or(Error::TooFarAhead)?;
-        let message_key = hmac(&self.key, 1);
-        self.key = hmac(&self.key, 2);
+        let (message_key, next_key) = hmac_pair(&self.key);
+        self.key = next_key;
         self.index = next;
         Ok((index, message_key))
     }

@@ -431,3 +431,39 @@ fn a_device_restored_from_its_stored_state_continues_the_conversation() {
     let dm = a.seal(&mut rng, &more, &[b.id()]).unwrap();
     assert_opens(&mut b, &dm, &more);
 }
+
+#[test]
+fn a_seal_that_cannot_advance_one_chain_advances_none() {
+    // A send chain at the last index (restored from state where it is):
+    // the seal is refused before any other session moves.
+    let mut rng = TestRng::new("exhausted");
+    let (alice, bob) = (UserKey::generate(&mut rng), UserKey::generate(&mut rng));
+    let mut a = device(&mut rng, &alice);
+    let (mut b1, mut b2) = (device(&mut rng, &bob), device(&mut rng, &bob));
+    let s1 = connect(&mut rng, &mut a, &mut b1, &bob.public());
+    let s2 = connect(&mut rng, &mut a, &mut b2, &bob.public());
+    let mut stuck = a.session_bytes(&s2).unwrap().to_vec();
+    stuck[81..85].copy_from_slice(&u32::MAX.to_be_bytes());
+    let before1 = a.session_bytes(&s1).unwrap().to_vec();
+    let mut a = Device::restore(
+        DeviceKey::from_bytes(&a.key().to_bytes()),
+        *a.cert(),
+        Vec::new(),
+        vec![
+            Session::from_bytes(&before1).unwrap(),
+            Session::from_bytes(&stuck).unwrap(),
+        ],
+        1,
+    )
+    .unwrap();
+    let p = payload(&alice.public(), 1);
+    assert_eq!(
+        a.seal(&mut rng, &p, &[b1.id(), b2.id()]).err(),
+        Some(Error::TooFarAhead)
+    );
+    assert!(a.take_changes().is_empty());
+    assert_eq!(a.session_bytes(&s1).unwrap().to_vec(), before1);
+    let dg = a.seal(&mut rng, &p, &[b1.id()]).unwrap();
+    assert_eq!(counter(&dg), 0);
+    assert_opens(&mut b1, &dg, &p);
+}
