@@ -699,3 +699,24 @@ async fn receivers_refuse_forged_sender_names() {
     assert_eq!(bodies(&r.messages), ["honest"]);
     assert_eq!(r.messages[0].from, "mallory");
 }
+
+/// The client's futures can be spawned on a multi-threaded runtime (what a
+/// terminal UI needs).
+#[allow(dead_code)]
+fn futures_are_send(c: &mut Client) {
+    fn send<T: Send>(_: T) {}
+    send(c.sync());
+    send(c.send("bob", "x"));
+    send(c.devices());
+    send(c.listen(|_| {}));
+    send(c.approve("x"));
+    send(Client::open(Path::new("x"), "y"));
+    send(Client::register(
+        Path::new("x"),
+        "y",
+        "z",
+        "https://h:1",
+        None,
+    ));
+    send(Client::link_start(Path::new("x"), "y", "https://h:1", None));
+}

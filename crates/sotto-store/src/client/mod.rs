@@ -21,6 +21,7 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
 use argon2::{Algorithm, Argon2, Params, Version};
 use rand_core::{OsRng, RngCore};
@@ -133,7 +134,7 @@ pub struct HistoryQuery {
 
 /// The open store of one device.
 pub struct ClientStore {
-    conn: Connection,
+    conn: Mutex<Connection>,
     home: PathBuf,
 }
 
@@ -319,9 +320,13 @@ impl ClientStore {
         )?;
         conn.execute_batch(SCHEMA)?;
         Ok(ClientStore {
-            conn,
+            conn: Mutex::new(conn),
             home: home.to_path_buf(),
         })
+    }
+
+    fn db(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The home directory this store lives in.
@@ -333,7 +338,8 @@ impl ClientStore {
 
     /// The account, if this device was registered or linked.
     pub fn account(&self) -> Result<Option<Account>> {
-        self.conn
+        let db = self.db();
+        db
             .query_row(
                 "SELECT username, user_key, device_key, device_cert, server_url, server_fingerprint, cursor, \
                  next_prekey_id FROM account WHERE id = 1",
@@ -356,7 +362,12 @@ impl ClientStore {
                 let user_key = match user_key {
                     Some(v) => {
                         let v = Zeroizing::new(v);
-                        Some(Zeroizing::new(arr::<32>(v.to_vec(), "user key")?))
+                        if v.len() != 32 {
+                            return Err(StoreError::Corrupt("user key has the wrong length".into()));
+                        }
+                        let mut k = Zeroizing::new([0u8; 32]);
+                        k.copy_from_slice(&v);
+                        Some(k)
                     }
                     None => None,
                 };
@@ -382,7 +393,8 @@ impl ClientStore {
 
     /// Writes the account (insert or replace).
     pub fn put_account(&self, a: &Account) -> Result<()> {
-        self.conn.execute(
+        let db = self.db();
+        db.execute(
             "INSERT OR REPLACE INTO account (id, username, user_key, device_key, device_cert, server_url, \
              server_fingerprint, cursor, next_prekey_id) VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
@@ -401,14 +413,15 @@ impl ClientStore {
 
     /// Sets the account's username (a linked device learns it by link sync).
     pub fn set_username(&self, username: &str) -> Result<()> {
-        self.conn
-            .execute("UPDATE account SET username = ?1 WHERE id = 1", [username])?;
+        let db = self.db();
+        db.execute("UPDATE account SET username = ?1 WHERE id = 1", [username])?;
         Ok(())
     }
 
     /// Records a new pinned server certificate fingerprint.
     pub fn set_server_fingerprint(&self, fingerprint: &str) -> Result<()> {
-        self.conn.execute(
+        let db = self.db();
+        db.execute(
             "UPDATE account SET server_fingerprint = ?1 WHERE id = 1",
             [fingerprint],
         )?;
@@ -419,9 +432,8 @@ impl ClientStore {
 
     /// Stored prekey secrets (`PrekeySecret::to_bytes`).
     pub fn prekeys(&self) -> Result<Vec<Zeroizing<Vec<u8>>>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT secret FROM prekeys ORDER BY id")?;
+        let db = self.db();
+        let mut stmt = db.prepare("SELECT secret FROM prekeys ORDER BY id")?;
         let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
         rows.map(|r| r.map(Zeroizing::new).map_err(Into::into))
             .collect()
@@ -429,7 +441,8 @@ impl ClientStore {
 
     /// Stored sessions (`Session::to_bytes`).
     pub fn sessions(&self) -> Result<Vec<Zeroizing<Vec<u8>>>> {
-        let mut stmt = self.conn.prepare("SELECT state FROM sessions")?;
+        let db = self.db();
+        let mut stmt = db.prepare("SELECT state FROM sessions")?;
         let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
         rows.map(|r| r.map(Zeroizing::new).map_err(Into::into))
             .collect()
@@ -440,6 +453,8 @@ impl ClientStore {
         Ok(Tx {
             tx: self
                 .conn
+                .get_mut()
+                .unwrap_or_else(|e| e.into_inner())
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?,
         })
     }
@@ -455,7 +470,8 @@ impl ClientStore {
     // ---- contacts ----
 
     pub fn contact(&self, username: &str) -> Result<Option<Contact>> {
-        self.conn
+        let db = self.db();
+        db
             .query_row(
                 "SELECT username, username_hash, user_key, verified, devices FROM contacts WHERE username = ?1",
                 [normalize(username)],
@@ -466,7 +482,8 @@ impl ClientStore {
     }
 
     pub fn contact_by_hash(&self, username_hash: &[u8; 32]) -> Result<Option<Contact>> {
-        self.conn
+        let db = self.db();
+        db
             .query_row(
                 "SELECT username, username_hash, user_key, verified, devices FROM contacts WHERE username_hash = ?1",
                 [&username_hash[..]],
@@ -477,8 +494,9 @@ impl ClientStore {
     }
 
     pub fn contacts(&self) -> Result<Vec<Contact>> {
+        let db = self.db();
         let mut stmt =
-            self.conn.prepare("SELECT username, username_hash, user_key, verified, devices FROM contacts ORDER BY username")?;
+            db.prepare("SELECT username, username_hash, user_key, verified, devices FROM contacts ORDER BY username")?;
         let rows = stmt.query_map([], contact_row)?;
         let mut out = Vec::new();
         for r in rows {
@@ -489,7 +507,8 @@ impl ClientStore {
 
     /// Inserts or replaces a contact (by username).
     pub fn put_contact(&self, c: &Contact) -> Result<()> {
-        self.conn.execute(
+        let db = self.db();
+        db.execute(
             "INSERT OR REPLACE INTO contacts (username, username_hash, user_key, verified, devices) \
              VALUES (?1, ?2, ?3, ?4, ?5)",
             params![normalize(&c.username), &c.username_hash[..], &c.user_key[..], c.verified, encode_list(&c.devices)],
@@ -509,14 +528,14 @@ impl ClientStore {
 
     /// Removes a message from the history (e.g. one whose send failed).
     pub fn delete_message(&self, id: &[u8; 16]) -> Result<()> {
-        self.conn
-            .execute("DELETE FROM messages WHERE id = ?1", [&id[..]])?;
+        let db = self.db();
+        db.execute("DELETE FROM messages WHERE id = ?1", [&id[..]])?;
         Ok(())
     }
 
     pub fn has_message(&self, id: &[u8; 16]) -> Result<bool> {
-        Ok(self
-            .conn
+        let db = self.db();
+        Ok(db
             .query_row(
                 "SELECT 1 FROM messages WHERE id = ?1",
                 [&id[..]],
@@ -528,11 +547,12 @@ impl ClientStore {
 
     /// Messages oldest first.
     pub fn history(&self, q: &HistoryQuery) -> Result<Vec<StoredMessage>> {
+        let db = self.db();
         let limit = q.limit.map(|l| l as i64).unwrap_or(-1);
         let sql = "SELECT id, conversation, sender, recipient, sent_at, received_at, body, ttl, outgoing FROM \
                    (SELECT * FROM messages WHERE (?1 IS NULL OR conversation = ?1) AND (?3 IS NULL OR sender = ?3 OR recipient = ?3) ORDER BY sent_at DESC, seq DESC \
                    LIMIT ?2) ORDER BY sent_at, seq";
-        let mut stmt = self.conn.prepare(sql)?;
+        let mut stmt = db.prepare(sql)?;
         let conv = q.conversation.map(|c| c.to_vec());
         let peer = q.peer.as_deref().map(normalize);
         let rows = stmt.query_map(params![conv, limit, peer], |r| {
@@ -568,7 +588,8 @@ impl ClientStore {
 
     /// Deletes messages whose TTL has run out at `now_ms`; returns how many.
     pub fn purge_expired(&self, now_ms: u64) -> Result<usize> {
-        Ok(self.conn.execute(
+        let db = self.db();
+        Ok(db.execute(
             "DELETE FROM messages WHERE ttl > 0 AND sent_at + ttl * 1000 <= ?1",
             [now_ms as i64],
         )?)
@@ -577,7 +598,8 @@ impl ClientStore {
     // ---- blocked users ----
 
     pub fn block(&self, username: &str) -> Result<()> {
-        self.conn.execute(
+        let db = self.db();
+        db.execute(
             "INSERT OR IGNORE INTO blocked (username) VALUES (?1)",
             [normalize(username)],
         )?;
@@ -585,7 +607,8 @@ impl ClientStore {
     }
 
     pub fn unblock(&self, username: &str) -> Result<()> {
-        self.conn.execute(
+        let db = self.db();
+        db.execute(
             "DELETE FROM blocked WHERE username = ?1",
             [normalize(username)],
         )?;
@@ -593,8 +616,8 @@ impl ClientStore {
     }
 
     pub fn is_blocked(&self, username: &str) -> Result<bool> {
-        Ok(self
-            .conn
+        let db = self.db();
+        Ok(db
             .query_row(
                 "SELECT 1 FROM blocked WHERE username = ?1",
                 [normalize(username)],
@@ -605,9 +628,8 @@ impl ClientStore {
     }
 
     pub fn blocked(&self) -> Result<Vec<String>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT username FROM blocked ORDER BY username")?;
+        let db = self.db();
+        let mut stmt = db.prepare("SELECT username FROM blocked ORDER BY username")?;
         let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
         rows.map(|r| r.map_err(Into::into)).collect()
     }
