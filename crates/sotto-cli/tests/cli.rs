@@ -166,11 +166,14 @@ fn two_users_several_devices_walkthrough() {
     assert_eq!(bodies(&inbox(&bob)), ["the meeting moved to 3pm", "ok, 3pm it is"]);
 
     // Safety numbers agree on both sides.
-    let a = ok(&alice, &["verify", "bob"]);
-    let b = ok(&bob, &["verify", "alice"]);
-    let digits = |s: &str| s.chars().filter(char::is_ascii_digit).collect::<String>();
-    assert_eq!(digits(&a).len(), 60, "{a}");
-    assert_eq!(digits(&a), digits(&b));
+    let a = json_lines(&ok(&alice, &["verify", "bob", "--json"]));
+    let b = json_lines(&ok(&bob, &["verify", "alice", "--json"]));
+    let number = a[0]["safety_number"].as_str().unwrap();
+    assert_eq!(number.len(), 60, "{a:?}");
+    assert!(number.bytes().all(|d| d.is_ascii_digit()));
+    assert_eq!(number, b[0]["safety_number"].as_str().unwrap());
+    let human = ok(&alice, &["verify", "bob"]);
+    assert!(human.contains(&number[..5]), "the human form shows the digits: {human}");
 
     // Blocking refuses, unblocking lets through.
     ok(&bob, &["block", "alice"]);
