@@ -40,7 +40,8 @@ pub enum Error {
     YouBlocked(String),
     #[error(
         "{username}'s key changed since you last talked: someone may be impersonating them, or they \
-         re-registered. Compare safety numbers (`sotto verify {username}`) before accepting the new key"
+         re-registered. Refusing to send. To accept the new key run `sotto verify --accept {username}` and \
+         compare the safety number it prints with {username} out of band"
     )]
     KeyChanged { username: String },
     #[error("this device does not hold the user key: approve new devices from the device you registered with")]

@@ -239,7 +239,13 @@ async fn prekey_exhaustion_uses_reserve_then_refills() {
     );
     // And the reserve session keeps working too.
     alice.send("bob", "still here").await.unwrap();
-    assert_eq!(bodies(&bob.sync().await.unwrap().messages), ["still here"]);
+    carol.send("bob", "carol again").await.unwrap();
+    // Senders with a session claim no new prekey.
+    assert_eq!(bob.prekey_status().await.unwrap().one_time, 99);
+    assert_eq!(
+        bodies(&bob.sync().await.unwrap().messages),
+        ["still here", "carol again"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
