@@ -479,6 +479,11 @@ fn a_removed_members_later_entries_are_rejected_and_it_is_no_recipient() {
             T0 + 2 * MIN,
         )
         .unwrap();
+    assert!(
+        remove.recipients.contains(&carol.public()),
+        "carol learns of it"
+    );
+    assert_eq!(remove.recipients.len(), 3);
     entries.extend([before.bytes.clone(), remove.bytes.clone()]);
     deliver(&mut logs[2], &entries);
     let after = [
@@ -1283,4 +1288,49 @@ fn long_concurrent_branches_resolve_identically() {
         ttl_at - 1,
         "messages before the change: 1 hour"
     );
+}
+
+#[test]
+fn a_deleted_room_takes_nothing_more() {
+    let (mut rng, alice, bob, carol, mut logs, _) = small_room("delete");
+    let del = logs[1]
+        .propose(&mut rng, &bob.author(0), Op::Delete, T0 + MIN)
+        .unwrap();
+    assert_eq!(del.recipients.len(), 3, "every member hears of it");
+    assert!(logs[1].recipients().is_empty());
+    assert_eq!(
+        logs[1]
+            .post(
+                &mut rng,
+                &bob.author(0),
+                content::TEXT,
+                b"x".to_vec(),
+                T0 + 2 * MIN
+            )
+            .unwrap_err(),
+        RoomError::Refused(RejectReason::RoomDeleted)
+    );
+    let late = forge(&carol, &logs[1], Body::Control(Op::Leave), T0 + 2 * MIN, 1);
+    for log in logs.iter_mut() {
+        deliver(log, &[del.bytes.clone()]);
+        let u = deliver(log, &[late.clone()]);
+        assert_eq!(
+            u.notices[0].event,
+            Event::Rejected {
+                kind: EntryKind::NonAuthoritative,
+                reason: RejectReason::RoomDeleted
+            }
+        );
+        assert!(log.state().unwrap().deleted);
+    }
+    let n = &logs[0].timeline()[1];
+    assert_eq!(
+        n.render(|u| if *u == bob.public() {
+            "bob".into()
+        } else {
+            "?".into()
+        }),
+        Some("bob deleted the room".into())
+    );
+    let _ = alice;
 }

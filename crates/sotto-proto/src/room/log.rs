@@ -163,12 +163,17 @@ pub struct Author<'a> {
 
 /// An entry this device made and applied to its own log. Send `bytes`
 /// (with the content, for a message) in a [`super::RoomWire::Entry`] to
-/// every device of [`RoomLog::recipients`].
+/// every device of every user in `recipients`.
 #[derive(Clone, Debug)]
 pub struct Built {
     pub hash: EntryHash,
     pub message_id: MessageId,
     pub bytes: Vec<u8>,
+    /// The members before the entry and after it, so that a removed member
+    /// learns of its removal and a new member gets the entry that added it
+    /// (it then asks for the history, as for any entry with missing
+    /// parents). For a message, [`RoomLog::recipients`].
+    pub recipients: Vec<UserPublic>,
     pub update: Update,
 }
 
@@ -392,11 +397,17 @@ impl RoomLog {
         let message_id = entry.message_id;
         let bytes = entry.encode();
         let hash = EntryHash::of(&bytes);
+        let before = self.recipients();
         let update = self.receive(&bytes, LocalMeta::default())?;
+        let mut recipients = self.recipients();
+        recipients.extend(before);
+        recipients.sort();
+        recipients.dedup();
         Ok(Built {
             hash,
             message_id,
             bytes,
+            recipients,
             update,
         })
     }
