@@ -389,7 +389,7 @@ fn spawn_publisher(
     deadline: Instant,
     t: Arc<Tracker>,
     errors_shown: Arc<AtomicU64>,
-) -> Vec<JoinHandle<()>> {
+) -> Vec<JoinHandle<Vec<u32>>> {
     let queue = Arc::new(Mutex::new(VecDeque::from(msgs)));
     let start = tokio::time::Instant::now();
     let url = format!("{}/v1/messages", api.base);
@@ -404,6 +404,8 @@ fn spawn_publisher(
                 errors_shown.clone(),
             );
             tokio::spawn(async move {
+                // send -> answer (durable) latencies, us
+                let mut lats = Vec::new();
                 loop {
                     let Some(m) = q.lock().unwrap().pop_front() else {
                         break;
@@ -418,7 +420,8 @@ fn spawn_publisher(
                     let id = m.id as usize;
                     t.state[id].fetch_or(SENT, Relaxed);
                     t.sent.fetch_add(1, Relaxed);
-                    t.sent_ns[id].store(now_ns().max(1), Relaxed);
+                    let sent_ns = now_ns().max(1);
+                    t.sent_ns[id].store(sent_ns, Relaxed);
                     let r = api
                         .http
                         .post(&url)
@@ -432,6 +435,7 @@ fn spawn_publisher(
                     match r {
                         Ok(r) if r.status().is_success() => {
                             let _ = r.bytes().await;
+                            lats.push(((now_ns() - sent_ns) / 1000).min(u32::MAX as u64) as u32);
                             t.state[id].fetch_or(ACCEPTED, Relaxed);
                             t.accepted.fetch_add(1, Relaxed);
                         }
@@ -452,6 +456,7 @@ fn spawn_publisher(
                         }
                     }
                 }
+                lats
             })
         })
         .collect()
@@ -809,7 +814,7 @@ fn start_publishers(
     deadline: Instant,
     t: &Arc<Tracker>,
     pub_apis: &[Api],
-) -> Vec<JoinHandle<()>> {
+) -> Vec<JoinHandle<Vec<u32>>> {
     let rate_per_pub = if rate == 0 {
         0.0
     } else {
@@ -951,9 +956,15 @@ async fn relay(ctx: &Ctx, a: &RelayArgs) -> Result<()> {
     }
     let end_ns = t.last_rx_ns.load(Relaxed).max(t_start_ns + 1);
     let (scpu, ccpu) = cpu.stop();
-    for h in &ph {
-        h.abort();
+    let mut send_lats = Vec::new();
+    for h in ph {
+        if h.is_finished() {
+            send_lats.extend(h.await.unwrap_or_default());
+        } else {
+            h.abort();
+        }
     }
+    send_lats.sort_unstable();
     tokio::time::sleep(Duration::from_millis(300)).await; // late duplicates, acks
     let rss_peak = rss.finish().await;
     let rss_loaded = rss_kb(ctx.pid);
@@ -983,7 +994,7 @@ async fn relay(ctx: &Ctx, a: &RelayArgs) -> Result<()> {
     let secs = (end_ns - t_start_ns) as f64 / 1e9;
     let mps = recv as f64 / secs;
     println!(
-        "RESULT label={} scenario=relay P={} S={} N={} B={} rate={} datagram_B={} published={} acked={} received={} lost={} dup={} misrouted={} malformed={} send_errors={} conn_errors={} unacked_left={} never_pushed={} reconnects={} redelivered={} opened={} open_failed={} secs={:.3} msgs_per_s={:.0} MBps={:.2} p50_ms={} p99_ms={} max_ms={} rss_idle_kb={} rss_peak_kb={} rss_after_kb={} server_cpu={} client_cpu={} prekeys_low={}",
+        "RESULT label={} scenario=relay P={} S={} N={} B={} rate={} datagram_B={} published={} acked={} received={} lost={} dup={} misrouted={} malformed={} send_errors={} conn_errors={} unacked_left={} never_pushed={} reconnects={} redelivered={} opened={} open_failed={} secs={:.3} msgs_per_s={:.0} MBps={:.2} p50_ms={} p99_ms={} max_ms={} send_p50_ms={} send_p99_ms={} rss_idle_kb={} rss_peak_kb={} rss_after_kb={} server_cpu={} client_cpu={} prekeys_low={}",
         ctx.label,
         a.publishers,
         a.subscribers,
@@ -1012,6 +1023,8 @@ async fn relay(ctx: &Ctx, a: &RelayArgs) -> Result<()> {
         fmt(pct(&lats, 0.50)),
         fmt(pct(&lats, 0.99)),
         fmt(lats.last().map(|v| *v as f64 / 1000.0).unwrap_or(f64::NAN)),
+        fmt(pct(&send_lats, 0.50)),
+        fmt(pct(&send_lats, 0.99)),
         rss_idle.unwrap_or(0),
         rss_peak,
         rss_loaded.unwrap_or(0),
@@ -1120,9 +1133,15 @@ async fn offline(ctx: &Ctx, a: &OfflineArgs) -> Result<()> {
     let cpu = CpuMeter::start(ctx.pid);
     let t0 = Instant::now();
     let ph = start_publishers(ctx, &mut sealed, a.inflight, 0, t0 + limit, &t, &pub_apis);
+    let mut send_lats = Vec::new();
     for h in ph {
-        let _ = tokio::time::timeout_at((t0 + limit + Duration::from_secs(5)).into(), h).await;
+        if let Ok(Ok(v)) =
+            tokio::time::timeout_at((t0 + limit + Duration::from_secs(5)).into(), h).await
+        {
+            send_lats.extend(v);
+        }
     }
+    send_lats.sort_unstable();
     let pub_secs = t0.elapsed().as_secs_f64();
     let (pub_scpu, _) = cpu.stop();
     drop(pub_apis);
@@ -1190,7 +1209,7 @@ async fn offline(ctx: &Ctx, a: &OfflineArgs) -> Result<()> {
     };
     let recv = t.received.load(Relaxed);
     println!(
-        "RESULT label={} scenario=offline P={} S={} N={} B={} datagram_B={} published={} acked={} received={} lost={} dup={} misrouted={} malformed={} send_errors={} conn_errors={} drain_errors={} unacked_left={} never_fetched={} opened={} open_failed={} publish_secs={:.3} publish_msgs_per_s={:.0} secs={:.3} msgs_per_s={:.0} ack_secs={:.3} p50_ms=NA p99_ms=NA max_ms=NA rss_idle_kb={} rss_queued_kb={} rss_peak_kb={} rss_after_kb={} server_cpu={} server_cpu_publish={} client_cpu={}",
+        "RESULT label={} scenario=offline P={} S={} N={} B={} datagram_B={} published={} acked={} received={} lost={} dup={} misrouted={} malformed={} send_errors={} conn_errors={} drain_errors={} unacked_left={} never_fetched={} opened={} open_failed={} publish_secs={:.3} publish_msgs_per_s={:.0} secs={:.3} msgs_per_s={:.0} ack_secs={:.3} p50_ms=NA p99_ms=NA max_ms=NA send_p50_ms={} send_p99_ms={} rss_idle_kb={} rss_queued_kb={} rss_peak_kb={} rss_after_kb={} server_cpu={} server_cpu_publish={} client_cpu={}",
         ctx.label,
         a.publishers,
         a.subscribers,
@@ -1216,6 +1235,8 @@ async fn offline(ctx: &Ctx, a: &OfflineArgs) -> Result<()> {
         drain_secs,
         recv as f64 / drain_secs,
         ack_secs,
+        fmt(pct(&send_lats, 0.50)),
+        fmt(pct(&send_lats, 0.99)),
         rss_idle.unwrap_or(0),
         rss_queued.unwrap_or(0),
         rss_peak,
