@@ -57,6 +57,8 @@ pub enum Error {
          run `sotto inbox` once that device is online"
     )]
     LinkIncomplete,
+    #[error("{0} is in use by another sotto process that did not finish in time: try again")]
+    HomeBusy(PathBuf),
     #[error("the message is too large")]
     TooLarge,
     #[error("the server refused the request ({status} {code}): {message}")]

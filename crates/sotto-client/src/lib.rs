@@ -38,6 +38,27 @@
 //!   [`Client::unblock`], [`Client::blocked`], [`Client::contacts`].
 //! - [`Client::refill_prekeys`] (also run by `sync` and on push).
 //!
+//! ## Linking, step by step
+//! ```no_run
+//! # async fn demo(existing: &mut sotto_client::Client) -> sotto_client::Result<()> {
+//! use sotto_client::Client;
+//! use std::{path::Path, time::Duration};
+//! // On the new device:
+//! let pending = Client::link_start(Path::new("./bob2"), "pass", "https://127.0.0.1:7443", None).await?;
+//! println!("code: {}", pending.code());
+//! // On the device that registered (holds the user key), the user types the code:
+//! existing.approve(pending.code()).await?;
+//! // Back on the new device: waits for approval, stores the certificate,
+//! // receives the user name, contacts and block list.
+//! let bob2 = pending.wait(Duration::from_secs(600)).await?;
+//! # let _ = bob2; Ok(()) }
+//! ```
+//!
+//! ## Concurrency
+//! Every future is `Send` (a TUI can spawn them). A [`Client`] is one
+//! device: use one at a time per home (`&mut self`); several processes on
+//! the same home are serialized by SQLite's locking.
+//!
 //! ## Guarantees
 //! - Sending seals the message once for every device of the recipient and
 //!   every other device of the sender; device lists are fetched on every
@@ -64,6 +85,7 @@
 
 mod body;
 mod error;
+mod lock;
 mod net;
 mod tls;
 
@@ -78,21 +100,25 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sotto_api::{
     b64, codes, hex32, username_hash, Ack, Block, Bundle, ClaimRequest, ClaimResponse, LinkApprove,
-    LinkCreated, LinkRequest, LinkStatus, MailboxBatch, MailboxItem, PrekeyStatus, PrekeyUpload,
-    Push, RegisterRequest, SendResponse, UserDevices,
+    LinkCreated, LinkRequest, LinkStatus, MailboxBatch, MailboxItem, PrekeyUpload, Push,
+    RegisterRequest, SendResponse, UserDevices,
 };
 use sotto_proto::{
     check_contact_key, content, safety_number, ContactKey, Device, DeviceCert, DeviceId, DeviceKey,
-    DevicePublicKeys, Payload, PrekeyBundle, PrekeyKind, PrekeySecret, SafetyNumber, Session,
-    SignedPrekey, UserKey, UserPublic,
+    DevicePublicKeys, Payload, PrekeyBundle, PrekeyKind, PrekeySecret, Session, SignedPrekey,
+    UserKey, UserPublic,
 };
 use sotto_store::client::{normalize, Account, ClientStore, Contact, HistoryQuery, StoredMessage};
 
 pub use body::{LinkSyncBody, SyncContact, TextBody, BODY_VERSION, MAX_USERNAME};
 pub use error::{Error, Result};
+pub use sotto_api::PrekeyStatus;
+pub use sotto_proto::SafetyNumber;
+/// Alias of [`SafetyNumber`].
 pub use sotto_proto::SafetyNumber as Safety;
 pub use tls::{fingerprint, parse_fingerprint};
 
+use lock::{Guard, HomeLock};
 use net::{Api, ApiResult, Failure, NO_BODY};
 
 /// One-time prekeys uploaded at registration, linking and each refill.
@@ -198,6 +224,8 @@ pub struct Client {
     api: Api,
     /// Fault injection for tests: process and commit, but never acknowledge.
     skip_ack: bool,
+    /// Serializes state-changing operations across processes on this home.
+    lock: HomeLock,
 }
 
 /// The result of processing one mailbox item.
@@ -346,6 +374,7 @@ impl Client {
                 username,
                 api,
                 skip_ack: false,
+                lock: HomeLock::new(home),
             },
             fp,
         ))
@@ -383,6 +412,7 @@ impl Client {
             username: account.username.clone(),
             api,
             skip_ack: false,
+            lock: HomeLock::new(home),
         })
     }
 
@@ -447,6 +477,7 @@ impl Client {
     /// the code names the waiting device's keys, certifies them, and sends
     /// the new device this user's name, contacts and block list.
     pub async fn approve(&mut self, code: &str) -> Result<DeviceInfo> {
+        let _guard = self.begin().await?;
         let user_key = self.user_key.as_ref().ok_or(Error::NoUserKey)?;
         let code = code.trim();
         let (link_id, suffix) = code
@@ -765,6 +796,7 @@ impl Client {
         ttl: u32,
         text: Option<&str>,
     ) -> Result<Option<StoredMessage>> {
+        let _guard = self.begin().await?;
         if body.len() > sotto_proto::datagram::MAX_BODY {
             return Err(Error::TooLarge);
         }
@@ -888,6 +920,7 @@ impl Client {
     /// stores it, acknowledges it, then refills prekeys if the server pool
     /// is low.
     pub async fn sync(&mut self) -> Result<SyncReport> {
+        let _guard = self.begin().await?;
         let mut report = SyncReport::default();
         let mut after = 0u64;
         loop {
@@ -931,10 +964,22 @@ impl Client {
         Ok(())
     }
 
+    /// Starts an operation that changes the device state: takes the home's
+    /// lock and, unless this client already held it, reloads the state
+    /// another process may have changed.
+    async fn begin(&mut self) -> Result<Guard> {
+        let guard = self.lock.acquire().await?;
+        if guard.fresh {
+            self.reload_device()?;
+        }
+        Ok(guard)
+    }
+
     /// Reloads the protocol state from the store, dropping in-memory
     /// changes that were not committed.
     fn reload_device(&mut self) -> Result<()> {
         let account = self.account()?;
+        self.username = account.username.clone();
         let key = DeviceKey::from_bytes(&account.device_key);
         let cert = DeviceCert::decode(&account.device_cert)?;
         let prekeys = self
@@ -1250,6 +1295,7 @@ impl Client {
             match frame {
                 Ws::Text(t) => match serde_json::from_str::<Push>(&t) {
                     Ok(Push::Message(item)) => {
+                        let _guard = self.begin().await?;
                         let outcome = self.process(&item).await?;
                         self.ack(vec![item.seq]).await?;
                         let mut r = SyncReport::default();
@@ -1316,6 +1362,7 @@ impl Client {
     }
 
     async fn upload_prekeys(&mut self, reserve: bool) -> Result<u32> {
+        let _guard = self.begin().await?;
         let (prekeys, reserve) = generate_prekeys(&mut self.device, PREKEY_BATCH, reserve);
         // Secrets are durable before the public halves leave the device.
         self.store.save_device(&mut self.device)?;
@@ -1403,6 +1450,7 @@ impl Client {
     /// [`Error::KeyChanged`]): replaces the stored key, clears "verified",
     /// and returns the new safety number to compare.
     pub async fn trust(&mut self, username: &str) -> Result<SafetyNumber> {
+        let _guard = self.begin().await?;
         let name =
             check_username(username).map_err(|_| Error::UnknownUser(username.to_string()))?;
         let (user, certs) = self.fetch_user(&name).await?;
@@ -1589,6 +1637,7 @@ impl LinkPending {
             tx.apply_device_changes(&device, &changes)?;
             tx.commit()?;
         }
+        let home = store.home().to_path_buf();
         let mut client = Client {
             store,
             device,
@@ -1596,6 +1645,7 @@ impl LinkPending {
             username: String::new(),
             api,
             skip_ack: false,
+            lock: HomeLock::new(&home),
         };
         let sync_deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {

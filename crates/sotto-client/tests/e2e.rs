@@ -726,3 +726,32 @@ fn futures_are_send(c: &mut Client) {
     ));
     send(Client::link_start(Path::new("x"), "y", "https://h:1", None));
 }
+
+/// Two processes on one home (e.g. `sotto listen` running while the user
+/// sends): each operation reloads the state the other one changed, so no
+/// session counter is reused and every message arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_on_one_home_stay_consistent() {
+    let srv = Server::start().await;
+    let homes = Homes::new();
+    let mut alice = register(&srv, &homes.path("alice"), "alice").await;
+    let mut bob = register(&srv, &homes.path("bob"), "bob").await;
+    let mut alice_again = Client::open(&homes.path("alice"), PW).await.unwrap();
+    alice.send("bob", "one").await.unwrap();
+    alice_again.send("bob", "two").await.unwrap();
+    alice.send("bob", "three").await.unwrap();
+    let r = bob.sync().await.unwrap();
+    assert!(r.rejected.is_empty(), "{:?}", r.rejected);
+    assert_eq!(r.duplicates, 0);
+    assert_eq!(bodies(&r.messages), ["one", "two", "three"]);
+    // Replies: one instance receives, the other then sends on.
+    bob.send("alice", "four").await.unwrap();
+    assert_eq!(
+        bodies(&alice_again.sync().await.unwrap().messages),
+        ["four"]
+    );
+    alice.send("bob", "five").await.unwrap();
+    assert_eq!(bodies(&bob.sync().await.unwrap().messages), ["five"]);
+    assert!(alice.sync().await.unwrap().messages.is_empty());
+    assert_eq!(alice.history(None, None).unwrap().len(), 5);
+}
