@@ -9,7 +9,8 @@
 #
 # Needs: Mosquitto listening on 127.0.0.1:1883 (`persistence true`), the
 # mqtt-loadgen sources (MQTT_LOADGEN, default ../shared/tools/mqtt-loadgen).
-# Results: $OUT/log (everything) and $OUT/results.txt (the RESULT lines).
+# Results: $OUT/log (everything), $OUT/results.txt (the RESULT lines) and
+# $OUT/summary.md (side by side with ratios, scripts/bench-summary.py).
 # Every run is bounded (message counts, -T limits, loadgen watchdogs); the
 # sotto server started here is stopped at the end. Loopback only.
 set -euo pipefail
@@ -85,4 +86,7 @@ run "${M[@]}" --prefix "i1-$tag" idle -C "$C_IDLE" --hold "$HOLD"
 run "${S[@]}" idle -C "$C_IDLE" --hold "$HOLD"
 
 grep '^RESULT' "$OUT/log" >"$OUT/results.txt"
+if command -v python3 >/dev/null; then
+    python3 scripts/bench-summary.py "$OUT/results.txt" | tee "$OUT/summary.md"
+fi
 log "## done; RESULT lines in $OUT/results.txt"
