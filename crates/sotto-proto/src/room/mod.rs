@@ -47,7 +47,7 @@
 //! so a new entry is placed by binary search and only the suffix after it is
 //! replayed, from a snapshot kept every 64 positions.)
 //!
-//! The state is the fold of [`state::apply`] over that order:
+//! The state is the fold of `state::apply` over that order:
 //! authoritative ops take effect only if their sender is an admin in the
 //! state resolved just before them; otherwise they are discarded and
 //! reported ([`Event::Rejected`]). A leave is accepted from any member. An

@@ -1,4 +1,4 @@
-//! A room's state and the rules that change it: [`apply`] takes the state
+//! A room's state and the rules that change it: `apply` takes the state
 //! resolved so far and one entry, and says what the entry did.
 
 use std::collections::BTreeMap;
