@@ -755,3 +755,36 @@ async fn two_clients_on_one_home_stay_consistent() {
     assert!(alice.sync().await.unwrap().messages.is_empty());
     assert_eq!(alice.history(None, None).unwrap().len(), 5);
 }
+
+/// A listening device refills its pool when the server says it runs low.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listening_device_refills_on_prekeys_low_push() {
+    let srv = Server::start().await;
+    let homes = Homes::new();
+    let alice = register(&srv, &homes.path("alice"), "alice").await;
+    let mut bob = register(&srv, &homes.path("bob"), "bob").await;
+    let bob_again = Client::open(&homes.path("bob"), PW).await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let listen = bob.listen(move |e| {
+        let _ = tx.send(e);
+    });
+    let drive = async {
+        assert!(matches!(next(&mut rx).await, Event::Connected));
+        for _ in 0..95 {
+            alice.claim_bundles("bob").await.unwrap();
+        }
+        // The server pushes `prekeys_low` below its low-water mark; bob
+        // uploads a new batch without any sync.
+        for _ in 0..200 {
+            if bob_again.prekey_status().await.unwrap().one_time >= 100 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no refill: {:?}", bob_again.prekey_status().await.unwrap());
+    };
+    tokio::select! {
+        r = listen => panic!("listen returned: {r:?}"),
+        () = drive => {}
+    }
+}
