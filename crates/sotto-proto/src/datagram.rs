@@ -345,24 +345,27 @@ pub(crate) fn open_payload(message_key: &[u8; 32], dg: &Datagram<'_>) -> Result<
 /// signs it with the sender's device key.
 pub(crate) struct DatagramWriter {
     w: Writer,
+    count: usize,
 }
 
+const COUNT_OFFSET: usize = 2 + DeviceCert::LEN;
+
 impl DatagramWriter {
-    /// `count` entries (at most [`MAX_ENTRIES`], checked by the caller) will
-    /// follow, then a payload of `ciphertext_len` bytes.
-    pub(crate) fn new(sender: &DeviceCert, count: usize, ciphertext_len: usize) -> Self {
-        debug_assert!(count <= MAX_ENTRIES);
+    /// Room is made for `capacity` entries and a payload of
+    /// `ciphertext_len` bytes; the entry count is written by `finish`.
+    pub(crate) fn new(sender: &DeviceCert, capacity: usize, ciphertext_len: usize) -> Self {
         let mut w = Writer::with_capacity(
-            2 + DeviceCert::LEN + 2 + count * ENTRY_MAX_LEN + 16 + ciphertext_len + 64,
+            COUNT_OFFSET + 2 + capacity * ENTRY_MAX_LEN + 16 + ciphertext_len + 64,
         );
         w.u8(PROTOCOL_VERSION).u8(SUITE_V1);
         sender.write(&mut w);
-        w.u16(count as u16);
-        DatagramWriter { w }
+        w.u16(0);
+        DatagramWriter { w, count: 0 }
     }
 
     pub(crate) fn entry(&mut self, e: &Entry) {
         e.write(&mut self.w);
+        self.count += 1;
     }
 
     pub(crate) fn finish(
@@ -371,6 +374,12 @@ impl DatagramWriter {
         ciphertext: &[u8],
         sign: &ed25519_dalek::SigningKey,
     ) -> Vec<u8> {
+        assert!(
+            (1..=MAX_ENTRIES).contains(&self.count),
+            "the caller bounds the entry count"
+        );
+        self.w.buf[COUNT_OFFSET..COUNT_OFFSET + 2]
+            .copy_from_slice(&(self.count as u16).to_be_bytes());
         self.w.bytes(nonce).var_bytes(ciphertext);
         let signature = sign
             .sign_prehashed(prehash(&self.w.buf), Some(SIGNATURE_CONTEXT))

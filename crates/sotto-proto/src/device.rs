@@ -56,6 +56,8 @@ pub struct Device {
     active: HashMap<DeviceId, SessionId>,
     next_prekey_id: u32,
     seq: u64,
+    /// Counts seals, for the sessions' `sealed_by` stamp.
+    seal_stamp: u64,
     changes: Changes,
 }
 
@@ -85,6 +87,7 @@ impl Device {
             active: HashMap::new(),
             next_prekey_id,
             seq: 0,
+            seal_stamp: 0,
             changes: Changes::default(),
         };
         for s in sessions {
@@ -266,25 +269,27 @@ impl Device {
         if payload.sender != self.cert.user {
             return Err(Error::SenderMismatch);
         }
-        let mut seen = HashSet::with_capacity(recipients.len());
+        // First pass, no change: every recipient has a session whose chain
+        // can advance.
         let mut sessions = Vec::with_capacity(recipients.len());
         for r in recipients {
-            if seen.insert(*r) {
-                let id = *self.active.get(r).ok_or(Error::NoSession)?;
-                // Checked up front so that no chain advances if one cannot.
-                if self.sessions[&id].send.exhausted() {
-                    return Err(Error::TooFarAhead);
-                }
-                sessions.push(id);
+            let id = *self.active.get(r).ok_or(Error::NoSession)?;
+            if self.sessions[&id].send.exhausted() {
+                return Err(Error::TooFarAhead);
             }
+            sessions.push(id);
         }
         if sessions.is_empty() {
             return Err(Error::NoRecipients);
         }
         if sessions.len() > MAX_ENTRIES {
-            return Err(Error::TooLarge {
-                what: "entry count",
-            });
+            // Only duplicates could bring the count down to the bound.
+            let unique: HashSet<&SessionId> = sessions.iter().collect();
+            if unique.len() > MAX_ENTRIES {
+                return Err(Error::TooLarge {
+                    what: "entry count",
+                });
+            }
         }
         let mut message_key = Zeroizing::new([0u8; 32]);
         rng.fill_bytes(&mut message_key[..]);
@@ -293,9 +298,17 @@ impl Device {
         let me = self.cert.device;
         let ciphertext = datagram::seal_payload(&message_key, &nonce, &me, payload)?;
         let digest = datagram::payload_digest(&nonce, &ciphertext);
+        // Second pass: one entry per distinct session (a recipient listed
+        // twice is skipped by the session's seal stamp).
+        self.seal_stamp += 1;
+        let stamp = self.seal_stamp;
         let mut out = datagram::DatagramWriter::new(&self.cert, sessions.len(), ciphertext.len());
         for id in sessions {
             let session = self.sessions.get_mut(&id).expect("active sessions exist");
+            if session.sealed_by == stamp {
+                continue;
+            }
+            session.sealed_by = stamp;
             let (counter, wrap_key) = session.send.step()?;
             let aad = datagram::wrap_aad(&me, &session.peer, &id, counter, &digest);
             out.entry(&Entry {

@@ -145,6 +145,9 @@ pub struct Session {
     /// Recency: the session most recently created or received on is the one
     /// used to send to its peer.
     pub(crate) seq: u64,
+    /// The last seal that wrote an entry on this session (not stored): lets
+    /// a seal skip duplicate recipients without a set of its own.
+    pub(crate) sealed_by: u64,
 }
 
 impl Session {
@@ -167,6 +170,7 @@ impl Session {
             skipped: BTreeMap::new(),
             pending_init: Some(*hs.init),
             seq,
+            sealed_by: 0,
         })
     }
 
@@ -189,6 +193,7 @@ impl Session {
             skipped: BTreeMap::new(),
             pending_init: None,
             seq,
+            sealed_by: 0,
         })
     }
 
@@ -287,6 +292,7 @@ impl Session {
             skipped,
             pending_init,
             seq,
+            sealed_by: 0,
         })
     }
 }
@@ -311,6 +317,7 @@ mod tests {
             skipped: BTreeMap::new(),
             pending_init: None,
             seq: 0,
+            sealed_by: 0,
         }
     }
 
