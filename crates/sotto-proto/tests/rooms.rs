@@ -402,7 +402,7 @@ fn small_room(label: &str) -> (Rng, Person, Person, Person, Vec<RoomLog>, Vec<Ve
         RoomLog::new(create_group(&create)),
     ];
     for l in &mut logs[1..] {
-        deliver(l, &[create.bytes.clone()]);
+        deliver(l, std::slice::from_ref(&create.bytes));
     }
     (rng, alice, bob, carol, logs, vec![create.bytes])
 }
@@ -1221,7 +1221,7 @@ fn a_late_concurrent_removal_revises_an_accepted_message() {
             ),
         ]
     );
-    deliver(&mut logs[0], &[post.bytes.clone()]);
+    deliver(&mut logs[0], std::slice::from_ref(&post.bytes));
     assert_eq!(logs[0].head(), logs[1].head());
     assert_eq!(logs[0].timeline(), logs[1].timeline());
     let _ = entries;
@@ -1312,8 +1312,8 @@ fn a_deleted_room_takes_nothing_more() {
     );
     let late = forge(&carol, &logs[1], Body::Control(Op::Leave), T0 + 2 * MIN, 1);
     for log in logs.iter_mut() {
-        deliver(log, &[del.bytes.clone()]);
-        let u = deliver(log, &[late.clone()]);
+        deliver(log, std::slice::from_ref(&del.bytes));
+        let u = deliver(log, std::slice::from_ref(&late));
         assert_eq!(
             u.notices[0].event,
             Event::Rejected {

@@ -141,7 +141,7 @@ pub struct RoomConfig {
 impl RoomConfig {
     /// Sorts members by user key and merges duplicates (admin if any copy is).
     pub fn normalize(&mut self) {
-        self.members.sort_by(|a, b| a.user.cmp(&b.user));
+        self.members.sort_by_key(|m| m.user);
         let mut out: Vec<Member> = Vec::with_capacity(self.members.len());
         for m in self.members.drain(..) {
             match out.last_mut() {

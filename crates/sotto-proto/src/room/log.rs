@@ -605,8 +605,9 @@ impl RoomLog {
         self.heads.insert(hash);
         let at = self.order.partition_point(|k| *k < key);
         self.order.insert(at, key);
-        if min.map_or(true, |m| key < m) {
-            *min = Some(key);
+        match min {
+            Some(m) if *m <= key => {}
+            _ => *min = Some(key),
         }
         self.nodes.insert(
             hash,
@@ -832,7 +833,7 @@ impl RoomLog {
                     return None;
                 }
                 let at = n.entry.timestamp.checked_add(s.ttl.millis()?)?;
-                (at <= now).then(|| Expiry {
+                (at <= now).then_some(Expiry {
                     entry: s.key.hash,
                     message_id: n.entry.message_id,
                     datagram_id: n.meta.datagram_id,

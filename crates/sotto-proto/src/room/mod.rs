@@ -172,7 +172,7 @@ impl fmt::Display for Ttl {
             (60, "minute"),
         ]
         .iter()
-        .find(|(u, _)| s % u == 0)
+        .find(|(u, _)| s.checked_rem(*u) == Some(0))
         .map_or((s, "second"), |(u, name)| (s / u, *name));
         write!(f, "{n} {unit}{}", if n == 1 { "" } else { "s" })
     }
