@@ -87,11 +87,9 @@ fn seal(c: &mut Criterion) {
     let sk = SigningKey::generate(&mut OsRng);
     let mut g = c.benchmark_group("seal");
     g.sample_size(20);
-    let mut n_msg = 10u64;
-    for n in COUNTS {
+    for (n_msg, n) in (10u64..).zip(COUNTS) {
         g.throughput(Throughput::Elements(n as u64));
         let p = payload(&alice, n_msg);
-        n_msg += 1;
         g.bench_with_input(BenchmarkId::new("sotto", n), &n, |bench, &n| {
             bench.iter(|| {
                 let dg =
