@@ -22,9 +22,9 @@ OUT=${OUT:-target/bench-vs-mosquitto}
 PORT=${SOTTO_BENCH_PORT:-7443}
 
 if [[ -n "${QUICK:-}" ]]; then
-    N_SAT=2000 N_RATE=2000 RATE=1000 M_OFF=2000 C_IDLE=200 HOLD=1
+    N_SAT=2000 N_RATE=2000 RATE=1000 RATE2=500 M_OFF=2000 C_IDLE=200 HOLD=1
 else
-    N_SAT=50000 N_RATE=20000 RATE=5000 M_OFF=50000 C_IDLE=10000 HOLD=3
+    N_SAT=50000 N_RATE=20000 RATE=5000 RATE2=${RATE2:-2000} M_OFF=50000 C_IDLE=10000 HOLD=3
 fi
 
 mkdir -p "$OUT"
@@ -80,6 +80,9 @@ run "${M[@]}" --prefix "r1-$tag" relay -P 4 -S 100 -N "$N_SAT" -B 256
 run "${S[@]}" relay -P 4 -S 100 -N "$N_SAT" -B 256
 run "${M[@]}" --prefix "r2-$tag" relay -P 4 -S 100 -N "$N_RATE" -B 256 --rate "$RATE"
 run "${S[@]}" relay -P 4 -S 100 -N "$N_RATE" -B 256 --rate "$RATE"
+# latency at a rate both keep up with (not in the mqtt-loadgen README)
+run "${M[@]}" --prefix "r3-$tag" relay -P 4 -S 100 -N "$N_RATE" -B 256 --rate "$RATE2"
+run "${S[@]}" relay -P 4 -S 100 -N "$N_RATE" -B 256 --rate "$RATE2"
 run "${M[@]}" --prefix "o1-$tag" offline -P 4 -S 100 -M "$M_OFF" -B 256
 run "${S[@]}" offline -P 4 -S 100 -M "$M_OFF" -B 256
 run "${M[@]}" --prefix "i1-$tag" idle -C "$C_IDLE" --hold "$HOLD"
