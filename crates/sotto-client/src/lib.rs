@@ -55,9 +55,18 @@
 //! ```
 //!
 //! ## Concurrency
-//! Every future is `Send` (a TUI can spawn them). A [`Client`] is one
-//! device: use one at a time per home (`&mut self`); several processes on
-//! the same home are serialized by SQLite's locking.
+//! Every future is `Send` (a TUI can spawn them). Operations that change
+//! the device's protocol state (send, sync and each pushed message, prekey
+//! refill, approve, trust) take an exclusive lock on `<home>/sotto.lock` and
+//! reload that state from the store first, so `sotto listen` and `sotto
+//! send` may run on one home at the same time in two processes without
+//! ever writing back a stale session ([`Error::HomeBusy`] after 60 s of
+//! waiting).
+//!
+//! ## Files in the home directory
+//! `sotto.db` (SQLCipher, plus its `-wal`/`-shm` while open), `sotto.kdf`
+//! (Argon2id salt and cost, not secret), `sotto.lock` (empty). See
+//! [`sotto_store::client`].
 //!
 //! ## Guarantees
 //! - Sending seals the message once for every device of the recipient and
@@ -82,6 +91,17 @@
 //! new devices, so only that device can approve links ([`Error::NoUserKey`]
 //! elsewhere). Copying it to every device would let any stolen device add
 //! devices of its own.
+//!
+//! ## Known limits
+//! - A device that lost a session (restored an old backup) cannot open what
+//!   a peer still sends on it: those datagrams are reported and dropped
+//!   until the peer receives anything from this device, which starts a new
+//!   session that the peer then uses. There is no explicit session-reset
+//!   message yet.
+//! - Link sync carries the user name, contacts and block list, not the
+//!   message history (history recovery is a later issue).
+//! - TTLs are enforced when the history is read (expired rows are deleted),
+//!   by the local clock corrected with the last master-clock offset.
 
 mod body;
 mod error;
@@ -275,6 +295,15 @@ fn link_code_suffix(device: &DeviceId, dh: &[u8; 32]) -> String {
     hex::encode(&h.finalize()[..6])
 }
 
+/// Link ids go into URL paths: short, URL-safe.
+fn valid_link_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 fn store_or_create(home: &Path, passphrase: &str) -> Result<ClientStore> {
     let store = if ClientStore::exists(home) {
         ClientStore::open(home, passphrase)?
@@ -452,8 +481,7 @@ impl Client {
         let created: LinkCreated = api
             .call(Method::POST, "/v1/link", Some(&req), Some(&key))
             .await?;
-        if created.link_id.is_empty() || created.link_id.contains('-') && created.link_id.len() > 64
-        {
+        if !valid_link_id(&created.link_id) {
             return Err(Error::BadResponse("bad link id".into()));
         }
         let code = format!(
@@ -483,7 +511,10 @@ impl Client {
         let (link_id, suffix) = code
             .rsplit_once('-')
             .ok_or_else(|| Error::BadLinkCode(code.to_string()))?;
-        if link_id.is_empty() || suffix.len() != 12 {
+        if !valid_link_id(link_id)
+            || suffix.len() != 12
+            || !suffix.bytes().all(|b| b.is_ascii_hexdigit())
+        {
             return Err(Error::BadLinkCode(code.to_string()));
         }
         let path = format!("/v1/link/{link_id}");
