@@ -21,8 +21,11 @@ const QUEUE: usize = 256;
 #[derive(Default)]
 pub(crate) struct Hub {
     next_id: AtomicU64,
-    connections: Mutex<HashMap<DeviceId, Vec<(u64, mpsc::Sender<String>)>>>,
+    connections: Mutex<Connections>,
 }
+
+/// Each connected device's connections: (connection id, frame queue).
+type Connections = HashMap<DeviceId, Vec<(u64, mpsc::Sender<String>)>>;
 
 impl Hub {
     /// Registers a connection of `device`; frames for it arrive on the
@@ -45,24 +48,27 @@ impl Hub {
     }
 
     /// Sends `make()` to every connection of `device`; `make` runs only if
-    /// the device is connected (serialising a large datagram is not free).
+    /// the device is connected, and outside the lock (serialising a large
+    /// datagram is not free).
     pub fn push(&self, device: &DeviceId, make: impl FnOnce() -> Push) {
+        if !self.lock().contains_key(device) {
+            return;
+        }
+        let Ok(frame) = serde_json::to_string(&make()) else {
+            return;
+        };
         let mut map = self.lock();
         let Some(conns) = map.get_mut(device) else {
             return;
         };
-        let Ok(frame) = serde_json::to_string(&make()) else {
-            return;
-        };
+        // A full queue means a stuck connection: drop it (see module doc).
         conns.retain(|(_, tx)| tx.try_send(frame.clone()).is_ok());
         if conns.is_empty() {
             map.remove(device);
         }
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<DeviceId, Vec<(u64, mpsc::Sender<String>)>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connections> {
         self.connections.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

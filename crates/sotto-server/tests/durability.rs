@@ -43,6 +43,7 @@ impl Drop for KillOnDrop {
     }
 }
 
+#[allow(clippy::zombie_processes)] // KillOnDrop waits for it
 fn spawn_child(dir: &Path) -> (KillOnDrop, SocketAddr, String) {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["child_server", "--exact", "--nocapture", "--test-threads=1"])
