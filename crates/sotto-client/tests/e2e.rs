@@ -586,6 +586,9 @@ async fn undecryptable_datagram_is_reported_and_acknowledged() {
         bodies(&alice.sync().await.unwrap().messages),
         ["new session"]
     );
+    // alice now writes on the new session: healed.
+    alice.send("bob", "healed").await.unwrap();
+    assert_eq!(bodies(&bob.sync().await.unwrap().messages), ["healed"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
