@@ -236,6 +236,40 @@ fn a_datagram_is_stored_once_for_many_devices() {
 }
 
 #[test]
+fn concurrent_sends_get_every_sequence_number_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    register(&s, "bob", 1, 1, 0);
+    for n in 2..=9 {
+        register(&s, &format!("sender{n}"), n, n, 0);
+    }
+    // Eight senders at once: their sends are group-committed together.
+    let handles: Vec<_> = (2..=9u32)
+        .map(|n| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                (0..50u32)
+                    .map(|i| {
+                        let body = format!("{n}/{i}").into_bytes();
+                        s.enqueue(&dev(n), &[dev(1)], body, 1).unwrap().deliveries[0].seq
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut seqs: Vec<u64> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=400).collect::<Vec<u64>>());
+    drop(s);
+    let s = SqliteStore::open(dir.path()).unwrap();
+    let (items, more) = s.fetch(&dev(1), 0, 500, usize::MAX).unwrap();
+    assert_eq!((items.len(), more), (400, false));
+}
+
+#[test]
 fn unknown_recipient_or_block_refuses_the_whole_send() {
     let dir = tempfile::tempdir().unwrap();
     let s = SqliteStore::open(dir.path()).unwrap();

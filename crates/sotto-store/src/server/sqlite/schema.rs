@@ -49,6 +49,8 @@ CREATE TABLE mailbox (
 );
 CREATE UNIQUE INDEX mailbox_datagram ON mailbox(datagram, device_id);
 CREATE INDEX mailbox_acked ON mailbox(acked_at) WHERE acked_at IS NOT NULL;
+-- Fetch skips retained (acked) rows without scanning them.
+CREATE INDEX mailbox_pending ON mailbox(device_id, seq) WHERE acked_at IS NULL;
 CREATE TABLE blocks (
     blocker INTEGER NOT NULL REFERENCES users(id),
     blocked INTEGER NOT NULL REFERENCES users(id),
