@@ -1334,3 +1334,93 @@ fn a_deleted_room_takes_nothing_more() {
     );
     let _ = alice;
 }
+
+/// The room test vector in docs/protocol.md: a create entry and a message
+/// from fixed keys (Ed25519 signatures are deterministic).
+#[test]
+fn room_test_vector_matches_the_docs() {
+    let user = UserKey::from_bytes(&[1; 32]);
+    let key = DeviceKey::from_bytes(&[2; 64]);
+    let cert = user.certify(&key.public_keys(), T0);
+    let device = Device::new(DeviceKey::from_bytes(&[2; 64]), cert).unwrap();
+    let name = [3; 32];
+    let salt = [4; 32];
+    let group = GroupId::derive(&user.public(), &salt);
+    let create = Draft {
+        group,
+        message_id: [5; 16],
+        parents: vec![],
+        sender_name: name,
+        timestamp: T0,
+        body: Body::Control(Op::Create {
+            salt,
+            config: RoomConfig {
+                title: "Launch".into(),
+                description: "Q3 launch".into(),
+                ttl: Ttl::DAY,
+                members: vec![Member {
+                    user: user.public(),
+                    name,
+                    admin: true,
+                }],
+            },
+        }),
+    }
+    .sign(&key, &cert)
+    .unwrap()
+    .encode();
+    let content = MessageContent {
+        salt: [6; 16],
+        content_type: content::TEXT,
+        body: b"hello".to_vec(),
+    };
+    let message = Draft {
+        group,
+        message_id: [7; 16],
+        parents: vec![EntryHash::of(&create)],
+        sender_name: name,
+        timestamp: T0 + 1000,
+        body: Body::Message {
+            digest: content.digest(),
+        },
+    }
+    .sign(&key, &cert)
+    .unwrap()
+    .encode();
+    let mut log = RoomLog::new(group);
+    let u = log.receive_many([
+        (message.clone(), LocalMeta::default()),
+        (create.clone(), LocalMeta::default()),
+    ]);
+    assert!(u.invalid.is_empty());
+    assert_eq!(log.len(), 2);
+    let _ = device;
+    let docs = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/protocol.md"
+    ))
+    .unwrap();
+    let section = docs.split("### Room test vector").nth(1).unwrap_or("");
+    let lines: Vec<String> = [
+        ("group id", hex::encode(group.0)),
+        ("create entry hash", hex::encode(EntryHash::of(&create).0)),
+        ("message digest", hex::encode(content.digest())),
+        ("message entry hash", hex::encode(EntryHash::of(&message).0)),
+        ("log head", hex::encode(log.head().0)),
+    ]
+    .iter()
+    .map(|(what, value)| format!("{what}: {value}"))
+    .collect();
+    println!("{}", lines.join("\n"));
+    for line in &lines {
+        assert!(
+            section.contains(line.as_str()),
+            "docs/protocol.md room vector: {line}"
+        );
+    }
+    println!(
+        "create entry ({} bytes): {}",
+        create.len(),
+        hex::encode(&create)
+    );
+}

@@ -121,8 +121,8 @@ pub use log::{
 };
 pub use state::{Event, MemberInfo, Notice, RejectReason, RoomState};
 pub use wire::{
-    open_with_message_key, Grant, HistoryAnswer, HistoryRequest, MessageContent, RoomWire,
-    MAX_ANSWER_ENTRIES, MAX_CONTENT, MAX_HAVE,
+    datagram_id, open_with_message_key, Grant, HistoryAnswer, HistoryRequest, MessageContent,
+    RoomWire, MAX_ANSWER_ENTRIES, MAX_CONTENT, MAX_HAVE,
 };
 
 use crate::error::Error;

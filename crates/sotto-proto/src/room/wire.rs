@@ -15,6 +15,8 @@
 //!           | 2 || entry [32] || salt [16] || content_type u8 || u32 len + body
 //! ```
 
+use sha2::Digest;
+
 use crate::codec::{Reader, Writer};
 use crate::datagram::{self, Datagram, Payload, MAX_BODY};
 use crate::error::{Error, Result};
@@ -300,6 +302,12 @@ fn count(r: &mut Reader<'_>, total: usize, min_len: usize, what: &'static str) -
         return Err(Error::Truncated);
     }
     Ok(n)
+}
+
+/// The server's id for a datagram: SHA-256 of its bytes (what
+/// `SendResponse::datagram_id` gives, hex), to keep in [`super::LocalMeta`].
+pub fn datagram_id(datagram_bytes: &[u8]) -> [u8; 32] {
+    sha2::Sha256::digest(datagram_bytes).into()
 }
 
 /// Opens a datagram with a message key handed over in a [`Grant::Key`]
