@@ -291,3 +291,33 @@ fn check_clean(dir: &Path, body: &str, user: &UserKey, device: &Device) {
         }
     }
 }
+
+/// A transaction dropped before commit (a crash mid-receive) leaves neither
+/// the history row nor the protocol changes nor the cursor.
+#[test]
+fn uncommitted_transaction_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let user = UserKey::generate(&mut OsRng);
+    let mut device = new_device(&user);
+    let mut store = ClientStore::create(dir.path(), "pw").unwrap();
+    store.put_account(&account(&device, &user)).unwrap();
+    device.generate_prekeys(&mut OsRng, 2);
+    let changes = device.take_changes();
+    {
+        let tx = store.transaction().unwrap();
+        tx.apply_device_changes(&device, &changes).unwrap();
+        assert!(tx.insert_message(&message(1, "lost")).unwrap());
+        tx.set_cursor(9).unwrap();
+        // dropped: rolled back
+    }
+    assert!(store.prekeys().unwrap().is_empty());
+    assert!(!store.has_message(&[1; 16]).unwrap());
+    let acc = store.account().unwrap().unwrap();
+    assert_eq!((acc.cursor, acc.next_prekey_id), (0, 1));
+    // The cursor never moves back.
+    let tx = store.transaction().unwrap();
+    tx.set_cursor(5).unwrap();
+    tx.set_cursor(3).unwrap();
+    tx.commit().unwrap();
+    assert_eq!(store.account().unwrap().unwrap().cursor, 5);
+}
