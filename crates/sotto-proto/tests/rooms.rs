@@ -1267,9 +1267,18 @@ fn long_concurrent_branches_resolve_identically() {
     assert_eq!(logs[0].head(), logs[1].head());
     assert_eq!(logs[0].timeline(), logs[1].timeline());
     assert_eq!(logs[0].verify(), Ok(logs[0].head()));
-    let mut fresh = RoomLog::new(logs[0].group());
+    // Reversed in one batch: everything waits for its parent, then
+    // cascades; nothing is left to ask for.
     let mut all: Vec<LogRecord> = logs[0].records();
     all.reverse();
+    let mut batch = RoomLog::new(logs[0].group());
+    let u = batch.receive_many(
+        all.iter()
+            .map(|r| (r.bytes.as_slice(), LocalMeta::default())),
+    );
+    assert!(u.pending.is_empty() && u.invalid.is_empty());
+    assert_eq!(batch.head(), logs[0].head());
+    let mut fresh = RoomLog::new(logs[0].group());
     for r in &all {
         fresh.receive(&r.bytes, LocalMeta::default()).unwrap();
     }
@@ -1423,4 +1432,40 @@ fn room_test_vector_matches_the_docs() {
         create.len(),
         hex::encode(&create)
     );
+}
+
+#[test]
+fn the_pending_set_is_bounded() {
+    let (_rng, _alice, _bob, carol, logs, entries) = small_room("bounded");
+    let mut log = RoomLog::new(logs[0].group());
+    deliver(&mut log, &entries);
+    let group = log.group();
+    let orphan = |i: u32| {
+        let mut parent = [0u8; 32];
+        parent[..4].copy_from_slice(&i.to_be_bytes());
+        Draft {
+            group,
+            message_id: [0; 16],
+            parents: vec![EntryHash(parent)],
+            sender_name: carol.name,
+            timestamp: T0,
+            body: Body::Message { digest: [0; 32] },
+        }
+        .sign(carol.devices[0].key(), carol.devices[0].cert())
+        .unwrap()
+        .encode()
+    };
+    let batch: Vec<(Vec<u8>, LocalMeta)> = (0..MAX_PENDING as u32 + 1)
+        .map(|i| (orphan(i), LocalMeta::default()))
+        .collect();
+    let u = log.receive_many(batch);
+    assert_eq!(u.pending.len(), MAX_PENDING);
+    assert_eq!(u.invalid.len(), 1);
+    assert_eq!(u.invalid[0], (MAX_PENDING, RoomError::PendingFull));
+    assert_eq!(log.pending().len(), MAX_PENDING);
+    log.clear_pending();
+    assert!(log.pending().is_empty());
+    assert_eq!(log.len(), 1, "the resolved log is untouched");
+    let u = log.receive(&orphan(7), LocalMeta::default()).unwrap();
+    assert_eq!(u.pending.len(), 1);
 }

@@ -17,7 +17,7 @@ use super::entry::{
 };
 use super::state::{apply, Event, Notice, RoomState};
 use super::wire::{Grant, HistoryAnswer, HistoryRequest, MessageContent, MAX_ANSWER_ENTRIES};
-use super::{RoomError, Ttl};
+use super::{RejectReason, RoomError, Ttl};
 
 /// Most entries held while their parents are missing.
 pub const MAX_PENDING: usize = 1024;
@@ -354,15 +354,17 @@ impl RoomLog {
         };
         content.check()?;
         let me = author.device.cert().user;
-        match &self.state {
-            None => return Err(RoomError::Refused(super::RejectReason::NoRoom)),
-            Some(s) if s.deleted => {
-                return Err(RoomError::Refused(super::RejectReason::RoomDeleted))
-            }
-            Some(s) if !s.is_member(&me) => {
-                return Err(RoomError::Refused(super::RejectReason::NotMember))
-            }
-            Some(_) => {}
+        let refused = match &self.state {
+            None => Some(RejectReason::NoRoom),
+            Some(s) if s.deleted => Some(RejectReason::RoomDeleted),
+            Some(s) => match s.members.get(&me) {
+                None => Some(RejectReason::NotMember),
+                Some(m) if m.name != author.name => Some(RejectReason::NameMismatch),
+                Some(_) => None,
+            },
+        };
+        if let Some(reason) = refused {
+            return Err(RoomError::Refused(reason));
         }
         let draft = self.draft(
             rng,
@@ -623,6 +625,10 @@ impl RoomLog {
     /// Replays the resolved order from the first position at or after
     /// `min`, reporting outcomes that are new or changed.
     fn resolve(&mut self, min: Option<SortKey>, update: &mut Update) {
+        // Report as pending only what is still held at the end of the call.
+        update
+            .pending
+            .retain(|p| self.pending.contains_key(&p.entry));
         let Some(min) = min else { return };
         let start = self.order.partition_point(|k| *k < min);
         let (pos, mut state) = if start >= self.slots.len() {
@@ -751,6 +757,14 @@ impl RoomLog {
                 }
             })
             .collect()
+    }
+
+    /// Drops every entry held for missing parents (e.g. when the pending
+    /// set is full of entries whose parents never come); ask for history
+    /// again to get them back.
+    pub fn clear_pending(&mut self) {
+        self.pending.clear();
+        self.waiting.clear();
     }
 
     /// Entries held for missing parents.
