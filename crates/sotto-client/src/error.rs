@@ -16,6 +16,8 @@ pub enum Error {
     AlreadyRegistered(PathBuf),
     #[error("unknown user {0:?}: check the name, or ask them to register")]
     UnknownUser(String),
+    #[error("{0} has no other device that could receive the message")]
+    NoDevices(String),
     #[error("the username {0:?} is taken: choose another")]
     UsernameTaken(String),
     #[error("invalid username {0:?}: use 1-64 letters, digits, '.', '_' or '-'")]

@@ -703,6 +703,15 @@ impl Client {
     /// checks the key against the stored one (TOFU on first contact).
     async fn resolve(&mut self, username: &str) -> Result<(UserPublic, Vec<DeviceCert>)> {
         let (user, certs) = self.fetch_user(username).await?;
+        if !self.username.is_empty() && username == self.username {
+            // Oneself: the key is the one that certified this device.
+            if user != self.device.cert().user {
+                return Err(Error::KeyChanged {
+                    username: username.to_string(),
+                });
+            }
+            return Ok((user, certs));
+        }
         let known = self.store.contact(username)?;
         match check_contact_key(
             known.as_ref().map(|c| UserPublic(c.user_key)).as_ref(),
@@ -852,7 +861,7 @@ impl Client {
             }
         }
         if recipients.is_empty() {
-            return Err(Error::UnknownUser(to.to_string()));
+            return Err(Error::NoDevices(to.to_string()));
         }
         let now = self.api.now().await?;
         let payload = Payload {

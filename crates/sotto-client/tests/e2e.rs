@@ -283,6 +283,14 @@ async fn blocked_and_unknown_are_clear_errors() {
         matches!(&e, Error::UnknownUser(u) if u == "nobody-here"),
         "{e}"
     );
+    // Writing to oneself with no other device.
+    let e = alice.send("alice", "note").await.unwrap_err();
+    assert!(matches!(&e, Error::NoDevices(u) if u == "alice"), "{e}");
+    assert!(alice
+        .contacts()
+        .unwrap()
+        .iter()
+        .all(|c| c.username != "alice"));
     assert!(matches!(
         alice.verify("nobody-here").await,
         Err(Error::UnknownUser(_))
