@@ -44,24 +44,34 @@ pub(super) async fn send(
     let delivered_to = recipients.len() as u32;
     let datagram = body.to_vec();
     let device = sender.device;
-    let enqueued = state
-        .db(move |s| s.enqueue(&device, &recipients, datagram, now_ms()))
-        .await?;
-    // Durable: now push. Encode the datagram once for every connected
-    // recipient (only if one is connected).
-    let mut encoded: Option<String> = None;
-    for d in &enqueued.deliveries {
-        state.hub.push(&d.device, || {
-            let datagram = encoded.get_or_insert_with(|| b64::encode(&body)).clone();
-            Push::Message(MailboxItem {
-                seq: d.seq,
-                datagram,
-                received_at: enqueued.received_at,
-            })
-        });
-    }
+    // Store and push in a task of its own: if the sender hangs up while
+    // waiting, the datagram is still committed, so it must still be pushed
+    // (dropping this handler must not drop the push).
+    let task = tokio::spawn(async move {
+        let enqueued = state
+            .db(move |s| s.enqueue(&device, &recipients, datagram, now_ms()))
+            .await?;
+        // Durable: now push, encoding the datagram once, and only if a
+        // recipient is connected. Pushes of concurrent sends may reach a
+        // device out of sequence order; the mailbox fetch is ordered.
+        let mut encoded: Option<String> = None;
+        for d in &enqueued.deliveries {
+            state.hub.push(&d.device, || {
+                let datagram = encoded.get_or_insert_with(|| b64::encode(&body)).clone();
+                Push::Message(MailboxItem {
+                    seq: d.seq,
+                    datagram,
+                    received_at: enqueued.received_at,
+                })
+            });
+        }
+        Ok::<_, ApiError>(enqueued.datagram_id)
+    });
+    let datagram_id = task
+        .await
+        .map_err(|_| ApiError::internal("send task failed"))??;
     Ok(Json(SendResponse {
-        datagram_id: hex::encode(enqueued.datagram_id),
+        datagram_id: hex::encode(datagram_id),
         delivered_to,
     }))
 }
