@@ -12,7 +12,7 @@ use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use sotto_store::server::{ServerStore, SqliteStore};
+use sotto_store::server::{ServerStore, SqliteStore, StoreError};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -101,7 +101,10 @@ pub(crate) async fn start(config: Config) -> Result<Running, ServerError> {
     let (store, tls) = tokio::task::spawn_blocking(move || {
         let store = SqliteStore::open(&dir).map_err(|e| ServerError::DataDir {
             dir: dir.clone(),
-            reason: e.to_string(),
+            reason: match e {
+                StoreError::Io(io) => io_reason(&io),
+                other => other.to_string(),
+            },
         })?;
         let tls = tls::load(&tls_config, &dir)?;
         Ok::<_, ServerError>((store, tls))
