@@ -763,6 +763,7 @@ fn truncated_and_garbage_entries_are_errors_at_every_length() {
     }
     let answer = RoomWire::Answer(HistoryAnswer {
         group: s.group,
+        more: true,
         entries: s.entries[..3].to_vec(),
         grants: vec![
             Grant::Key {
@@ -806,12 +807,13 @@ fn truncated_and_garbage_entries_are_errors_at_every_length() {
     // Huge declared counts are refused before any allocation.
     let mut huge = vec![3u8];
     huge.extend_from_slice(&[0; 32]);
+    huge.push(0);
     huge.extend_from_slice(&u32::MAX.to_be_bytes());
     assert!(matches!(
         RoomWire::decode(&huge),
         Err(Error::TooLarge { .. })
     ));
-    huge.truncate(33);
+    huge.truncate(34);
     huge.extend_from_slice(&50_000u32.to_be_bytes());
     assert_eq!(RoomWire::decode(&huge), Err(Error::Truncated));
 }
@@ -1468,4 +1470,34 @@ fn the_pending_set_is_bounded() {
     assert_eq!(log.len(), 1, "the resolved log is untouched");
     let u = log.receive(&orphan(7), LocalMeta::default()).unwrap();
     assert_eq!(u.pending.len(), 1);
+}
+
+#[test]
+fn a_large_history_comes_in_pages() {
+    let s = scenario_cached();
+    let full = &s.logs[0];
+    let mut fresh = RoomLog::new(s.group);
+    let mut pages = 0;
+    loop {
+        let req = HistoryRequest {
+            group: s.group,
+            message_id: None,
+            have: fresh.heads(),
+        };
+        let ans = full
+            .answer_within(&req, Requester::PlatformAdmin, |_| None, 1500)
+            .unwrap();
+        let bytes = RoomWire::Answer(ans.clone()).encode().unwrap();
+        assert!(bytes.len() < 1500 + 100 || ans.entries.len() == 1);
+        pages += 1;
+        let (u, _) = fresh.receive_answer(&ans);
+        assert!(u.invalid.is_empty() && u.pending.is_empty());
+        if !ans.more {
+            break;
+        }
+        assert!(pages < 20);
+    }
+    assert!(pages > 2, "{pages}");
+    assert_eq!(fresh.head(), full.head());
+    assert_eq!(fresh.state(), full.state());
 }

@@ -16,7 +16,9 @@ use super::entry::{
     Body, Draft, Entry, EntryHash, EntryKind, GroupId, MessageId, Op, RoomConfig, MAX_PARENTS,
 };
 use super::state::{apply, Event, Notice, RoomState};
-use super::wire::{Grant, HistoryAnswer, HistoryRequest, MessageContent, MAX_ANSWER_ENTRIES};
+use super::wire::{
+    Grant, HistoryAnswer, HistoryRequest, MessageContent, ANSWER_BUDGET, MAX_ANSWER_ENTRIES,
+};
 use super::{RejectReason, RoomError, Ttl};
 
 /// Most entries held while their parents are missing.
@@ -878,18 +880,34 @@ impl RoomLog {
     /// Answers a [`HistoryRequest`] (an unknown-message request, or a
     /// recovery by a new or lagging device): every resolved entry the
     /// requester does not hold (all but the ancestors of its `have` heads),
-    /// in resolved order, up to [`MAX_ANSWER_ENTRIES`]; and a grant for each
-    /// of those standard entries the requester is entitled to: accepted
-    /// while it was a member (or sent by it), or all of them for a platform
-    /// admin. A grant carries the message key and datagram id when this
-    /// device has them, else the content `content` gives (verified by the
-    /// requester against the signed digest), else nothing. Refused for a
-    /// user who was never a member.
+    /// in resolved order; and a grant for each of those standard entries the
+    /// requester is entitled to: accepted while it was a member (or sent by
+    /// it), or all of them for a platform admin. A grant carries the message
+    /// key and datagram id when this device has them, else the content
+    /// `content` gives (verified by the requester against the signed
+    /// digest), else nothing. Refused for a user who was never a member.
+    ///
+    /// The answer is a prefix of the resolved order that fits one datagram
+    /// ([`ANSWER_BUDGET`] bytes, [`MAX_ANSWER_ENTRIES`] entries); when more
+    /// remain, `more` is set and the requester asks again with its new
+    /// heads.
     pub fn answer(
         &self,
         request: &HistoryRequest,
         requester: Requester,
+        content: impl FnMut(&EntryHash) -> Option<MessageContent>,
+    ) -> Result<HistoryAnswer, RoomError> {
+        self.answer_within(request, requester, content, ANSWER_BUDGET)
+    }
+
+    /// [`RoomLog::answer`] with an encoded-size budget of `max_bytes`
+    /// (at least one entry is always included).
+    pub fn answer_within(
+        &self,
+        request: &HistoryRequest,
+        requester: Requester,
         mut content: impl FnMut(&EntryHash) -> Option<MessageContent>,
+        max_bytes: usize,
     ) -> Result<HistoryAnswer, RoomError> {
         if request.group != self.group {
             return Err(RoomError::WrongGroup);
@@ -911,6 +929,8 @@ impl RoomLog {
         let mut ever_member = requester == Requester::PlatformAdmin;
         let mut entries = Vec::new();
         let mut grants = Vec::new();
+        let mut used = 0usize;
+        let mut more = false;
         for k in &self.order {
             let n = &self.nodes[&k.hash];
             let entitled = match requester {
@@ -923,34 +943,43 @@ impl RoomLog {
             if let Requester::Member(u) = requester {
                 ever_member |= state.as_ref().is_some_and(|s| s.is_member(&u));
             }
-            if known.contains(&k.hash) || entries.len() >= MAX_ANSWER_ENTRIES {
+            if more || known.contains(&k.hash) {
                 continue;
             }
-            entries.push(n.bytes.clone());
-            if event != Event::Message || !entitled || n.meta.purged {
-                continue;
-            }
-            match (n.meta.message_key, n.meta.datagram_id) {
-                (Some(message_key), Some(datagram_id)) => grants.push(Grant::Key {
-                    entry: k.hash,
-                    datagram_id,
-                    message_key,
-                }),
-                _ => {
-                    if let Some(c) = content(&k.hash) {
-                        grants.push(Grant::Content {
-                            entry: k.hash,
-                            content: c,
-                        });
-                    }
+            // An entry goes with its grant, or not at all: the requester
+            // will not ask again for an entry it holds.
+            let grant = if event != Event::Message || !entitled || n.meta.purged {
+                None
+            } else {
+                match (n.meta.message_key, n.meta.datagram_id) {
+                    (Some(message_key), Some(datagram_id)) => Some(Grant::Key {
+                        entry: k.hash,
+                        datagram_id,
+                        message_key,
+                    }),
+                    _ => content(&k.hash).map(|c| Grant::Content {
+                        entry: k.hash,
+                        content: c,
+                    }),
                 }
+            };
+            let size = 4 + n.bytes.len() + grant.as_ref().map_or(0, Grant::encoded_len);
+            if !entries.is_empty()
+                && (used + size > max_bytes || entries.len() >= MAX_ANSWER_ENTRIES)
+            {
+                more = true;
+                continue;
             }
+            used += size;
+            entries.push(n.bytes.clone());
+            grants.extend(grant);
         }
         if !ever_member {
             return Err(RoomError::NotEntitled);
         }
         Ok(HistoryAnswer {
             group: self.group,
+            more,
             entries,
             grants,
         })

@@ -9,7 +9,7 @@
 //!             [|| salt [16] || content_type u8 || u32 len + body (<= MAX_CONTENT)]
 //!   2 Request group [32] || has_message_id u8 [|| message_id [16]]
 //!             || n u8 (<= MAX_HAVE) || n x head [32]
-//!   3 Answer  group [32] || n u32 (<= MAX_ANSWER_ENTRIES) || n x (u32 len + entry)
+//!   3 Answer  group [32] || more u8 (0/1) || n u32 (<= MAX_ANSWER_ENTRIES) || n x (u32 len + entry)
 //!             || g u32 (<= MAX_ANSWER_ENTRIES) || g x grant
 //!   grant     1 || entry [32] || datagram_id [32] || message_key [32]
 //!           | 2 || entry [32] || salt [16] || content_type u8 || u32 len + body
@@ -31,6 +31,9 @@ pub const MAX_HAVE: usize = 64;
 /// Most entries (and grants) one answer carries; ask again with the new
 /// heads for more.
 pub const MAX_ANSWER_ENTRIES: usize = 100_000;
+/// Encoded size of entries and grants [`super::RoomLog::answer`] puts in one
+/// answer, so that it fits one datagram payload.
+pub const ANSWER_BUDGET: usize = MAX_BODY - 4096;
 const MIN_ENTRY_LEN: usize = 4;
 const MIN_GRANT_LEN: usize = 1 + 32 + 16 + 1 + 4;
 
@@ -105,12 +108,24 @@ pub enum Grant {
     },
 }
 
+impl Grant {
+    /// Its size in a [`RoomWire::Answer`].
+    pub fn encoded_len(&self) -> usize {
+        match self {
+            Grant::Key { .. } => 1 + 32 + 32 + 32,
+            Grant::Content { content, .. } => 1 + 32 + 16 + 1 + 4 + content.body.len(),
+        }
+    }
+}
+
 /// The answer to a [`HistoryRequest`]: the signed entries the requester
 /// lacks (control history and message entries, so it can rebuild the log
 /// and its head) and grants for the messages it is entitled to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HistoryAnswer {
     pub group: GroupId,
+    /// More entries remain: ask again with the new heads.
+    pub more: bool,
     /// Encoded entries, in the answerer's resolved order.
     pub entries: Vec<Vec<u8>>,
     pub grants: Vec<Grant>,
@@ -170,7 +185,10 @@ impl RoomWire {
                         what: "answer entries",
                     });
                 }
-                w.u8(3).bytes(&a.group.0).u32(a.entries.len() as u32);
+                w.u8(3)
+                    .bytes(&a.group.0)
+                    .u8(a.more as u8)
+                    .u32(a.entries.len() as u32);
                 for e in &a.entries {
                     if e.len() > MAX_ENTRY_LEN {
                         return Err(Error::TooLarge { what: "room entry" });
@@ -254,6 +272,15 @@ impl RoomWire {
             }
             3 => {
                 let group = GroupId(r.array()?);
+                let more = match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => {
+                        return Err(Error::Malformed {
+                            what: "room wire flags",
+                        })
+                    }
+                };
                 let n = count(&mut r, bytes.len(), MIN_ENTRY_LEN, "answer entries")?;
                 let mut entries = Vec::with_capacity(n);
                 for _ in 0..n {
@@ -277,6 +304,7 @@ impl RoomWire {
                 }
                 RoomWire::Answer(HistoryAnswer {
                     group,
+                    more,
                     entries,
                     grants,
                 })
