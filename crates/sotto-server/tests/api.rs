@@ -341,14 +341,23 @@ async fn a_blocked_sender_is_refused_and_nothing_is_stored() {
     let block = Block {
         username_hash: alice.hash(),
     };
+    // Sessions made before the block...
+    let datagram = seal_to(&http, &mut a, &bob, "let me in").await;
     let _: serde_json::Value = http
         .call(b.key(), Method::POST, "/v1/blocks", Some(&block))
         .await;
     let blocks: Blocks = http.call(b.key(), Method::GET, "/v1/blocks", NO_BODY).await;
     assert_eq!(blocks.blocked, vec![alice.hash()]);
-
-    let datagram = seal_to(&http, &mut a, &bob, "let me in").await;
+    // ... cannot be used, and no new ones can be started.
     let (status, code) = error_of(send(&http, &a, datagram.clone()).await).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::FORBIDDEN, codes::BLOCKED)
+    );
+    let claim = format!("/v1/users/{}/bundles", bob.hash());
+    let (status, code) = http
+        .fail(a.key(), Method::POST, &claim, b"{}".to_vec())
+        .await;
     assert_eq!(
         (status, code.as_str()),
         (StatusCode::FORBIDDEN, codes::BLOCKED)

@@ -67,7 +67,8 @@ paths = {
   "/v1/devices": {"get": op("The caller's own user and devices", js("UserDevices"))},
   "/v1/users/{username_hash}/bundles": {"post": op(
       "Claim one prekey per device: a one-time key (served once, then deleted) or the reserve when the pool is empty; the owner is pushed prekeys_low",
-      js("ClaimResponse"), body=js("ClaimRequest"), params=[UH], extra={"404": err("`unknown_user` or `unknown_device`")})},
+      js("ClaimResponse"), body=js("ClaimRequest"), params=[UH], extra={"403": err("`blocked`: the user blocks the caller's user"),
+      "404": err("`unknown_user` or `unknown_device`")})},
   "/v1/prekeys": {
       "get": op("The caller's prekey pool", js("PrekeyStatus")),
       "post": op("Refill the caller's pool (at most 1000 one-time prekeys per call)", js("PrekeyStatus"), body=js("PrekeyUpload"))},

@@ -283,6 +283,9 @@ fn unknown_recipient_or_block_refuses_the_whole_send() {
     s.block(&user_key(3), &name("alice")).unwrap();
     s.block(&user_key(3), &name("alice")).unwrap(); // idempotent
     assert_eq!(s.blocks(&user_key(3)).unwrap(), vec![name("alice")]);
+    assert!(s.is_blocked(&name("carol"), &user_key(1)).unwrap());
+    assert!(!s.is_blocked(&name("alice"), &user_key(3)).unwrap());
+    assert!(!s.is_blocked(&name("carol"), &user_key(2)).unwrap());
     let err = s
         .enqueue(&dev(1), &[dev(2), dev(3)], b"y".to_vec(), 1)
         .unwrap_err();

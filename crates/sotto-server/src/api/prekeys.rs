@@ -5,7 +5,7 @@ use axum::extract::{Path, State};
 use axum::Json;
 use sotto_api::{b64, Bundle, ClaimRequest, ClaimResponse, PrekeyStatus, PrekeyUpload, Push};
 use sotto_proto::{DeviceId, PrekeyKind, SignedPrekey};
-use sotto_store::server::PrekeyCount;
+use sotto_store::server::{PrekeyCount, StoreError};
 
 use super::{json, username_hash, ApiError};
 use crate::auth::Caller;
@@ -84,6 +84,11 @@ pub(super) async fn claim(
                 .ok_or_else(|| ApiError::bad_request("device id must be hex"))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    // A blocked user cannot even start sessions (nor drain the pool).
+    let claimant = caller.device.user;
+    if state.db(move |s| s.is_blocked(&hash, &claimant)).await? {
+        return Err(StoreError::Blocked.into());
+    }
     let (user, claimed) = state.db(move |s| s.claim_prekeys(&hash, &devices)).await?;
     let mut bundles = Vec::with_capacity(claimed.len());
     for c in claimed {

@@ -255,6 +255,9 @@ pub trait ServerStore: Send + Sync {
 
     fn unblock(&self, blocker: &UserPublic, blocked: &UsernameHash) -> Result<()>;
 
+    /// Whether the user named `blocker` blocks the user `blocked`.
+    fn is_blocked(&self, blocker: &UsernameHash, blocked: &UserPublic) -> Result<bool>;
+
     /// The username hashes `blocker` blocks.
     fn blocks(&self, blocker: &UserPublic) -> Result<Vec<UsernameHash>>;
 

@@ -244,6 +244,22 @@ pub(super) fn unblock(c: &Connection, blocker: &UserPublic, blocked_key: &[u8; 3
     Ok(())
 }
 
+pub(super) fn is_blocked(
+    c: &Connection,
+    blocker_key: &[u8; 32],
+    blocked: &UserPublic,
+) -> Result<bool> {
+    let found = c
+        .query_row(
+            "SELECT 1 FROM blocks b JOIN users r ON r.id = b.blocker JOIN users d ON d.id = b.blocked
+             WHERE r.name_key = ?1 AND d.user_key = ?2",
+            [&blocker_key[..], &blocked.0[..]],
+            |_| Ok(()),
+        )
+        .optional()?;
+    Ok(found.is_some())
+}
+
 /// (name key, sealed name) of each user `blocker` blocks.
 pub(super) fn blocks(c: &Connection, blocker: &UserPublic) -> Result<Vec<([u8; 32], [u8; 32])>> {
     let blocker = user_row(c, "user_key", &blocker.0)?;

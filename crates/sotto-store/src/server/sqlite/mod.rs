@@ -191,6 +191,11 @@ impl ServerStore for SqliteStore {
             .write(move |c| directory::unblock(c, &blocker, &blocked))
     }
 
+    fn is_blocked(&self, blocker: &UsernameHash, blocked: &UserPublic) -> Result<bool> {
+        let blocker = self.name_key(blocker);
+        self.read(|c| directory::is_blocked(c, &blocker, blocked))
+    }
+
     fn blocks(&self, blocker: &UserPublic) -> Result<Vec<UsernameHash>> {
         let sealed = self.read(|c| directory::blocks(c, blocker))?;
         Ok(sealed
