@@ -227,6 +227,47 @@ async fn acknowledged_datagrams_are_retained_for_their_recipients() {
 }
 
 #[tokio::test]
+async fn retained_datagrams_are_purged_after_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), Duration::from_secs(3)).await;
+    let http = Http::of(&server);
+    let (alice, bob) = (User::new("alice"), User::new("bob"));
+    let mut a = alice.register(&http, 5).await;
+    let b = bob.register(&http, 5).await;
+    let datagram = seal_to(&http, &mut a, &bob, "short-lived").await;
+    let sent: SendResponse = send(&http, &a, datagram).await.json().await.unwrap();
+    let ack = Ack { seqs: vec![1] };
+    let _: serde_json::Value = http
+        .call(b.key(), Method::POST, "/v1/mailbox/ack", Some(&ack))
+        .await;
+    let path = format!("/v1/datagrams/{}", sent.datagram_id);
+    assert_eq!(
+        http.signed(b.key(), Method::GET, &path, vec![])
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    // The purge task runs every 1.5 s for a 3 s window.
+    let mut status = StatusCode::OK;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        status = http
+            .signed(b.key(), Method::GET, &path, vec![])
+            .await
+            .status();
+        if status == StatusCode::NOT_FOUND {
+            break;
+        }
+    }
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "purged after the retention window"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn prekey_exhaustion_serves_the_reserve_and_tells_the_owner() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path(), RETAIN).await;
