@@ -4,7 +4,7 @@
 //! the unknown-message and recover-lost-communications flows.
 //!
 //! ```text
-//! RoomWire    tag u8, then
+//! RoomWire    version u8 (1) || tag u8, then
 //!   1 Entry   entry: u32 len + bytes (<= MAX_ENTRY_LEN) || has_content u8 (0/1)
 //!             [|| salt [16] || content_type u8 || u32 len + body (<= MAX_CONTENT)]
 //!   2 Request group [32] || has_message_id u8 [|| message_id [16]]
@@ -21,6 +21,7 @@ use crate::codec::{Reader, Writer};
 use crate::datagram::{self, Datagram, Payload, MAX_BODY};
 use crate::error::{Error, Result};
 use crate::keys::DeviceCert;
+use crate::PROTOCOL_VERSION;
 
 use super::entry::{message_digest, EntryHash, GroupId, MessageId, MAX_ENTRY_LEN};
 
@@ -146,6 +147,7 @@ pub enum RoomWire {
 impl RoomWire {
     pub fn encode(&self) -> Result<Vec<u8>> {
         let mut w = Writer::default();
+        w.u8(PROTOCOL_VERSION);
         match self {
             RoomWire::Entry { entry, content } => {
                 if entry.len() > MAX_ENTRY_LEN {
@@ -229,6 +231,10 @@ impl RoomWire {
             return Err(Error::TooLarge { what: "room wire" });
         }
         let mut r = Reader::new(bytes);
+        let version = r.u8()?;
+        if version != PROTOCOL_VERSION {
+            return Err(Error::UnknownVersion(version));
+        }
         let out = match r.u8()? {
             1 => {
                 let entry = r.var_bytes(MAX_ENTRY_LEN, "room entry")?.to_vec();
