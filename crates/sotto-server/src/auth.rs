@@ -93,10 +93,17 @@ impl FromRequest<AppState> for Caller {
 
     async fn from_request(req: Request, state: &AppState) -> Result<Caller, ApiError> {
         let Signed { device, uri, body } = Signed::from_request(req, state).await?;
-        let record = state
-            .db(move |s| s.device(&device))
-            .await?
-            .ok_or_else(|| ApiError::unauthorized("this device is not registered"))?;
+        let record = match state.cached_device(&device) {
+            Some(record) => record,
+            None => {
+                let record = state
+                    .db(move |s| s.device(&device))
+                    .await?
+                    .ok_or_else(|| ApiError::unauthorized("this device is not registered"))?;
+                state.cache_device(record.clone());
+                record
+            }
+        };
         Ok(Caller {
             device: record,
             uri,

@@ -1,9 +1,11 @@
 //! What every request handler shares.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sotto_store::server::ServerStore;
+use sotto_proto::DeviceId;
+use sotto_store::server::{DeviceRecord, ServerStore};
 use tokio::sync::watch;
 
 use crate::api::ApiError;
@@ -18,7 +20,15 @@ pub(crate) struct Inner {
     pub retention_ms: u64,
     /// Becomes true when the server shuts down (WebSockets close on it).
     pub shutdown: watch::Receiver<bool>,
+    /// Registered devices, so authenticating a request costs no database
+    /// read. A registration never changes and is never removed, so the
+    /// cache cannot go stale, even with other nodes writing the database
+    /// (a device registered elsewhere is a miss, then read).
+    devices: Mutex<HashMap<DeviceId, DeviceRecord>>,
 }
+
+/// Devices cached before the cache is emptied and refilled on demand.
+const DEVICE_CACHE: usize = 100_000;
 
 impl std::ops::Deref for AppState {
     type Target = Inner;
@@ -38,7 +48,24 @@ impl AppState {
             hub: Hub::default(),
             retention_ms,
             shutdown,
+            devices: Mutex::new(HashMap::new()),
         }))
+    }
+
+    pub fn cached_device(&self, device: &DeviceId) -> Option<DeviceRecord> {
+        self.devices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(device)
+            .cloned()
+    }
+
+    pub fn cache_device(&self, record: DeviceRecord) {
+        let mut cache = self.devices.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= DEVICE_CACHE {
+            cache.clear();
+        }
+        cache.insert(record.device, record);
     }
 
     /// Runs a store call on the blocking pool: the store is synchronous
