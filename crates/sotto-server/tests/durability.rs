@@ -196,9 +196,15 @@ async fn a_busy_port_is_one_clear_error() {
     let file = other.path().join("a-file");
     std::fs::write(&file, b"x").unwrap();
     let config = sotto_server::Config::new("127.0.0.1:0".parse().unwrap(), file.join("srv"));
-    let err = sotto_server::start(config).await.err().expect("no data directory");
+    let err = sotto_server::start(config)
+        .await
+        .err()
+        .expect("no data directory");
     let line = err.to_string();
-    assert!(line.starts_with("cannot open the data directory ") && !line.contains('\n'), "{line}");
+    assert!(
+        line.starts_with("cannot open the data directory ") && !line.contains('\n'),
+        "{line}"
+    );
     // Certificates from files: a missing file names itself.
     let mut config =
         sotto_server::Config::new("127.0.0.1:0".parse().unwrap(), other.path().to_path_buf());
