@@ -1039,6 +1039,7 @@ async fn relay(ctx: &Ctx, a: &RelayArgs) -> Result<()> {
 
 /// Drains one subscriber's mailbox: fetch a page, acknowledge it (the ack
 /// runs while the next page is fetched), until nothing more waits.
+#[allow(clippy::too_many_arguments)]
 async fn drain_one(
     api: Api,
     key: sotto_proto::DeviceKey,
