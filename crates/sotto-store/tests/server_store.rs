@@ -244,6 +244,7 @@ fn concurrent_sends_get_every_sequence_number_once() {
         register(&s, &format!("sender{n}"), n, n, 0);
     }
     // Eight senders at once: their sends are group-committed together.
+    let (writes_before, commits_before) = s.write_stats();
     let handles: Vec<_> = (2..=9u32)
         .map(|n| {
             let s = s.clone();
@@ -261,6 +262,13 @@ fn concurrent_sends_get_every_sequence_number_once() {
         .into_iter()
         .flat_map(|h| h.join().unwrap())
         .collect();
+    let (writes, commits) = s.write_stats();
+    let (writes, commits) = (writes - writes_before, commits - commits_before);
+    eprintln!("group commit: {writes} writes in {commits} commits");
+    assert!(
+        writes >= 400 && commits < writes,
+        "concurrent writes share commits"
+    );
     seqs.sort_unstable();
     assert_eq!(seqs, (1..=400).collect::<Vec<u64>>());
     drop(s);

@@ -6,8 +6,9 @@
 //! waits for exactly one.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use rusqlite::Connection;
@@ -25,18 +26,37 @@ const MAX_BATCH: usize = 512;
 pub(crate) struct Writer {
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    stats: Arc<Stats>,
+}
+
+/// How well group commit is doing: writes per commit.
+#[derive(Default)]
+pub(crate) struct Stats {
+    pub writes: AtomicU64,
+    pub commits: AtomicU64,
 }
 
 impl Writer {
     pub(crate) fn start(conn: Connection) -> std::io::Result<Writer> {
         let (tx, rx) = mpsc::channel::<Job>();
+        let stats = Arc::new(Stats::default());
+        let thread_stats = stats.clone();
         let thread = std::thread::Builder::new()
             .name("sotto-store-writer".into())
-            .spawn(move || run(conn, rx))?;
+            .spawn(move || run(conn, rx, &thread_stats))?;
         Ok(Writer {
             jobs: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
+            stats,
         })
+    }
+
+    /// (writes committed, commits) since start.
+    pub(crate) fn stats(&self) -> (u64, u64) {
+        (
+            self.stats.writes.load(Ordering::Relaxed),
+            self.stats.commits.load(Ordering::Relaxed),
+        )
     }
 
     /// Runs `f` in the next batch; returns once that batch is committed
@@ -99,7 +119,7 @@ fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) 
     result
 }
 
-fn run(conn: Connection, rx: mpsc::Receiver<Job>) {
+fn run(conn: Connection, rx: mpsc::Receiver<Job>, stats: &Stats) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -118,6 +138,11 @@ fn run(conn: Connection, rx: mpsc::Receiver<Job>) {
         let commit = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
         if commit.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
+        } else {
+            stats
+                .writes
+                .fetch_add(replies.len() as u64, Ordering::Relaxed);
+            stats.commits.fetch_add(1, Ordering::Relaxed);
         }
         for reply in replies {
             reply(commit.clone());

@@ -56,6 +56,12 @@ impl SqliteStore {
         &self.path
     }
 
+    /// Group commit at work: (writes committed, transactions committed)
+    /// since the store was opened.
+    pub fn write_stats(&self) -> (u64, u64) {
+        self.writer.stats()
+    }
+
     /// Runs `f` on a pooled read connection.
     fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
