@@ -14,7 +14,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use sotto_store::server::{ServerStore, SqliteStore, StoreError};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
@@ -25,6 +25,9 @@ use crate::{api, purge, tls, Config, ServerError};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// HTTP connections served at once (a WebSocket leaves this count once
+/// upgraded; its cost is one task and a bounded push queue).
+const MAX_CONNECTIONS: usize = 8192;
 
 /// A running server. Dropping it stops the server (as [`Running::shutdown`]
 /// does, without waiting).
@@ -157,13 +160,25 @@ async fn accept_loop(
     // Every connection task holds a clone of `drain`; when all are gone the
     // receiver yields None.
     let (drain, mut drained) = mpsc::channel::<()>(1);
+    // Bounds the HTTP connections served at once; beyond it new ones wait
+    // in the kernel's backlog instead of exhausting memory or descriptors.
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let slot = tokio::select! {
+            _ = shutdown.changed() => break,
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+        };
         tokio::select! {
             _ = shutdown.changed() => break,
             accepted = listener.accept() => match accepted {
                 Ok((tcp, _)) => {
                     let _ = tcp.set_nodelay(true);
-                    tokio::spawn(connection(tcp, acceptor.clone(), router.clone(), shutdown.clone(), drain.clone()));
+                    let (acceptor, router, shutdown, drain) =
+                        (acceptor.clone(), router.clone(), shutdown.clone(), drain.clone());
+                    tokio::spawn(async move {
+                        connection(tcp, acceptor, router, shutdown, drain).await;
+                        drop(slot);
+                    });
                 }
                 // Out of file descriptors and the like: back off rather
                 // than spin; the listener itself stays valid.

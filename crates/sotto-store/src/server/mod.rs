@@ -13,6 +13,7 @@
 //! Users are keyed by `HMAC-SHA-256(server_secret, username_hash)`; the
 //! secret lives in the data directory (mode 0600), not in the database, so a
 //! copy of the database alone does not allow guessing usernames offline.
+//! (Several nodes sharing one database must share this secret too.)
 //! Where the server must give a username hash back (a block list, the user
 //! a linked device joined), it keeps it XOR-ed with a pad derived from the
 //! same secret (see [`secret`]). Datagrams are stored exactly as received:
