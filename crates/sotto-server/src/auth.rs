@@ -20,7 +20,6 @@ use crate::state::{now_ms, AppState};
 /// A request whose signature verifies under `device`.
 pub(crate) struct Signed {
     pub device: DeviceId,
-    pub uri: Uri,
     pub body: Bytes,
 }
 
@@ -53,37 +52,65 @@ pub(crate) async fn read_body(req: Request, state: &AppState) -> Result<Bytes, A
     })
 }
 
+/// Checks the auth headers and the signature. With `registered`, the
+/// device must be registered, and that is checked before the body is read:
+/// cheap refusals first, so only a registered device with current headers
+/// can make the server buffer a large body.
+async fn authenticate(
+    req: Request,
+    state: &AppState,
+    registered: bool,
+) -> Result<(DeviceId, Option<DeviceRecord>, Uri, Bytes), ApiError> {
+    let method = req.method().as_str().to_owned();
+    let uri = req.uri().clone();
+    let headers = req.headers();
+    let device = DeviceId(
+        hex32(header(headers, AuthHeaders::DEVICE)?)
+            .ok_or_else(|| ApiError::unauthorized("x-sotto-device is not a hex device id"))?,
+    );
+    let time: u64 = header(headers, AuthHeaders::TIME)?
+        .parse()
+        .map_err(|_| ApiError::unauthorized("x-sotto-time is not a number of milliseconds"))?;
+    let mut signature = [0u8; 64];
+    hex::decode_to_slice(header(headers, AuthHeaders::SIGNATURE)?, &mut signature)
+        .map_err(|_| ApiError::unauthorized("x-sotto-signature is not a hex signature"))?;
+    if now_ms().abs_diff(time) > CLOCK_SKEW_MS {
+        return Err(ApiError::unauthorized(
+            "request time is more than 5 minutes from the server clock (see GET /v1/clock)",
+        ));
+    }
+    let record = if registered {
+        Some(registered_device(state, device).await?)
+    } else {
+        None
+    };
+    let body = read_body(req, state).await?;
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let signed = request_signing_bytes(&method, path, time, &body);
+    verify_device_signature(&device, &signed, &signature)
+        .map_err(|_| ApiError::unauthorized("bad request signature"))?;
+    Ok((device, record, uri, body))
+}
+
+async fn registered_device(state: &AppState, device: DeviceId) -> Result<DeviceRecord, ApiError> {
+    if let Some(record) = state.cached_device(&device) {
+        return Ok(record);
+    }
+    let record = state
+        .db(move |s| s.device(&device))
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("this device is not registered"))?;
+    state.cache_device(record.clone());
+    Ok(record)
+}
+
 #[async_trait]
 impl FromRequest<AppState> for Signed {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Signed, ApiError> {
-        let method = req.method().as_str().to_owned();
-        let uri = req.uri().clone();
-        let headers = req.headers().clone();
-        let device = DeviceId(
-            hex32(header(&headers, AuthHeaders::DEVICE)?)
-                .ok_or_else(|| ApiError::unauthorized("x-sotto-device is not a hex device id"))?,
-        );
-        let time: u64 = header(&headers, AuthHeaders::TIME)?
-            .parse()
-            .map_err(|_| ApiError::unauthorized("x-sotto-time is not a number of milliseconds"))?;
-        let mut signature = [0u8; 64];
-        hex::decode_to_slice(header(&headers, AuthHeaders::SIGNATURE)?, &mut signature)
-            .map_err(|_| ApiError::unauthorized("x-sotto-signature is not a hex signature"))?;
-        if now_ms().abs_diff(time) > CLOCK_SKEW_MS {
-            return Err(ApiError::unauthorized(
-                "request time is more than 5 minutes from the server clock (see GET /v1/clock)",
-            ));
-        }
-        // Headers are checked before the body is read: an unsigned request
-        // cannot make the server buffer a large body.
-        let body = read_body(req, state).await?;
-        let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        let signed = request_signing_bytes(&method, path, time, &body);
-        verify_device_signature(&device, &signed, &signature)
-            .map_err(|_| ApiError::unauthorized("bad request signature"))?;
-        Ok(Signed { device, uri, body })
+        let (device, _, _, body) = authenticate(req, state, false).await?;
+        Ok(Signed { device, body })
     }
 }
 
@@ -92,22 +119,8 @@ impl FromRequest<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Caller, ApiError> {
-        let Signed { device, uri, body } = Signed::from_request(req, state).await?;
-        let record = match state.cached_device(&device) {
-            Some(record) => record,
-            None => {
-                let record = state
-                    .db(move |s| s.device(&device))
-                    .await?
-                    .ok_or_else(|| ApiError::unauthorized("this device is not registered"))?;
-                state.cache_device(record.clone());
-                record
-            }
-        };
-        Ok(Caller {
-            device: record,
-            uri,
-            body,
-        })
+        let (_, record, uri, body) = authenticate(req, state, true).await?;
+        let device = record.expect("authenticate returns the record when asked");
+        Ok(Caller { device, uri, body })
     }
 }
