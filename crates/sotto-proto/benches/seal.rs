@@ -3,13 +3,17 @@
 //! each figure can be read as a ratio (docs/PERFORMANCE.md).
 //!
 //!     cargo bench -p sotto-proto --bench seal -- --measurement-time 3
+//!
+//! Times are the benchmark thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`) on
+//! Linux, so that other work on a shared machine inflates them less than
+//! wall-clock time would; set `SOTTO_BENCH_WALL=1` for wall-clock time.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
-use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, Bencher, BenchmarkId, Criterion, Throughput};
 use ed25519_dalek::{Signer, SigningKey, Verifier};
 use hmac::{Hmac, Mac};
 use rand_core::OsRng;
@@ -18,6 +22,44 @@ use sotto_proto::*;
 use x25519_dalek::{PublicKey, StaticSecret};
 
 const COUNTS: [usize; 5] = [1, 10, 100, 1000, 2000];
+
+/// The calling thread's CPU time, or wall-clock time when asked or when not
+/// on Linux.
+fn now() -> Duration {
+    #[cfg(target_os = "linux")]
+    if std::env::var_os("SOTTO_BENCH_WALL").is_none() {
+        #[repr(C)]
+        struct Timespec {
+            tv_sec: i64,
+            tv_nsec: i64,
+        }
+        extern "C" {
+            fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
+        }
+        const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
+        let mut ts = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes one timespec to a valid pointer.
+        let rc = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        assert_eq!(rc, 0);
+        return Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32);
+    }
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed()
+}
+
+/// `Bencher::iter`, timed with [`now`].
+fn iter<O, F: FnMut() -> O>(b: &mut Bencher<'_>, mut f: F) {
+    b.iter_custom(|iters| {
+        let start = now();
+        for _ in 0..iters {
+            black_box(f());
+        }
+        now() - start
+    });
+}
 const BODY: usize = 1024;
 
 struct World {
@@ -91,7 +133,7 @@ fn seal(c: &mut Criterion) {
         g.throughput(Throughput::Elements(n as u64));
         let p = payload(&alice, n_msg);
         g.bench_with_input(BenchmarkId::new("sotto", n), &n, |bench, &n| {
-            bench.iter(|| {
+            iter(bench, || {
                 let dg =
                     w.a.seal(&mut OsRng, black_box(&p), black_box(&ids[..n]))
                         .unwrap();
@@ -104,7 +146,7 @@ fn seal(c: &mut Criterion) {
         // on the same sizes, measured next to it under the same load.
         let dg_len = w.a.seal(&mut OsRng, &p, &ids[..n]).unwrap().len();
         g.bench_with_input(BenchmarkId::new("primitives_only", n), &n, |bench, &n| {
-            bench.iter(|| primitives_of_a_seal(&sk, &p.body, n, dg_len));
+            iter(bench, || primitives_of_a_seal(&sk, &p.body, n, dg_len));
         });
     }
     g.finish();
@@ -178,11 +220,11 @@ fn open(c: &mut Criterion) {
                             w.a.seal(&mut OsRng, &payload(&alice, seq), &ids).unwrap()
                         })
                         .collect();
-                    let start = Instant::now();
+                    let start = now();
                     for dg in &dgs {
                         black_box(w.bobs[me].open(black_box(dg)).unwrap());
                     }
-                    total += start.elapsed();
+                    total += now() - start;
                     left -= chunk;
                 }
                 total
@@ -200,28 +242,29 @@ fn primitives(c: &mut Criterion) {
     let secret = StaticSecret::random_from_rng(OsRng);
     let public = PublicKey::from(&StaticSecret::random_from_rng(OsRng));
     g.bench_function("x25519_agreement", |b| {
-        b.iter(|| black_box(&secret).diffie_hellman(black_box(&public)))
+        iter(b, || black_box(&secret).diffie_hellman(black_box(&public)))
     });
 
     let sk = SigningKey::generate(rng);
     let vk = sk.verifying_key();
     let msg = [7u8; 64];
     let sig = sk.sign(&msg);
-    g.bench_function("ed25519_sign", |b| b.iter(|| sk.sign(black_box(&msg))));
+    g.bench_function("ed25519_sign", |b| iter(b, || sk.sign(black_box(&msg))));
     g.bench_function("ed25519_verify", |b| {
-        b.iter(|| vk.verify(black_box(&msg), black_box(&sig)).unwrap())
+        iter(b, || vk.verify(black_box(&msg), black_box(&sig)).unwrap())
     });
     // The datagram signature: Ed25519ph over an (already hashed) datagram.
     g.bench_function("ed25519ph_sign_prehashed", |b| {
-        b.iter_batched(
-            || {
-                let mut h = Sha512::new();
-                h.update(msg);
-                h
-            },
-            |h| sk.sign_prehashed(h, Some(b"sotto/v1/datagram")).unwrap(),
-            BatchSize::SmallInput,
-        )
+        b.iter_custom(|iters| {
+            let hashed: Vec<Sha512> = (0..iters)
+                .map(|_| Sha512::new().chain_update(msg))
+                .collect();
+            let start = now();
+            for h in hashed {
+                black_box(sk.sign_prehashed(h, Some(b"sotto/v1/datagram")).unwrap());
+            }
+            now() - start
+        })
     });
 
     let key = [9u8; 32];
@@ -229,7 +272,7 @@ fn primitives(c: &mut Criterion) {
     let mut kib = vec![0u8; 1024];
     g.throughput(Throughput::Bytes(1024));
     g.bench_function("aes256gcm_seal_1KiB", |b| {
-        b.iter(|| {
+        iter(b, || {
             let cipher = Aes256Gcm::new(black_box(&key).into());
             cipher
                 .encrypt_in_place_detached(Nonce::from_slice(&nonce), b"aad", &mut kib)
@@ -238,17 +281,17 @@ fn primitives(c: &mut Criterion) {
     });
     let block = vec![0u8; 1024];
     g.bench_function("sha512_1KiB", |b| {
-        b.iter(|| Sha512::digest(black_box(&block)))
+        iter(b, || Sha512::digest(black_box(&block)))
     });
     g.bench_function("sha256_1KiB", |b| {
-        b.iter(|| Sha256::digest(black_box(&block)))
+        iter(b, || Sha256::digest(black_box(&block)))
     });
     g.throughput(Throughput::Elements(1));
     // Per recipient entry: a new AES-256 key schedule, 32 bytes under the
     // 131-byte wrap AAD.
     let aad = [1u8; 131];
     g.bench_function("aes256gcm_wrap_32B", |b| {
-        b.iter(|| {
+        iter(b, || {
             let cipher = Aes256Gcm::new(black_box(&key).into());
             let mut mk = [5u8; 32];
             let tag = cipher
@@ -261,7 +304,7 @@ fn primitives(c: &mut Criterion) {
     // HMAC-SHA-256 tags under one key (the keyed state computed once).
     let ck = [4u8; 32];
     g.bench_function("hmac_sha256_chain_step", |b| {
-        b.iter(|| {
+        iter(b, || {
             let mac = <Hmac<Sha256> as Mac>::new_from_slice(black_box(&ck)).unwrap();
             let tag = |mut m: Hmac<Sha256>, label: u8| {
                 m.update(&[label]);
@@ -272,7 +315,7 @@ fn primitives(c: &mut Criterion) {
     });
     // The same with the key set up twice, for comparison.
     g.bench_function("hmac_sha256_twice", |b| {
-        b.iter(|| {
+        iter(b, || {
             let h = |label: u8| {
                 let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(black_box(&ck)).unwrap();
                 mac.update(&[label]);

@@ -433,9 +433,10 @@ fn a_device_restored_from_its_stored_state_continues_the_conversation() {
 }
 
 #[test]
-fn a_seal_that_cannot_advance_one_chain_advances_none() {
-    // A send chain at the last index (restored from state where it is):
-    // the seal is refused before any other session moves.
+fn a_used_up_send_chain_is_not_sent_on_and_a_seal_to_it_changes_nothing() {
+    // A send chain at its last index (restored from such state): that
+    // session is not used to send, a seal naming its device is refused
+    // before any other session moves, and a new session fixes it.
     let mut rng = TestRng::new("exhausted");
     let (alice, bob) = (UserKey::generate(&mut rng), UserKey::generate(&mut rng));
     let mut a = device(&mut rng, &alice);
@@ -456,14 +457,45 @@ fn a_seal_that_cannot_advance_one_chain_advances_none() {
         1,
     )
     .unwrap();
+    assert!(a.has_session(&b1.id()));
+    assert!(!a.has_session(&b2.id()));
     let p = payload(&alice.public(), 1);
     assert_eq!(
         a.seal(&mut rng, &p, &[b1.id(), b2.id()]).err(),
-        Some(Error::TooFarAhead)
+        Some(Error::NoSession)
     );
     assert!(a.take_changes().is_empty());
     assert_eq!(a.session_bytes(&s1).unwrap().to_vec(), before1);
-    let dg = a.seal(&mut rng, &p, &[b1.id()]).unwrap();
+    connect(&mut rng, &mut a, &mut b2, &bob.public());
+    let dg = a.seal(&mut rng, &p, &[b1.id(), b2.id()]).unwrap();
     assert_eq!(counter(&dg), 0);
     assert_opens(&mut b1, &dg, &p);
+    assert_opens(&mut b2, &dg, &p);
+}
+
+#[test]
+fn the_last_key_of_a_send_chain_is_used_then_the_session_is_retired() {
+    let mut rng = TestRng::new("last key");
+    let (alice, bob) = (UserKey::generate(&mut rng), UserKey::generate(&mut rng));
+    let mut a = device(&mut rng, &alice);
+    let mut b = device(&mut rng, &bob);
+    let sid = connect(&mut rng, &mut a, &mut b, &bob.public());
+    let mut last = a.session_bytes(&sid).unwrap().to_vec();
+    last[81..85].copy_from_slice(&(u32::MAX - 1).to_be_bytes());
+    let mut a = Device::restore(
+        DeviceKey::from_bytes(&a.key().to_bytes()),
+        *a.cert(),
+        Vec::new(),
+        vec![Session::from_bytes(&last).unwrap()],
+        1,
+    )
+    .unwrap();
+    let p = payload(&alice.public(), 1);
+    let dg = a.seal(&mut rng, &p, &[b.id()]).unwrap();
+    assert_eq!(counter(&dg), u32::MAX - 1);
+    assert!(!a.has_session(&b.id()));
+    assert_eq!(
+        a.seal(&mut rng, &p, &[b.id()]).err(),
+        Some(Error::NoSession)
+    );
 }
