@@ -37,17 +37,17 @@ pub struct LinkSyncBody {
     pub blocked: Vec<String>,
 }
 
-struct W(Vec<u8>);
+pub(crate) struct W(pub(crate) Vec<u8>);
 
 impl W {
-    fn name(&mut self, s: &str) {
+    pub(crate) fn name(&mut self, s: &str) {
         debug_assert!(s.len() <= 255);
         self.0.push(s.len() as u8);
         self.0.extend_from_slice(s.as_bytes());
     }
 }
 
-struct R<'a>(&'a [u8]);
+pub(crate) struct R<'a>(pub(crate) &'a [u8]);
 
 impl<'a> R<'a> {
     fn take(&mut self, n: usize) -> Option<&'a [u8]> {
@@ -58,13 +58,13 @@ impl<'a> R<'a> {
         self.0 = t;
         Some(h)
     }
-    fn u8(&mut self) -> Option<u8> {
+    pub(crate) fn u8(&mut self) -> Option<u8> {
         self.take(1).map(|b| b[0])
     }
-    fn u16(&mut self) -> Option<u16> {
+    pub(crate) fn u16(&mut self) -> Option<u16> {
         self.take(2).map(|b| u16::from_be_bytes([b[0], b[1]]))
     }
-    fn name(&mut self) -> Option<String> {
+    pub(crate) fn name(&mut self) -> Option<String> {
         let n = self.u8()? as usize;
         if n > MAX_USERNAME {
             return None;

@@ -61,6 +61,14 @@ pub enum Error {
     LinkIncomplete,
     #[error("{0} is in use by another sotto process that did not finish in time: try again")]
     HomeBusy(PathBuf),
+    #[error(
+        "no room {0:?} on this device: see `sotto rooms` (a room is named by its title or its id)"
+    )]
+    UnknownRoom(String),
+    #[error("{title:?} names several rooms; use the room id instead: {}", ids.join(", "))]
+    AmbiguousRoom { title: String, ids: Vec<String> },
+    #[error("{0}")]
+    RoomRefused(String),
     #[error("the message is too large")]
     TooLarge,
     #[error("the server refused the request ({status} {code}): {message}")]

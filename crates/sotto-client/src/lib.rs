@@ -107,6 +107,8 @@ mod body;
 mod error;
 mod lock;
 mod net;
+mod room_sync;
+mod rooms;
 mod tls;
 
 use std::collections::HashSet;
@@ -132,7 +134,12 @@ use sotto_store::client::{normalize, Account, ClientStore, Contact, HistoryQuery
 
 pub use body::{LinkSyncBody, SyncContact, TextBody, BODY_VERSION, MAX_USERNAME};
 pub use error::{Error, Result};
+pub use rooms::{
+    RoomChanges, RoomLine, RoomLogLine, RoomLogReport, RoomMemberView, RoomSummary, RoomView,
+    ROOM_NAMES,
+};
 pub use sotto_api::PrekeyStatus;
+pub use sotto_proto::room::Ttl;
 pub use sotto_proto::SafetyNumber;
 /// Alias of [`SafetyNumber`].
 pub use sotto_proto::SafetyNumber as Safety;
@@ -199,6 +206,8 @@ pub struct SyncReport {
     pub blocked: usize,
     /// Contact lists received from the approving device (linking).
     pub link_syncs: usize,
+    /// Room notices and messages that arrived, one line each.
+    pub room_lines: Vec<String>,
 }
 
 /// A device of the user, as [`Client::devices`] lists them.
@@ -246,6 +255,8 @@ pub struct Client {
     skip_ack: bool,
     /// Serializes state-changing operations across processes on this home.
     lock: HomeLock,
+    /// Room work queued during a sync (requests, answers, fetches).
+    rooms: rooms::RoomRuntime,
 }
 
 /// The result of processing one mailbox item.
@@ -255,6 +266,8 @@ enum Outcome {
     Blocked,
     Rejected(String),
     LinkSync,
+    /// Room lines (notices, messages) to show.
+    Room(Vec<String>),
     Ignored,
 }
 
@@ -404,6 +417,7 @@ impl Client {
                 api,
                 skip_ack: false,
                 lock: HomeLock::new(home),
+                rooms: Default::default(),
             },
             fp,
         ))
@@ -442,6 +456,7 @@ impl Client {
             api,
             skip_ack: false,
             lock: HomeLock::new(home),
+            rooms: Default::default(),
         })
     }
 
@@ -742,6 +757,19 @@ impl Client {
         user: &UserPublic,
         certs: &[DeviceCert],
     ) -> Result<()> {
+        self.ensure_sessions_hash(&username_hash(username), username, user, certs)
+            .await
+    }
+
+    /// [`Client::ensure_sessions`] by username hash (`who` names the user in
+    /// errors).
+    async fn ensure_sessions_hash(
+        &mut self,
+        name_hash: &[u8; 32],
+        who: &str,
+        user: &UserPublic,
+        certs: &[DeviceCert],
+    ) -> Result<()> {
         let missing: Vec<String> = certs
             .iter()
             .filter(|c| c.device != self.device.id() && !self.device.has_session(&c.device))
@@ -750,7 +778,7 @@ impl Client {
         if missing.is_empty() {
             return Ok(());
         }
-        let path = format!("/v1/users/{}/bundles", hex::encode(username_hash(username)));
+        let path = format!("/v1/users/{}/bundles", hex::encode(name_hash));
         let req = ClaimRequest { devices: missing };
         let resp: ClaimResponse = match self
             .api
@@ -761,7 +789,7 @@ impl Client {
             Err(Failure::Api(e))
                 if e.status == StatusCode::NOT_FOUND && e.code == codes::UNKNOWN_USER =>
             {
-                return Err(Error::UnknownUser(username.to_string()))
+                return Err(Error::UnknownUser(who.to_string()))
             }
             Err(e) => return Err(e.into()),
         };
@@ -984,6 +1012,8 @@ impl Client {
                 break;
             }
         }
+        self.room_flush(&mut report).await?;
+        self.purge_rooms()?;
         self.refill_prekeys_if_low().await?;
         Ok(report)
     }
@@ -1205,6 +1235,8 @@ impl Client {
                     _ => Ok((Outcome::Rejected("unreadable link data".into()), None, None)),
                 }
             }
+            content::ROOM_CONTROL => Ok((self.room_receive(opened, item)?, None, None)),
+            ROOM_NAMES => Ok((self.room_names_receive(opened)?, None, None)),
             _ => Ok((Outcome::Ignored, None, None)),
         }
     }
@@ -1565,6 +1597,7 @@ impl SyncReport {
             Outcome::Blocked => self.blocked += 1,
             Outcome::Rejected(r) => self.rejected.push(r),
             Outcome::LinkSync => self.link_syncs += 1,
+            Outcome::Room(lines) => self.room_lines.extend(lines),
             Outcome::Ignored => {}
         }
     }
@@ -1686,6 +1719,7 @@ impl LinkPending {
             api,
             skip_ack: false,
             lock: HomeLock::new(&home),
+            rooms: Default::default(),
         };
         let sync_deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {

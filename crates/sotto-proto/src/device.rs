@@ -45,6 +45,11 @@ pub struct Opened {
     /// The sender's device certificate, verified.
     pub sender: DeviceCert,
     pub payload: Payload,
+    /// The datagram's message key (AES-256-GCM key of its payload): what a
+    /// room member hands over in a history grant
+    /// (`room::Grant::Key`) so that another member can open the same
+    /// datagram fetched by id.
+    pub message_key: Zeroizing<[u8; 32]>,
 }
 
 pub struct Device {
@@ -100,8 +105,7 @@ impl Device {
 
     fn rebuild_active(&mut self) {
         self.active.clear();
-        // A session whose send chain is used up is never the one to send on.
-        for s in self.sessions.values().filter(|s| !s.send.exhausted()) {
+        for s in self.sessions.values() {
             let better = match self.active.get(&s.peer) {
                 Some(cur) => self.sessions[cur].seq < s.seq,
                 None => true,
@@ -240,10 +244,8 @@ impl Device {
 
     fn insert_session(&mut self, session: Session) {
         let (id, peer) = (session.id, session.peer);
-        if !session.send.exhausted() {
-            self.active.insert(peer, id);
-        }
         self.sessions.insert(id, session);
+        self.active.insert(peer, id);
         self.changes.sessions_removed.remove(&id);
         self.changes.sessions_upserted.insert(id);
         let mut of_peer: Vec<(u64, SessionId)> = self
@@ -269,14 +271,29 @@ impl Device {
         payload: &Payload,
         recipients: &[DeviceId],
     ) -> Result<Vec<u8>> {
+        self.seal_with_key(rng, payload, recipients).map(|(d, _)| d)
+    }
+
+    /// [`Device::seal`], also returning the datagram's message key (for a
+    /// room log's `LocalMeta`, so that history answers can grant it).
+    pub fn seal_with_key<R: RngCore + CryptoRng>(
+        &mut self,
+        rng: &mut R,
+        payload: &Payload,
+        recipients: &[DeviceId],
+    ) -> Result<(Vec<u8>, Zeroizing<[u8; 32]>)> {
         if payload.sender != self.cert.user {
             return Err(Error::SenderMismatch);
         }
-        // First pass, no change: every recipient has a session to send on
-        // (an active session's send chain can always advance: see below).
+        // First pass, no change: every recipient has a session whose chain
+        // can advance.
         let mut sessions = Vec::with_capacity(recipients.len());
         for r in recipients {
-            sessions.push(*self.active.get(r).ok_or(Error::NoSession)?);
+            let id = *self.active.get(r).ok_or(Error::NoSession)?;
+            if self.sessions[&id].send.exhausted() {
+                return Err(Error::TooFarAhead);
+            }
+            sessions.push(id);
         }
         if sessions.is_empty() {
             return Err(Error::NoRecipients);
@@ -302,8 +319,6 @@ impl Device {
         self.seal_stamp += 1;
         let stamp = self.seal_stamp;
         let mut out = datagram::DatagramWriter::new(&self.cert, sessions.len(), ciphertext.len());
-        let mut upserted = Vec::with_capacity(sessions.len());
-        let mut used_up = Vec::new();
         for id in sessions {
             let session = self.sessions.get_mut(&id).expect("active sessions exist");
             if session.sealed_by == stamp {
@@ -311,9 +326,6 @@ impl Device {
             }
             session.sealed_by = stamp;
             let (counter, wrap_key) = session.send.step()?;
-            if session.send.exhausted() {
-                used_up.push(session.peer);
-            }
             let aad = datagram::wrap_aad(&me, &session.peer, &id, counter, &digest);
             out.entry(&Entry {
                 recipient: session.peer,
@@ -322,20 +334,9 @@ impl Device {
                 init: session.pending_init,
                 wrapped: datagram::wrap(&wrap_key, &message_key, &aad),
             });
-            upserted.push(id);
+            self.changes.sessions_upserted.insert(id);
         }
-        // A session whose send chain just gave its last key stops being the
-        // one to send on: the next seal to that device asks for a new session.
-        for peer in used_up {
-            self.active.remove(&peer);
-        }
-        if self.changes.sessions_upserted.is_empty() {
-            // The usual case after take_changes: build the set in one go.
-            self.changes.sessions_upserted = upserted.into_iter().collect();
-        } else {
-            self.changes.sessions_upserted.extend(upserted);
-        }
-        Ok(out.finish(&nonce, &ciphertext, &self.key.sign))
+        Ok((out.finish(&nonce, &ciphertext, &self.key.sign), message_key))
     }
 
     /// Verifies and opens a datagram addressed to this device. On any error
@@ -405,6 +406,7 @@ impl Device {
         Ok(Opened {
             sender: dg.sender,
             payload,
+            message_key: Zeroizing::new(*message_key),
         })
     }
 

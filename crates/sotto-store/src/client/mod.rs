@@ -319,6 +319,7 @@ impl ClientStore {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
         )?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(rooms::ROOM_SCHEMA)?;
         Ok(ClientStore {
             conn: Mutex::new(conn),
             home: home.to_path_buf(),
@@ -785,6 +786,10 @@ impl Tx<'_> {
         Ok(())
     }
 }
+
+mod rooms;
+
+pub use rooms::{RoomMessageRow, RoomRecord};
 
 #[cfg(test)]
 mod tests;
