@@ -105,7 +105,8 @@ impl Device {
 
     fn rebuild_active(&mut self) {
         self.active.clear();
-        for s in self.sessions.values() {
+        // A session whose send chain is used up is never the one to send on.
+        for s in self.sessions.values().filter(|s| !s.send.exhausted()) {
             let better = match self.active.get(&s.peer) {
                 Some(cur) => self.sessions[cur].seq < s.seq,
                 None => true,
@@ -244,8 +245,10 @@ impl Device {
 
     fn insert_session(&mut self, session: Session) {
         let (id, peer) = (session.id, session.peer);
+        if !session.send.exhausted() {
+            self.active.insert(peer, id);
+        }
         self.sessions.insert(id, session);
-        self.active.insert(peer, id);
         self.changes.sessions_removed.remove(&id);
         self.changes.sessions_upserted.insert(id);
         let mut of_peer: Vec<(u64, SessionId)> = self
@@ -285,15 +288,11 @@ impl Device {
         if payload.sender != self.cert.user {
             return Err(Error::SenderMismatch);
         }
-        // First pass, no change: every recipient has a session whose chain
-        // can advance.
+        // First pass, no change: every recipient has a session to send on
+        // (an active session's send chain can always advance: see below).
         let mut sessions = Vec::with_capacity(recipients.len());
         for r in recipients {
-            let id = *self.active.get(r).ok_or(Error::NoSession)?;
-            if self.sessions[&id].send.exhausted() {
-                return Err(Error::TooFarAhead);
-            }
-            sessions.push(id);
+            sessions.push(*self.active.get(r).ok_or(Error::NoSession)?);
         }
         if sessions.is_empty() {
             return Err(Error::NoRecipients);
@@ -319,6 +318,8 @@ impl Device {
         self.seal_stamp += 1;
         let stamp = self.seal_stamp;
         let mut out = datagram::DatagramWriter::new(&self.cert, sessions.len(), ciphertext.len());
+        let mut upserted = Vec::with_capacity(sessions.len());
+        let mut used_up = Vec::new();
         for id in sessions {
             let session = self.sessions.get_mut(&id).expect("active sessions exist");
             if session.sealed_by == stamp {
@@ -326,6 +327,9 @@ impl Device {
             }
             session.sealed_by = stamp;
             let (counter, wrap_key) = session.send.step()?;
+            if session.send.exhausted() {
+                used_up.push(session.peer);
+            }
             let aad = datagram::wrap_aad(&me, &session.peer, &id, counter, &digest);
             out.entry(&Entry {
                 recipient: session.peer,
@@ -334,7 +338,18 @@ impl Device {
                 init: session.pending_init,
                 wrapped: datagram::wrap(&wrap_key, &message_key, &aad),
             });
-            self.changes.sessions_upserted.insert(id);
+            upserted.push(id);
+        }
+        // A session whose send chain just gave its last key stops being the
+        // one to send on: the next seal to that device asks for a new session.
+        for peer in used_up {
+            self.active.remove(&peer);
+        }
+        if self.changes.sessions_upserted.is_empty() {
+            // The usual case after take_changes: build the set in one go.
+            self.changes.sessions_upserted = upserted.into_iter().collect();
+        } else {
+            self.changes.sessions_upserted.extend(upserted);
         }
         Ok((out.finish(&nonce, &ciphertext, &self.key.sign), message_key))
     }
