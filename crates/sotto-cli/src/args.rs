@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use sotto_client::Ttl;
 
 /// sotto: end-to-end encrypted messaging.
 ///
@@ -114,4 +115,94 @@ pub enum Command {
     Block { username: String },
     /// Accept messages from USERNAME again.
     Unblock { username: String },
+    /// List your rooms: title, TTL, member count, id.
+    Rooms,
+    /// Secure rooms: group chats whose state lives in the members' devices.
+    ///
+    /// A ROOM is named by its title or by its id (hex, from `sotto rooms`);
+    /// a title shared by several rooms asks for the id. Every room command
+    /// first fetches what waits on the server, like `inbox`.
+    Room {
+        #[command(subcommand)]
+        command: RoomCommand,
+    },
+}
+
+/// TTLs: off, 10m, 1h, 1d, 1w, 30d (or a number with s/m/h/d/w).
+fn ttl(s: &str) -> Result<Ttl, String> {
+    s.parse().map_err(|_| format!("invalid TTL {s:?}: use off, 10m, 1h, 1d, 1w or 30d"))
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RoomCommand {
+    /// Create a room; you are its admin. Members get it on their devices.
+    Create {
+        title: String,
+        /// What the room is for.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// How long messages live: off, 10m, 1h, 1d, 1w, 30d.
+        #[arg(long, default_value = "off", value_parser = ttl)]
+        ttl: Ttl,
+        /// Members (usernames, comma-separated or repeated).
+        #[arg(long, value_delimiter = ',')]
+        members: Vec<String>,
+        /// Further admins (usernames; made members too).
+        #[arg(long, value_delimiter = ',')]
+        admins: Vec<String>,
+    },
+    /// Send a message to every member of ROOM. TEXT "-" reads standard input.
+    Send { room: String, text: String },
+    /// Title, description, TTL, members (admins first, marked *) and messages.
+    Show { room: String },
+    /// Messages of ROOM's local history containing TEXT (ignoring case).
+    Search { room: String, text: String },
+    /// Change a room (admins only; all changes or none).
+    Set {
+        room: String,
+        #[arg(long)]
+        title: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        /// off, 10m, 1h, 1d, 1w, 30d.
+        #[arg(long, value_parser = ttl)]
+        ttl: Option<Ttl>,
+        /// Add members (usernames, comma-separated or repeated).
+        #[arg(long, value_delimiter = ',')]
+        add: Vec<String>,
+        /// Remove members.
+        #[arg(long, value_delimiter = ',')]
+        remove: Vec<String>,
+        /// Make members admins.
+        #[arg(long, value_delimiter = ',')]
+        admin: Vec<String>,
+        /// Take admin rights away.
+        #[arg(long, value_delimiter = ',')]
+        unadmin: Vec<String>,
+        /// Delete the room for everyone.
+        #[arg(long)]
+        delete: bool,
+    },
+    /// Leave ROOM (the other members see it; you receive nothing after).
+    Leave { room: String },
+    /// The room's log, entry by entry; --verify walks its hash chain and
+    /// signatures and reports the first bad link (exit status 1).
+    Log {
+        room: String,
+        #[arg(long)]
+        verify: bool,
+    },
+    /// Recover a room's history on this device (e.g. a newly linked one):
+    /// asks a member for the history you are entitled to (what was sent
+    /// while you were a member). ROOM is the room id (hex, from `sotto
+    /// rooms` on another device) or a title known here. Without --from it
+    /// asks your other devices. The answer arrives with the next room
+    /// command or `sotto inbox` (within the server's retention window:
+    /// older messages can only come as content from a member that kept them).
+    Recover {
+        room: String,
+        /// The member to ask (default: your other devices).
+        #[arg(long)]
+        from: Option<String>,
+    },
 }

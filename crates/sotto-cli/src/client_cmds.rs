@@ -104,12 +104,14 @@ async fn device_command(client: &mut Client, out: &Printer, command: Command) ->
             client.unblock(&username).await?;
             println!("unblocked {username}");
         }
+        Command::Rooms => crate::room_cmds::rooms(client, out).await?,
+        Command::Room { command } => crate::room_cmds::room(client, out, command).await?,
         Command::Server { .. } | Command::Register { .. } | Command::Link { .. } => unreachable!("handled by run"),
     }
     Ok(())
 }
 
-fn read_stdin() -> sotto_client::Result<String> {
+pub fn read_stdin() -> sotto_client::Result<String> {
     let mut body = String::new();
     std::io::stdin().read_to_string(&mut body)?;
     // A trailing newline from `echo` or a terminal is not part of the message.

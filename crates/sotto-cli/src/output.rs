@@ -2,7 +2,7 @@
 //! `--json`.
 
 use serde::Serialize;
-use sotto_client::{DeviceInfo, Message, Safety};
+use sotto_client::{DeviceInfo, Message, RoomLine, RoomLogReport, RoomSummary, RoomView, Safety};
 
 pub struct Printer {
     pub json: bool,
@@ -30,6 +30,67 @@ impl Printer {
         } else {
             let this = if d.this_device { "  (this device)" } else { "" };
             println!("{}  added {}{this}", d.id, time(d.created_at));
+        }
+    }
+
+    pub fn room(&self, r: &RoomSummary) {
+        if self.json {
+            self.json_line(r);
+        } else {
+            let state = if r.deleted {
+                "  (deleted)"
+            } else if !r.member {
+                "  (not a member)"
+            } else {
+                ""
+            };
+            println!("{}  ttl {}  {} members  id {}{state}", r.title, r.ttl, r.members, r.id);
+        }
+    }
+
+    pub fn room_line(&self, l: &RoomLine) {
+        if self.json {
+            self.json_line(l);
+        } else if l.kind == "message" {
+            println!("{}  {}: {}", time(l.at), l.from, l.text);
+        } else {
+            println!("{}  * {}", time(l.at), l.text);
+        }
+    }
+
+    /// One JSON object for the room (members and lines inside), or a
+    /// header and one line per message or notice.
+    pub fn room_view(&self, v: &RoomView) {
+        if self.json {
+            self.json_line(v);
+            return;
+        }
+        println!("{}{}", v.title, if v.deleted { "  (deleted)" } else { "" });
+        if !v.description.is_empty() {
+            println!("description: {}", v.description);
+        }
+        println!("ttl: {}", v.ttl);
+        let members: Vec<String> =
+            v.members.iter().map(|m| if m.admin { format!("{} *", m.name) } else { m.name.clone() }).collect();
+        println!("members: {}  (* admin)", members.join(", "));
+        println!("id: {}", v.id);
+        println!("log head: {} ({} entries)", v.head, v.entries);
+        for l in &v.lines {
+            self.room_line(l);
+        }
+    }
+
+    pub fn room_log(&self, r: &RoomLogReport, verify: bool) {
+        if self.json {
+            self.json_line(r);
+            return;
+        }
+        for e in &r.entries {
+            println!("{:>4}  {}  {}  {}  {}: {}", e.position, &e.entry[..16], time(e.at), e.kind, e.from, e.event);
+        }
+        println!("head {}", r.head);
+        if verify && r.broken.is_none() {
+            println!("verified: {} entries, every hash, signature and parent link checks, head matches", r.entries.len());
         }
     }
 

@@ -1,0 +1,244 @@
+//! The command-line contract of issue 5 (secure rooms), run as a user
+//! would: the real `sotto` binary, a real server process, real temp dirs.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+const PASS: &str = "correct horse battery staple";
+
+fn sotto() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sotto"));
+    c.env("SOTTO_PASSPHRASE", PASS)
+        .env_remove("SOTTO_HOME")
+        .stdin(Stdio::null());
+    c
+}
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    fn start(data: &Path) -> Server {
+        let mut child = sotto()
+            .args(["server", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn sotto server");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next().expect("server printed nothing").unwrap();
+        let addr = first
+            .strip_prefix("listening on https://")
+            .unwrap_or_else(|| panic!("unexpected: {first}"));
+        let _fingerprint = lines.next().expect("no fingerprint line").unwrap();
+        Server {
+            url: format!("https://{addr}"),
+            child,
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run(home: &Path, args: &[&str]) -> Output {
+    sotto()
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .output()
+        .expect("run sotto")
+}
+
+fn ok(home: &Path, args: &[&str]) -> String {
+    let out = run(home, args);
+    assert!(
+        out.status.success(),
+        "sotto {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn err(home: &Path, args: &[&str]) -> String {
+    let out = run(home, args);
+    assert!(!out.status.success(), "sotto {args:?} should have failed");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "one line on stderr, got: {stderr}"
+    );
+    stderr
+}
+
+fn json_lines(s: &str) -> Vec<serde_json::Value> {
+    s.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+fn register(dir: &Path, name: &str, server: &Server) -> PathBuf {
+    let home = dir.join(name);
+    ok(&home, &["register", name, "--server", &server.url]);
+    home
+}
+
+fn show(home: &Path) -> serde_json::Value {
+    let v = json_lines(&ok(home, &["room", "show", "Launch", "--json"]));
+    assert_eq!(v.len(), 1);
+    v[0].clone()
+}
+
+#[test]
+fn room_contract_walkthrough() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("srv"));
+    let alice = register(dir.path(), "alice", &server);
+    let bob = register(dir.path(), "bob", &server);
+    let carol = register(dir.path(), "carol", &server);
+
+    let out = ok(
+        &alice,
+        &[
+            "room",
+            "create",
+            "Launch",
+            "--description",
+            "Q3 launch",
+            "--ttl",
+            "1d",
+            "--members",
+            "bob,carol",
+            "--admins",
+            "bob",
+        ],
+    );
+    assert!(out.contains("created room \"Launch\""), "{out}");
+
+    let rooms = json_lines(&ok(&alice, &["rooms", "--json"]));
+    assert_eq!(rooms.len(), 1);
+    assert_eq!(
+        (
+            rooms[0]["title"].as_str(),
+            rooms[0]["ttl"].as_str(),
+            rooms[0]["members"].as_u64()
+        ),
+        (Some("Launch"), Some("1 day"), Some(3))
+    );
+    let listed = ok(&alice, &["rooms"]);
+    assert!(
+        listed.contains("Launch") && listed.contains("1 day") && listed.contains("3 members"),
+        "{listed}"
+    );
+
+    ok(
+        &bob,
+        &["room", "send", "Launch", "draft is in the shared drive"],
+    );
+
+    let human = ok(&carol, &["room", "show", "Launch"]);
+    assert!(
+        human.contains("Q3 launch") && human.contains("ttl: 1 day"),
+        "{human}"
+    );
+    assert!(
+        human.contains("members: alice *, bob *, carol"),
+        "admins first, marked: {human}"
+    );
+    assert!(
+        human.contains("bob: draft is in the shared drive"),
+        "{human}"
+    );
+    let v = show(&carol);
+    assert_eq!(v["description"], "Q3 launch");
+    let members: Vec<(String, bool)> = v["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap().into(),
+                m["admin"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        members,
+        vec![
+            ("alice".into(), true),
+            ("bob".into(), true),
+            ("carol".into(), false)
+        ]
+    );
+
+    let found = json_lines(&ok(
+        &carol,
+        &["room", "search", "Launch", "draft", "--json"],
+    ));
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0]["text"], "draft is in the shared drive");
+    assert_eq!(found[0]["from"], "bob");
+    assert!(json_lines(&ok(&carol, &["room", "search", "Launch", "nope", "--json"])).is_empty());
+
+    // A non-admin's change: one clear line, non-zero, nothing anywhere.
+    let before = show(&alice)["head"].clone();
+    let e = err(&carol, &["room", "set", "Launch", "--ttl", "1h"]);
+    assert!(e.contains("not an admin"), "{e}");
+    assert_eq!(show(&carol)["ttl"], "1 day");
+    assert_eq!(show(&alice)["head"], before, "nothing reached alice");
+
+    let out = ok(&bob, &["room", "set", "Launch", "--ttl", "1h"]);
+    assert!(
+        out.contains("bob changed the TTL from 1 day to 1 hour"),
+        "{out}"
+    );
+    let v = show(&carol);
+    assert_eq!(v["ttl"], "1 hour");
+    let texts: Vec<&str> = v["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["text"].as_str().unwrap())
+        .collect();
+    assert!(
+        texts.contains(&"bob changed the TTL from 1 day to 1 hour"),
+        "{texts:?}"
+    );
+
+    ok(&carol, &["room", "leave", "Launch"]);
+    let v = show(&alice);
+    assert_eq!(v["members"].as_array().unwrap().len(), 2);
+    assert_eq!(show(&bob)["head"], v["head"]);
+
+    let log = ok(&carol, &["room", "log", "Launch", "--verify"]);
+    assert!(log.contains("verified:"), "{log}");
+    let log = json_lines(&ok(
+        &carol,
+        &["room", "log", "Launch", "--verify", "--json"],
+    ));
+    assert!(log[0]["broken"].is_null());
+    assert_eq!(
+        log[0]["entries"].as_array().unwrap().len(),
+        4,
+        "create, message, ttl, leave"
+    );
+
+    // Addressing: by id; a title shared by two rooms asks for the id.
+    let id = v["id"].as_str().unwrap().to_string();
+    ok(&alice, &["room", "show", &id]);
+    ok(&alice, &["room", "create", "Launch", "--members", "bob"]);
+    let e = err(&alice, &["room", "show", "Launch"]);
+    assert!(e.contains("several rooms") && e.contains(&id), "{e}");
+    let e = err(&alice, &["room", "show", "Nothing"]);
+    assert!(e.contains("no room"), "{e}");
+}
