@@ -81,27 +81,60 @@ fn fixture() -> &'static Fixture {
         let (ak, bk) = (DeviceKey::generate(&mut rng), DeviceKey::generate(&mut rng));
         let sender_sign: [u8; 32] = ak.to_bytes()[..32].try_into().unwrap();
         let bob_key: [u8; 64] = *bk.to_bytes();
-        let (acert, bcert) = (alice.certify(&ak.public_keys(), 1), bob.certify(&bk.public_keys(), 1));
+        let (acert, bcert) = (
+            alice.certify(&ak.public_keys(), 1),
+            bob.certify(&bk.public_keys(), 1),
+        );
         let mut a = Device::new(ak, acert).unwrap();
         let mut b = Device::new(bk, bcert).unwrap();
         let pks = b.generate_prekeys(&mut rng, 2);
-        let bundle = PrekeyBundle { cert: bcert, prekey: pks[0] }.verify(&bob.public()).unwrap();
+        let bundle = PrekeyBundle {
+            cert: bcert,
+            prekey: pks[0],
+        }
+        .verify(&bob.public())
+        .unwrap();
         a.start_session(&mut rng, &bundle).unwrap();
-        let first = a.seal(&mut rng, &payload(&alice, b"first"), &[b.id()]).unwrap();
+        let first = a
+            .seal(&mut rng, &payload(&alice, b"first"), &[b.id()])
+            .unwrap();
         b.open(&first).unwrap();
-        let established = a.seal(&mut rng, &payload(&alice, b"second"), &[b.id()]).unwrap();
+        let established = a
+            .seal(&mut rng, &payload(&alice, b"second"), &[b.id()])
+            .unwrap();
         // A second sender device of alice's, to the other prekey.
         let ak2 = DeviceKey::generate(&mut rng);
-        let mut a2 = Device::new(DeviceKey::from_bytes(&ak2.to_bytes()), alice.certify(&ak2.public_keys(), 1)).unwrap();
-        let bundle = PrekeyBundle { cert: bcert, prekey: pks[1] }.verify(&bob.public()).unwrap();
+        let mut a2 = Device::new(
+            DeviceKey::from_bytes(&ak2.to_bytes()),
+            alice.certify(&ak2.public_keys(), 1),
+        )
+        .unwrap();
+        let bundle = PrekeyBundle {
+            cert: bcert,
+            prekey: pks[1],
+        }
+        .verify(&bob.public())
+        .unwrap();
         a2.start_session(&mut rng, &bundle).unwrap();
-        let init = a2.seal(&mut rng, &payload(&alice, b"init"), &[b.id()]).unwrap();
+        let init = a2
+            .seal(&mut rng, &payload(&alice, b"init"), &[b.id()])
+            .unwrap();
         let changes = b.take_changes();
         Fixture {
             key: bob_key,
             cert: bcert,
-            prekeys: changes.prekeys_added.iter().filter_map(|id| b.prekey_bytes(*id)).map(|z| z.to_vec()).collect(),
-            sessions: changes.sessions_upserted.iter().filter_map(|id| b.session_bytes(id)).map(|z| z.to_vec()).collect(),
+            prekeys: changes
+                .prekeys_added
+                .iter()
+                .filter_map(|id| b.prekey_bytes(*id))
+                .map(|z| z.to_vec())
+                .collect(),
+            sessions: changes
+                .sessions_upserted
+                .iter()
+                .filter_map(|id| b.session_bytes(id))
+                .map(|z| z.to_vec())
+                .collect(),
             next_prekey_id: b.next_prekey_id(),
             sender_sign,
             established,
@@ -114,8 +147,14 @@ fn device(f: &Fixture) -> Device {
     Device::restore(
         DeviceKey::from_bytes(&f.key),
         f.cert,
-        f.prekeys.iter().map(|p| PrekeySecret::from_bytes(p).unwrap()).collect(),
-        f.sessions.iter().map(|s| Session::from_bytes(s).unwrap()).collect(),
+        f.prekeys
+            .iter()
+            .map(|p| PrekeySecret::from_bytes(p).unwrap())
+            .collect(),
+        f.sessions
+            .iter()
+            .map(|s| Session::from_bytes(s).unwrap())
+            .collect(),
         f.next_prekey_id,
     )
     .unwrap()
@@ -147,7 +186,11 @@ fuzz_target!(|data: &[u8]| {
             if rest.len() < 3 {
                 return;
             }
-            let base = if rest[0] & 1 == 0 { &f.established } else { &f.init };
+            let base = if rest[0] & 1 == 0 {
+                &f.established
+            } else {
+                &f.init
+            };
             let at = u16::from_be_bytes([rest[1], rest[2]]) as usize % base.len();
             let patch = &rest[3..];
             let mut out = base.clone();
@@ -174,7 +217,8 @@ fuzz_target!(|data: &[u8]| {
             assert!(!was_genuine, "a genuine datagram was refused");
             // Nothing changed: both genuine datagrams still open.
             assert!(dev.take_changes().is_empty());
-            dev.open(&f.established).expect("state unchanged after an error");
+            dev.open(&f.established)
+                .expect("state unchanged after an error");
             dev.open(&f.init).expect("state unchanged after an error");
         }
     }
