@@ -218,9 +218,14 @@ async fn acknowledged_datagrams_are_retained_for_their_recipients() {
     let resp = http.signed(b.key(), Method::GET, &path, vec![]).await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.bytes().await.unwrap().to_vec(), datagram);
-    // Only for devices it was addressed to.
+    // Only for devices of a user it was addressed to (not other users, not
+    // the sender); another device of bob is covered by the store test.
     assert_eq!(
         http.fail(c.key(), Method::GET, &path, vec![]).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        http.fail(a.key(), Method::GET, &path, vec![]).await.0,
         StatusCode::NOT_FOUND
     );
     server.shutdown().await;

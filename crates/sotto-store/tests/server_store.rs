@@ -375,6 +375,15 @@ fn acked_items_are_retained_then_purged() {
         None,
         "not addressed to the sender"
     );
+    // Another device of the recipient's user (e.g. linked later) may fetch
+    // it for history recovery.
+    s.create_link("l3", &dev(3), b"r".to_vec(), 2_500).unwrap();
+    s.approve_link("l3", &user_key(2), new_device(dev(3), 0), 2_500)
+        .unwrap();
+    assert_eq!(
+        s.datagram_for(&dev(3), &e.datagram_id).unwrap().unwrap(),
+        b"kept"
+    );
     assert_eq!(
         s.purge(2_000 + retention - 1, retention).unwrap(),
         Purged::default()

@@ -89,7 +89,7 @@ pub(super) async fn datagram(
         .await?
         .ok_or_else(|| {
             ApiError::not_found(
-                "no such datagram for this device (never addressed to it, or expired)",
+                "no such datagram for this device (never addressed to a device of its user, or expired)",
             )
         })?;
     Ok(Response::builder()

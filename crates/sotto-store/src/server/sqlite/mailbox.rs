@@ -160,11 +160,15 @@ pub(super) fn datagram_for(
     device: &DeviceId,
     datagram_id: &[u8; 32],
 ) -> Result<Option<Vec<u8>>> {
-    let (device_id, _) = device_ids(c, device)?;
+    // Any device of a user who owns at least one recipient device: a newly
+    // linked device fetches what its user's other devices received (room
+    // history recovery; the key comes from a member, not from the server).
+    let (_, user_id) = device_ids(c, device)?;
     Ok(c.query_row(
         "SELECT d.body FROM datagrams d JOIN mailbox m ON m.datagram = d.id
-         WHERE d.digest = ?1 AND m.device_id = ?2 LIMIT 1",
-        params![&datagram_id[..], device_id],
+         JOIN devices rd ON rd.id = m.device_id
+         WHERE d.digest = ?1 AND rd.user_id = ?2 LIMIT 1",
+        params![&datagram_id[..], user_id],
         |r| r.get(0),
     )
     .optional()?)
