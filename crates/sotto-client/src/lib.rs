@@ -108,6 +108,7 @@ mod error;
 mod lock;
 mod net;
 mod room_sync;
+mod room_testing;
 mod rooms;
 mod tls;
 

@@ -12,8 +12,9 @@ use rand_core::OsRng;
 use reqwest::Method;
 use sotto_api::{b64, username_hash, MailboxItem, UserDevices};
 use sotto_proto::room::{
-    datagram_id, open_with_message_key, Built, EntryHash, EntryKind, Event, GroupId, HistoryAnswer,
-    HistoryRequest, LocalMeta, MessageContent, Recovered, Requester, RoomLog, RoomWire, MAX_HAVE,
+    datagram_id, open_with_message_key, Built, EntryHash, EntryKind, Event, Grant, GroupId,
+    HistoryAnswer, HistoryRequest, LocalMeta, MessageContent, Recovered, Requester, RoomLog,
+    RoomWire, MAX_HAVE,
 };
 use sotto_proto::{content, DeviceCert, DeviceId, Opened, Payload, UserPublic};
 
@@ -101,10 +102,11 @@ impl Client {
 
     /// Seals `body` once to every device of `to` (users of the room, by
     /// their username hashes in `names`; this user's other devices for
-    /// oneself), or to `only` of them, and posts it. Returns the message key
-    /// and datagram id, or `None` when no device could be addressed.
+    /// oneself), or to `only` of them, and posts it. Returns the message key,
+    /// the datagram id and whether another device of this user is among the
+    /// recipients; `None` when no device could be addressed.
     #[allow(clippy::too_many_arguments)]
-    async fn post_to_users(
+    pub(crate) async fn post_to_users(
         &mut self,
         group: &GroupId,
         names: &HashMap<UserPublic, [u8; 32]>,
@@ -114,16 +116,20 @@ impl Client {
         content_type: u8,
         body: Vec<u8>,
         ttl: u32,
-    ) -> Result<Option<([u8; 32], [u8; 32])>> {
+    ) -> Result<Option<([u8; 32], [u8; 32], bool)>> {
         let own = self.device.cert().user;
         let me = self.device.id();
         let mut devices: Vec<DeviceId> = Vec::new();
+        let mut to_own = false;
         for user in to {
             let Some(hash) = names.get(user).copied().or_else(|| {
                 (*user == own && !self.username.is_empty()).then(|| username_hash(&self.username))
             }) else {
                 continue;
             };
+            if self.rooms.drop_to.contains(&hash) {
+                continue; // test hook: simulate a lost delivery
+            }
             let certs = if *user == own {
                 self.own_devices().await?
             } else {
@@ -145,6 +151,7 @@ impl Client {
             for c in certs {
                 if self.device.has_session(&c.device) && !devices.contains(&c.device) {
                     devices.push(c.device);
+                    to_own |= *user == own;
                 }
             }
         }
@@ -176,7 +183,7 @@ impl Client {
                 Some(self.device.key()),
             )
             .await?;
-        Ok(Some((*key, id)))
+        Ok(Some((*key, id, to_own)))
     }
 
     /// Sends an entry this device made to `built.recipients` and records
@@ -195,7 +202,11 @@ impl Client {
         let body = wire.encode()?;
         let names = member_names(log);
         let group = log.group();
-        if let Some((message_key, datagram_id)) = self
+        // The key and datagram id are kept (and later granted) only when
+        // every device of this user may fetch the datagram: the server
+        // serves it to users owning a recipient device. Otherwise answers
+        // carry the content itself, checked against the signed digest.
+        if let Some((message_key, datagram_id, true)) = self
             .post_to_users(
                 &group,
                 &names,
@@ -303,7 +314,7 @@ impl Client {
                 let answer = match log.answer(&request, Requester::Member(requester), |h| {
                     self.content_of(h)
                 }) {
-                    Ok(a) => a,
+                    Ok(a) => self.content_for_own(&log, &requester, a),
                     Err(e) => {
                         return Ok(Outcome::Rejected(format!(
                             "a room history request was refused: {e}"
@@ -454,6 +465,32 @@ impl Client {
             .map(|e| e.sender_name)
     }
 
+    /// A message the requester's own user sent went to the other members'
+    /// devices (and to its sender's other devices only if it had any then):
+    /// the server may not serve that datagram to the requester, so such
+    /// grants carry the content (checked against the signed digest) instead
+    /// of the key.
+    fn content_for_own(
+        &self,
+        log: &RoomLog,
+        requester: &UserPublic,
+        mut answer: HistoryAnswer,
+    ) -> HistoryAnswer {
+        for g in answer.grants.iter_mut() {
+            let Grant::Key { entry, .. } = g else {
+                continue;
+            };
+            let entry = *entry;
+            let own = log
+                .entry(&entry)
+                .is_some_and(|e| e.sender.user == *requester);
+            if let (true, Some(content)) = (own, self.content_of(&entry)) {
+                *g = Grant::Content { entry, content };
+            }
+        }
+        answer
+    }
+
     fn content_of(&self, entry: &EntryHash) -> Option<MessageContent> {
         // Only the answering device's own rows; a missing row grants nothing.
         let rows = self.store.room_message_by_entry(&entry.0).ok()??;
@@ -531,9 +568,10 @@ impl Client {
                     message_key,
                 } => match self.fetch_granted(&group, &datagram_id, &message_key).await {
                     Ok(lines) => report.room_lines.extend(lines),
-                    Err(e) => report
-                        .rejected
-                        .push(format!("a granted room message could not be fetched: {e}")),
+                    Err(e) => report.rejected.push(format!(
+                        "a granted room message ({}) could not be fetched: {e}",
+                        hex::encode(&datagram_id[..8])
+                    )),
                 },
             }
         }

@@ -37,6 +37,8 @@ pub(crate) struct RoomRuntime {
     pub(crate) outbox: Vec<crate::room_sync::Outgoing>,
     /// Added to the master clock for room times (test hook).
     pub(crate) clock_shift_ms: i64,
+    /// Username hashes room datagrams are not sent to (test hook).
+    pub(crate) drop_to: Vec<[u8; 32]>,
 }
 
 /// A room as `sotto rooms` lists it.
@@ -550,20 +552,23 @@ impl Client {
         let st = log
             .state()
             .ok_or_else(|| Error::UnknownRoom(room.to_string()))?;
+        let mut members: Vec<RoomMemberView> = st
+            .members_admins_first()
+            .iter()
+            .map(|(u, m)| RoomMemberView {
+                name: self.display_name(&names, u),
+                admin: m.admin,
+            })
+            .collect();
+        // Admins first, then by name.
+        members.sort_by(|a, b| (!a.admin, &a.name).cmp(&(!b.admin, &b.name)));
         Ok(RoomView {
             id: hex::encode(log.group().0),
             title: st.title.clone(),
             description: st.description.clone(),
             ttl: st.ttl.to_string(),
             ttl_seconds: st.ttl.0,
-            members: st
-                .members_admins_first()
-                .iter()
-                .map(|(u, m)| RoomMemberView {
-                    name: self.display_name(&names, u),
-                    admin: m.admin,
-                })
-                .collect(),
+            members,
             deleted: st.deleted,
             head: hex::encode(log.head().0),
             entries: log.len(),

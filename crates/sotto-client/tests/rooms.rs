@@ -232,3 +232,313 @@ async fn three_users_two_devices_converge() {
         assert_eq!(c.room_log("Launch", true).unwrap().broken, None);
     }
 }
+
+fn stored(c: &Client, room: &str) -> Vec<String> {
+    let mut v = c.room_stored_bodies(room).unwrap();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_control_from_a_non_admin_is_discarded_everywhere() {
+    use sotto_proto::room::Op;
+    let srv = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = register(&srv, &home(&dir, "alice"), "alice").await;
+    let mut bob = register(&srv, &home(&dir, "bob"), "bob").await;
+    let mut bob2 = link(&srv, &mut bob, &home(&dir, "bob2")).await;
+    let mut carol = register(&srv, &home(&dir, "carol"), "carol").await;
+    settle(&mut [&mut bob, &mut bob2]).await;
+    alice
+        .room_create("Ops", "", Ttl::DAY, &names(&["bob", "carol"]), &[])
+        .await
+        .unwrap();
+    settle(&mut [&mut bob, &mut bob2, &mut carol]).await;
+    let head = alice.room_show("Ops").unwrap().head;
+
+    // carol is a member, not an admin: the library refuses locally...
+    let e = carol
+        .room_set(
+            "Ops",
+            &RoomChanges {
+                ttl: Some(Ttl::HOUR),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("not an admin"), "{e}");
+    // ...so she signs the entries herself and sends them, validly encrypted.
+    carol
+        .room_forge("Ops", Op::SetTtl(Ttl::HOUR))
+        .await
+        .unwrap();
+    let alice_key = {
+        let records = alice.room_records("Ops").unwrap();
+        sotto_proto::room::Entry::decode(&records[0].1)
+            .unwrap()
+            .sender
+            .user
+    };
+    carol
+        .room_forge("Ops", Op::RemoveMember(alice_key))
+        .await
+        .unwrap();
+    carol
+        .room_forge("Ops", Op::GrantAdmin(alice_key))
+        .await
+        .unwrap();
+    settle(&mut [&mut alice, &mut bob, &mut bob2]).await;
+    for c in [&mut alice, &mut bob, &mut bob2] {
+        let v = c.room_show("Ops").unwrap();
+        assert_eq!(v.ttl, "1 day", "{}: TTL unchanged", c.username());
+        assert_eq!(v.members.len(), 3, "alice still a member");
+        assert_eq!(v.members.iter().filter(|m| m.admin).count(), 1);
+        let discarded = notices(c, "Ops")
+            .iter()
+            .filter(|n| n.starts_with("discarded a change from carol: the sender is not an admin"))
+            .count();
+        assert_eq!(discarded, 3, "{}: reported", c.username());
+        assert_ne!(
+            v.head, head,
+            "the discarded entries are in the log (reported), state untouched"
+        );
+    }
+    let h = alice.room_show("Ops").unwrap().head;
+    assert_eq!(bob.room_show("Ops").unwrap().head, h);
+    assert_eq!(bob2.room_show("Ops").unwrap().head, h);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_member_cannot_read_what_follows() {
+    let srv = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = register(&srv, &home(&dir, "alice"), "alice").await;
+    let mut bob = register(&srv, &home(&dir, "bob"), "bob").await;
+    let mut carol = register(&srv, &home(&dir, "carol"), "carol").await;
+    alice
+        .room_create("Board", "", Ttl::OFF, &names(&["bob", "carol"]), &[])
+        .await
+        .unwrap();
+    alice.room_send("Board", "before removal").await.unwrap();
+    settle(&mut [&mut bob, &mut carol]).await;
+    assert_eq!(stored(&carol, "Board"), vec!["before removal"]);
+
+    alice
+        .room_set(
+            "Board",
+            &RoomChanges {
+                remove: names(&["carol"]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    alice.room_send("Board", "after removal").await.unwrap();
+    settle(&mut [&mut bob, &mut carol]).await;
+    assert_eq!(
+        stored(&bob, "Board"),
+        vec!["after removal", "before removal"]
+    );
+    assert_eq!(
+        stored(&carol, "Board"),
+        vec!["before removal"],
+        "nothing new in carol's store"
+    );
+    assert!(notices(&mut carol, "Board").contains(&"carol was removed by alice".to_string()));
+    let v = carol.room_show("Board").unwrap();
+    assert!(v.members.iter().all(|m| m.name != "carol"));
+    assert!(!carol.rooms().unwrap()[0].member);
+
+    // The datagram of "after removal" (its id as bob recorded it): the
+    // server does not give it to carol, and its bytes do not open for her.
+    let id = bob.room_datagram_ids("Board").unwrap().pop().unwrap();
+    let bytes = bob.fetch_datagram(&id).await.unwrap();
+    assert!(bob.can_open(&bytes).await.is_ok());
+    assert!(
+        carol.fetch_datagram(&id).await.is_err(),
+        "not served to carol"
+    );
+    assert!(
+        !carol.can_open(&bytes).await.unwrap(),
+        "not sealed to carol's device"
+    );
+    // Carol's own posts are refused by the members' logs.
+    assert!(carol.room_send("Board", "still here?").await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ttl_purges_standard_messages_and_keeps_control() {
+    let srv = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = register(&srv, &home(&dir, "alice"), "alice").await;
+    let mut bob = register(&srv, &home(&dir, "bob"), "bob").await;
+    alice
+        .room_create("Brief", "", Ttl::TEN_MINUTES, &names(&["bob"]), &[])
+        .await
+        .unwrap();
+    alice.room_send("Brief", "self-destructs").await.unwrap();
+    settle(&mut [&mut bob]).await;
+    bob.room_send("Brief", "me too").await.unwrap();
+    settle(&mut [&mut alice]).await;
+    for c in [&alice, &bob] {
+        assert_eq!(stored(c, "Brief"), vec!["me too", "self-destructs"]);
+    }
+    let entries = bob.room_records("Brief").unwrap().len();
+
+    bob.shift_room_clock(9 * 60 * 1000);
+    bob.sync().await.unwrap();
+    assert_eq!(stored(&bob, "Brief").len(), 2, "not yet");
+    bob.shift_room_clock(2 * 60 * 1000);
+    bob.sync().await.unwrap();
+    assert!(stored(&bob, "Brief").is_empty(), "purged from the store");
+    let v = bob.room_show("Brief").unwrap();
+    assert!(v.lines.iter().all(|l| l.kind == "notice"));
+    assert!(
+        v.lines.iter().any(|l| l.text.contains("created the room")),
+        "control kept"
+    );
+    assert_eq!(
+        bob.room_records("Brief").unwrap().len(),
+        entries,
+        "entries stay as tombstones"
+    );
+    assert_eq!(
+        bob.room_log("Brief", true).unwrap().broken,
+        None,
+        "the log still verifies"
+    );
+    assert_eq!(v.head, alice.room_show("Brief").unwrap().head);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_before_the_add_that_allows_it_is_resolved_by_a_request() {
+    let srv = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = register(&srv, &home(&dir, "alice"), "alice").await;
+    let mut bob = register(&srv, &home(&dir, "bob"), "bob").await;
+    let mut carol = register(&srv, &home(&dir, "carol"), "carol").await;
+    alice
+        .room_create("Late", "", Ttl::OFF, &names(&["bob"]), &[])
+        .await
+        .unwrap();
+    settle(&mut [&mut bob]).await;
+    // The add of carol never reaches bob.
+    alice.drop_room_deliveries_to(&["bob"]);
+    alice
+        .room_set(
+            "Late",
+            &RoomChanges {
+                add: names(&["carol"]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    alice.drop_room_deliveries_to(&[]);
+    settle(&mut [&mut carol, &mut alice]).await;
+    assert_eq!(carol.room_show("Late").unwrap().members.len(), 3);
+
+    carol.room_send("Late", "hi, I am new").await.unwrap();
+    // bob: a message from a sender not on his member list.
+    let r = bob.sync().await.unwrap();
+    assert!(r.rejected.is_empty());
+    assert!(
+        bob.room_show("Late")
+            .unwrap()
+            .lines
+            .iter()
+            .all(|l| l.kind == "notice"),
+        "held"
+    );
+    assert_eq!(bob.room_show("Late").unwrap().members.len(), 2);
+    settle(&mut [&mut carol, &mut bob, &mut alice]).await;
+    let v = bob.room_show("Late").unwrap();
+    assert_eq!(v.members.len(), 3, "the add came with the answer");
+    assert_eq!(messages(&mut bob, "Late"), vec!["carol: hi, I am new"]);
+    assert!(notices(&mut bob, "Late").contains(&"carol was added by alice".to_string()));
+    assert_eq!(v.head, alice.room_show("Late").unwrap().head);
+    assert_eq!(v.head, carol.room_show("Late").unwrap().head);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_device_recovers_what_its_user_is_entitled_to() {
+    let srv = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = register(&srv, &home(&dir, "alice"), "alice").await;
+    let mut bob = register(&srv, &home(&dir, "bob"), "bob").await;
+    let mut carol = register(&srv, &home(&dir, "carol"), "carol").await;
+    let room = alice
+        .room_create("Plans", "", Ttl::OFF, &names(&["carol"]), &[])
+        .await
+        .unwrap();
+    alice.room_send("Plans", "before bob").await.unwrap();
+    alice
+        .room_set(
+            "Plans",
+            &RoomChanges {
+                add: names(&["bob"]),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    settle(&mut [&mut bob, &mut alice, &mut carol]).await;
+    alice.room_send("Plans", "after bob joined").await.unwrap();
+    carol.room_send("Plans", "carol agrees").await.unwrap();
+    settle(&mut [&mut bob]).await;
+    bob.room_send("Plans", "bob here").await.unwrap();
+    settle(&mut [&mut alice, &mut carol]).await;
+    assert_eq!(
+        stored(&bob, "Plans"),
+        vec!["after bob joined", "bob here", "carol agrees"]
+    );
+
+    // A freshly linked device knows nothing of the room; it asks bob's
+    // other device, then takes the answer and fetches the granted datagrams.
+    let mut bob2 = link(&srv, &mut bob, &home(&dir, "bob2")).await;
+    assert!(bob2.rooms().unwrap().is_empty());
+    bob2.room_recover(&room.id, None).await.unwrap();
+    settle(&mut [&mut bob, &mut bob2]).await;
+    assert_eq!(
+        stored(&bob2, "Plans"),
+        vec!["after bob joined", "bob here", "carol agrees"],
+        "exactly what bob was a member for"
+    );
+    let v = bob2.room_show("Plans").unwrap();
+    assert_eq!(v.head, bob.room_show("Plans").unwrap().head);
+    assert_eq!(v.members.len(), 3);
+
+    // Asking another member gives the same, nothing more.
+    let mut bob3 = link(&srv, &mut bob, &home(&dir, "bob3")).await;
+    bob3.room_recover(&room.id, Some("carol")).await.unwrap();
+    settle(&mut [&mut carol, &mut bob3]).await;
+    assert_eq!(
+        stored(&bob3, "Plans"),
+        vec!["after bob joined", "bob here", "carol agrees"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_log_entry_is_caught_by_verify() {
+    let srv = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = register(&srv, &home(&dir, "alice"), "alice").await;
+    let _bob = register(&srv, &home(&dir, "bob"), "bob").await;
+    alice
+        .room_create("Audit", "", Ttl::OFF, &names(&["bob"]), &[])
+        .await
+        .unwrap();
+    alice.room_send("Audit", "one").await.unwrap();
+    alice.room_send("Audit", "two").await.unwrap();
+    assert_eq!(alice.room_log("Audit", true).unwrap().broken, None);
+
+    let records = alice.room_records("Audit").unwrap();
+    let mut bytes = records[1].1.clone();
+    let last = bytes.len() - 70; // inside the signed body
+    bytes[last] ^= 1;
+    assert!(alice.tamper_room_record("Audit", 1, &bytes).unwrap());
+    let report = alice.room_log("Audit", true).unwrap();
+    let broken = report.broken.expect("caught");
+    assert!(broken.contains("entry 2"), "{broken}");
+}
