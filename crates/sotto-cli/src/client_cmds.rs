@@ -81,6 +81,7 @@ async fn device_command(client: &mut Client, out: &Printer, command: Command) ->
                 .listen(|event| match event {
                     Event::Message(m) => out.message(&m),
                     Event::Rejected(line) => eprintln!("sotto: refused a datagram: {line}"),
+                    Event::Room(line) => println!("{line}"),
                     Event::Connected => {
                         if !out.json {
                             eprintln!("connected; waiting for messages (Ctrl-C to stop)");

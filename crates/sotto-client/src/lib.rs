@@ -241,6 +241,8 @@ pub enum Event {
     Message(Message),
     /// A datagram that was refused (acknowledged and dropped).
     Rejected(String),
+    /// A room message or notice, as one line (`[title] ...`).
+    Room(String),
     /// The push channel dropped; reconnecting after the given delay.
     Disconnected { reason: String, retry_in: Duration },
 }
@@ -1373,6 +1375,7 @@ impl Client {
                         self.ack(vec![item.seq]).await?;
                         let mut r = SyncReport::default();
                         r.add(outcome);
+                        self.room_flush(&mut r).await?;
                         r.emit(on_event);
                     }
                     Ok(Push::PrekeysLow(_)) => {
@@ -1609,6 +1612,9 @@ impl SyncReport {
         }
         for m in self.messages {
             on_event(Event::Message(m));
+        }
+        for line in self.room_lines {
+            on_event(Event::Room(line));
         }
     }
 }

@@ -325,8 +325,19 @@ impl Client {
         notices
             .iter()
             .filter_map(|n| {
-                n.render(|u| self.display_name(&names, u))
-                    .map(|line| format!("[{title}] {line}"))
+                let line = match n.event {
+                    // A message shows as "from: text" when its content is here.
+                    Event::Message => {
+                        let row = self.store.room_message_by_entry(&n.entry.0).ok()??;
+                        format!(
+                            "{}: {}",
+                            self.display_name(&names, &n.by),
+                            String::from_utf8_lossy(&row.body)
+                        )
+                    }
+                    _ => n.render(|u| self.display_name(&names, u))?,
+                };
+                Some(format!("[{title}] {line}"))
             })
             .collect()
     }

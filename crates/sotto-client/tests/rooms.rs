@@ -542,3 +542,113 @@ async fn tampered_log_entry_is_caught_by_verify() {
     let broken = report.broken.expect("caught");
     assert!(broken.contains("entry 2"), "{broken}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_admin_edits_converge_then_delete() {
+    let srv = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = register(&srv, &home(&dir, "alice"), "alice").await;
+    let mut bob = register(&srv, &home(&dir, "bob"), "bob").await;
+    let mut carol = register(&srv, &home(&dir, "carol"), "carol").await;
+    alice
+        .room_create(
+            "Both",
+            "",
+            Ttl::DAY,
+            &names(&["bob", "carol"]),
+            &names(&["bob"]),
+        )
+        .await
+        .unwrap();
+    settle(&mut [&mut bob, &mut carol]).await;
+    // Two admins change the room without seeing each other's change.
+    let set = |title: &str, ttl| RoomChanges {
+        title: Some(title.into()),
+        ttl: Some(ttl),
+        ..Default::default()
+    };
+    alice
+        .room_set("Both", &set("Alpha", Ttl::HOUR))
+        .await
+        .unwrap();
+    bob.room_set("Both", &set("Beta", Ttl::WEEK)).await.unwrap();
+    settle(&mut [&mut alice, &mut bob, &mut carol]).await;
+    let id = alice.rooms().unwrap()[0].id.clone();
+    let reference = alice.room_show(&id).unwrap();
+    assert!(["Alpha", "Beta"].contains(&reference.title.as_str()));
+    for c in [&mut bob, &mut carol] {
+        let v = c.room_show(&id).unwrap();
+        assert_eq!(
+            (&v.title, &v.ttl, &v.head),
+            (&reference.title, &reference.ttl, &reference.head)
+        );
+    }
+
+    alice
+        .room_set(
+            &id,
+            &RoomChanges {
+                delete: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    settle(&mut [&mut bob, &mut carol]).await;
+    let head = alice.room_show(&id).unwrap().head;
+    for c in [&mut alice, &mut bob, &mut carol] {
+        let v = c.room_show(&id).unwrap();
+        assert!(v.deleted, "{}", c.username());
+        assert_eq!(v.head, head);
+        assert!(notices(c, &id).contains(&"alice deleted the room".to_string()));
+    }
+    let e = bob.room_send(&id, "anyone?").await.unwrap_err();
+    assert!(e.to_string().contains("deleted"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_shows_room_lines_as_they_arrive() {
+    use sotto_client::Event;
+    let srv = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = register(&srv, &home(&dir, "alice"), "alice").await;
+    let mut bob = register(&srv, &home(&dir, "bob"), "bob").await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let listen = bob.listen(move |e| {
+        let _ = tx.send(e);
+    });
+    let drive = async {
+        let mut got = Vec::new();
+        let mut started = false;
+        while got.len() < 2 {
+            match tokio::time::timeout(Duration::from_secs(20), rx.recv())
+                .await
+                .expect("event in time")
+                .unwrap()
+            {
+                Event::Room(line) => got.push(line),
+                Event::Connected if !started => {
+                    started = true;
+                    alice
+                        .room_create("Live", "", Ttl::OFF, &names(&["bob"]), &[])
+                        .await
+                        .unwrap();
+                    alice.room_send("Live", "pushed to the room").await.unwrap();
+                }
+                _ => {}
+            }
+        }
+        got
+    };
+    let got = tokio::select! {
+        r = listen => panic!("listen returned: {r:?}"),
+        got = drive => got,
+    };
+    assert_eq!(
+        got,
+        [
+            "[Live] alice created the room \"Live\" (messages disappear: off)",
+            "[Live] alice: pushed to the room"
+        ]
+    );
+}
