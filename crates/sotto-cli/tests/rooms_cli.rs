@@ -242,3 +242,64 @@ fn room_contract_walkthrough() {
     let e = err(&alice, &["room", "show", "Nothing"]);
     assert!(e.contains("no room"), "{e}");
 }
+
+fn link(dir: &Path, name: &str, approver: &Path, server: &Server) -> PathBuf {
+    use std::time::{Duration, Instant};
+    let home = dir.join(name);
+    let mut child = sotto()
+        .arg("--home")
+        .arg(&home)
+        .args(["link", "--server", &server.url])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let code = loop {
+        let line = lines.next().expect("link printed no code").unwrap();
+        if let Some(code) = line.strip_prefix("code: ") {
+            break code.trim().to_string();
+        }
+    };
+    ok(approver, &["approve", &code]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "link exited with {status}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "link did not finish after approval"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    home
+}
+
+#[test]
+fn a_linked_device_recovers_a_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("srv"));
+    let alice = register(dir.path(), "alice", &server);
+    let bob = register(dir.path(), "bob", &server);
+    ok(&alice, &["room", "create", "Sync", "--members", "bob"]);
+    ok(&alice, &["room", "send", "Sync", "kept for bob"]);
+    let rooms = json_lines(&ok(&bob, &["rooms", "--json"]));
+    let id = rooms[0]["id"].as_str().unwrap().to_string();
+
+    let bob2 = link(dir.path(), "bob2", &bob, &server);
+    assert!(json_lines(&ok(&bob2, &["rooms", "--json"])).is_empty());
+    let e = err(&bob2, &["room", "show", &id]);
+    assert!(e.contains("no room"), "{e}");
+    let out = ok(&bob2, &["room", "recover", &id]);
+    assert!(out.contains("asked your other devices"), "{out}");
+    ok(&bob, &["rooms"]); // bob's first device answers while syncing
+    let v = json_lines(&ok(&bob2, &["room", "show", &id, "--json"]));
+    let lines = v[0]["lines"].as_array().unwrap();
+    let texts: Vec<&str> = lines.iter().map(|l| l["text"].as_str().unwrap()).collect();
+    assert!(texts.contains(&"kept for bob"), "{texts:?}");
+    assert_eq!(
+        v[0]["head"],
+        json_lines(&ok(&alice, &["room", "show", "Sync", "--json"]))[0]["head"]
+    );
+}

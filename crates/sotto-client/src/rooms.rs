@@ -461,7 +461,11 @@ impl Client {
                 now,
             )
             .map_err(|e| refused(&log, e))?;
+        // Kept before sending: if the send fails, the entry is still in this
+        // log, and members get it with a history answer once a later entry
+        // names it as a parent.
         self.store_content(&log, &built.hash, &content)?;
+        self.save_room(&log)?;
         self.send_entry(&mut log, &built, Some(content)).await?;
         self.save_room(&log)?;
         Ok(RoomLine {
