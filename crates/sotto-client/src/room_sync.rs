@@ -141,7 +141,7 @@ impl Client {
             };
             let certs: Vec<DeviceCert> = certs
                 .into_iter()
-                .filter(|c| c.device != me && only.map_or(true, |d| d == c.device))
+                .filter(|c| c.device != me && !matches!(only, Some(d) if d != c.device))
                 .collect();
             if certs.is_empty() {
                 continue;
