@@ -303,3 +303,35 @@ fn a_linked_device_recovers_a_room() {
         json_lines(&ok(&alice, &["room", "show", "Sync", "--json"]))[0]["head"]
     );
 }
+
+#[test]
+fn room_log_verify_reports_a_tampered_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("srv"));
+    let alice = register(dir.path(), "alice", &server);
+    let _bob = register(dir.path(), "bob", &server);
+    ok(&alice, &["room", "create", "Audit", "--members", "bob"]);
+    ok(&alice, &["room", "send", "Audit", "first"]);
+    ok(&alice, &["room", "send", "Audit", "second"]);
+    assert!(ok(&alice, &["room", "log", "Audit", "--verify"]).contains("verified: 3 entries"));
+
+    // The store is encrypted: change entry 2 through the library's test hook.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = sotto_client::Client::open(&alice, PASS).await.unwrap();
+        let records = client.room_records("Audit").unwrap();
+        let mut bytes = records[1].1.clone();
+        let at = bytes.len() - 70;
+        bytes[at] ^= 0x01;
+        assert!(client.tamper_room_record("Audit", 1, &bytes).unwrap());
+    });
+    let e = err(&alice, &["room", "log", "Audit", "--verify"]);
+    assert!(e.contains("broken at entry 2"), "{e}");
+    let out = run(&alice, &["room", "log", "Audit", "--verify", "--json"]);
+    assert!(!out.status.success());
+    let report = json_lines(&String::from_utf8(out.stdout).unwrap());
+    assert!(report[0]["broken"].as_str().unwrap().contains("entry 2"));
+}
