@@ -13,6 +13,7 @@ const PW: &str = "correct horse battery staple";
 struct Server {
     _running: Running,
     url: String,
+    data: PathBuf,
     _dir: TempDir,
 }
 
@@ -27,6 +28,7 @@ async fn server() -> Server {
     Server {
         url: format!("https://{}", running.addr),
         _running: running,
+        data: dir.path().join("srv"),
         _dir: dir,
     }
 }
@@ -651,4 +653,51 @@ async fn listen_shows_room_lines_as_they_arrive() {
             "[Live] alice: pushed to the room"
         ]
     );
+}
+
+fn files(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            files(&p, out);
+        } else if let Ok(b) = std::fs::read(&p) {
+            out.push((p, b));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_metadata_is_not_readable_on_the_server_or_on_disk() {
+    let srv = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = register(&srv, &home(&dir, "alice"), "alice").await;
+    let mut bob = register(&srv, &home(&dir, "bob"), "bob").await;
+    alice
+        .room_create(
+            "UnmistakableTitle",
+            "SecretPurposeText",
+            Ttl::OFF,
+            &names(&["bob"]),
+            &[],
+        )
+        .await
+        .unwrap();
+    alice
+        .room_send("UnmistakableTitle", "PlainMessageText")
+        .await
+        .unwrap();
+    settle(&mut [&mut bob]).await;
+    assert_eq!(stored(&bob, "UnmistakableTitle"), vec!["PlainMessageText"]);
+    let mut all = Vec::new();
+    files(&srv.data, &mut all);
+    files(dir.path(), &mut all);
+    assert!(!all.is_empty());
+    for needle in ["UnmistakableTitle", "SecretPurposeText", "PlainMessageText"] {
+        for (p, b) in &all {
+            assert!(
+                !b.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "{needle} readable in {p:?}"
+            );
+        }
+    }
 }
