@@ -302,6 +302,27 @@ fn a_linked_device_recovers_a_room() {
         v[0]["head"],
         json_lines(&ok(&alice, &["room", "show", "Sync", "--json"]))[0]["head"]
     );
+
+    // A member added later has the room on its first command, without
+    // waiting for anyone to answer, and nothing from before it joined.
+    let carol = register(dir.path(), "carol", &server);
+    ok(&alice, &["room", "set", "Sync", "--add", "carol"]);
+    let v = json_lines(&ok(&carol, &["room", "show", "Sync", "--json"]));
+    let members: Vec<&str> = v[0]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(members, ["alice", "bob", "carol"]);
+    let texts: Vec<&str> = v[0]["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["text"].as_str().unwrap())
+        .collect();
+    assert!(!texts.contains(&"kept for bob"), "{texts:?}");
+    assert!(texts.contains(&"carol was added by alice"), "{texts:?}");
 }
 
 #[test]

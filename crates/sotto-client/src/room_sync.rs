@@ -325,15 +325,7 @@ impl Client {
                 let Some(name) = names.get(&requester).copied() else {
                     return Ok(Outcome::Ignored);
                 };
-                let mut known = Vec::new();
-                for h in names.values() {
-                    if let Some(n) = self.store.name_for_hash(h)? {
-                        known.push(n);
-                    }
-                }
-                if !self.username.is_empty() {
-                    known.push(self.username.clone());
-                }
+                let known = self.known_names(&log)?;
                 self.rooms.outbox.push(Outgoing::Answer {
                     to: requester,
                     name,
@@ -501,6 +493,40 @@ impl Client {
         })
     }
 
+    /// Sends a new member what it is entitled to (the control history, the
+    /// message entries, no grants for what preceded its joining), as the
+    /// answer to the request it would otherwise send.
+    pub(crate) async fn welcome(
+        &mut self,
+        log: &RoomLog,
+        user: UserPublic,
+        name: [u8; 32],
+    ) -> Result<()> {
+        let request = HistoryRequest {
+            group: log.group(),
+            message_id: None,
+            have: Vec::new(),
+        };
+        let answer = log
+            .answer(&request, Requester::Member(user), |h| self.content_of(h))
+            .map_err(crate::rooms::room_error)?;
+        let answer = self.content_for_own(log, &user, answer);
+        let names = HashMap::from([(user, name)]);
+        let body = RoomWire::Answer(answer).encode()?;
+        self.post_to_users(
+            &log.group(),
+            &names,
+            &[user],
+            None,
+            random_id(),
+            content::ROOM_CONTROL,
+            body,
+            0,
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Sends what the last sync queued: history requests, answers (with a
     /// names hint first), and fetches of granted datagrams.
     pub(crate) async fn room_flush(&mut self, report: &mut SyncReport) -> Result<()> {
@@ -513,6 +539,9 @@ impl Client {
                     device,
                     request,
                 } => {
+                    if self.request_settled(&request)? {
+                        continue;
+                    }
                     let names = HashMap::from([(to, name)]);
                     let body = RoomWire::Request(request.clone()).encode()?;
                     self.post_to_users(
@@ -576,6 +605,18 @@ impl Client {
             }
         }
         Ok(())
+    }
+
+    /// A request for a message that is no longer waiting for parents (an
+    /// answer later in the same sync brought them) need not go out.
+    fn request_settled(&self, request: &HistoryRequest) -> Result<bool> {
+        let Some(id) = request.message_id else {
+            return Ok(false);
+        };
+        let Some(log) = self.load_room(&request.group)? else {
+            return Ok(false);
+        };
+        Ok(log.state().is_some() && !log.pending().iter().any(|p| p.message_id == id))
     }
 
     /// Fetches a datagram by id, opens it with a granted key and takes its

@@ -686,8 +686,10 @@ impl Client {
         }
         let mut lines = Vec::new();
         if !added.is_empty() {
-            let mut names: Vec<String> = added.to_vec();
-            names.push(self.username.clone());
+            let mut names = self.known_names(log)?;
+            names.extend(added.iter().map(|a| a.trim().to_lowercase()));
+            names.sort();
+            names.dedup();
             let all = log.recipients();
             self.send_names(log, &all, &names).await?;
         }
@@ -699,7 +701,37 @@ impl Client {
             self.send_entry(log, b, None).await?;
         }
         self.save_room(log)?;
+        // A new member gets the control history right away (the answer it
+        // would otherwise ask for), so the room is usable on its first sync.
+        let names = member_names(log);
+        for b in &built {
+            let Some(entry) = log.entry(&b.hash) else {
+                continue;
+            };
+            if let Body::Control(Op::AddMember { user, .. }) = entry.body {
+                if let Some(name) = names.get(&user).copied() {
+                    self.welcome(log, user, name).await?;
+                }
+            }
+        }
         Ok(lines)
+    }
+
+    /// The usernames this device knows for the room's users (itself
+    /// included).
+    pub(crate) fn known_names(&self, log: &RoomLog) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for h in member_names(log).values() {
+            if let Some(n) = self.store.name_for_hash(h)? {
+                out.push(n);
+            }
+        }
+        if !self.username.is_empty() {
+            out.push(self.username.clone());
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
     }
 
     /// Every entry of the room's log in resolved order; with `verify`,

@@ -701,3 +701,35 @@ async fn room_metadata_is_not_readable_on_the_server_or_on_disk() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_for_an_unknown_room_is_resolved_by_a_request() {
+    let srv = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut alice = register(&srv, &home(&dir, "alice"), "alice").await;
+    let mut bob = register(&srv, &home(&dir, "bob"), "bob").await;
+    // The create never reaches bob; the first message does.
+    alice.drop_room_deliveries_to(&["bob"]);
+    alice
+        .room_create("Lost", "", Ttl::OFF, &names(&["bob"]), &[])
+        .await
+        .unwrap();
+    alice.drop_room_deliveries_to(&[]);
+    alice.room_send("Lost", "where is the room?").await.unwrap();
+    let r = bob.sync().await.unwrap();
+    assert!(r.rejected.is_empty(), "{:?}", r.rejected);
+    assert!(
+        bob.rooms().unwrap().is_empty(),
+        "held until the history comes"
+    );
+    settle(&mut [&mut alice, &mut bob]).await;
+    assert_eq!(bob.rooms().unwrap().len(), 1);
+    assert_eq!(
+        messages(&mut bob, "Lost"),
+        vec!["alice: where is the room?"]
+    );
+    assert_eq!(
+        bob.room_show("Lost").unwrap().head,
+        alice.room_show("Lost").unwrap().head
+    );
+}
