@@ -194,7 +194,11 @@ impl Client {
         built: &Built,
         content: Option<MessageContent>,
     ) -> Result<()> {
-        let ttl = log.state().map_or(0, |s| s.ttl.0);
+        // Only messages expire; control entries are kept.
+        let ttl = match &content {
+            Some(_) => log.state().map_or(0, |s| s.ttl.0),
+            None => 0,
+        };
         let wire = RoomWire::Entry {
             entry: built.bytes.clone(),
             content,
