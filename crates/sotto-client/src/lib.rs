@@ -86,6 +86,15 @@
 //! - The server certificate is pinned by the SHA-256 of its DER; a change is
 //!   [`Error::CertificateChanged`].
 //!
+//! ## Rooms
+//! Secure rooms (`Client::room_create`, `room_send`, `room_show`,
+//! `room_search`, `room_set`, `room_leave`, `room_log`, `room_recover`,
+//! `rooms`) live in `rooms.rs` and `room_sync.rs` over the sans-IO
+//! `sotto_proto::room::RoomLog`; their records, contents and learned names
+//! are in the same encrypted store. [`Client::sync`] and [`Client::listen`]
+//! take room datagrams in, answer history requests and fetch granted
+//! datagrams; see docs/protocol.md, "The client side of rooms".
+//!
 //! ## The user key
 //! The user key stays on the device that registered: it is what certifies
 //! new devices, so only that device can approve links ([`Error::NoUserKey`]
@@ -99,7 +108,7 @@
 //!   session that the peer then uses. There is no explicit session-reset
 //!   message yet.
 //! - Link sync carries the user name, contacts and block list, not the
-//!   message history (history recovery is a later issue).
+//!   message history (room history: `sotto room recover`).
 //! - TTLs are enforced when the history is read (expired rows are deleted),
 //!   by the local clock corrected with the last master-clock offset.
 
