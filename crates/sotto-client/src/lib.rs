@@ -1001,6 +1001,18 @@ impl Client {
     /// is low.
     pub async fn sync(&mut self) -> Result<SyncReport> {
         let _guard = self.begin().await?;
+        self.rooms.cache_on(true);
+        let r = self.sync_mailbox().await;
+        self.rooms.cache_on(false);
+        let mut report = r?;
+        self.room_flush(&mut report).await?;
+        self.purge_rooms()?;
+        self.refill_prekeys_if_low().await?;
+        Ok(report)
+    }
+
+    /// Fetches, processes and acknowledges every waiting mailbox item.
+    async fn sync_mailbox(&mut self) -> Result<SyncReport> {
         let mut report = SyncReport::default();
         let mut after = 0u64;
         loop {
@@ -1024,9 +1036,6 @@ impl Client {
                 break;
             }
         }
-        self.room_flush(&mut report).await?;
-        self.purge_rooms()?;
-        self.refill_prekeys_if_low().await?;
         Ok(report)
     }
 
@@ -1060,6 +1069,7 @@ impl Client {
     /// Reloads the protocol state from the store, dropping in-memory
     /// changes that were not committed.
     fn reload_device(&mut self) -> Result<()> {
+        self.rooms.cache_on(self.rooms.caching);
         let account = self.account()?;
         self.username = account.username.clone();
         let key = DeviceKey::from_bytes(&account.device_key);

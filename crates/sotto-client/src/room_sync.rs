@@ -308,7 +308,9 @@ impl Client {
                 }
                 self.drop_rejected(&delivery.update)?;
                 self.save_room(&log)?;
-                Ok(Outcome::Room(self.render(&log, &delivery.update.notices)))
+                let lines = self.render(&log, &delivery.update.notices);
+                self.keep_room(log);
+                Ok(Outcome::Room(lines))
             }
             RoomWire::Request(request) => {
                 let Some(log) = self.load_room(&group)? else {
@@ -330,6 +332,7 @@ impl Client {
                     return Ok(Outcome::Ignored);
                 };
                 let known = self.known_names(&log)?;
+                self.keep_room(log);
                 self.rooms.outbox.push(Outgoing::Answer {
                     to: requester,
                     name,
@@ -379,7 +382,9 @@ impl Client {
                 }
                 if log.state().is_some() {
                     self.save_room(&log)?;
-                    return Ok(Outcome::Room(self.render(&log, &update.notices)));
+                    let lines = self.render(&log, &update.notices);
+                    self.keep_room(log);
+                    return Ok(Outcome::Room(lines));
                 }
                 Ok(Outcome::Ignored)
             }

@@ -39,6 +39,20 @@ pub(crate) struct RoomRuntime {
     pub(crate) clock_shift_ms: i64,
     /// Username hashes room datagrams are not sent to (test hook).
     pub(crate) drop_to: Vec<[u8; 32]>,
+    /// Logs kept between the datagrams of one sync, so that a batch of
+    /// messages for a room verifies its log once. Each cached log equals
+    /// the stored one (it is saved after every change); loading takes it
+    /// out, so a log changed elsewhere is never read stale, and it is
+    /// dropped whenever the device state is reloaded from the store.
+    pub(crate) cache: std::sync::Mutex<HashMap<[u8; 32], RoomLog>>,
+    pub(crate) caching: bool,
+}
+
+impl RoomRuntime {
+    pub(crate) fn cache_on(&mut self, on: bool) {
+        self.caching = on;
+        self.cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
 }
 
 /// A room as `sotto rooms` lists it.
@@ -244,6 +258,15 @@ impl Client {
 
     /// The room's log as stored (`None` for an unknown room).
     pub(crate) fn load_room(&self, group: &GroupId) -> Result<Option<RoomLog>> {
+        let cached = self
+            .rooms
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&group.0);
+        if cached.is_some() {
+            return Ok(cached);
+        }
         let records = self.store.room_records(&group.0)?;
         if records.is_empty() {
             return Ok(None);
@@ -251,6 +274,17 @@ impl Client {
         let (log, _) =
             RoomLog::from_records(*group, records.into_iter().map(from_record).collect());
         Ok(Some(log))
+    }
+
+    /// Keeps a log (already saved) for the next datagram of this sync.
+    pub(crate) fn keep_room(&self, log: RoomLog) {
+        if self.rooms.caching {
+            self.rooms
+                .cache
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(log.group().0, log);
+        }
     }
 
     pub(crate) fn save_room(&mut self, log: &RoomLog) -> Result<()> {
