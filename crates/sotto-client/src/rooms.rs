@@ -289,8 +289,15 @@ impl Client {
 
     pub(crate) fn save_room(&mut self, log: &RoomLog) -> Result<()> {
         let title = log.state().map(|s| s.title.clone()).unwrap_or_default();
-        self.store
-            .save_room(&log.group().0, &title, &log.head().0, &to_records(log))?;
+        // Every message not yet purged, with when it expires.
+        let next = log.expired(u64::MAX).iter().map(|e| e.expired_at).min();
+        self.store.save_room(
+            &log.group().0,
+            &title,
+            &log.head().0,
+            &to_records(log),
+            next,
+        )?;
         Ok(())
     }
 
@@ -543,9 +550,9 @@ impl Client {
         Ok(!expired.is_empty())
     }
 
-    /// TTL purge of every room (after each sync).
+    /// TTL purge of every room with a message due (after each sync).
     pub(crate) fn purge_rooms(&mut self) -> Result<()> {
-        for (g, _) in self.store.rooms()? {
+        for g in self.store.rooms_due(self.room_now_offline())? {
             if let Some(mut log) = self.load_room(&GroupId(g))? {
                 if self.purge_room(&mut log)? {
                     self.save_room(&log)?;

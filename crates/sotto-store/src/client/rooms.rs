@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS room_messages (
 );
 CREATE INDEX IF NOT EXISTS room_messages_group ON room_messages (group_id, sent_at);
 CREATE TABLE IF NOT EXISTS room_names (name_hash BLOB PRIMARY KEY, username TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS room_expiry (group_id BLOB PRIMARY KEY, next INTEGER NOT NULL);
 ";
 
 /// One stored log record (`sotto_proto::room::LogRecord`, flattened).
@@ -70,16 +71,27 @@ fn opt_arr(v: Option<Vec<u8>>, what: &str) -> Result<Option<[u8; 32]>> {
 }
 
 impl ClientStore {
-    /// Replaces a room's stored log (records in order) and head, and its
-    /// title for lookups, in one transaction.
+    /// Replaces a room's stored log (records in order) and head, its title
+    /// for lookups, and when its next message expires (master-clock ms,
+    /// `None`: nothing to expire), in one transaction.
     pub fn save_room(
         &mut self,
         group: &[u8; 32],
         title: &str,
         head: &[u8; 32],
         records: &[RoomRecord],
+        next_expiry: Option<u64>,
     ) -> Result<()> {
         let tx = self.transaction()?;
+        match next_expiry {
+            Some(t) => tx.tx.execute(
+                "INSERT OR REPLACE INTO room_expiry (group_id, next) VALUES (?1, ?2)",
+                params![&group[..], t.min(i64::MAX as u64) as i64],
+            )?,
+            None => tx
+                .tx
+                .execute("DELETE FROM room_expiry WHERE group_id = ?1", [&group[..]])?,
+        };
         tx.tx.execute(
             "INSERT OR REPLACE INTO rooms (group_id, title, head) VALUES (?1, ?2, ?3)",
             params![&group[..], title, &head[..]],
@@ -118,6 +130,20 @@ impl ClientStore {
         for r in rows {
             let (g, t) = r?;
             out.push((arr(g, "group id")?, t));
+        }
+        Ok(out)
+    }
+
+    /// The rooms with a message that expires at or before `now_ms`.
+    pub fn rooms_due(&self, now_ms: u64) -> Result<Vec<[u8; 32]>> {
+        let db = self.db();
+        let mut stmt = db.prepare("SELECT group_id FROM room_expiry WHERE next <= ?1")?;
+        let rows = stmt.query_map([now_ms.min(i64::MAX as u64) as i64], |r| {
+            r.get::<_, Vec<u8>>(0)
+        })?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(arr(r?, "group id")?);
         }
         Ok(out)
     }
@@ -297,5 +323,65 @@ impl ClientStore {
             "UPDATE room_entries SET bytes = ?3 WHERE group_id = ?1 AND pos = ?2",
             params![&group[..], pos as i64, bytes],
         )? == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(n: u8, pending: bool) -> RoomRecord {
+        RoomRecord {
+            hash: [n; 32],
+            bytes: vec![n; 10],
+            message_key: (n % 2 == 0).then_some([9; 32]),
+            datagram_id: Some([n ^ 0xff; 32]),
+            purged: n == 3,
+            pending,
+        }
+    }
+
+    #[test]
+    fn rooms_round_trip_expire_and_tamper() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = ClientStore::create(dir.path(), "pw").unwrap();
+        let g = [1u8; 32];
+        let records = vec![record(1, false), record(2, false), record(3, true)];
+        s.save_room(&g, "Launch", &[7; 32], &records, Some(5_000))
+            .unwrap();
+        assert_eq!(s.rooms().unwrap(), vec![(g, "Launch".to_string())]);
+        assert_eq!(s.room_head(&g).unwrap(), Some([7; 32]));
+        assert_eq!(s.room_records(&g).unwrap(), records);
+        assert!(s.rooms_due(4_999).unwrap().is_empty());
+        assert_eq!(s.rooms_due(5_000).unwrap(), vec![g]);
+        // Saving again replaces the records; no expiry left clears it.
+        s.save_room(&g, "Launch 2", &[8; 32], &records[..1], None)
+            .unwrap();
+        assert_eq!(s.room_records(&g).unwrap().len(), 1);
+        assert!(s.rooms_due(u64::MAX).unwrap().is_empty());
+
+        let m = RoomMessageRow {
+            entry: [2; 32],
+            group: g,
+            sender: [3; 32],
+            sent_at: 10,
+            content_type: 1,
+            salt: [4; 16],
+            body: b"hello".to_vec(),
+        };
+        assert!(s.put_room_message(&m).unwrap());
+        assert!(!s.put_room_message(&m).unwrap(), "once per entry");
+        assert_eq!(s.room_message_by_entry(&[2; 32]).unwrap(), Some(m.clone()));
+        assert_eq!(s.room_messages(&g).unwrap(), vec![m]);
+        assert!(s.delete_room_message(&[2; 32]).unwrap());
+        assert!(s.room_messages(&g).unwrap().is_empty());
+
+        s.put_room_name(&[5; 32], "bob").unwrap();
+        assert_eq!(s.name_for_hash(&[5; 32]).unwrap().as_deref(), Some("bob"));
+        assert_eq!(s.name_for_hash(&[6; 32]).unwrap(), None);
+
+        assert!(s.tamper_room_record(&g, 0, b"changed").unwrap());
+        assert_eq!(s.room_records(&g).unwrap()[0].bytes, b"changed");
+        assert!(!s.tamper_room_record(&g, 5, b"x").unwrap());
     }
 }
