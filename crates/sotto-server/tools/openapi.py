@@ -81,7 +81,7 @@ paths = {
       {"name": "after", "in": "query", "schema": s("integer", format="int64", default=0)},
       {"name": "limit", "in": "query", "schema": s("integer", default=100, maximum=500)}])},
   "/v1/mailbox/ack": {"post": op("Acknowledge items: deleted, or kept for the retention window", EMPTY, body=js("Ack"))},
-  "/v1/datagrams/{datagram_id}": {"get": op("A datagram still stored (pending or within retention) that was addressed to the caller",
+  "/v1/datagrams/{datagram_id}": {"get": op("A datagram still stored (pending or within retention) that was addressed to a device of the caller's user (room history recovery)",
       {"content": {"application/octet-stream": {"schema": s("string", format="binary")}}},
       params=[path_param("datagram_id", "hex SHA-256 of the datagram")], extra={"404": err("`not_found`")})},
   "/v1/ws": {"get": op("WebSocket: server sends Push text frames, the device may send Ack text frames; anything else closes the socket",
