@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use rand_core::OsRng;
 use reqwest::Method;
-use sotto_api::{b64, username_hash, MailboxItem, UserDevices};
+use sotto_api::{b64, username_hash, MailboxItem};
 use sotto_proto::room::{
     datagram_id, open_with_message_key, Built, EntryHash, EntryKind, Event, Grant, GroupId,
     HistoryAnswer, HistoryRequest, LocalMeta, MessageContent, Recovered, Requester, RoomLog,
@@ -19,11 +19,9 @@ use sotto_proto::room::{
 use sotto_proto::{content, DeviceCert, DeviceId, Opened, Payload, UserPublic};
 
 use crate::body::{R as Reader, W as Writer};
-use crate::net::NO_BODY;
 use crate::rooms::{member_names, ROOM_NAMES};
-use crate::{
-    check_username, decode_cert, parse_user, random_id, Client, Error, Outcome, Result, SyncReport,
-};
+use crate::sync::Outcome;
+use crate::{check_username, random_id, Client, Error, Result, SyncReport};
 
 /// Room work queued while the mailbox is processed.
 pub(crate) enum Outgoing {
@@ -73,33 +71,6 @@ fn decode_names(bytes: &[u8]) -> Option<Vec<String>> {
 }
 
 impl Client {
-    /// A user's key and verified device certificates, by username hash.
-    async fn fetch_by_hash(
-        &self,
-        hash: &[u8; 32],
-    ) -> Result<Option<(UserPublic, Vec<DeviceCert>)>> {
-        let path = format!("/v1/users/{}", hex::encode(hash));
-        let ud: UserDevices = match self
-            .api
-            .call(Method::GET, &path, NO_BODY, Some(self.device.key()))
-            .await
-        {
-            Ok(u) => u,
-            Err(crate::net::Failure::Api(e)) if e.status == reqwest::StatusCode::NOT_FOUND => {
-                return Ok(None)
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let user = parse_user(&ud.user)?;
-        let certs = ud
-            .devices
-            .iter()
-            .filter_map(|d| decode_cert(d))
-            .filter(|c| c.verify_for(&user).is_ok())
-            .collect();
-        Ok(Some((user, certs)))
-    }
-
     /// Seals `body` once to every device of `to` (users of the room, by
     /// their username hashes in `names`; this user's other devices for
     /// oneself), or to `only` of them, and posts it. Returns the message key,
