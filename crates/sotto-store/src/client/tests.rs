@@ -1,5 +1,7 @@
+use std::fs;
+
 use rand_core::OsRng;
-use sotto_proto::{content, DeviceKey, Payload, PrekeyBundle, UserKey};
+use sotto_proto::{content, Device, DeviceKey, Payload, PrekeyBundle, UserKey};
 
 use super::*;
 
