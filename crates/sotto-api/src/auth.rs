@@ -24,7 +24,12 @@ pub const CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
 
 /// The bytes a device signs for one request: method, path with query, time
 /// and the SHA-256 of the body.
-pub fn request_signing_bytes(method: &str, path_and_query: &str, time_ms: u64, body: &[u8]) -> Vec<u8> {
+pub fn request_signing_bytes(
+    method: &str,
+    path_and_query: &str,
+    time_ms: u64,
+    body: &[u8],
+) -> Vec<u8> {
     let body_hash = Sha256::digest(body);
     let mut out = Vec::with_capacity(64 + path_and_query.len());
     out.extend_from_slice(b"sotto/v1/request\n");

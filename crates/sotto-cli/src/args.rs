@@ -130,7 +130,8 @@ pub enum Command {
 
 /// TTLs: off, 10m, 1h, 1d, 1w, 30d (or a number with s/m/h/d/w).
 fn ttl(s: &str) -> Result<Ttl, String> {
-    s.parse().map_err(|_| format!("invalid TTL {s:?}: use off, 10m, 1h, 1d, 1w or 30d"))
+    s.parse()
+        .map_err(|_| format!("invalid TTL {s:?}: use off, 10m, 1h, 1d, 1w or 30d"))
 }
 
 #[derive(Subcommand, Debug)]

@@ -18,36 +18,63 @@ pub async fn run(home: Option<PathBuf>, json: bool, command: Command) -> Result<
     let home = home.ok_or("no home directory: pass --home DIR or set SOTTO_HOME")?;
     let out = Printer { json };
     match command {
-        Command::Register { username, server, fingerprint } => {
+        Command::Register {
+            username,
+            server,
+            fingerprint,
+        } => {
             let pass = passphrase::new()?;
-            let (client, pinned) = Client::register(&home, &pass, &username, &server, fingerprint.as_deref())
-                .await
-                .map_err(|e| e.to_string())?;
-            println!("registered {} on {} (server certificate {pinned})", client.username(), client.server_url());
+            let (client, pinned) =
+                Client::register(&home, &pass, &username, &server, fingerprint.as_deref())
+                    .await
+                    .map_err(|e| e.to_string())?;
+            println!(
+                "registered {} on {} (server certificate {pinned})",
+                client.username(),
+                client.server_url()
+            );
             Ok(())
         }
-        Command::Link { server, fingerprint } => {
+        Command::Link {
+            server,
+            fingerprint,
+        } => {
             let pass = passphrase::new()?;
-            let pending =
-                Client::link_start(&home, &pass, &server, fingerprint.as_deref()).await.map_err(|e| e.to_string())?;
+            let pending = Client::link_start(&home, &pass, &server, fingerprint.as_deref())
+                .await
+                .map_err(|e| e.to_string())?;
             if let Some(fp) = pending.fingerprint() {
                 println!("server certificate {fp}");
             }
             println!("code: {}", pending.code());
-            println!("approve it on a device of yours with: sotto approve {}", pending.code());
+            println!(
+                "approve it on a device of yours with: sotto approve {}",
+                pending.code()
+            );
             let client = pending.wait(LINK_WAIT).await.map_err(|e| e.to_string())?;
-            println!("linked: this device is now a device of {}", client.username());
+            println!(
+                "linked: this device is now a device of {}",
+                client.username()
+            );
             Ok(())
         }
         command => {
             let pass = passphrase::existing()?;
-            let mut client = Client::open(&home, &pass).await.map_err(|e| e.to_string())?;
-            device_command(&mut client, &out, command).await.map_err(|e| e.to_string())
+            let mut client = Client::open(&home, &pass)
+                .await
+                .map_err(|e| e.to_string())?;
+            device_command(&mut client, &out, command)
+                .await
+                .map_err(|e| e.to_string())
         }
     }
 }
 
-async fn device_command(client: &mut Client, out: &Printer, command: Command) -> sotto_client::Result<()> {
+async fn device_command(
+    client: &mut Client,
+    out: &Printer,
+    command: Command,
+) -> sotto_client::Result<()> {
     match command {
         Command::Approve { code } => {
             let device = client.approve(&code).await?;
@@ -88,13 +115,20 @@ async fn device_command(client: &mut Client, out: &Printer, command: Command) ->
                         }
                     }
                     Event::Disconnected { reason, retry_in } => {
-                        eprintln!("disconnected ({reason}); retrying in {}s", retry_in.as_secs())
+                        eprintln!(
+                            "disconnected ({reason}); retrying in {}s",
+                            retry_in.as_secs()
+                        )
                     }
                 })
                 .await?;
         }
         Command::Verify { username, accept } => {
-            let number = if accept { client.trust(&username).await? } else { client.verify(&username).await? };
+            let number = if accept {
+                client.trust(&username).await?
+            } else {
+                client.verify(&username).await?
+            };
             out.safety(&username, &number);
         }
         Command::Block { username } => {
@@ -107,7 +141,9 @@ async fn device_command(client: &mut Client, out: &Printer, command: Command) ->
         }
         Command::Rooms => crate::room_cmds::rooms(client, out).await?,
         Command::Room { command } => crate::room_cmds::room(client, out, command).await?,
-        Command::Server { .. } | Command::Register { .. } | Command::Link { .. } => unreachable!("handled by run"),
+        Command::Server { .. } | Command::Register { .. } | Command::Link { .. } => {
+            unreachable!("handled by run")
+        }
     }
     Ok(())
 }

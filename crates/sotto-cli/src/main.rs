@@ -15,7 +15,10 @@ use args::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
     };
@@ -32,13 +35,22 @@ fn fail(message: &str) -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
-        Command::Server { listen, data, cert, key, retention_days } => {
+        Command::Server {
+            listen,
+            data,
+            cert,
+            key,
+            retention_days,
+        } => {
             let mut config = sotto_server::Config::new(listen, data);
             if let (Some(cert), Some(key)) = (cert, key) {
                 config.tls = sotto_server::Tls::Files { cert, key };
             }
-            config.retention = std::time::Duration::from_secs(retention_days.saturating_mul(86_400));
-            let running = sotto_server::start(config).await.map_err(|e| e.to_string())?;
+            config.retention =
+                std::time::Duration::from_secs(retention_days.saturating_mul(86_400));
+            let running = sotto_server::start(config)
+                .await
+                .map_err(|e| e.to_string())?;
             println!("listening on https://{}", running.addr);
             println!("fingerprint: {}", running.fingerprint);
             let shutdown = tokio::signal::ctrl_c();

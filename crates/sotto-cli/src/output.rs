@@ -44,7 +44,10 @@ impl Printer {
             } else {
                 ""
             };
-            println!("{}  ttl {}  {} members  id {}{state}", r.title, r.ttl, r.members, r.id);
+            println!(
+                "{}  ttl {}  {} members  id {}{state}",
+                r.title, r.ttl, r.members, r.id
+            );
         }
     }
 
@@ -70,8 +73,17 @@ impl Printer {
             println!("description: {}", v.description);
         }
         println!("ttl: {}", v.ttl);
-        let members: Vec<String> =
-            v.members.iter().map(|m| if m.admin { format!("{} *", m.name) } else { m.name.clone() }).collect();
+        let members: Vec<String> = v
+            .members
+            .iter()
+            .map(|m| {
+                if m.admin {
+                    format!("{} *", m.name)
+                } else {
+                    m.name.clone()
+                }
+            })
+            .collect();
         println!("members: {}  (* admin)", members.join(", "));
         println!("id: {}", v.id);
         println!("log head: {} ({} entries)", v.head, v.entries);
@@ -86,11 +98,22 @@ impl Printer {
             return;
         }
         for e in &r.entries {
-            println!("{:>4}  {}  {}  {}  {}: {}", e.position, &e.entry[..16], time(e.at), e.kind, e.from, e.event);
+            println!(
+                "{:>4}  {}  {}  {}  {}: {}",
+                e.position,
+                &e.entry[..16],
+                time(e.at),
+                e.kind,
+                e.from,
+                e.event
+            );
         }
         println!("head {}", r.head);
         if verify && r.broken.is_none() {
-            println!("verified: {} entries, every hash, signature and parent link checks, head matches", r.entries.len());
+            println!(
+                "verified: {} entries, every hash, signature and parent link checks, head matches",
+                r.entries.len()
+            );
         }
     }
 
@@ -114,7 +137,12 @@ fn time(ms: u64) -> String {
     let secs = ms / 1000;
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant's

@@ -28,7 +28,9 @@ pub fn new() -> Result<Zeroizing<String>, String> {
 
 fn check_new(p: Zeroizing<String>) -> Result<Zeroizing<String>, String> {
     if p.is_empty() {
-        return Err(format!("the passphrase is empty: set {ENV} or type one at the prompt"));
+        return Err(format!(
+            "the passphrase is empty: set {ENV} or type one at the prompt"
+        ));
     }
     Ok(p)
 }

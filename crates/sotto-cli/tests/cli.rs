@@ -10,7 +10,9 @@ const PASS: &str = "correct horse battery staple";
 
 fn sotto() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_sotto"));
-    c.env("SOTTO_PASSPHRASE", PASS).env_remove("SOTTO_HOME").stdin(Stdio::null());
+    c.env("SOTTO_PASSPHRASE", PASS)
+        .env_remove("SOTTO_HOME")
+        .stdin(Stdio::null());
     c
 }
 
@@ -36,11 +38,19 @@ impl Server {
             .expect("spawn sotto server");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let first = lines.next().expect("server printed nothing").unwrap();
-        let addr = first.strip_prefix("listening on https://").unwrap_or_else(|| panic!("unexpected: {first}"));
+        let addr = first
+            .strip_prefix("listening on https://")
+            .unwrap_or_else(|| panic!("unexpected: {first}"));
         let second = lines.next().expect("no fingerprint line").unwrap();
-        let fingerprint = second.strip_prefix("fingerprint: ").unwrap_or_else(|| panic!("unexpected: {second}"));
+        let fingerprint = second
+            .strip_prefix("fingerprint: ")
+            .unwrap_or_else(|| panic!("unexpected: {second}"));
         assert_eq!(fingerprint.len(), 64, "fingerprint is hex SHA-256");
-        Server { child, url: format!("https://{addr}"), fingerprint: fingerprint.to_string() }
+        Server {
+            child,
+            url: format!("https://{addr}"),
+            fingerprint: fingerprint.to_string(),
+        }
     }
 
     fn kill9(mut self) {
@@ -58,7 +68,12 @@ impl Drop for Server {
 }
 
 fn run(home: &Path, args: &[&str]) -> Output {
-    sotto().arg("--home").arg(home).args(args).output().expect("run sotto")
+    sotto()
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .output()
+        .expect("run sotto")
 }
 
 fn ok(home: &Path, args: &[&str]) -> String {
@@ -77,12 +92,18 @@ fn err(home: &Path, args: &[&str]) -> String {
     let out = run(home, args);
     assert!(!out.status.success(), "sotto {args:?} should have failed");
     let stderr = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(stderr.trim_end().lines().count(), 1, "one line on stderr, got: {stderr}");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "one line on stderr, got: {stderr}"
+    );
     stderr
 }
 
 fn json_lines(s: &str) -> Vec<serde_json::Value> {
-    s.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect()
+    s.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
 }
 
 fn register(dir: &Path, name: &str, server: &Server) -> PathBuf {
@@ -114,7 +135,10 @@ fn link(dir: &Path, name: &str, approver: &Path, server: &Server) -> PathBuf {
             assert!(status.success(), "link exited with {status}");
             break;
         }
-        assert!(Instant::now() < deadline, "link did not finish after approval");
+        assert!(
+            Instant::now() < deadline,
+            "link did not finish after approval"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     home
@@ -125,7 +149,10 @@ fn inbox(home: &Path) -> Vec<serde_json::Value> {
 }
 
 fn bodies(messages: &[serde_json::Value]) -> Vec<String> {
-    messages.iter().map(|m| m["body"].as_str().unwrap().to_string()).collect()
+    messages
+        .iter()
+        .map(|m| m["body"].as_str().unwrap().to_string())
+        .collect()
 }
 
 #[test]
@@ -161,9 +188,15 @@ fn two_users_several_devices_walkthrough() {
         .unwrap();
     std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"ok, 3pm it is\n").unwrap();
     assert!(child.wait().unwrap().success());
-    assert_eq!(bodies(&inbox(&alice)), ["the meeting moved to 3pm", "ok, 3pm it is"]);
+    assert_eq!(
+        bodies(&inbox(&alice)),
+        ["the meeting moved to 3pm", "ok, 3pm it is"]
+    );
     // bob's other device has the reply in its history too.
-    assert_eq!(bodies(&inbox(&bob)), ["the meeting moved to 3pm", "ok, 3pm it is"]);
+    assert_eq!(
+        bodies(&inbox(&bob)),
+        ["the meeting moved to 3pm", "ok, 3pm it is"]
+    );
 
     // Safety numbers agree on both sides.
     let a = json_lines(&ok(&alice, &["verify", "bob", "--json"]));
@@ -173,7 +206,10 @@ fn two_users_several_devices_walkthrough() {
     assert!(number.bytes().all(|d| d.is_ascii_digit()));
     assert_eq!(number, b[0]["safety_number"].as_str().unwrap());
     let human = ok(&alice, &["verify", "bob"]);
-    assert!(human.contains(&number[..5]), "the human form shows the digits: {human}");
+    assert!(
+        human.contains(&number[..5]),
+        "the human form shows the digits: {human}"
+    );
 
     // Blocking refuses, unblocking lets through.
     ok(&bob, &["block", "alice"]);
@@ -185,7 +221,13 @@ fn two_users_several_devices_walkthrough() {
     // Clear errors.
     let e = err(&alice, &["send", "nobody-here", "hi"]);
     assert!(e.contains("nobody-here"), "{e}");
-    let wrong = sotto().arg("--home").arg(&alice).env("SOTTO_PASSPHRASE", "wrong").arg("inbox").output().unwrap();
+    let wrong = sotto()
+        .arg("--home")
+        .arg(&alice)
+        .env("SOTTO_PASSPHRASE", "wrong")
+        .arg("inbox")
+        .output()
+        .unwrap();
     assert!(!wrong.status.success());
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("passphrase"));
 }
@@ -204,14 +246,20 @@ fn accepted_datagram_survives_server_sigkill() {
 
     let listen = url.strip_prefix("https://").unwrap();
     let restarted = Server::start_on(&data, listen);
-    assert_eq!(restarted.fingerprint, fingerprint, "the certificate is kept across restarts");
+    assert_eq!(
+        restarted.fingerprint, fingerprint,
+        "the certificate is kept across restarts"
+    );
     assert_eq!(bodies(&inbox(&bob)), ["sent while bob was offline"]);
 }
 
 #[test]
 fn server_unreachable_is_one_clear_line() {
     let dir = tempfile::tempdir().unwrap();
-    let e = err(&dir.path().join("x"), &["register", "x", "--server", "https://127.0.0.1:9"]);
+    let e = err(
+        &dir.path().join("x"),
+        &["register", "x", "--server", "https://127.0.0.1:9"],
+    );
     assert!(e.contains("127.0.0.1:9"), "{e}");
 }
 
