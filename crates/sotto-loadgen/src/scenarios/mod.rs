@@ -1,0 +1,5 @@
+//! One file per scenario (subcommand): its arguments and its run.
+
+pub mod idle;
+pub mod offline;
+pub mod relay;
