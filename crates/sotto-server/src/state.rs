@@ -5,8 +5,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sotto_proto::DeviceId;
+use sotto_store::server::Reply;
 use sotto_store::server::{DeviceRecord, ServerStore};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use crate::api::ApiError;
 use crate::hub::Hub;
@@ -68,6 +69,23 @@ impl AppState {
         cache.insert(record.device, record);
     }
 
+    /// Hands a write to the store's writer (`enqueue_with`, `ack_with`)
+    /// without occupying a thread while its commit is awaited.
+    pub fn submit<T, F>(&self, f: F) -> Pending<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn ServerStore, Reply<T>),
+    {
+        let (tx, rx) = oneshot::channel();
+        f(
+            &*self.store,
+            Box::new(move |answer| {
+                let _ = tx.send(answer);
+            }),
+        );
+        rx
+    }
+
     /// Runs a store call on the blocking pool: the store is synchronous
     /// (and a write waits for its group commit), the runtime must not.
     pub async fn db<T, F>(&self, f: F) -> Result<T, ApiError>
@@ -83,10 +101,22 @@ impl AppState {
     }
 }
 
+/// A store write handed to the writer without a blocking thread: answers
+/// through a oneshot channel (see [`AppState::write`]).
+pub(crate) type Pending<T> = oneshot::Receiver<sotto_store::server::Result<T>>;
+
 /// The master clock: milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// The answer of a [`AppState::submit`]ted write.
+pub(crate) async fn answer<T>(pending: Pending<T>) -> Result<T, ApiError> {
+    match pending.await {
+        Ok(result) => result.map_err(ApiError::from),
+        Err(_) => Err(ApiError::internal("a store call failed")),
+    }
 }

@@ -526,3 +526,84 @@ fn nothing_readable_in_the_data_directory() {
     }
     assert!(seen > 0);
 }
+
+#[test]
+fn non_blocking_writes_answer_once_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(dir.path()).unwrap();
+    register(&s, "alice", 1, 1, 0);
+    register(&s, "bob", 2, 2, 0);
+    // 200 sends handed over without waiting; each answer arrives on the
+    // writer thread once its batch is committed, so by then another
+    // connection sees its mailbox row.
+    let (tx, rx) = std::sync::mpsc::channel();
+    for i in 0..200u32 {
+        let tx = tx.clone();
+        let db = dir.path().to_owned();
+        s.enqueue_with(
+            &dev(1),
+            &[dev(2)],
+            i.to_be_bytes().to_vec(),
+            10,
+            Box::new(move |answer| {
+                let e = answer.unwrap();
+                let seq = e.deliveries[0].seq;
+                let seen: i64 = raw(&db)
+                    .query_row(
+                        "SELECT COUNT(*) FROM mailbox WHERE seq = ?1",
+                        [seq as i64],
+                        |r| r.get(0),
+                    )
+                    .unwrap();
+                tx.send((seq, seen)).unwrap();
+            }),
+        );
+    }
+    // A refused send is answered too, with the refusal.
+    let (etx, erx) = std::sync::mpsc::channel();
+    s.enqueue_with(
+        &dev(1),
+        &[dev(99)],
+        b"nobody".to_vec(),
+        10,
+        Box::new(move |answer| etx.send(answer.map(|_| ())).unwrap()),
+    );
+    drop(tx);
+    let mut seqs: Vec<(u64, i64)> = rx.iter().collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=200).map(|q| (q, 1)).collect::<Vec<_>>());
+    assert!(matches!(erx.recv().unwrap(), Err(StoreError::UnknownDevice(d)) if d == dev(99)));
+
+    // Acks the same way; the second ack of the same items finds none.
+    let (atx, arx) = std::sync::mpsc::channel();
+    let seqs: Vec<u64> = (1..=150).collect();
+    for _ in 0..2 {
+        let atx = atx.clone();
+        s.ack_with(
+            &dev(2),
+            &seqs,
+            20,
+            0,
+            Box::new(move |a| atx.send(a.unwrap()).unwrap()),
+        );
+    }
+    assert_eq!((arx.recv().unwrap(), arx.recv().unwrap()), (150, 0));
+    assert_eq!(count(dir.path(), "mailbox"), 50);
+    // Writes still queued when the store is dropped are committed and
+    // answered.
+    let (dtx, drx) = std::sync::mpsc::channel();
+    for i in 0..50u32 {
+        let dtx = dtx.clone();
+        s.enqueue_with(
+            &dev(2),
+            &[dev(1)],
+            format!("late {i}").into_bytes(),
+            30,
+            Box::new(move |a| dtx.send(a.is_ok()).unwrap()),
+        );
+    }
+    drop(s);
+    drop(dtx);
+    assert_eq!(drx.iter().filter(|ok| *ok).count(), 50);
+    assert_eq!(count(dir.path(), "mailbox"), 100);
+}

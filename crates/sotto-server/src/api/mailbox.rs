@@ -12,7 +12,7 @@ use sotto_api::{b64, Ack, MailboxBatch, MailboxItem};
 
 use super::{empty, json, ApiError};
 use crate::auth::Caller;
-use crate::state::{now_ms, AppState};
+use crate::state::{answer, now_ms, AppState, Pending};
 
 const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 500;
@@ -50,21 +50,21 @@ pub(super) async fn fetch(
     Ok(Json(MailboxBatch { items, more }))
 }
 
-/// Applies an acknowledgement (also used by the WebSocket).
-pub(crate) async fn apply_ack(
+/// Hands an acknowledgement to the store (also used by the WebSocket,
+/// which does not wait for it before pushing on); the answer comes once it
+/// is committed.
+pub(crate) fn submit_ack(
     state: &AppState,
     device: sotto_proto::DeviceId,
     ack: Ack,
-) -> Result<u32, ApiError> {
+) -> Result<Pending<u32>, ApiError> {
     if ack.seqs.len() > MAX_ACK {
         return Err(ApiError::bad_request(format!(
             "at most {MAX_ACK} sequence numbers per ack"
         )));
     }
     let retention = state.retention_ms;
-    state
-        .db(move |s| s.ack(&device, &ack.seqs, now_ms(), retention))
-        .await
+    Ok(state.submit(move |s, reply| s.ack_with(&device, &ack.seqs, now_ms(), retention, reply)))
 }
 
 pub(super) async fn ack(
@@ -72,7 +72,7 @@ pub(super) async fn ack(
     caller: Caller,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let ack: Ack = json(&caller.body)?;
-    apply_ack(&state, caller.device.device, ack).await?;
+    answer(submit_ack(&state, caller.device.device, ack)?).await?;
     Ok(empty())
 }
 

@@ -10,7 +10,7 @@ use sotto_proto::{Datagram, DeviceId};
 
 use super::ApiError;
 use crate::auth::Caller;
-use crate::state::{now_ms, AppState};
+use crate::state::{answer, now_ms, AppState};
 
 pub(super) async fn send(
     State(state): State<AppState>,
@@ -47,10 +47,12 @@ pub(super) async fn send(
     // Store and push in a task of its own: if the sender hangs up while
     // waiting, the datagram is still committed, so it must still be pushed
     // (dropping this handler must not drop the push).
+    // The write goes to the store's writer at once; this task only awaits
+    // its commit.
+    let pending = state
+        .submit(move |s, reply| s.enqueue_with(&device, &recipients, datagram, now_ms(), reply));
     let task = tokio::spawn(async move {
-        let enqueued = state
-            .db(move |s| s.enqueue(&device, &recipients, datagram, now_ms()))
-            .await?;
+        let enqueued = answer(pending).await?;
         // Durable: now push, encoding the datagram once, and only if a
         // recipient is connected. Pushes of concurrent sends may reach a
         // device out of sequence order; the mailbox fetch is ordered.

@@ -9,19 +9,30 @@ use std::time::Duration;
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
+use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt, StreamExt};
 use sotto_api::Ack;
 use sotto_proto::DeviceId;
 
-use super::mailbox::apply_ack;
+use super::mailbox::submit_ack;
 use crate::auth::Caller;
-use crate::state::AppState;
+use crate::state::{AppState, Pending};
 
 /// Largest frame a device may send (an `Ack` of many sequence numbers).
 const MAX_FRAME: usize = 256 * 1024;
 /// Pings keep idle connections (and NAT mappings) alive and detect dead
 /// peers.
 const PING_EVERY: Duration = Duration::from_secs(30);
+/// Acks handed to the store and not yet committed, per connection: pushes
+/// go on while they commit (they share the writer's batches); past this
+/// many, the connection waits for the oldest.
+const ACKS_IN_FLIGHT: usize = 64;
+/// Bytes of outgoing frames buffered before a write reaches the socket.
+/// Every push is flushed at once anyway; tungstenite's default (128 KiB)
+/// only makes the buffer of a connection that ever had a burst stay large.
+const WRITE_BUFFER: usize = 0;
+/// Most outgoing bytes buffered for a connection whose peer does not read.
+const MAX_WRITE_BUFFER: usize = 1 << 20;
 
 pub(super) async fn upgrade(
     State(state): State<AppState>,
@@ -32,6 +43,8 @@ pub(super) async fn upgrade(
     upgrade
         .max_message_size(MAX_FRAME)
         .max_frame_size(MAX_FRAME)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
         .on_upgrade(move |socket| session(state, device, socket))
 }
 
@@ -50,8 +63,16 @@ async fn session(state: AppState, device: DeviceId, socket: WebSocket) {
     let mut shutdown = state.shutdown.clone();
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
+    let mut acks: FuturesUnordered<Pending<u32>> = FuturesUnordered::new();
     loop {
         tokio::select! {
+            // A refused or failed ack closes the connection, as before.
+            Some(done) = acks.next(), if !acks.is_empty() => {
+                if !matches!(done, Ok(Ok(_))) {
+                    close(&mut sink, close_code::POLICY, "ack refused").await;
+                    break;
+                }
+            }
             push = pushes.recv() => match push {
                 Some(frame) => {
                     if sink.send(Message::Text(frame)).await.is_err() {
@@ -67,7 +88,22 @@ async fn session(state: AppState, device: DeviceId, socket: WebSocket) {
             frame = stream.next() => match frame {
                 Some(Ok(Message::Text(text))) => match serde_json::from_str::<Ack>(&text) {
                     Ok(ack) => {
-                        if apply_ack(&state, device, ack).await.is_err() {
+                        let refused = match submit_ack(&state, device, ack) {
+                            Ok(pending) => {
+                                acks.push(pending);
+                                // Too many in flight: wait for the oldest.
+                                let mut failed = false;
+                                while acks.len() > ACKS_IN_FLIGHT {
+                                    if !matches!(acks.next().await, Some(Ok(Ok(_)))) {
+                                        failed = true;
+                                        break;
+                                    }
+                                }
+                                failed
+                            }
+                            Err(_) => true,
+                        };
+                        if refused {
                             close(&mut sink, close_code::POLICY, "ack refused").await;
                             break;
                         }

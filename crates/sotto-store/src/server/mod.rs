@@ -3,7 +3,9 @@
 //!
 //! # Shape
 //! The trait is synchronous and small; the server calls it from blocking
-//! threads. Nothing in it relies on state kept in the serving process:
+//! threads, except for the hot writes (`enqueue_with`, `ack_with`), which
+//! hand the work to the writer and answer through a callback once it is
+//! committed, so no thread waits for the commit. Nothing in it relies on state kept in the serving process:
 //! mailbox sequence numbers, pending device links and prekey pools all live
 //! in the database, so a PostgreSQL backend shared by several server nodes
 //! can implement the same trait later (pushing to devices connected to
@@ -41,6 +43,9 @@ pub const LINK_TTL_MS: u64 = 10 * 60 * 1000;
 
 /// Result of every store call.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Answers a non-blocking store call (`enqueue_with`, `ack_with`).
+pub type Reply<T> = Box<dyn FnOnce(Result<T>) + Send>;
 
 /// Everything the store can refuse or fail with.
 #[derive(Debug, thiserror::Error)]
@@ -226,6 +231,21 @@ pub trait ServerStore: Send + Sync {
         now_ms: u64,
     ) -> Result<Enqueued>;
 
+    /// [`ServerStore::enqueue`] without blocking the caller: `reply` gets
+    /// the answer once the datagram is durable (or refused). A backend may
+    /// call `reply` on another thread; it must be quick. The default runs
+    /// `enqueue` and answers before returning.
+    fn enqueue_with(
+        &self,
+        sender: &DeviceId,
+        recipients: &[DeviceId],
+        datagram: Vec<u8>,
+        now_ms: u64,
+        reply: Reply<Enqueued>,
+    ) {
+        reply(self.enqueue(sender, recipients, datagram, now_ms))
+    }
+
     /// Unacknowledged items with `seq > after`, in order: at most `limit`,
     /// and stopping after `max_bytes` of datagrams (always at least one).
     /// The flag says whether more wait.
@@ -241,6 +261,19 @@ pub trait ServerStore: Send + Sync {
     /// else kept until `acked_at + retention_ms`. Returns how many of `seqs`
     /// were pending.
     fn ack(&self, device: &DeviceId, seqs: &[u64], now_ms: u64, retention_ms: u64) -> Result<u32>;
+
+    /// [`ServerStore::ack`] without blocking the caller (as
+    /// [`ServerStore::enqueue_with`]).
+    fn ack_with(
+        &self,
+        device: &DeviceId,
+        seqs: &[u64],
+        now_ms: u64,
+        retention_ms: u64,
+        reply: Reply<u32>,
+    ) {
+        reply(self.ack(device, seqs, now_ms, retention_ms))
+    }
 
     /// A datagram addressed to `device` that is still stored (pending or
     /// within retention).

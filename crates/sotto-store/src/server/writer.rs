@@ -19,9 +19,13 @@ use super::{Result, StoreError};
 /// commit is known.
 type Job = Box<dyn FnOnce(&Connection) -> Reply + Send>;
 type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
+/// Answers one caller of [`Writer::write_with`].
+pub(crate) type Callback<T> = super::Reply<T>;
 
 /// Most jobs in one transaction: bounds how long one commit holds callers.
 const MAX_BATCH: usize = 512;
+/// Prepared statements the writer keeps.
+const STATEMENT_CACHE: usize = 128;
 
 pub(crate) struct Writer {
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
@@ -38,6 +42,9 @@ pub(crate) struct Stats {
 
 impl Writer {
     pub(crate) fn start(conn: Connection) -> std::io::Result<Writer> {
+        // Every statement the writer runs stays prepared (the default
+        // cache of 16 is smaller than the set a mixed load uses).
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let (tx, rx) = mpsc::channel::<Job>();
         let stats = Arc::new(Stats::default());
         let thread_stats = stats.clone();
@@ -67,6 +74,51 @@ impl Writer {
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
         let (tx, rx) = mpsc::sync_channel::<Result<T>>(1);
+        self.submit(
+            f,
+            Box::new(move |answer| {
+                let _ = tx.send(answer);
+            }),
+        )?;
+        rx.recv().map_err(|_| closed())?
+    }
+
+    /// Like [`Writer::write`] without blocking the caller: `reply` gets the
+    /// answer on the writer thread once the batch is committed (or `f`
+    /// failed). If the writer is gone, `reply` is called at once with the
+    /// error. `reply` must be quick (it delays the batch's other answers).
+    pub(crate) fn write_with<T, F>(&self, f: F, reply: Callback<T>)
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        // `submit` hands `reply` back only when the job never got queued.
+        if let Err(reply) = self.submit_or_return(f, reply) {
+            reply(Err(closed()));
+        }
+    }
+
+    fn submit<T, F>(&self, f: F, reply: Callback<T>) -> Result<()>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        self.submit_or_return(f, reply).map_err(|_| closed())
+    }
+
+    fn submit_or_return<T, F>(
+        &self,
+        f: F,
+        reply: Callback<T>,
+    ) -> std::result::Result<(), Callback<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        // The reply is shared with the job so it can be taken back if the
+        // job cannot be queued.
+        let slot = Arc::new(Mutex::new(Some(reply)));
+        let job_slot = slot.clone();
         let job: Job = Box::new(move |conn: &Connection| {
             let result = in_savepoint(conn, f);
             Box::new(move |commit: Result<(), String>| {
@@ -75,15 +127,27 @@ impl Writer {
                     (Ok(_), Err(e)) => Err(StoreError::Backend(format!("commit failed: {e}"))),
                     (Ok(v), Ok(())) => Ok(v),
                 };
-                let _ = tx.send(answer);
+                let reply = job_slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+                if let Some(reply) = reply {
+                    reply(answer);
+                }
             })
         });
-        {
+        let queued = {
             let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-            let sender = jobs.as_ref().ok_or_else(closed)?;
-            sender.send(job).map_err(|_| closed())?;
+            match jobs.as_ref() {
+                Some(sender) => sender.send(job).is_ok(),
+                None => false,
+            }
+        };
+        if queued {
+            return Ok(());
         }
-        rx.recv().map_err(|_| closed())?
+        let reply = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match reply {
+            Some(reply) => Err(reply),
+            None => Ok(()),
+        }
     }
 
     /// Lets queued jobs finish, then stops the thread.
@@ -105,16 +169,24 @@ fn closed() -> StoreError {
     StoreError::Backend("the store is closed or could not start a transaction".into())
 }
 
+/// Runs one fixed statement through the connection's statement cache (the
+/// writer runs these several times per job).
+fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(())
+}
+
 fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-    conn.execute_batch("SAVEPOINT job")?;
+    exec(conn, "SAVEPOINT job")?;
     let result = match catch_unwind(AssertUnwindSafe(|| f(conn))) {
         Ok(r) => r,
         Err(_) => Err(StoreError::Backend("a store operation panicked".into())),
     };
     if result.is_ok() {
-        conn.execute_batch("RELEASE job")?;
+        exec(conn, "RELEASE job")?;
     } else {
-        conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+        exec(conn, "ROLLBACK TO job")?;
+        exec(conn, "RELEASE job")?;
     }
     result
 }
@@ -128,14 +200,14 @@ fn run(conn: Connection, rx: mpsc::Receiver<Job>, stats: &Stats) {
                 Err(_) => break,
             }
         }
-        if conn.execute_batch("BEGIN IMMEDIATE").is_err() {
+        if exec(&conn, "BEGIN IMMEDIATE").is_err() {
             // Dropping a job unanswered makes its caller fail (see
             // `closed`); nothing of it ran.
             drop(batch);
             continue;
         }
         let replies: Vec<Reply> = batch.into_iter().map(|job| job(&conn)).collect();
-        let commit = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+        let commit = exec(&conn, "COMMIT").map_err(|e| e.to_string());
         if commit.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
         } else {

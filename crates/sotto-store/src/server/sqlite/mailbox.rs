@@ -11,13 +11,10 @@ pub(super) fn digest(datagram: &[u8]) -> [u8; 32] {
 
 /// (row id, user row id) of a device.
 fn device_ids(c: &Connection, device: &DeviceId) -> Result<(i64, i64)> {
-    c.query_row(
-        "SELECT id, user_id FROM devices WHERE device = ?1",
-        [&device.0[..]],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )
-    .optional()?
-    .ok_or(StoreError::UnknownDevice(*device))
+    c.prepare_cached("SELECT id, user_id FROM devices WHERE device = ?1")?
+        .query_row([&device.0[..]], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?
+        .ok_or(StoreError::UnknownDevice(*device))
 }
 
 pub(super) fn enqueue(
@@ -54,15 +51,21 @@ pub(super) fn enqueue(
         }
     }
 
-    c.execute(
-        "INSERT INTO datagrams (digest, body, received_at) VALUES (?1, ?2, ?3) ON CONFLICT (digest) DO NOTHING",
-        params![&digest[..], datagram, now as i64],
-    )?;
-    let datagram_id: i64 = c.query_row(
-        "SELECT id FROM datagrams WHERE digest = ?1",
-        [&digest[..]],
-        |r| r.get(0),
-    )?;
+    // A new datagram's id comes back from the insert; a resent one (the
+    // digest is stored already) inserts nothing and is looked up.
+    let inserted: Option<i64> = c
+        .prepare_cached(
+            "INSERT INTO datagrams (digest, body, received_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (digest) DO NOTHING RETURNING id",
+        )?
+        .query_row(params![&digest[..], datagram, now as i64], |r| r.get(0))
+        .optional()?;
+    let datagram_id: i64 = match inserted {
+        Some(id) => id,
+        None => c
+            .prepare_cached("SELECT id FROM datagrams WHERE digest = ?1")?
+            .query_row([&digest[..]], |r| r.get(0))?,
+    };
     let mut has_row =
         c.prepare_cached("SELECT 1 FROM mailbox WHERE datagram = ?1 AND device_id = ?2")?;
     let mut next_seq = c.prepare_cached(

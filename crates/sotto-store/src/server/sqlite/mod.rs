@@ -159,6 +159,23 @@ impl ServerStore for SqliteStore {
             .write(move |c| mailbox::enqueue(c, &sender, &recipients, &datagram, digest, now_ms))
     }
 
+    fn enqueue_with(
+        &self,
+        sender: &DeviceId,
+        recipients: &[DeviceId],
+        datagram: Vec<u8>,
+        now_ms: u64,
+        reply: Reply<Enqueued>,
+    ) {
+        let sender = *sender;
+        let recipients = recipients.to_vec();
+        let digest = mailbox::digest(&datagram);
+        self.writer.write_with(
+            move |c| mailbox::enqueue(c, &sender, &recipients, &datagram, digest, now_ms),
+            reply,
+        )
+    }
+
     fn fetch(
         &self,
         device: &DeviceId,
@@ -174,6 +191,22 @@ impl ServerStore for SqliteStore {
         let seqs = seqs.to_vec();
         self.writer
             .write(move |c| mailbox::ack(c, &device, &seqs, now_ms, retention_ms))
+    }
+
+    fn ack_with(
+        &self,
+        device: &DeviceId,
+        seqs: &[u64],
+        now_ms: u64,
+        retention_ms: u64,
+        reply: Reply<u32>,
+    ) {
+        let device = *device;
+        let seqs = seqs.to_vec();
+        self.writer.write_with(
+            move |c| mailbox::ack(c, &device, &seqs, now_ms, retention_ms),
+            reply,
+        )
     }
 
     fn datagram_for(&self, device: &DeviceId, datagram_id: &[u8; 32]) -> Result<Option<Vec<u8>>> {
