@@ -360,3 +360,72 @@ async fn raw_garbage_on_the_socket_is_dropped() {
     drop(slow);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn websocket_acks_do_not_hold_up_pushes_and_a_refused_ack_still_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), Duration::ZERO).await;
+    let http = Http::of(&server);
+    let (alice, bob) = (User::new("alice"), User::new("bob"));
+    let mut a = alice.register(&http, 5).await;
+    let mut b = bob.register(&http, 20).await;
+    let mut ws = websocket(&http, &b).await;
+
+    // A burst of acks (more than the server keeps in flight per socket, of
+    // sequence numbers that are not pending), then sends: the pushes still
+    // come, and the acks of the real items are applied.
+    for i in 0..300u64 {
+        let ack = serde_json::to_string(&Ack {
+            seqs: vec![1_000_000 + i],
+        })
+        .unwrap();
+        send_text(&mut ws, &ack).await;
+    }
+    for n in 0..3 {
+        let text = format!("burst {n}");
+        let datagram = seal_to(&http, &mut a, &bob, &text).await;
+        assert_eq!(send(&http, &a, datagram).await.status(), StatusCode::OK);
+        let item = match next_push(&mut ws).await {
+            Push::Message(item) => item,
+            other => panic!("unexpected push {other:?}"),
+        };
+        assert_eq!(open_text(&mut b, &item), text);
+        let ack = serde_json::to_string(&Ack {
+            seqs: vec![item.seq],
+        })
+        .unwrap();
+        send_text(&mut ws, &ack).await;
+    }
+    let mut pending = usize::MAX;
+    for _ in 0..50 {
+        pending = fetch(&http, &b).await.items.len();
+        if pending == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(pending, 0, "every ack sent over the socket is applied");
+
+    // An ack the server refuses (too many sequence numbers) closes the
+    // socket with a policy violation, as before.
+    let too_many = serde_json::to_string(&Ack {
+        seqs: (1..=10_001).collect(),
+    })
+    .unwrap();
+    send_text(&mut ws, &too_many).await;
+    let code = loop {
+        match tokio::time::timeout(
+            Duration::from_secs(10),
+            futures_util::StreamExt::next(&mut ws),
+        )
+        .await
+        {
+            Ok(Some(Ok(Message::Close(frame)))) => break frame.map(|f| u16::from(f.code)),
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(code, Some(1008));
+    still_serving(&http, &b).await;
+    server.shutdown().await;
+}
