@@ -263,7 +263,12 @@ pub trait ServerStore: Send + Sync {
     fn ack(&self, device: &DeviceId, seqs: &[u64], now_ms: u64, retention_ms: u64) -> Result<u32>;
 
     /// [`ServerStore::ack`] without blocking the caller (as
-    /// [`ServerStore::enqueue_with`]).
+    /// [`ServerStore::enqueue_with`]). Unlike every other write, the ack
+    /// need not be fsync'd when `reply` is called: it survives the server
+    /// process being killed, but a power loss may undo it, which only
+    /// means a redelivery (clients drop repeats by message id). The SQLite
+    /// backend commits batches of nothing but acks with
+    /// `synchronous=NORMAL`; the next durable commit's fsync carries them.
     fn ack_with(
         &self,
         device: &DeviceId,

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OpenFlags};
 
 use super::secret::ServerSecret;
-use super::writer::Writer;
+use super::writer::{Durability, Writer};
 use super::*;
 
 /// The database file in the data directory.
@@ -86,6 +86,12 @@ impl SqliteStore {
     fn name_key(&self, username_hash: &UsernameHash) -> [u8; 32] {
         self.secret.name_key(username_hash)
     }
+}
+
+/// The connection settings of the store, for the writer's unit tests.
+#[cfg(test)]
+pub(super) fn configure_for_tests(conn: &Connection) {
+    schema::configure(conn).unwrap();
 }
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
@@ -172,6 +178,7 @@ impl ServerStore for SqliteStore {
         let digest = mailbox::digest(&datagram);
         self.writer.write_with(
             move |c| mailbox::enqueue(c, &sender, &recipients, &datagram, digest, now_ms),
+            Durability::Durable,
             reply,
         )
     }
@@ -205,6 +212,8 @@ impl ServerStore for SqliteStore {
         let seqs = seqs.to_vec();
         self.writer.write_with(
             move |c| mailbox::ack(c, &device, &seqs, now_ms, retention_ms),
+            // A lost ack is a redelivery: no fsync of its own.
+            Durability::Relaxed,
             reply,
         )
     }
