@@ -1,97 +1,11 @@
 //! The command-line contract of issue 5 (secure rooms), run as a user
 //! would: the real `sotto` binary, a real server process, real temp dirs.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+mod common;
 
-const PASS: &str = "correct horse battery staple";
+use std::path::Path;
 
-fn sotto() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_sotto"));
-    c.env("SOTTO_PASSPHRASE", PASS)
-        .env_remove("SOTTO_HOME")
-        .stdin(Stdio::null());
-    c
-}
-
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Server {
-    fn start(data: &Path) -> Server {
-        let mut child = sotto()
-            .args(["server", "--listen", "127.0.0.1:0", "--data"])
-            .arg(data)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn sotto server");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = lines.next().expect("server printed nothing").unwrap();
-        let addr = first
-            .strip_prefix("listening on https://")
-            .unwrap_or_else(|| panic!("unexpected: {first}"));
-        let _fingerprint = lines.next().expect("no fingerprint line").unwrap();
-        Server {
-            url: format!("https://{addr}"),
-            child,
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn run(home: &Path, args: &[&str]) -> Output {
-    sotto()
-        .arg("--home")
-        .arg(home)
-        .args(args)
-        .output()
-        .expect("run sotto")
-}
-
-fn ok(home: &Path, args: &[&str]) -> String {
-    let out = run(home, args);
-    assert!(
-        out.status.success(),
-        "sotto {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn err(home: &Path, args: &[&str]) -> String {
-    let out = run(home, args);
-    assert!(!out.status.success(), "sotto {args:?} should have failed");
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(
-        stderr.trim_end().lines().count(),
-        1,
-        "one line on stderr, got: {stderr}"
-    );
-    stderr
-}
-
-fn json_lines(s: &str) -> Vec<serde_json::Value> {
-    s.lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect()
-}
-
-fn register(dir: &Path, name: &str, server: &Server) -> PathBuf {
-    let home = dir.join(name);
-    ok(&home, &["register", name, "--server", &server.url]);
-    home
-}
+use common::*;
 
 fn show(home: &Path) -> serde_json::Value {
     let v = json_lines(&ok(home, &["room", "show", "Launch", "--json"]));
@@ -241,39 +155,6 @@ fn room_contract_walkthrough() {
     assert!(e.contains("several rooms") && e.contains(&id), "{e}");
     let e = err(&alice, &["room", "show", "Nothing"]);
     assert!(e.contains("no room"), "{e}");
-}
-
-fn link(dir: &Path, name: &str, approver: &Path, server: &Server) -> PathBuf {
-    use std::time::{Duration, Instant};
-    let home = dir.join(name);
-    let mut child = sotto()
-        .arg("--home")
-        .arg(&home)
-        .args(["link", "--server", &server.url])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let code = loop {
-        let line = lines.next().expect("link printed no code").unwrap();
-        if let Some(code) = line.strip_prefix("code: ") {
-            break code.trim().to_string();
-        }
-    };
-    ok(approver, &["approve", &code]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "link exited with {status}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "link did not finish after approval"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    home
 }
 
 #[test]

@@ -1,0 +1,147 @@
+//! Helpers shared by the command-line tests: the real `sotto` binary, a
+//! real `sotto server` process, and commands run as a user would.
+
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const PASS: &str = "correct horse battery staple";
+
+pub fn sotto() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sotto"));
+    c.env("SOTTO_PASSPHRASE", PASS)
+        .env_remove("SOTTO_HOME")
+        .stdin(Stdio::null());
+    c
+}
+
+pub struct Server {
+    child: Child,
+    pub url: String,
+    pub fingerprint: String,
+}
+
+impl Server {
+    /// Starts `sotto server` on a free port and reads its two start lines.
+    pub fn start(data: &Path) -> Server {
+        Server::start_on(data, "127.0.0.1:0")
+    }
+
+    pub fn start_on(data: &Path, listen: &str) -> Server {
+        let mut child = sotto()
+            .args(["server", "--listen", listen, "--data"])
+            .arg(data)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn sotto server");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next().expect("server printed nothing").unwrap();
+        let addr = first
+            .strip_prefix("listening on https://")
+            .unwrap_or_else(|| panic!("unexpected: {first}"));
+        let second = lines.next().expect("no fingerprint line").unwrap();
+        let fingerprint = second
+            .strip_prefix("fingerprint: ")
+            .unwrap_or_else(|| panic!("unexpected: {second}"));
+        assert_eq!(fingerprint.len(), 64, "fingerprint is hex SHA-256");
+        Server {
+            child,
+            url: format!("https://{addr}"),
+            fingerprint: fingerprint.to_string(),
+        }
+    }
+
+    pub fn kill9(mut self) {
+        // Child::kill sends SIGKILL on Unix: no clean shutdown.
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn run(home: &Path, args: &[&str]) -> Output {
+    sotto()
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .output()
+        .expect("run sotto")
+}
+
+pub fn ok(home: &Path, args: &[&str]) -> String {
+    let out = run(home, args);
+    assert!(
+        out.status.success(),
+        "sotto {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs a command that must fail with one clear line on stderr.
+pub fn err(home: &Path, args: &[&str]) -> String {
+    let out = run(home, args);
+    assert!(!out.status.success(), "sotto {args:?} should have failed");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "one line on stderr, got: {stderr}"
+    );
+    stderr
+}
+
+pub fn json_lines(s: &str) -> Vec<serde_json::Value> {
+    s.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+pub fn register(dir: &Path, name: &str, server: &Server) -> PathBuf {
+    let home = dir.join(name);
+    ok(&home, &["register", name, "--server", &server.url]);
+    home
+}
+
+pub fn link(dir: &Path, name: &str, approver: &Path, server: &Server) -> PathBuf {
+    let home = dir.join(name);
+    let mut child = sotto()
+        .arg("--home")
+        .arg(&home)
+        .args(["link", "--server", &server.url])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let code = loop {
+        let line = lines.next().expect("link printed no code").unwrap();
+        if let Some(code) = line.strip_prefix("code: ") {
+            break code.trim().to_string();
+        }
+    };
+    ok(approver, &["approve", &code]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "link exited with {status}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "link did not finish after approval"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    home
+}
