@@ -9,51 +9,19 @@
 //! Times are the benchmark thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`) on
 //! Linux; set `SOTTO_BENCH_WALL=1` for wall-clock time.
 
-use std::hint::black_box;
-use std::time::{Duration, Instant};
+mod common;
 
-use criterion::{criterion_group, criterion_main, Bencher, BenchmarkId, Criterion, Throughput};
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rand_core::OsRng;
 use sotto_proto::room::*;
 use sotto_proto::*;
 
+use common::iter;
+
 const MEMBERS: [usize; 3] = [10, 100, 1000];
 const T0: u64 = 1_700_000_000_000;
-
-fn now() -> Duration {
-    #[cfg(target_os = "linux")]
-    if std::env::var_os("SOTTO_BENCH_WALL").is_none() {
-        #[repr(C)]
-        struct Timespec {
-            tv_sec: i64,
-            tv_nsec: i64,
-        }
-        extern "C" {
-            fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
-        }
-        const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
-        let mut ts = Timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: clock_gettime writes one timespec to a valid pointer.
-        let rc = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-        assert_eq!(rc, 0);
-        return Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32);
-    }
-    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    START.get_or_init(Instant::now).elapsed()
-}
-
-fn iter<O, F: FnMut() -> O>(b: &mut Bencher<'_>, mut f: F) {
-    b.iter_custom(|iters| {
-        let start = now();
-        for _ in 0..iters {
-            black_box(f());
-        }
-        now() - start
-    });
-}
 
 fn payload(sender: &UserPublic, group: &GroupId, message_id: [u8; 16], body: Vec<u8>) -> Payload {
     Payload {

@@ -8,12 +8,14 @@
 //! Linux, so that other work on a shared machine inflates them less than
 //! wall-clock time would; set `SOTTO_BENCH_WALL=1` for wall-clock time.
 
+mod common;
+
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
-use criterion::{criterion_group, criterion_main, Bencher, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ed25519_dalek::{Signer, SigningKey, Verifier};
 use hmac::{Hmac, Mac};
 use rand_core::OsRng;
@@ -21,45 +23,10 @@ use sha2::{Digest, Sha256, Sha512};
 use sotto_proto::*;
 use x25519_dalek::{PublicKey, StaticSecret};
 
+use common::{iter, now};
+
 const COUNTS: [usize; 5] = [1, 10, 100, 1000, 2000];
 
-/// The calling thread's CPU time, or wall-clock time when asked or when not
-/// on Linux.
-fn now() -> Duration {
-    #[cfg(target_os = "linux")]
-    if std::env::var_os("SOTTO_BENCH_WALL").is_none() {
-        #[repr(C)]
-        struct Timespec {
-            tv_sec: i64,
-            tv_nsec: i64,
-        }
-        extern "C" {
-            fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
-        }
-        const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
-        let mut ts = Timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: clock_gettime writes one timespec to a valid pointer.
-        let rc = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-        assert_eq!(rc, 0);
-        return Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32);
-    }
-    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    START.get_or_init(Instant::now).elapsed()
-}
-
-/// `Bencher::iter`, timed with [`now`].
-fn iter<O, F: FnMut() -> O>(b: &mut Bencher<'_>, mut f: F) {
-    b.iter_custom(|iters| {
-        let start = now();
-        for _ in 0..iters {
-            black_box(f());
-        }
-        now() - start
-    });
-}
 const BODY: usize = 1024;
 
 struct World {
