@@ -127,7 +127,15 @@ async fn device_command(
             let number = if accept {
                 client.trust(&username).await?
             } else {
-                client.verify(&username).await?
+                match client.verify(&username).await {
+                    Err(e @ sotto_client::Error::KeyChanged { .. }) => {
+                        // Show the number for the new key, so it can be
+                        // compared before it is accepted; still exit non-zero.
+                        out.safety(&username, &client.presented_safety_number(&username).await?);
+                        return Err(e);
+                    }
+                    other => other?,
+                }
             };
             out.safety(&username, &number);
         }

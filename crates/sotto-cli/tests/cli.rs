@@ -97,6 +97,37 @@ fn two_users_several_devices_walkthrough() {
 }
 
 #[test]
+fn changed_key_is_shown_refused_then_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("srv"));
+    let alice = register(dir.path(), "alice", &server);
+    let bob = register(dir.path(), "bob", &server);
+    ok(&alice, &["send", "bob", "hi"]);
+    // Alice's store holds another key for bob, as if the server now showed
+    // bob with a new key.
+    {
+        let store = sotto_store::client::ClientStore::open(&alice, PASS).unwrap();
+        let mut contact = store.contact("bob").unwrap().unwrap();
+        contact.user_key = [7; 32];
+        store.put_contact(&contact).unwrap();
+    }
+    let e = err(&alice, &["send", "bob", "are you you?"]);
+    assert!(e.contains("key changed"), "{e}");
+    // verify shows the number for the new key, and still refuses.
+    let out = run(&alice, &["verify", "bob", "--json"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--accept"));
+    let shown = json_lines(&String::from_utf8(out.stdout).unwrap());
+    let bobs = json_lines(&ok(&bob, &["verify", "alice", "--json"]));
+    assert_eq!(shown[0]["safety_number"], bobs[0]["safety_number"]);
+    err(&alice, &["send", "bob", "still refused"]);
+    let accepted = json_lines(&ok(&alice, &["verify", "bob", "--accept", "--json"]));
+    assert_eq!(accepted[0]["safety_number"], bobs[0]["safety_number"]);
+    ok(&alice, &["send", "bob", "accepted"]);
+    assert_eq!(bodies(&inbox(&bob)), ["hi", "accepted"]);
+}
+
+#[test]
 fn accepted_datagram_survives_server_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("srv");

@@ -180,6 +180,15 @@ impl Client {
         Ok(safety_number(&self.device.cert().user, &user))
     }
 
+    /// The safety number with the key the server shows for `username` now,
+    /// without accepting it: what to compare after [`Error::KeyChanged`],
+    /// before [`Client::trust`].
+    pub async fn presented_safety_number(&self, username: &str) -> Result<SafetyNumber> {
+        let name = peer_name(username)?;
+        let (user, _) = self.fetch_user(&name).await?;
+        Ok(safety_number(&self.device.cert().user, &user))
+    }
+
     /// Records that the user compared safety numbers with `username` and
     /// they matched.
     pub fn mark_verified(&mut self, username: &str) -> Result<()> {

@@ -42,8 +42,8 @@ pub enum Error {
     YouBlocked(String),
     #[error(
         "{username}'s key changed since you last talked: someone may be impersonating them, or they \
-         re-registered. Refusing to send. To accept the new key run `sotto verify --accept {username}` and \
-         compare the safety number it prints with {username} out of band"
+         re-registered. Refusing to send. `sotto verify {username}` shows the new safety number: compare it \
+         with {username} out of band, then accept the key with `sotto verify --accept {username}`"
     )]
     KeyChanged { username: String },
     #[error("this device does not hold the user key: approve new devices from the device you registered with")]

@@ -347,8 +347,15 @@ async fn key_change_is_refused_until_trusted() {
         alice.verify("bob").await,
         Err(Error::KeyChanged { .. })
     ));
+    // The new number can be compared before the new key is accepted.
+    let presented = alice.presented_safety_number("bob").await.unwrap();
+    assert_eq!(presented, bob.verify("alice").await.unwrap());
+    assert!(matches!(
+        alice.send("bob", "still refused").await,
+        Err(Error::KeyChanged { .. })
+    ));
     let n = alice.trust("bob").await.unwrap();
-    assert_eq!(n, bob.verify("alice").await.unwrap());
+    assert_eq!(n, presented);
     assert!(!alice.contacts().unwrap()[0].verified);
     alice.send("bob", "accepted").await.unwrap();
     assert_eq!(
