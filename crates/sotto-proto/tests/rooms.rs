@@ -1568,7 +1568,7 @@ proptest! {
             let p = &people[st.actor];
             let target = &people[st.target];
             let op = match st.action {
-                0 | 1 | 2 => None,
+                0..=2 => None,
                 3 => Some(Op::SetTitle(format!("t{i}"))),
                 4 => Some(Op::SetTtl(Ttl(i as u32 * 60))),
                 5 => Some(Op::AddMember { user: target.public(), name: target.name }),
