@@ -12,41 +12,14 @@
 //!
 //! Whatever happens, `open` must return. If it returns an error, the device
 //! state must be unchanged: the genuine datagrams still open afterwards.
-#![no_main]
 
 use std::sync::OnceLock;
 
 use ed25519_dalek::SigningKey;
-use libfuzzer_sys::fuzz_target;
-use rand_core::{CryptoRng, RngCore};
 use sha2::{Digest, Sha512};
 use sotto_proto::*;
 
-struct CounterRng(u64);
-
-impl RngCore for CounterRng {
-    fn next_u32(&mut self) -> u32 {
-        self.next_u64() as u32
-    }
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
-        for chunk in dest.chunks_mut(8) {
-            let v = self.next_u64().to_le_bytes();
-            chunk.copy_from_slice(&v[..chunk.len()]);
-        }
-    }
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> std::result::Result<(), rand_core::Error> {
-        self.fill_bytes(dest);
-        Ok(())
-    }
-}
-impl CryptoRng for CounterRng {}
+use crate::rng::CounterRng;
 
 struct Fixture {
     key: [u8; 64],
@@ -173,7 +146,8 @@ fn resign(f: &Fixture, bytes: &mut [u8]) {
     bytes[at..].copy_from_slice(&sig.to_bytes());
 }
 
-fuzz_target!(|data: &[u8]| {
+/// The target: see the module documentation.
+pub fn run(data: &[u8]) {
     let f = fixture();
     let mut dev = device(f);
     let Some((&mode, rest)) = data.split_first() else {
@@ -222,4 +196,11 @@ fuzz_target!(|data: &[u8]| {
             dev.open(&f.init).expect("state unchanged after an error");
         }
     }
-});
+}
+
+/// The two genuine datagrams the target's device opens (seed material for
+/// this and other datagram targets).
+pub fn genuine() -> [Vec<u8>; 2] {
+    let f = fixture();
+    [f.established.clone(), f.init.clone()]
+}
