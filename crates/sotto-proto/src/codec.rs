@@ -1,4 +1,5 @@
-//! Bounded big-endian reader and writer for every wire structure.
+//! Bounded big-endian reader and writer for every wire structure (public so
+//! that sotto-p2p frames its messages with the same bounded reads).
 //!
 //! A [`Reader`] never reads past its slice and never allocates on the say-so
 //! of the input: lengths are checked against the bytes actually present and
@@ -6,51 +7,51 @@
 
 use crate::error::{Error, Result};
 
-pub(crate) struct Reader<'a> {
+pub struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Reader<'a> {
-    pub(crate) fn new(buf: &'a [u8]) -> Self {
+    pub fn new(buf: &'a [u8]) -> Self {
         Reader { buf, pos: 0 }
     }
 
-    pub(crate) fn position(&self) -> usize {
+    pub fn position(&self) -> usize {
         self.pos
     }
 
-    pub(crate) fn bytes(&mut self, n: usize) -> Result<&'a [u8]> {
+    pub fn bytes(&mut self, n: usize) -> Result<&'a [u8]> {
         let end = self.pos.checked_add(n).ok_or(Error::Truncated)?;
         let out = self.buf.get(self.pos..end).ok_or(Error::Truncated)?;
         self.pos = end;
         Ok(out)
     }
 
-    pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
+    pub fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.bytes(N)?);
         Ok(out)
     }
 
-    pub(crate) fn u8(&mut self) -> Result<u8> {
+    pub fn u8(&mut self) -> Result<u8> {
         Ok(self.array::<1>()?[0])
     }
 
-    pub(crate) fn u16(&mut self) -> Result<u16> {
+    pub fn u16(&mut self) -> Result<u16> {
         Ok(u16::from_be_bytes(self.array()?))
     }
 
-    pub(crate) fn u32(&mut self) -> Result<u32> {
+    pub fn u32(&mut self) -> Result<u32> {
         Ok(u32::from_be_bytes(self.array()?))
     }
 
-    pub(crate) fn u64(&mut self) -> Result<u64> {
+    pub fn u64(&mut self) -> Result<u64> {
         Ok(u64::from_be_bytes(self.array()?))
     }
 
     /// A `u32` length prefix followed by that many bytes, at most `max`.
-    pub(crate) fn var_bytes(&mut self, max: usize, what: &'static str) -> Result<&'a [u8]> {
+    pub fn var_bytes(&mut self, max: usize, what: &'static str) -> Result<&'a [u8]> {
         let len = self.u32()? as usize;
         if len > max {
             return Err(Error::TooLarge { what });
@@ -59,7 +60,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Succeeds only when every byte was consumed.
-    pub(crate) fn finish(&self) -> Result<()> {
+    pub fn finish(&self) -> Result<()> {
         if self.pos == self.buf.len() {
             Ok(())
         } else {
@@ -69,35 +70,35 @@ impl<'a> Reader<'a> {
 }
 
 #[derive(Default)]
-pub(crate) struct Writer {
-    pub(crate) buf: Vec<u8>,
+pub struct Writer {
+    pub buf: Vec<u8>,
 }
 
 impl Writer {
-    pub(crate) fn with_capacity(n: usize) -> Self {
+    pub fn with_capacity(n: usize) -> Self {
         Writer {
             buf: Vec::with_capacity(n),
         }
     }
-    pub(crate) fn bytes(&mut self, b: &[u8]) -> &mut Self {
+    pub fn bytes(&mut self, b: &[u8]) -> &mut Self {
         self.buf.extend_from_slice(b);
         self
     }
-    pub(crate) fn u8(&mut self, v: u8) -> &mut Self {
+    pub fn u8(&mut self, v: u8) -> &mut Self {
         self.buf.push(v);
         self
     }
-    pub(crate) fn u16(&mut self, v: u16) -> &mut Self {
+    pub fn u16(&mut self, v: u16) -> &mut Self {
         self.bytes(&v.to_be_bytes())
     }
-    pub(crate) fn u32(&mut self, v: u32) -> &mut Self {
+    pub fn u32(&mut self, v: u32) -> &mut Self {
         self.bytes(&v.to_be_bytes())
     }
-    pub(crate) fn u64(&mut self, v: u64) -> &mut Self {
+    pub fn u64(&mut self, v: u64) -> &mut Self {
         self.bytes(&v.to_be_bytes())
     }
     /// Callers bound `b` before writing it; the prefix is a `u32`.
-    pub(crate) fn var_bytes(&mut self, b: &[u8]) -> &mut Self {
+    pub fn var_bytes(&mut self, b: &[u8]) -> &mut Self {
         self.u32(b.len() as u32).bytes(b)
     }
 }

@@ -8,7 +8,7 @@
 //! an RNG and times in, and persist what [`Device::take_changes`] reports.
 //! The wire format and its test vectors are in `docs/protocol.md`.
 
-mod codec;
+pub mod codec;
 pub mod datagram;
 mod device;
 mod error;
