@@ -1,0 +1,619 @@
+//! Nodes wired together in memory: every behaviour of the state machine
+//! without a socket (the loopback tests in `tests/` run the same flows over
+//! libp2p).
+
+use std::collections::{HashMap, HashSet};
+
+use rand_core::OsRng;
+use sha2::{Digest, Sha256};
+use sotto_proto::{DeviceKey, UserKey};
+
+use super::*;
+use crate::identity::Trust;
+use crate::wire::{Hello, Proof};
+
+pub(crate) fn identity_of(name: &str, user: &UserKey) -> Identity {
+    let key = DeviceKey::generate(&mut OsRng);
+    let cert = user.certify(&key.public_keys(), 1);
+    Identity {
+        name: name.into(),
+        key,
+        cert,
+    }
+}
+
+#[derive(Default)]
+struct Disk {
+    partial: HashMap<Id, Vec<u8>>,
+    done: HashMap<String, Vec<u8>>,
+    sources: HashMap<Id, Vec<u8>>,
+}
+
+struct Net {
+    nodes: HashMap<PeerId, Node>,
+    links: HashSet<(PeerId, PeerId)>,
+    events: HashMap<PeerId, Vec<Event>>,
+    disk: HashMap<PeerId, Disk>,
+    disconnects: Vec<(PeerId, PeerId, &'static str)>,
+    now: u64,
+}
+
+impl Net {
+    fn new() -> Net {
+        Net {
+            nodes: HashMap::new(),
+            links: HashSet::new(),
+            events: HashMap::new(),
+            disk: HashMap::new(),
+            disconnects: Vec::new(),
+            now: 1_000_000,
+        }
+    }
+
+    fn add(&mut self, identity: Identity, config: Config) -> PeerId {
+        let peer = PeerId::random();
+        self.nodes
+            .insert(peer, Node::new(identity, peer, config, self.now));
+        self.disk.insert(peer, Disk::default());
+        peer
+    }
+
+    fn user(&mut self, name: &str) -> (PeerId, UserKey) {
+        self.user_with(name, Config::default())
+    }
+
+    fn user_with(&mut self, name: &str, config: Config) -> (PeerId, UserKey) {
+        let user = UserKey::generate(&mut OsRng);
+        let p = self.add(identity_of(name, &user), config);
+        (p, user)
+    }
+
+    fn node(&mut self, p: PeerId) -> &mut Node {
+        self.nodes.get_mut(&p).unwrap()
+    }
+
+    fn connect(&mut self, a: PeerId, b: PeerId) {
+        self.links.insert((a, b));
+        self.links.insert((b, a));
+        let now = self.now;
+        self.node(a).link_up(b, now);
+        self.node(b).link_up(a, now);
+        self.run();
+    }
+
+    fn drop_link(&mut self, a: PeerId, b: PeerId) {
+        if self.links.remove(&(a, b)) | self.links.remove(&(b, a)) {
+            let now = self.now;
+            for (x, y) in [(a, b), (b, a)] {
+                if let Some(n) = self.nodes.get_mut(&x) {
+                    n.link_down(y, now);
+                }
+            }
+        }
+    }
+
+    /// Handles one output of some node; false when every node is idle.
+    fn step(&mut self) -> bool {
+        let peers: Vec<PeerId> = self.nodes.keys().copied().collect();
+        for p in peers {
+            let Some(out) = self.node(p).poll_output() else {
+                continue;
+            };
+            let now = self.now;
+            match out {
+                Output::Send { peer, frame } => {
+                    if self.links.contains(&(p, peer)) {
+                        if let Some(n) = self.nodes.get_mut(&peer) {
+                            n.handle_frame(p, &frame, now);
+                        }
+                    }
+                }
+                Output::Disconnect { peer, why } => {
+                    self.disconnects.push((p, peer, why));
+                    self.drop_link(p, peer);
+                }
+                Output::Event(e) => self.events.entry(p).or_default().push(e),
+                Output::File(io) => self.file_io(p, io),
+            }
+            return true;
+        }
+        false
+    }
+
+    fn file_io(&mut self, p: PeerId, io: FileIo) {
+        let disk = self.disk.get_mut(&p).unwrap();
+        match io {
+            FileIo::Open { file, .. } => {
+                let have = disk.partial.entry(file).or_default().len() as u64;
+                self.node(p).file_opened(&file, have);
+            }
+            FileIo::Write { file, offset, data } => {
+                let buf = disk.partial.get_mut(&file).unwrap();
+                assert_eq!(buf.len() as u64, offset, "writes are contiguous");
+                buf.extend_from_slice(&data);
+            }
+            FileIo::Check { file, name, sha256 } => {
+                let buf = disk.partial.remove(&file).unwrap();
+                let ok = Sha256::digest(&buf)[..] == sha256;
+                if ok {
+                    disk.done.insert(name, buf);
+                }
+                self.node(p).file_checked(&file, ok);
+            }
+            FileIo::Discard { file } => {
+                disk.partial.remove(&file);
+            }
+            FileIo::Read { file, offset, len } => {
+                let src = &disk.sources[&file];
+                let data = src[offset as usize..offset as usize + len].to_vec();
+                self.node(p).file_data(&file, offset, data);
+            }
+            FileIo::Release { .. } => {}
+        }
+    }
+
+    fn run(&mut self) {
+        while self.step() {}
+    }
+
+    fn events(&mut self, p: PeerId) -> Vec<Event> {
+        std::mem::take(self.events.entry(p).or_default())
+    }
+
+    fn open_session(&mut self, a: PeerId, b: PeerId) -> Id {
+        let q = self.node(a).request(&b, None).unwrap();
+        self.run();
+        let s = self.node(b).accept(&a, q, None).unwrap();
+        self.run();
+        s
+    }
+}
+
+fn opened(events: &[Event]) -> Option<Id> {
+    events.iter().find_map(|e| match e {
+        Event::SessionOpened { session, .. } => Some(*session),
+        _ => None,
+    })
+}
+
+#[test]
+fn request_reject_request_accept_chat_close() {
+    let mut net = Net::new();
+    let (a, _) = net.user("alice");
+    let (b, _) = net.user("bob");
+    net.connect(a, b);
+    let found = net.events(a);
+    assert!(found.iter().any(|e| matches!(e,
+        Event::PeerFound { peer, identity } if *peer == b && identity.name == "bob" && identity.trust == Trust::FirstSeen)));
+
+    let q1 = net.node(b).request(&a, None).unwrap();
+    net.run();
+    let asked = net.events(a);
+    assert!(asked.iter().any(|e| matches!(e, Event::SessionRequested { request, from, .. } if *request == q1 && from.name == "bob")));
+    assert_eq!(net.node(a).pending_requests().len(), 1);
+    net.node(a).reject(&b, q1).unwrap();
+    net.run();
+    assert!(net.events(b).contains(&Event::SessionRejected {
+        peer: a,
+        request: q1,
+        reason: RejectReason::Declined
+    }));
+    assert!(net.node(a).pending_requests().is_empty());
+
+    let q2 = net.node(b).request(&a, None).unwrap();
+    net.run();
+    let sid = net.node(a).accept(&b, q2, None).unwrap();
+    net.run();
+    assert_eq!(
+        opened(&net.events(b)),
+        Some(sid),
+        "both sides hold one session id"
+    );
+    assert_eq!(opened(&net.events(a)), Some(sid));
+
+    net.node(b)
+        .send_datagram(&sid, b"hello, no server here".to_vec())
+        .unwrap();
+    net.node(a).send_datagram(&sid, b"hi bob".to_vec()).unwrap();
+    net.run();
+    assert!(net.events(a).contains(&Event::Datagram {
+        session: sid,
+        data: b"hello, no server here".to_vec()
+    }));
+    assert!(net.events(b).contains(&Event::Datagram {
+        session: sid,
+        data: b"hi bob".to_vec()
+    }));
+
+    assert!(net.node(a).holds_session_keys(&sid) && net.node(b).holds_session_keys(&sid));
+    net.node(a).close(&sid).unwrap();
+    net.run();
+    assert!(
+        !net.node(a).holds_session_keys(&sid),
+        "keys erased on the closing side"
+    );
+    assert!(
+        !net.node(b).holds_session_keys(&sid),
+        "keys erased on the other side"
+    );
+    assert!(net.events(b).contains(&Event::SessionClosed {
+        session: sid,
+        by_peer: true
+    }));
+    assert!(net.node(b).send_datagram(&sid, b"x".to_vec()).is_err());
+    assert!(net.disconnects.is_empty());
+}
+
+/// Builds a hello as an impostor would: `name` claimed, `proof` as given.
+fn hello_frame(name: &str, proof: Option<Proof>) -> Vec<u8> {
+    Frame::Hello(Hello {
+        name: name.into(),
+        expires_at: u64::MAX,
+        groups: vec![],
+        proof,
+    })
+    .encode()
+}
+
+#[test]
+fn an_impostor_cannot_open_a_session_as_the_user_it_claims() {
+    let mut net = Net::new();
+    let alice_user = UserKey::generate(&mut OsRng);
+    let alice_id = identity_of("alice", &alice_user);
+    let alice_cert = alice_id.cert;
+    let real_alice = net.add(alice_id, Config::default());
+    let mut config = Config::default();
+    config.known.insert("alice".into(), alice_user.public());
+    let bob = net.add(identity_of("bob", &UserKey::generate(&mut OsRng)), config);
+    net.connect(real_alice, bob);
+    let real_hello = {
+        let n = &net.nodes[&real_alice];
+        make_hello(&n.identity, &real_alice, u64::MAX, vec![])
+    };
+    net.events(bob);
+
+    let mallory_user = UserKey::generate(&mut OsRng);
+    let mallory = identity_of("mallory", &mallory_user);
+    let forged_sig = mallory.key.sign(b"anything");
+    let as_alice = identity_of("alice", &mallory_user);
+    let own = |imp: &PeerId| Frame::Hello(make_hello(&as_alice, imp, u64::MAX, vec![])).encode();
+    type Make<'a> = Box<dyn Fn(&PeerId) -> Vec<u8> + 'a>;
+    let cases: Vec<(&str, Make, Trust)> = vec![
+        (
+            "no proof",
+            Box::new(|_| hello_frame("alice", None)),
+            Trust::Unverified,
+        ),
+        (
+            "alice's certificate, signature by another key",
+            Box::new(|_| {
+                hello_frame(
+                    "alice",
+                    Some(Proof {
+                        cert: alice_cert,
+                        signature: forged_sig,
+                    }),
+                )
+            }),
+            Trust::Unverified,
+        ),
+        (
+            "alice's genuine hello replayed from another peer id",
+            Box::new(|_| Frame::Hello(real_hello.clone()).encode()),
+            Trust::Unverified,
+        ),
+        (
+            "its own valid certificate, claiming alice's name",
+            Box::new(own),
+            Trust::KeyMismatch,
+        ),
+    ];
+    for (what, make, trust) in cases {
+        // The impostor is a raw peer id: it speaks frames directly.
+        let imp = PeerId::random();
+        let hello = make(&imp);
+        net.links.insert((imp, bob));
+        net.links.insert((bob, imp));
+        let now = net.now;
+        net.node(bob).link_up(imp, now);
+        net.node(bob).handle_frame(imp, &hello, now);
+        net.run();
+        let identity = net.node(bob).peer_identity(&imp).cloned().unwrap();
+        assert_eq!(identity.trust, trust, "{what}");
+        // A request with alice's certificate, signed by what the impostor
+        // has (not alice's device key), and one with its own.
+        let q = crate::session::request(&mut OsRng, &mallory, &imp, &bob, 1, None);
+        let mut with_alice_cert = q.request.clone();
+        with_alice_cert.cert = alice_cert;
+        net.node(bob)
+            .handle_frame(imp, &Frame::Request(with_alice_cert).encode(), now);
+        let mut q2 = q.request.clone();
+        q2.id = 2;
+        net.node(bob)
+            .handle_frame(imp, &Frame::Request(q2).encode(), now);
+        let mut sent = Vec::new();
+        while let Some(o) = net.node(bob).poll_output() {
+            sent.push(o);
+        }
+        assert!(
+            !sent
+                .iter()
+                .any(|o| matches!(o, Output::Event(Event::SessionRequested { .. }))),
+            "{what}: the user is never asked"
+        );
+        let rejects = sent
+            .iter()
+            .filter_map(|o| match o {
+                Output::Send { peer, frame } if *peer == imp => Frame::decode(frame).ok(),
+                _ => None,
+            })
+            .filter(
+                |f| matches!(f, Frame::Reject { reason, .. } if *reason != RejectReason::Declined),
+            )
+            .count();
+        assert_eq!(
+            rejects, 2,
+            "{what}: both requests are refused with a reason"
+        );
+        net.drop_link(imp, bob);
+    }
+    assert!(net.node(bob).sessions().next().is_none());
+}
+
+#[test]
+fn misbehaving_peers_are_disconnected_and_the_node_carries_on() {
+    let mut net = Net::new();
+    let (a, _) = net.user("alice");
+    let (b, _) = net.user("bob");
+    // A frame before the hello, then garbage.
+    for (bytes, why) in [
+        (
+            Frame::Reject {
+                request: 1,
+                reason: RejectReason::Declined,
+            }
+            .encode(),
+            "a frame before the hello",
+        ),
+        (vec![1, 99, 0, 0], "malformed frame"),
+    ] {
+        let imp = PeerId::random();
+        net.node(a).link_up(imp, 0);
+        net.node(a).handle_frame(imp, &bytes, 0);
+        let outs: Vec<Output> = std::iter::from_fn(|| net.node(a).poll_output()).collect();
+        assert!(
+            outs.iter().any(
+                |o| matches!(o, Output::Disconnect { peer, why: w } if *peer == imp && *w == why)
+            ),
+            "{why}"
+        );
+    }
+    // Silence: no hello in time.
+    let imp = PeerId::random();
+    let now = net.now;
+    net.node(a).link_up(imp, now);
+    let deadline = net.node(a).poll_timeout().unwrap();
+    assert!(deadline <= now + Config::default().hello_timeout_ms);
+    net.node(a)
+        .handle_timeout(now + Config::default().hello_timeout_ms);
+    let outs: Vec<Output> = std::iter::from_fn(|| net.node(a).poll_output()).collect();
+    assert!(outs
+        .iter()
+        .any(|o| matches!(o, Output::Disconnect { peer, .. } if *peer == imp)));
+    // A request flood: over the burst the peer is cut off.
+    net.connect(a, b);
+    for _ in 0..10 {
+        let _ = net.node(b).request(&a, None);
+    }
+    net.run();
+    assert!(net
+        .disconnects
+        .iter()
+        .any(|(p, q, why)| *p == a && *q == b && *why == "request rate limit"));
+    let pending = net.node(a).pending_requests().len();
+    assert!(pending <= Config::default().max_pending_per_peer);
+    // alice still works with others.
+    let (c, _) = net.user("carol");
+    net.connect(a, c);
+    let s = net.open_session(c, a);
+    net.node(c).send_datagram(&s, vec![1]).unwrap();
+    net.run();
+    assert!(net.events(a).contains(&Event::Datagram {
+        session: s,
+        data: vec![1]
+    }));
+}
+
+#[test]
+fn pending_requests_are_bounded_and_answered_as_too_many() {
+    let mut net = Net::new();
+    let (a, _) = net.user("alice");
+    let (b, _) = net.user("bob");
+    net.connect(a, b);
+    let ids: Vec<u64> = (0..3)
+        .map(|_| net.node(b).request(&a, None).unwrap())
+        .collect();
+    net.run();
+    assert_eq!(net.node(a).pending_requests().len(), 2);
+    assert!(net.events(b).contains(&Event::SessionRejected {
+        peer: a,
+        request: ids[2],
+        reason: RejectReason::TooManyPending
+    }));
+}
+
+#[test]
+fn a_file_survives_a_dropped_link_and_is_checked_whole() {
+    let mut net = Net::new();
+    // A small window, so that a drop finds most of the file unsent.
+    let config = Config {
+        file_window: 1 << 20,
+        ack_every: 256 << 10,
+        ..Config::default()
+    };
+    let (a, _) = net.user_with("alice", config.clone());
+    let (b, _) = net.user_with("bob", config);
+    net.connect(a, b);
+    let sid = net.open_session(b, a);
+    let data: Vec<u8> = (0..5_000_000u32).map(|i| (i * 7 + i / 13) as u8).collect();
+    let hash: [u8; 32] = Sha256::digest(&data).into();
+    let file = net
+        .node(b)
+        .send_file(&sid, "report.pdf", data.len() as u64, hash)
+        .unwrap();
+    net.disk
+        .get_mut(&b)
+        .unwrap()
+        .sources
+        .insert(file, data.clone());
+    // Run until alice holds about half, then cut the link.
+    while net.disk[&a].partial.get(&file).map_or(0, |p| p.len()) < data.len() / 2 {
+        assert!(net.step());
+    }
+    net.drop_link(a, b);
+    net.run();
+    let partial = net.disk[&a].partial[&file].len();
+    assert!(partial > 0 && partial < data.len());
+    net.connect(a, b);
+    net.run();
+    assert_eq!(net.disk[&a].done["report.pdf"], data, "identical bytes");
+    let ea = net.events(a);
+    let eb = net.events(b);
+    for (events, incoming) in [(&ea, true), (&eb, false)] {
+        assert!(events.iter().any(
+            |e| matches!(e, Event::File(FileEvent::Progress { incoming: i, .. }) if *i == incoming)
+        ));
+        assert!(events.contains(&Event::File(FileEvent::Complete {
+            file,
+            name: "report.pdf".into(),
+            incoming,
+            ok: true
+        })));
+    }
+}
+
+#[test]
+fn a_file_whose_bytes_do_not_match_the_offered_hash_is_not_made_visible() {
+    let mut net = Net::new();
+    let (a, _) = net.user("alice");
+    let (b, _) = net.user("bob");
+    net.connect(a, b);
+    let sid = net.open_session(b, a);
+    net.run();
+    let data = vec![7u8; 600_000];
+    let file = net
+        .node(b)
+        .send_file(&sid, "x.bin", data.len() as u64, [0; 32])
+        .unwrap();
+    net.disk.get_mut(&b).unwrap().sources.insert(file, data);
+    net.run();
+    assert!(net.disk[&a].done.is_empty());
+    assert!(net
+        .events(b)
+        .iter()
+        .any(|e| matches!(e, Event::File(FileEvent::Complete { ok: false, .. }))));
+}
+
+fn group_messages(events: &[Event]) -> Vec<Vec<u8>> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Group(GroupEvent::Message { data, .. }) => Some(data.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn group_newcomer_reads_only_what_follows_and_a_leaver_nothing_after() {
+    let mut net = Net::new();
+    let (a, _) = net.user("alice");
+    let (b, _) = net.user("bob");
+    let (c, _) = net.user("carol");
+    let (d, _) = net.user("dave");
+    let mut sessions = HashMap::new();
+    for p in [b, c, d] {
+        net.connect(a, p);
+        let s = net.open_session(p, a);
+        net.run();
+        sessions.insert(p, s);
+    }
+    let g = net
+        .node(a)
+        .group_create("ops", &[sessions[&b], sessions[&c]])
+        .unwrap();
+    net.run();
+    assert!(net
+        .events(b)
+        .iter()
+        .any(|e| matches!(e, Event::Group(GroupEvent::Invited { title, .. }) if title == "ops")));
+    assert!(net.node(d).groups().is_empty(), "not invited, not told");
+    // The hello now advertises the group.
+    assert_eq!(net.node(a).advertised_groups()[0].title, "ops");
+    net.node(b).group_join(&g).unwrap();
+    net.node(c).group_join(&g).unwrap();
+    net.run();
+    net.node(a).group_send(&g, b"one".to_vec()).unwrap();
+    net.node(b).group_send(&g, b"two".to_vec()).unwrap();
+    net.run();
+    assert_eq!(
+        group_messages(&net.events(c)),
+        vec![b"one".to_vec(), b"two".to_vec()]
+    );
+    // dave joins late.
+    net.node(a).group_invite(&g, &sessions[&d]).unwrap();
+    net.run();
+    net.node(d).group_join(&g).unwrap();
+    net.run();
+    let joined = net.events(b);
+    assert!(joined
+        .iter()
+        .any(|e| matches!(e, Event::Group(GroupEvent::Joined { name, .. }) if name == "dave")));
+    net.node(c).group_send(&g, b"three".to_vec()).unwrap();
+    net.run();
+    assert_eq!(
+        group_messages(&net.events(d)),
+        vec![b"three".to_vec()],
+        "only what followed the join"
+    );
+    // carol leaves; the others see it and she gets nothing after.
+    net.node(c).group_leave(&g).unwrap();
+    net.run();
+    assert!(net
+        .events(b)
+        .iter()
+        .any(|e| matches!(e, Event::Group(GroupEvent::Left { name, .. }) if name == "carol")));
+    net.events(c);
+    net.node(b).group_send(&g, b"four".to_vec()).unwrap();
+    net.run();
+    assert!(group_messages(&net.events(c)).is_empty());
+    assert_eq!(
+        group_messages(&net.events(d)),
+        vec![b"three".to_vec(), b"four".to_vec()][1..].to_vec()
+    );
+    let host_saw = group_messages(&net.events(a));
+    assert_eq!(
+        host_saw,
+        vec![b"two".to_vec(), b"three".to_vec(), b"four".to_vec()]
+    );
+    // A member who left cannot post any more.
+    assert!(net.node(c).group_send(&g, b"five".to_vec()).is_err());
+}
+
+#[test]
+fn an_uninvited_join_is_refused() {
+    let mut net = Net::new();
+    let (a, _) = net.user("alice");
+    let (m, _) = net.user("mallory");
+    net.connect(a, m);
+    let s = net.open_session(m, a);
+    net.run();
+    let g = net.node(a).group_create("ops", &[]).unwrap();
+    net.run();
+    // mallory saw the group advertised and asks to join anyway.
+    net.node(m)
+        .seal(&s, &Inner::GroupJoin { group: g })
+        .unwrap();
+    net.run();
+    assert_eq!(net.node(a).groups()[0].members, vec!["alice".to_string()]);
+}

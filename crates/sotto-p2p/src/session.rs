@@ -1,0 +1,359 @@
+//! Session keys: an ephemeral X25519 agreement authenticated by both device
+//! keys, and the AES-256-GCM that seals every message inside the session.
+//!
+//! ```text
+//! requester A                                   responder B
+//! Request { id, EKa, cert A, prekey?, sig_A }  ->   sig_A = Ed25519(device A,
+//!     "sotto/v1/p2p-request" || 1 || peer A || peer B || id || EKa || cert A || prekey?)
+//!                                              <-   Accept { id, EKb, prekey?, sig_B }
+//!     sig_B = Ed25519(device B, "sotto/v1/p2p-accept" || 1 || T || prekey?)
+//! T   = SHA-256("sotto/v1/p2p-session" || 1 || peer A || peer B || cert A || cert B || id || EKa || EKb)
+//! okm = HKDF-SHA-256(salt = T, ikm = X25519(EKa, EKb), info = "sotto/v1/p2p-keys", 80 bytes)
+//!     key A->B = okm[0..32], key B->A = okm[32..64], session id = okm[64..80]
+//! ```
+//!
+//! Both ephemeral secrets are erased once the keys are derived (A's when
+//! the accept arrives or the request ends, B's inside [`accept`]); the keys
+//! live in [`Zeroizing`] buffers and are erased when the session closes.
+//! Each direction numbers its messages from 0; the nonce is `0^4 || counter`
+//! and the AAD is `session id || counter`, so a message cannot be replayed,
+//! moved to another session or to the other direction.
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use hkdf::Hkdf;
+use libp2p::PeerId;
+use rand_core::{CryptoRng, RngCore};
+use sha2::{Digest, Sha256};
+use sotto_proto::codec::Writer;
+use sotto_proto::{verify_device_signature, DeviceCert, SignedPrekey};
+use x25519_dalek::{EphemeralSecret, PublicKey};
+use zeroize::Zeroizing;
+
+use crate::identity::Identity;
+use crate::wire::{write_prekey, Accept, Id, Request};
+
+const REQUEST_CONTEXT: &[u8] = b"sotto/v1/p2p-request";
+const ACCEPT_CONTEXT: &[u8] = b"sotto/v1/p2p-accept";
+const TRANSCRIPT_CONTEXT: &[u8] = b"sotto/v1/p2p-session";
+const KEYS_INFO: &[u8] = b"sotto/v1/p2p-keys";
+
+fn peer_bytes(w: &mut Writer, peer: &PeerId) {
+    let b = peer.to_bytes();
+    w.u8(b.len() as u8).bytes(&b);
+}
+
+fn request_signed_bytes(from: &PeerId, to: &PeerId, q: &Request) -> Vec<u8> {
+    let mut w = Writer::with_capacity(512);
+    w.bytes(REQUEST_CONTEXT).u8(1);
+    peer_bytes(&mut w, from);
+    peer_bytes(&mut w, to);
+    w.u64(q.id).bytes(&q.ephemeral).bytes(&q.cert.encode());
+    write_prekey(&mut w, &q.prekey);
+    w.buf
+}
+
+struct Transcript<'a> {
+    requester: &'a PeerId,
+    responder: &'a PeerId,
+    requester_cert: &'a DeviceCert,
+    responder_cert: &'a DeviceCert,
+    request: u64,
+    eph_a: &'a [u8; 32],
+    eph_b: &'a [u8; 32],
+}
+
+impl Transcript<'_> {
+    fn hash(&self) -> [u8; 32] {
+        let mut w = Writer::with_capacity(512);
+        w.bytes(TRANSCRIPT_CONTEXT).u8(1);
+        peer_bytes(&mut w, self.requester);
+        peer_bytes(&mut w, self.responder);
+        w.bytes(&self.requester_cert.encode())
+            .bytes(&self.responder_cert.encode())
+            .u64(self.request)
+            .bytes(self.eph_a)
+            .bytes(self.eph_b);
+        Sha256::digest(&w.buf).into()
+    }
+}
+
+fn accept_signed_bytes(transcript: &[u8; 32], prekey: &Option<SignedPrekey>) -> Vec<u8> {
+    let mut w = Writer::with_capacity(256);
+    w.bytes(ACCEPT_CONTEXT).u8(1).bytes(transcript);
+    write_prekey(&mut w, prekey);
+    w.buf
+}
+
+/// The requester's side of a request waiting for its answer: holds the
+/// ephemeral secret, which is erased when this is dropped.
+pub struct Outgoing {
+    pub request: Request,
+    secret: EphemeralSecret,
+}
+
+/// Makes a request from `local` to `remote`.
+pub fn request<R: RngCore + CryptoRng>(
+    rng: &mut R,
+    identity: &Identity,
+    local: &PeerId,
+    remote: &PeerId,
+    id: u64,
+    prekey: Option<SignedPrekey>,
+) -> Outgoing {
+    let secret = EphemeralSecret::random_from_rng(&mut *rng);
+    let mut request = Request {
+        id,
+        ephemeral: PublicKey::from(&secret).to_bytes(),
+        cert: identity.cert,
+        prekey,
+        signature: [0; 64],
+    };
+    request.signature = identity
+        .key
+        .sign(&request_signed_bytes(local, remote, &request));
+    Outgoing { request, secret }
+}
+
+/// Checks a request's certificate and signature (`from`: the requester's
+/// peer id as Noise proved it; `to`: this node's).
+pub fn verify_request(from: &PeerId, to: &PeerId, q: &Request) -> bool {
+    q.cert.verify().is_ok()
+        && verify_device_signature(
+            &q.cert.device,
+            &request_signed_bytes(from, to, q),
+            &q.signature,
+        )
+        .is_ok()
+}
+
+/// The responder's answer to a verified request, and the session keys.
+pub fn accept<R: RngCore + CryptoRng>(
+    rng: &mut R,
+    identity: &Identity,
+    requester: &PeerId,
+    local: &PeerId,
+    q: &Request,
+    prekey: Option<SignedPrekey>,
+) -> Option<(Accept, SessionKeys)> {
+    let secret = EphemeralSecret::random_from_rng(&mut *rng);
+    let eph_b = PublicKey::from(&secret).to_bytes();
+    let t = Transcript {
+        requester,
+        responder: local,
+        requester_cert: &q.cert,
+        responder_cert: &identity.cert,
+        request: q.id,
+        eph_a: &q.ephemeral,
+        eph_b: &eph_b,
+    }
+    .hash();
+    let shared = secret.diffie_hellman(&PublicKey::from(q.ephemeral));
+    if !shared.was_contributory() {
+        return None;
+    }
+    let keys = SessionKeys::derive(&t, shared.as_bytes(), false);
+    let signature = identity.key.sign(&accept_signed_bytes(&t, &prekey));
+    let accept = Accept {
+        request: q.id,
+        ephemeral: eph_b,
+        prekey,
+        signature,
+    };
+    Some((accept, keys))
+}
+
+impl Outgoing {
+    /// Checks the responder's answer (its certificate from its hello) and
+    /// derives the keys; `None` when the signature or the agreement fails.
+    pub fn finish(
+        self,
+        local: &PeerId,
+        responder: &PeerId,
+        responder_cert: &DeviceCert,
+        a: &Accept,
+    ) -> Option<SessionKeys> {
+        let t = Transcript {
+            requester: local,
+            responder,
+            requester_cert: &self.request.cert,
+            responder_cert,
+            request: self.request.id,
+            eph_a: &self.request.ephemeral,
+            eph_b: &a.ephemeral,
+        }
+        .hash();
+        verify_device_signature(
+            &responder_cert.device,
+            &accept_signed_bytes(&t, &a.prekey),
+            &a.signature,
+        )
+        .ok()?;
+        let shared = self.secret.diffie_hellman(&PublicKey::from(a.ephemeral));
+        if !shared.was_contributory() {
+            return None;
+        }
+        Some(SessionKeys::derive(&t, shared.as_bytes(), true))
+    }
+}
+
+/// One session's keys and counters. The keys are erased when it is dropped.
+pub struct SessionKeys {
+    pub id: Id,
+    send_key: Zeroizing<[u8; 32]>,
+    recv_key: Zeroizing<[u8; 32]>,
+    send_next: u64,
+    /// The highest counter opened so far (messages must grow strictly).
+    recv_last: Option<u64>,
+}
+
+fn nonce(counter: u64) -> [u8; 12] {
+    let mut n = [0u8; 12];
+    n[4..].copy_from_slice(&counter.to_be_bytes());
+    n
+}
+
+fn aad(id: &Id, counter: u64) -> [u8; 24] {
+    let mut a = [0u8; 24];
+    a[..16].copy_from_slice(id);
+    a[16..].copy_from_slice(&counter.to_be_bytes());
+    a
+}
+
+impl SessionKeys {
+    fn derive(transcript: &[u8; 32], shared: &[u8; 32], requester: bool) -> SessionKeys {
+        let mut okm = Zeroizing::new([0u8; 80]);
+        Hkdf::<Sha256>::new(Some(transcript), shared)
+            .expand(KEYS_INFO, &mut okm[..])
+            .expect("80 bytes is a valid HKDF-SHA-256 length");
+        let mut a_to_b = Zeroizing::new([0u8; 32]);
+        let mut b_to_a = Zeroizing::new([0u8; 32]);
+        a_to_b.copy_from_slice(&okm[..32]);
+        b_to_a.copy_from_slice(&okm[32..64]);
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&okm[64..]);
+        let (send_key, recv_key) = if requester {
+            (a_to_b, b_to_a)
+        } else {
+            (b_to_a, a_to_b)
+        };
+        SessionKeys {
+            id,
+            send_key,
+            recv_key,
+            send_next: 0,
+            recv_last: None,
+        }
+    }
+
+    /// Seals `plaintext` as the next message; returns its counter.
+    pub fn seal(&mut self, plaintext: &[u8]) -> (u64, Vec<u8>) {
+        let counter = self.send_next;
+        self.send_next += 1;
+        let cipher = Aes256Gcm::new_from_slice(&self.send_key[..]).expect("32-byte key");
+        let ct = cipher
+            .encrypt(
+                Nonce::from_slice(&nonce(counter)),
+                Payload {
+                    msg: plaintext,
+                    aad: &aad(&self.id, counter),
+                },
+            )
+            .expect("AES-GCM seals any length below 64 GiB");
+        (counter, ct)
+    }
+
+    /// Opens a message; `None` if it does not authenticate or its counter
+    /// is not above every counter opened before (replay). Nothing changes
+    /// on failure.
+    pub fn open(&mut self, counter: u64, ciphertext: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+        if self.recv_last.is_some_and(|last| counter <= last) {
+            return None;
+        }
+        let cipher = Aes256Gcm::new_from_slice(&self.recv_key[..]).expect("32-byte key");
+        let pt = cipher
+            .decrypt(
+                Nonce::from_slice(&nonce(counter)),
+                Payload {
+                    msg: ciphertext,
+                    aad: &aad(&self.id, counter),
+                },
+            )
+            .ok()?;
+        self.recv_last = Some(counter);
+        Some(Zeroizing::new(pt))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_core::OsRng;
+    use sotto_proto::{DeviceKey, UserKey};
+
+    pub(crate) fn identity(name: &str) -> Identity {
+        let user = UserKey::generate(&mut OsRng);
+        let key = DeviceKey::generate(&mut OsRng);
+        let cert = user.certify(&key.public_keys(), 1);
+        Identity {
+            name: name.into(),
+            key,
+            cert,
+        }
+    }
+
+    fn pair() -> (SessionKeys, SessionKeys) {
+        let (a, b) = (identity("alice"), identity("bob"));
+        let (pa, pb) = (PeerId::random(), PeerId::random());
+        let out = request(&mut OsRng, &a, &pa, &pb, 7, None);
+        assert!(verify_request(&pa, &pb, &out.request));
+        let (acc, kb) = accept(&mut OsRng, &b, &pa, &pb, &out.request, None).unwrap();
+        let ka = out.finish(&pa, &pb, &b.cert, &acc).unwrap();
+        (ka, kb)
+    }
+
+    #[test]
+    fn both_sides_derive_the_same_session_and_messages_open_once() {
+        let (mut ka, mut kb) = pair();
+        assert_eq!(ka.id, kb.id);
+        let (c, ct) = ka.seal(b"hello");
+        assert_eq!(&kb.open(c, &ct).unwrap()[..], b"hello");
+        assert!(kb.open(c, &ct).is_none(), "a replayed message is refused");
+        let (c2, ct2) = kb.seal(b"back");
+        assert!(
+            kb.open(c2, &ct2).is_none(),
+            "a message does not open in its own direction"
+        );
+        assert_eq!(&ka.open(c2, &ct2).unwrap()[..], b"back");
+    }
+
+    #[test]
+    fn every_session_has_fresh_keys() {
+        let (k1, _) = pair();
+        let (k2, _) = pair();
+        assert_ne!(k1.id, k2.id);
+        assert_ne!(*k1.send_key, *k2.send_key);
+    }
+
+    #[test]
+    fn a_request_or_accept_signed_for_another_connection_is_refused() {
+        let (a, b) = (identity("alice"), identity("bob"));
+        let (pa, pb, pm) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let out = request(&mut OsRng, &a, &pa, &pb, 1, None);
+        // Replayed by a third peer m to b: the signature names a's peer id.
+        assert!(!verify_request(&pm, &pb, &out.request));
+        // An accept made for another requester peer does not finish.
+        let (acc, _) = accept(&mut OsRng, &b, &pm, &pb, &out.request, None).unwrap();
+        assert!(out.finish(&pa, &pb, &b.cert, &acc).is_none());
+    }
+
+    #[test]
+    fn a_tampered_message_does_not_open_and_changes_nothing() {
+        let (mut ka, mut kb) = pair();
+        let (c, mut ct) = ka.seal(b"hello");
+        ct[0] ^= 1;
+        assert!(kb.open(c, &ct).is_none());
+        ct[0] ^= 1;
+        assert!(kb.open(c, &ct).is_some());
+    }
+}

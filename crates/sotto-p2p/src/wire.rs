@@ -1,0 +1,529 @@
+//! The frames of the peer protocol `/sotto/p2p/1`, and their codec.
+//!
+//! Every frame travels on one libp2p stream (inside Noise) with a `u32`
+//! length prefix; the shell refuses a prefix over [`MAX_FRAME`] before it
+//! allocates. Decoding is total and bounded (the reads of
+//! `sotto_proto::codec`): every input gives a frame or [`Error::Malformed`],
+//! never a panic or an allocation larger than the input. The layout is in
+//! docs/protocol.md, "Peer to peer".
+
+use sotto_proto::codec::{Reader, Writer};
+use sotto_proto::{DeviceCert, SignedPrekey};
+
+use crate::error::{Error, Result};
+
+/// The version byte every frame starts with.
+pub const WIRE_VERSION: u8 = 1;
+/// Largest datagram a session carries: far above a chat datagram, and it
+/// bounds what one peer makes this node hold per frame.
+pub const MAX_DATAGRAM: usize = 1024 * 1024;
+/// File chunk size: large enough that the per-chunk AES-GCM and framing
+/// cost is noise, small enough that a dropped connection loses little.
+pub const CHUNK: usize = 256 * 1024;
+/// Largest frame: a datagram (or a group delivery of one) with its headers
+/// and the AES-GCM tag, rounded up.
+pub const MAX_FRAME: usize = MAX_DATAGRAM + 1024;
+/// Usernames as the client checks them (1-64 bytes).
+pub const MAX_NAME: usize = 64;
+/// Group titles.
+pub const MAX_TITLE: usize = 64;
+/// File names (one path component).
+pub const MAX_FILE_NAME: usize = 255;
+/// Group sessions one advertisement lists.
+pub const MAX_ADVERTISED_GROUPS: usize = 16;
+/// Members one roster lists.
+pub const MAX_ROSTER: usize = 256;
+
+/// A 16-byte id (session, file, group).
+pub type Id = [u8; 16];
+
+/// A group session as its host advertises it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupAd {
+    pub id: Id,
+    pub title: String,
+}
+
+/// The device's proof of identity: its certificate (signed by the user
+/// key) and the device key's signature binding the hello to this
+/// connection's peer id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Proof {
+    pub cert: DeviceCert,
+    pub signature: [u8; 64],
+}
+
+/// First frame on every link, and resent before its advertisement expires.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hello {
+    /// The username the peer claims (checked against known contacts).
+    pub name: String,
+    /// Unix ms after which the advertisement (name and groups) is stale.
+    pub expires_at: u64,
+    pub groups: Vec<GroupAd>,
+    pub proof: Option<Proof>,
+}
+
+/// A session request: the requester's ephemeral key, its certificate and,
+/// optionally, a prekey for the device core's pairwise session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub id: u64,
+    pub ephemeral: [u8; 32],
+    pub cert: DeviceCert,
+    pub prekey: Option<SignedPrekey>,
+    pub signature: [u8; 64],
+}
+
+/// The answer that opens the session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Accept {
+    pub request: u64,
+    pub ephemeral: [u8; 32],
+    pub prekey: Option<SignedPrekey>,
+    pub signature: [u8; 64],
+}
+
+/// Why a request was refused; the requester is told which.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectReason {
+    /// The user said no.
+    Declined = 1,
+    /// The requester did not prove a user (no or bad certificate).
+    Unverified = 2,
+    /// The requester proved a user key other than the one known for the
+    /// name it claims.
+    IdentityMismatch = 3,
+    /// Too many requests are waiting for an answer.
+    TooManyPending = 4,
+    /// The request was not answered in time.
+    Expired = 5,
+}
+
+impl RejectReason {
+    fn from_u8(v: u8) -> Result<Self> {
+        Ok(match v {
+            1 => Self::Declined,
+            2 => Self::Unverified,
+            3 => Self::IdentityMismatch,
+            4 => Self::TooManyPending,
+            5 => Self::Expired,
+            _ => return Err(Error::Malformed("reject reason")),
+        })
+    }
+}
+
+/// A frame on the link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    Hello(Hello),
+    Request(Request),
+    Accept(Accept),
+    Reject {
+        request: u64,
+        reason: RejectReason,
+    },
+    /// A message inside a session: AES-256-GCM under the direction's key.
+    Sealed {
+        session: Id,
+        counter: u64,
+        ciphertext: Vec<u8>,
+    },
+}
+
+/// What a sealed frame carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Inner {
+    /// Opaque bytes for the device core (a sotto datagram).
+    Datagram(Vec<u8>),
+    Close,
+    FileOffer {
+        id: Id,
+        name: String,
+        size: u64,
+        sha256: [u8; 32],
+    },
+    /// The receiver wants the file from `offset` (its first answer to an
+    /// offer, and its resume after a link came back).
+    FileWant {
+        id: Id,
+        offset: u64,
+    },
+    FileChunk {
+        id: Id,
+        offset: u64,
+        data: Vec<u8>,
+    },
+    /// The receiver has written everything before `offset`.
+    FileAck {
+        id: Id,
+        offset: u64,
+    },
+    /// The whole file was checked against its hash (`ok`) or not.
+    FileResult {
+        id: Id,
+        ok: bool,
+    },
+    FileCancel {
+        id: Id,
+    },
+    GroupInvite {
+        group: Id,
+        title: String,
+    },
+    GroupJoin {
+        group: Id,
+    },
+    GroupLeave {
+        group: Id,
+    },
+    GroupRoster {
+        group: Id,
+        title: String,
+        members: Vec<([u8; 32], String)>,
+    },
+    /// A member's message for the group, to the host.
+    GroupPost {
+        group: Id,
+        data: Vec<u8>,
+    },
+    /// The host hands a member's message on to the others.
+    GroupDeliver {
+        group: Id,
+        from_user: [u8; 32],
+        from_name: String,
+        data: Vec<u8>,
+    },
+}
+
+fn malformed(what: &'static str) -> impl Fn(sotto_proto::Error) -> Error {
+    move |_| Error::Malformed(what)
+}
+
+fn read_str(r: &mut Reader<'_>, max: usize, what: &'static str) -> Result<String> {
+    let len = r.u8().map_err(malformed(what))? as usize;
+    if len > max {
+        return Err(Error::Malformed(what));
+    }
+    let bytes = r.bytes(len).map_err(malformed(what))?;
+    String::from_utf8(bytes.to_vec()).map_err(|_| Error::Malformed(what))
+}
+
+/// Callers bound `s` (names, titles) before they build a frame.
+fn write_str(w: &mut Writer, s: &str) {
+    w.u8(s.len() as u8).bytes(s.as_bytes());
+}
+
+fn read_prekey(r: &mut Reader<'_>) -> Result<Option<SignedPrekey>> {
+    match r.u8().map_err(malformed("prekey flag"))? {
+        0 => Ok(None),
+        1 => {
+            let bytes = r.bytes(SignedPrekey::LEN).map_err(malformed("prekey"))?;
+            Ok(Some(
+                SignedPrekey::decode(bytes).map_err(malformed("prekey"))?,
+            ))
+        }
+        _ => Err(Error::Malformed("prekey flag")),
+    }
+}
+
+pub(crate) fn write_prekey(w: &mut Writer, prekey: &Option<SignedPrekey>) {
+    match prekey {
+        None => {
+            w.u8(0);
+        }
+        Some(p) => {
+            w.u8(1).bytes(&p.encode());
+        }
+    }
+}
+
+fn read_cert(r: &mut Reader<'_>) -> Result<DeviceCert> {
+    let bytes = r.bytes(DeviceCert::LEN).map_err(malformed("certificate"))?;
+    DeviceCert::decode(bytes).map_err(malformed("certificate"))
+}
+
+fn read_data(r: &mut Reader<'_>, max: usize, what: &'static str) -> Result<Vec<u8>> {
+    Ok(r.var_bytes(max, what).map_err(malformed(what))?.to_vec())
+}
+
+impl Hello {
+    /// The hello's fields before the proof: what the proof signs (with the
+    /// peer id and the certificate).
+    pub(crate) fn write_body(&self, w: &mut Writer) {
+        write_str(w, &self.name);
+        w.u64(self.expires_at).u8(self.groups.len() as u8);
+        for g in &self.groups {
+            w.bytes(&g.id);
+            write_str(w, &g.title);
+        }
+    }
+}
+
+impl Frame {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(64);
+        w.u8(WIRE_VERSION);
+        match self {
+            Frame::Hello(h) => {
+                w.u8(1);
+                h.write_body(&mut w);
+                match &h.proof {
+                    None => {
+                        w.u8(0);
+                    }
+                    Some(p) => {
+                        w.u8(1).bytes(&p.cert.encode()).bytes(&p.signature);
+                    }
+                }
+            }
+            Frame::Request(q) => {
+                w.u8(2)
+                    .u64(q.id)
+                    .bytes(&q.ephemeral)
+                    .bytes(&q.cert.encode());
+                write_prekey(&mut w, &q.prekey);
+                w.bytes(&q.signature);
+            }
+            Frame::Accept(a) => {
+                w.u8(3).u64(a.request).bytes(&a.ephemeral);
+                write_prekey(&mut w, &a.prekey);
+                w.bytes(&a.signature);
+            }
+            Frame::Reject { request, reason } => {
+                w.u8(4).u64(*request).u8(*reason as u8);
+            }
+            Frame::Sealed {
+                session,
+                counter,
+                ciphertext,
+            } => {
+                w.buf.reserve(ciphertext.len() + 32);
+                w.u8(5).bytes(session).u64(*counter).var_bytes(ciphertext);
+            }
+        }
+        w.buf
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Frame> {
+        if bytes.len() > MAX_FRAME {
+            return Err(Error::Malformed("frame length"));
+        }
+        let mut r = Reader::new(bytes);
+        let version = r.u8().map_err(malformed("frame"))?;
+        if version != WIRE_VERSION {
+            return Err(Error::Malformed("frame version"));
+        }
+        let frame = match r.u8().map_err(malformed("frame"))? {
+            1 => {
+                let name = read_str(&mut r, MAX_NAME, "name")?;
+                let expires_at = r.u64().map_err(malformed("hello"))?;
+                let n = r.u8().map_err(malformed("hello"))? as usize;
+                if n > MAX_ADVERTISED_GROUPS {
+                    return Err(Error::Malformed("advertised groups"));
+                }
+                let mut groups = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let id = r.array().map_err(malformed("group id"))?;
+                    let title = read_str(&mut r, MAX_TITLE, "group title")?;
+                    groups.push(GroupAd { id, title });
+                }
+                let proof = match r.u8().map_err(malformed("proof flag"))? {
+                    0 => None,
+                    1 => Some(Proof {
+                        cert: read_cert(&mut r)?,
+                        signature: r.array().map_err(malformed("hello signature"))?,
+                    }),
+                    _ => return Err(Error::Malformed("proof flag")),
+                };
+                Frame::Hello(Hello {
+                    name,
+                    expires_at,
+                    groups,
+                    proof,
+                })
+            }
+            2 => Frame::Request(Request {
+                id: r.u64().map_err(malformed("request"))?,
+                ephemeral: r.array().map_err(malformed("request"))?,
+                cert: read_cert(&mut r)?,
+                prekey: read_prekey(&mut r)?,
+                signature: r.array().map_err(malformed("request signature"))?,
+            }),
+            3 => Frame::Accept(Accept {
+                request: r.u64().map_err(malformed("accept"))?,
+                ephemeral: r.array().map_err(malformed("accept"))?,
+                prekey: read_prekey(&mut r)?,
+                signature: r.array().map_err(malformed("accept signature"))?,
+            }),
+            4 => Frame::Reject {
+                request: r.u64().map_err(malformed("reject"))?,
+                reason: RejectReason::from_u8(r.u8().map_err(malformed("reject"))?)?,
+            },
+            5 => Frame::Sealed {
+                session: r.array().map_err(malformed("sealed"))?,
+                counter: r.u64().map_err(malformed("sealed"))?,
+                ciphertext: read_data(&mut r, MAX_FRAME, "sealed")?,
+            },
+            _ => return Err(Error::Malformed("frame tag")),
+        };
+        r.finish().map_err(malformed("frame"))?;
+        Ok(frame)
+    }
+}
+
+impl Inner {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(64);
+        match self {
+            Inner::Datagram(d) => {
+                w.buf.reserve(d.len() + 8);
+                w.u8(1).var_bytes(d);
+            }
+            Inner::Close => {
+                w.u8(2);
+            }
+            Inner::FileOffer {
+                id,
+                name,
+                size,
+                sha256,
+            } => {
+                w.u8(3).bytes(id);
+                write_str(&mut w, name);
+                w.u64(*size).bytes(sha256);
+            }
+            Inner::FileWant { id, offset } => {
+                w.u8(4).bytes(id).u64(*offset);
+            }
+            Inner::FileChunk { id, offset, data } => {
+                w.buf.reserve(data.len() + 32);
+                w.u8(5).bytes(id).u64(*offset).var_bytes(data);
+            }
+            Inner::FileAck { id, offset } => {
+                w.u8(6).bytes(id).u64(*offset);
+            }
+            Inner::FileResult { id, ok } => {
+                w.u8(7).bytes(id).u8(*ok as u8);
+            }
+            Inner::FileCancel { id } => {
+                w.u8(8).bytes(id);
+            }
+            Inner::GroupInvite { group, title } => {
+                w.u8(10).bytes(group);
+                write_str(&mut w, title);
+            }
+            Inner::GroupJoin { group } => {
+                w.u8(11).bytes(group);
+            }
+            Inner::GroupLeave { group } => {
+                w.u8(12).bytes(group);
+            }
+            Inner::GroupRoster {
+                group,
+                title,
+                members,
+            } => {
+                w.u8(13).bytes(group);
+                write_str(&mut w, title);
+                w.u16(members.len() as u16);
+                for (user, name) in members {
+                    w.bytes(user);
+                    write_str(&mut w, name);
+                }
+            }
+            Inner::GroupPost { group, data } => {
+                w.buf.reserve(data.len() + 32);
+                w.u8(14).bytes(group).var_bytes(data);
+            }
+            Inner::GroupDeliver {
+                group,
+                from_user,
+                from_name,
+                data,
+            } => {
+                w.buf.reserve(data.len() + 128);
+                w.u8(15).bytes(group).bytes(from_user);
+                write_str(&mut w, from_name);
+                w.var_bytes(data);
+            }
+        }
+        w.buf
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Inner> {
+        let mut r = Reader::new(bytes);
+        let id = |r: &mut Reader<'_>| -> Result<Id> { r.array().map_err(malformed("id")) };
+        let u64_ = |r: &mut Reader<'_>| -> Result<u64> { r.u64().map_err(malformed("offset")) };
+        let inner = match r.u8().map_err(malformed("message"))? {
+            1 => Inner::Datagram(read_data(&mut r, MAX_DATAGRAM, "datagram")?),
+            2 => Inner::Close,
+            3 => Inner::FileOffer {
+                id: id(&mut r)?,
+                name: read_str(&mut r, MAX_FILE_NAME, "file name")?,
+                size: u64_(&mut r)?,
+                sha256: r.array().map_err(malformed("file hash"))?,
+            },
+            4 => Inner::FileWant {
+                id: id(&mut r)?,
+                offset: u64_(&mut r)?,
+            },
+            5 => Inner::FileChunk {
+                id: id(&mut r)?,
+                offset: u64_(&mut r)?,
+                data: read_data(&mut r, CHUNK, "file chunk")?,
+            },
+            6 => Inner::FileAck {
+                id: id(&mut r)?,
+                offset: u64_(&mut r)?,
+            },
+            7 => Inner::FileResult {
+                id: id(&mut r)?,
+                ok: match r.u8().map_err(malformed("file result"))? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(Error::Malformed("file result")),
+                },
+            },
+            8 => Inner::FileCancel { id: id(&mut r)? },
+            10 => Inner::GroupInvite {
+                group: id(&mut r)?,
+                title: read_str(&mut r, MAX_TITLE, "group title")?,
+            },
+            11 => Inner::GroupJoin { group: id(&mut r)? },
+            12 => Inner::GroupLeave { group: id(&mut r)? },
+            13 => {
+                let group = id(&mut r)?;
+                let title = read_str(&mut r, MAX_TITLE, "group title")?;
+                let n = r.u16().map_err(malformed("roster"))? as usize;
+                if n > MAX_ROSTER {
+                    return Err(Error::Malformed("roster size"));
+                }
+                let mut members = Vec::with_capacity(n.min(bytes.len() / 33));
+                for _ in 0..n {
+                    let user = r.array().map_err(malformed("roster"))?;
+                    members.push((user, read_str(&mut r, MAX_NAME, "member name")?));
+                }
+                Inner::GroupRoster {
+                    group,
+                    title,
+                    members,
+                }
+            }
+            14 => Inner::GroupPost {
+                group: id(&mut r)?,
+                data: read_data(&mut r, MAX_DATAGRAM, "group message")?,
+            },
+            15 => Inner::GroupDeliver {
+                group: id(&mut r)?,
+                from_user: r.array().map_err(malformed("group sender"))?,
+                from_name: read_str(&mut r, MAX_NAME, "group sender")?,
+                data: read_data(&mut r, MAX_DATAGRAM, "group message")?,
+            },
+            _ => return Err(Error::Malformed("message tag")),
+        };
+        r.finish().map_err(malformed("message"))?;
+        Ok(inner)
+    }
+}
