@@ -23,7 +23,9 @@
 pub mod error;
 pub mod identity;
 pub mod node;
+pub mod rendezvous;
 pub mod session;
+pub mod shell;
 pub mod wire;
 
 pub use error::{Error, Result};
@@ -31,4 +33,5 @@ pub use identity::{Identity, PeerIdentity, Trust};
 pub use node::{
     Config, Event, FileEvent, FileIo, GroupEvent, GroupInfo, Node, Output, PendingRequest,
 };
+pub use shell::{spawn, Handle, PeerInfo, SessionInfo, ShellConfig, ShellEvent, Status};
 pub use wire::{GroupAd, Id, RejectReason};

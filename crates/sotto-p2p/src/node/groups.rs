@@ -284,7 +284,7 @@ impl Groups {
                 let Role::Host { members, .. } = &g.role else {
                     return Ok(acts);
                 };
-                if !members.get(&from.user).is_some_and(|(_, s)| *s == sid) {
+                if members.get(&from.user).is_none_or(|(_, s)| *s != sid) {
                     return Ok(acts); // not (or no longer) a member
                 }
                 for (user, (_, session)) in members {
