@@ -126,6 +126,19 @@ pub enum Command {
         #[command(subcommand)]
         command: RoomCommand,
     },
+    /// Run a rendezvous point: peers that share no local network register
+    /// and find each other there. Prints "rendezvous: <multiaddr>".
+    Rendezvous {
+        /// Address to listen on (IP:PORT or a multiaddr).
+        #[arg(long, default_value = "0.0.0.0:7600")]
+        listen: String,
+    },
+    /// Peer to peer, with no server: sessions, files and group sessions
+    /// between devices that can reach each other.
+    P2p {
+        #[command(subcommand)]
+        command: crate::p2p_cmds::P2pCommand,
+    },
 }
 
 /// TTLs: off, 10m, 1h, 1d, 1w, 30d (or a number with s/m/h/d/w).

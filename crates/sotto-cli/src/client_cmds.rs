@@ -149,7 +149,11 @@ async fn device_command(
         }
         Command::Rooms => crate::room_cmds::rooms(client, out).await?,
         Command::Room { command } => crate::room_cmds::room(client, out, command).await?,
-        Command::Server { .. } | Command::Register { .. } | Command::Link { .. } => {
+        Command::Server { .. }
+        | Command::Register { .. }
+        | Command::Link { .. }
+        | Command::Rendezvous { .. }
+        | Command::P2p { .. } => {
             unreachable!("handled by run")
         }
     }

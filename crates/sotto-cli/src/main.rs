@@ -4,6 +4,7 @@
 mod args;
 mod client_cmds;
 mod output;
+mod p2p_cmds;
 mod passphrase;
 mod room_cmds;
 
@@ -58,6 +59,9 @@ async fn run(cli: Cli) -> Result<(), String> {
                 r = running.wait() => r.map_err(|e| e.to_string()),
                 _ = shutdown => Ok(()),
             }
+        }
+        command @ (Command::Rendezvous { .. } | Command::P2p { .. }) => {
+            p2p_cmds::run(cli.home, cli.json, command).await
         }
         command => client_cmds::run(cli.home, cli.json, command).await,
     }

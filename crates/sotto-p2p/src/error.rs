@@ -21,7 +21,9 @@ pub enum Error {
     NoSession(String),
     #[error("no pending request {0}")]
     NoRequest(u64),
-    #[error("request {request} was rejected by {by}: {reason:?}")]
+    #[error("no pending request from {0}")]
+    NoRequestFrom(String),
+    #[error("rejected by {by} ({})", crate::control::reason_text(*reason))]
     Rejected {
         request: u64,
         by: String,
@@ -51,7 +53,7 @@ pub enum Error {
     Address(String, String),
     #[error("the peer node stopped")]
     Stopped,
-    #[error("no peer daemon for {0}: start it with p2p up")]
+    #[error("no peer daemon is running for the home {0}")]
     NoDaemon(PathBuf),
     #[error("control: {0}")]
     Control(String),

@@ -20,6 +20,7 @@
 //! The payload of a session is opaque bytes: the device core seals and
 //! opens sotto datagrams; this crate carries them.
 
+pub mod control;
 pub mod error;
 pub mod identity;
 pub mod node;
@@ -30,6 +31,7 @@ pub mod wire;
 
 pub use error::{Error, Result};
 pub use identity::{Identity, PeerIdentity, Trust};
+pub use libp2p::{Multiaddr, PeerId};
 pub use node::{
     Config, Event, FileEvent, FileIo, GroupEvent, GroupInfo, Node, Output, PendingRequest,
 };

@@ -37,11 +37,6 @@ pub struct RendezvousPoint {
 }
 
 impl RendezvousPoint {
-    /// Runs until the process ends or [`RendezvousPoint::stop`].
-    pub async fn wait(mut self) {
-        let _ = (&mut self.task).await;
-    }
-
     pub async fn stop(mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());

@@ -60,7 +60,7 @@ impl ShellConfig {
 }
 
 /// What the application hears from a running node.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 #[allow(clippy::large_enum_variant)]
 pub enum ShellEvent {
     Node(Event),

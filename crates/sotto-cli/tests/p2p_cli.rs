@@ -1,0 +1,165 @@
+//! `sotto p2p` and `sotto rendezvous` as a user runs them: two homes
+//! registered once with a server, then peer to peer (the server is stopped
+//! before the peers start).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+/// A running `p2p up` (killed on drop) and the address it printed.
+struct Up {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn first_line(child: &mut Child, prefix: &str) -> String {
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = lines.next().expect("printed nothing").unwrap();
+    let rest = line
+        .strip_prefix(prefix)
+        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+        .to_string();
+    // Keep reading so the daemon never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    rest
+}
+
+fn up(home: &Path, extra: &[&str]) -> Up {
+    let mut child = sotto()
+        .arg("--home")
+        .arg(home)
+        .args(["p2p", "up", "--listen", "127.0.0.1:0", "--no-mdns"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let addr = first_line(&mut child, "peer: ");
+    Up { child, addr }
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{what} did not happen in 20 s");
+}
+
+#[test]
+fn two_peers_reject_accept_send_a_file_and_close_with_no_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("srv"));
+    let alice = register(dir.path(), "alice", &server);
+    let bob = register(dir.path(), "bob", &server);
+    drop(server);
+
+    assert!(err(&alice, &["p2p", "peers"]).contains("no peer daemon"));
+    let a = up(&alice, &[]);
+    let _b = up(&bob, &[]);
+    let connected = ok(&bob, &["p2p", "connect", &a.addr]);
+    assert!(connected.contains("alice"), "{connected}");
+    let peers = ok(&bob, &["p2p", "peers"]);
+    assert!(peers.contains("alice  first-seen  via explicit"), "{peers}");
+
+    // bob asks; alice rejects; bob sees the rejection (not a timeout).
+    let ask = |home: &Path| {
+        sotto()
+            .arg("--home")
+            .arg(home)
+            .args(["p2p", "request", "alice"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let asking = ask(&bob);
+    wait_until("the request reaching alice", || {
+        ok(&alice, &["p2p", "requests"]).contains("bob")
+    });
+    let listed = json_lines(&ok(&alice, &["--json", "p2p", "requests"]));
+    assert_eq!(listed[0]["name"], "bob");
+    ok(&alice, &["p2p", "reject", "bob"]);
+    let out = asking.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("rejected by alice"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let asking = ask(&bob);
+    wait_until("the second request", || {
+        ok(&alice, &["p2p", "requests"]).contains("bob")
+    });
+    ok(&alice, &["p2p", "accept", "bob"]);
+    let out = asking.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "accepted");
+
+    ok(&bob, &["p2p", "send", "alice", "hello, no server here"]);
+    let report = dir.path().join("report.pdf");
+    let bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&report, &bytes).unwrap();
+    let sent = run(
+        &bob,
+        &["p2p", "send-file", "alice", report.to_str().unwrap()],
+    );
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&sent.stderr).contains("100%"),
+        "a progress bar"
+    );
+    assert_eq!(
+        std::fs::read(alice.join("files/report.pdf")).unwrap(),
+        bytes
+    );
+
+    ok(&alice, &["p2p", "close", "bob"]);
+    wait_until("the session closing on bob's side", || {
+        err(&bob, &["p2p", "send", "alice", "late"]).contains("no open session")
+    });
+    drop(a);
+}
+
+#[test]
+fn rendezvous_prints_its_address_and_peers_find_each_other_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("srv"));
+    let alice = register(dir.path(), "alice", &server);
+    let bob = register(dir.path(), "bob", &server);
+    drop(server);
+    let mut rz = sotto()
+        .args(["rendezvous", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let point = first_line(&mut rz, "rendezvous: ");
+    assert!(point.starts_with("/ip4/127.0.0.1/tcp/") && point.contains("/p2p/"));
+    let _a = up(&alice, &["--rendezvous", &point]);
+    let _b = up(&bob, &["--rendezvous", &point]);
+    wait_until("bob finding alice through the rendezvous point", || {
+        ok(&bob, &["p2p", "peers"]).contains("alice  first-seen  via rendezvous")
+            || ok(&alice, &["p2p", "peers"]).contains("bob  first-seen")
+    });
+    let _ = rz.kill();
+    let _ = rz.wait();
+}
