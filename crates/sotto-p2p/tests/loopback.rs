@@ -310,3 +310,34 @@ async fn peers_without_mdns_find_each_other_through_a_rendezvous_point() {
     assert_eq!(bob.datagram().await, b"via rendezvous");
     point.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_dialing_each_other_at_once_end_up_with_one_working_link() {
+    for _ in 0..3 {
+        let alice = peer("alice").await;
+        let bob = peer("bob").await;
+        // Two connections, one per direction (as when both find the other
+        // by mDNS at the same moment).
+        let (x, y) = tokio::join!(alice.handle.dial(bob.addr()), bob.handle.dial(alice.addr()));
+        x.unwrap();
+        y.unwrap();
+        for (p, other) in [(&alice, bob.id()), (&bob, alice.id())] {
+            p.wait("peer found", |e| match e {
+                ShellEvent::Node(Event::PeerFound { peer, .. }) if *peer == other => Some(()),
+                _ => None,
+            })
+            .await;
+        }
+        let s = session(&alice, &bob).await;
+        bob.handle
+            .send_datagram(s, b"one link".to_vec())
+            .await
+            .unwrap();
+        assert_eq!(alice.datagram().await, b"one link");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(
+            !alice.seen(|e| matches!(e, ShellEvent::Node(Event::PeerLost { .. }))),
+            "the link did not flap"
+        );
+    }
+}

@@ -85,7 +85,8 @@ pub struct PeerInfo {
     /// Hex user key and device id, when proved.
     pub user: Option<String>,
     pub device: Option<String>,
-    /// How it was found: mdns, rendezvous, explicit or inbound.
+    /// How it was found: mdns, rendezvous, explicit or inbound (several
+    /// joined by `+`).
     pub via: String,
     pub address: Option<String>,
     /// Group sessions it advertises: (hex id, title).

@@ -30,6 +30,8 @@ const MAX_PENDING: u32 = 64;
 const IDLE: Duration = Duration::from_secs(60);
 /// Re-register at a rendezvous point this often (its registrations live 2 h).
 const REREGISTER: Duration = Duration::from_secs(3600);
+/// Attempts to open the sotto stream on a connection before giving up.
+const OPEN_ATTEMPTS: u32 = 3;
 
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
@@ -53,6 +55,13 @@ pub struct Shell {
     control: libp2p_stream::Control,
     incoming: Option<libp2p_stream::IncomingStreams>,
     links: HashMap<PeerId, Link>,
+    /// Peers whose stream this node is opening: one attempt at a time, or
+    /// two connections (simultaneous dials) would open two streams and
+    /// each side would keep the one the other dropped.
+    opening: HashSet<PeerId>,
+    /// Failed attempts to open a stream per peer (a libp2p node that does
+    /// not speak sotto is given up on after [`OPEN_ATTEMPTS`]).
+    open_failures: HashMap<PeerId, u32>,
     next_link: u64,
     link_tx: mpsc::Sender<LinkMsg>,
     link_rx: mpsc::Receiver<LinkMsg>,
@@ -63,7 +72,9 @@ pub struct Shell {
     rendezvous: HashSet<PeerId>,
     rendezvous_addrs: Vec<Multiaddr>,
     last_register: HashMap<PeerId, tokio::time::Instant>,
-    via: HashMap<PeerId, &'static str>,
+    /// Every way each peer was found (a peer found by mDNS may also be
+    /// listed at a rendezvous point).
+    via: HashMap<PeerId, Vec<&'static str>>,
     address: HashMap<PeerId, Multiaddr>,
     listening: Vec<Multiaddr>,
     discover_every: Duration,
@@ -160,6 +171,8 @@ impl Shell {
             control,
             incoming: Some(incoming),
             links: HashMap::new(),
+            opening: HashSet::new(),
+            open_failures: HashMap::new(),
             next_link: 0,
             link_tx,
             link_rx,
@@ -208,9 +221,14 @@ impl Shell {
                 ev = self.swarm.select_next_some() => self.on_swarm(ev),
                 Some((peer, stream)) = incoming.next() => self.install(peer, stream, true),
                 Some((peer, stream)) = self.open_rx.recv() => {
-                    if let Some(stream) = stream {
-                        if !self.links.contains_key(&peer) {
-                            self.install(peer, stream, false);
+                    self.opening.remove(&peer);
+                    match stream {
+                        Some(stream) if !self.links.contains_key(&peer) => self.install(peer, stream, false),
+                        Some(_) => {}
+                        // The connection it tried may have closed; another may remain.
+                        None => {
+                            *self.open_failures.entry(peer).or_default() += 1;
+                            self.ensure_link(peer);
                         }
                     }
                 }
@@ -305,9 +323,9 @@ impl Shell {
         self.next_link += 1;
         let link = link::start(peer, self.next_link, stream, self.link_tx.clone());
         self.links.insert(peer, link);
-        self.via
-            .entry(peer)
-            .or_insert(if inbound { "inbound" } else { "explicit" });
+        if inbound && !self.via.contains_key(&peer) {
+            self.found(peer, "inbound");
+        }
         self.node.link_up(peer, now_ms());
     }
 
@@ -322,22 +340,28 @@ impl Shell {
                 if self.links.get(&peer).is_some_and(|l| l.id == link) {
                     self.links.remove(&peer);
                     self.node.link_down(peer, now_ms());
+                    // Its connection closed; if another is up, use it.
+                    self.ensure_link(peer);
                 }
             }
+        }
+    }
+
+    fn found(&mut self, peer: PeerId, how: &'static str) {
+        let v = self.via.entry(peer).or_default();
+        if !v.contains(&how) {
+            v.push(how);
         }
     }
 
     pub(crate) fn dial(&mut self, address: Multiaddr, via: &'static str) -> Result<()> {
         let opts = match peer_of(&address) {
             Some(peer) if self.swarm.is_connected(&peer) => {
-                // Already connected: make sure the sotto stream is up.
-                if !self.links.contains_key(&peer) && self.node.local_peer() < peer {
-                    self.open_stream(peer);
-                }
+                self.ensure_link(peer);
                 return Ok(());
             }
             Some(peer) => {
-                self.via.insert(peer, via);
+                self.found(peer, via);
                 self.address.insert(peer, address.clone());
                 DialOpts::peer_id(peer)
                     .addresses(vec![address.clone()])
@@ -358,7 +382,22 @@ impl Shell {
         let _ = self.swarm.disconnect_peer_id(peer);
     }
 
+    /// Opens the sotto stream to a connected peer unless one is up or being
+    /// opened. One stream per pair: the smaller peer id opens it.
+    fn ensure_link(&mut self, peer: PeerId) {
+        if self.node.local_peer() < peer
+            && self.swarm.is_connected(&peer)
+            && !self.links.contains_key(&peer)
+            && !self.opening.contains(&peer)
+            && !self.rendezvous.contains(&peer)
+            && self.open_failures.get(&peer).copied().unwrap_or(0) < OPEN_ATTEMPTS
+        {
+            self.open_stream(peer);
+        }
+    }
+
     fn open_stream(&mut self, peer: PeerId) {
+        self.opening.insert(peer);
         let mut control = self.control.clone();
         let tx = self.open_tx.clone();
         tokio::spawn(async move {
@@ -384,9 +423,8 @@ impl Shell {
                 }
                 if self.rendezvous.contains(&peer_id) {
                     self.register(peer_id);
-                } else if !self.links.contains_key(&peer_id) && self.node.local_peer() < peer_id {
-                    // One stream per pair: the smaller peer id opens it.
-                    self.open_stream(peer_id);
+                } else {
+                    self.ensure_link(peer_id);
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -411,7 +449,11 @@ impl Shell {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                 for (peer, addr) in found {
-                    if peer != self.node.local_peer() && !self.swarm.is_connected(&peer) {
+                    if peer == self.node.local_peer() {
+                        continue;
+                    }
+                    self.found(peer, "mdns");
+                    if !self.swarm.is_connected(&peer) {
                         let _ = self.dial(addr.with_p2p(peer).unwrap_or_else(|a| a), "mdns");
                     }
                 }
@@ -476,10 +518,13 @@ impl Shell {
             rendezvous::client::Event::Discovered { registrations, .. } => {
                 for r in registrations {
                     let peer = r.record.peer_id();
-                    if peer == self.node.local_peer() || self.swarm.is_connected(&peer) {
+                    if peer == self.node.local_peer() {
                         continue;
                     }
-                    self.via.insert(peer, "rendezvous");
+                    self.found(peer, "rendezvous");
+                    if self.swarm.is_connected(&peer) {
+                        continue;
+                    }
                     let opts = DialOpts::peer_id(peer)
                         .addresses(r.record.addresses().to_vec())
                         .condition(PeerCondition::DisconnectedAndNotDialing)
@@ -507,7 +552,11 @@ impl Shell {
                 trust: identity.map(|i| i.trust),
                 user: identity.and_then(|i| i.user).map(|u| hex::encode(u.0)),
                 device: identity.and_then(|i| i.device).map(|d| hex::encode(d.0)),
-                via: self.via.get(peer).copied().unwrap_or("inbound").to_string(),
+                via: self
+                    .via
+                    .get(peer)
+                    .map(|v| v.join("+"))
+                    .unwrap_or_else(|| "inbound".into()),
                 address: self.address.get(peer).map(|a| a.to_string()),
                 groups: identity
                     .map(|i| {
