@@ -4,10 +4,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::time::Duration;
 
 use common::*;
 
@@ -24,18 +22,6 @@ impl Drop for Up {
     }
 }
 
-fn first_line(child: &mut Child, prefix: &str) -> String {
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = lines.next().expect("printed nothing").unwrap();
-    let rest = line
-        .strip_prefix(prefix)
-        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
-        .to_string();
-    // Keep reading so the daemon never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    rest
-}
-
 fn up(home: &Path, extra: &[&str]) -> Up {
     let mut child = sotto()
         .arg("--home")
@@ -50,16 +36,6 @@ fn up(home: &Path, extra: &[&str]) -> Up {
     Up { child, addr }
 }
 
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..200 {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("{what} did not happen in 20 s");
-}
-
 #[test]
 fn two_peers_reject_accept_send_a_file_and_close_with_no_server() {
     let dir = tempfile::tempdir().unwrap();
@@ -71,6 +47,13 @@ fn two_peers_reject_accept_send_a_file_and_close_with_no_server() {
     assert!(err(&alice, &["p2p", "peers"]).contains("no peer daemon"));
     let a = up(&alice, &[]);
     let _b = up(&bob, &[]);
+    // Another local user cannot drive alice's peer: the socket is hers only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(alice.join("p2p.sock"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
     let connected = ok(&bob, &["p2p", "connect", &a.addr]);
     assert!(connected.contains("alice"), "{connected}");
     let peers = ok(&bob, &["p2p", "peers"]);
@@ -88,9 +71,12 @@ fn two_peers_reject_accept_send_a_file_and_close_with_no_server() {
             .unwrap()
     };
     let asking = ask(&bob);
-    wait_until("the request reaching alice", || {
-        ok(&alice, &["p2p", "requests"]).contains("bob")
-    });
+    wait_until(
+        "the request reaching alice",
+        20,
+        || ok(&alice, &["p2p", "requests"]).contains("bob"),
+        String::new,
+    );
     let listed = json_lines(&ok(&alice, &["--json", "p2p", "requests"]));
     assert_eq!(listed[0]["name"], "bob");
     ok(&alice, &["p2p", "reject", "bob"]);
@@ -103,9 +89,12 @@ fn two_peers_reject_accept_send_a_file_and_close_with_no_server() {
     );
 
     let asking = ask(&bob);
-    wait_until("the second request", || {
-        ok(&alice, &["p2p", "requests"]).contains("bob")
-    });
+    wait_until(
+        "the second request",
+        20,
+        || ok(&alice, &["p2p", "requests"]).contains("bob"),
+        String::new,
+    );
     ok(&alice, &["p2p", "accept", "bob"]);
     let out = asking.wait_with_output().unwrap();
     assert!(out.status.success());
@@ -134,9 +123,12 @@ fn two_peers_reject_accept_send_a_file_and_close_with_no_server() {
     );
 
     ok(&alice, &["p2p", "close", "bob"]);
-    wait_until("the session closing on bob's side", || {
-        err(&bob, &["p2p", "send", "alice", "late"]).contains("no open session")
-    });
+    wait_until(
+        "the session closing on bob's side",
+        20,
+        || err(&bob, &["p2p", "send", "alice", "late"]).contains("no open session"),
+        String::new,
+    );
     drop(a);
 }
 
@@ -147,12 +139,7 @@ fn rendezvous_prints_its_address_and_peers_find_each_other_there() {
     let alice = register(dir.path(), "alice", &server);
     let bob = register(dir.path(), "bob", &server);
     drop(server);
-    let mut rz = sotto()
-        .args(["rendezvous", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let point = first_line(&mut rz, "rendezvous: ");
+    let (mut rz, point) = rendezvous("127.0.0.1:0");
     assert!(point.starts_with("/ip4/127.0.0.1/tcp/") && point.contains("/p2p/"));
     let _a = up(&alice, &["--rendezvous", &point]);
     let _b = up(&bob, &["--rendezvous", &point]);
@@ -163,7 +150,9 @@ fn rendezvous_prints_its_address_and_peers_find_each_other_there() {
     };
     wait_until(
         "alice and bob finding each other through the rendezvous point",
+        20,
         || found_via_rendezvous(&bob, "alice") || found_via_rendezvous(&alice, "bob"),
+        String::new,
     );
     let _ = rz.kill();
     let _ = rz.wait();

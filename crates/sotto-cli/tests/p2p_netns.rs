@@ -7,10 +7,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use common::*;
 
@@ -90,15 +88,6 @@ fn build_lan(tag: &str, lan: &mut Lan) -> Result<(), String> {
     Ok(())
 }
 
-fn first_line(child: &mut Child, prefix: &str) -> String {
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = lines.next().expect("printed nothing").unwrap();
-    std::thread::spawn(move || for _ in lines {});
-    line.strip_prefix(prefix)
-        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
-        .to_string()
-}
-
 fn up(home: &Path, ns: Option<&str>, listen: &str, extra: &[&str]) -> Child {
     let mut cmd = match ns {
         Some(ns) => {
@@ -136,16 +125,6 @@ fn peers(home: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
-fn wait_until(what: &str, homes: &[PathBuf], mut f: impl FnMut() -> bool) {
-    for _ in 0..400 {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("{what} did not happen in 40 s; peers: {}", describe(homes));
-}
-
 fn describe(homes: &[PathBuf]) -> String {
     homes
         .iter()
@@ -178,17 +157,12 @@ fn mdns_on_a_namespace_lan_and_rendezvous_for_a_peer_outside_it() {
         .collect();
     drop(server);
 
-    let mut rz = sotto()
-        .args(["rendezvous", "--listen", "10.213.0.1:0"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let point = first_line(&mut rz, "rendezvous: ");
+    let (rz, point) = rendezvous("10.213.0.1:0");
     lan.children.push(rz);
-    for i in 0..3 {
+    for (i, home) in homes.iter().enumerate().take(3) {
         let ns = lan.namespaces[i].clone();
         let listen = format!("10.213.0.{}:0", 11 + i);
-        let child = up(&homes[i], Some(&ns), &listen, &["--rendezvous", &point]);
+        let child = up(home, Some(&ns), &listen, &["--rendezvous", &point]);
         lan.children.push(child);
     }
     // dave: not on the bridge's multicast (mDNS off), only the rendezvous.
@@ -202,18 +176,23 @@ fn mdns_on_a_namespace_lan_and_rendezvous_for_a_peer_outside_it() {
 
     for i in 0..3 {
         let what = format!("{} finding the other two by mDNS", names[i]);
-        wait_until(&what, &homes, || {
-            let found = peers(&homes[i]);
-            (0..3).filter(|&j| j != i).all(|j| {
-                found
-                    .iter()
-                    .any(|(n, via)| n == names[j] && via.contains("mdns"))
-            })
-        });
+        wait_until(
+            &what,
+            40,
+            || {
+                let found = peers(&homes[i]);
+                (0..3).filter(|&j| j != i).all(|j| {
+                    found
+                        .iter()
+                        .any(|(n, via)| n == names[j] && via.contains("mdns"))
+                })
+            },
+            || describe(&homes),
+        );
     }
     wait_until(
         "dave finding the LAN's three through the rendezvous point",
-        &homes,
+        40,
         || {
             let found = peers(&homes[3]);
             names[..3]
@@ -221,5 +200,6 @@ fn mdns_on_a_namespace_lan_and_rendezvous_for_a_peer_outside_it() {
                 .all(|n| found.iter().any(|(m, via)| m == n && !via.contains("mdns")))
                 && found.iter().any(|(_, via)| via.contains("rendezvous"))
         },
+        || describe(&homes),
     );
 }

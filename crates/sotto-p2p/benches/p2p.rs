@@ -14,18 +14,11 @@ use std::time::{Duration, Instant};
 use rand_core::{OsRng, RngCore};
 use sotto_p2p::node::FileEvent;
 use sotto_p2p::{spawn, Event, Handle, Identity, ShellConfig, ShellEvent};
-use sotto_proto::{DeviceKey, UserKey};
+use sotto_proto::UserKey;
 use tokio::sync::mpsc;
 
 fn identity(name: &str) -> Identity {
-    let user = UserKey::generate(&mut OsRng);
-    let key = DeviceKey::generate(&mut OsRng);
-    let cert = user.certify(&key.public_keys(), 1);
-    Identity {
-        name: name.into(),
-        key,
-        cert,
-    }
+    Identity::new_device(&mut OsRng, name, &UserKey::generate(&mut OsRng), 1)
 }
 
 async fn node(name: &str, dir: &std::path::Path) -> (Handle, mpsc::Receiver<ShellEvent>) {

@@ -29,6 +29,22 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// A fresh device key certified by `user` (a new device of that user).
+    pub fn new_device<R: rand_core::RngCore + rand_core::CryptoRng>(
+        rng: &mut R,
+        name: &str,
+        user: &sotto_proto::UserKey,
+        created_at: u64,
+    ) -> Identity {
+        let key = DeviceKey::generate(rng);
+        let cert = user.certify(&key.public_keys(), created_at);
+        Identity {
+            name: name.to_string(),
+            key,
+            cert,
+        }
+    }
+
     pub fn user(&self) -> UserPublic {
         self.cert.user
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use libp2p::connection_limits::{self, ConnectionLimits};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{identity, noise, rendezvous, tcp, yamux, Multiaddr, PeerId};
+use libp2p::{identity, rendezvous, Multiaddr, PeerId};
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
@@ -53,25 +53,14 @@ pub async fn serve(listen: Multiaddr) -> Result<RendezvousPoint> {
     let limits = ConnectionLimits::default()
         .with_max_established(Some(MAX_CONNECTIONS))
         .with_max_established_per_peer(Some(2));
-    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .map_err(|e| Error::Address("transport".into(), e.to_string()))?
-        .with_behaviour(|_| Point {
-            limits: connection_limits::Behaviour::new(limits),
-            rendezvous: rendezvous::server::Behaviour::new(
-                rendezvous::server::Config::default()
-                    .with_max_registration_per_peer(MAX_PER_PEER)
-                    .with_max_registration_total(MAX_REGISTRATIONS),
-            ),
-        })
-        .map_err(|e| Error::Address("behaviour".into(), e.to_string()))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
-        .build();
+    let mut swarm = crate::shell::tcp_swarm(key, Duration::from_secs(120), |_| Point {
+        limits: connection_limits::Behaviour::new(limits),
+        rendezvous: rendezvous::server::Behaviour::new(
+            rendezvous::server::Config::default()
+                .with_max_registration_per_peer(MAX_PER_PEER)
+                .with_max_registration_total(MAX_REGISTRATIONS),
+        ),
+    })?;
     swarm
         .listen_on(listen.clone())
         .map_err(|e| Error::Address(listen.to_string(), e.to_string()))?;

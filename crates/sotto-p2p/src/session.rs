@@ -289,17 +289,10 @@ impl SessionKeys {
 mod tests {
     use super::*;
     use rand_core::OsRng;
-    use sotto_proto::{DeviceKey, UserKey};
+    use sotto_proto::UserKey;
 
-    pub(crate) fn identity(name: &str) -> Identity {
-        let user = UserKey::generate(&mut OsRng);
-        let key = DeviceKey::generate(&mut OsRng);
-        let cert = user.certify(&key.public_keys(), 1);
-        Identity {
-            name: name.into(),
-            key,
-            cert,
-        }
+    fn identity(name: &str) -> Identity {
+        Identity::new_device(&mut OsRng, name, &UserKey::generate(&mut OsRng), 1)
     }
 
     fn pair() -> (SessionKeys, SessionKeys) {

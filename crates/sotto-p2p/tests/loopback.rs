@@ -7,7 +7,7 @@ use std::io::Write;
 
 use common::*;
 use rand_core::{OsRng, RngCore};
-use sotto_p2p::node::FileEvent;
+use sotto_p2p::node::{FileEvent, GroupEvent};
 use sotto_p2p::{Event, RejectReason, ShellEvent, Trust};
 use sotto_proto::UserKey;
 
@@ -179,23 +179,13 @@ async fn group_of_three_a_newcomer_reads_only_what_follows_a_member_leaves() {
         .await
         .unwrap();
     for p in [&bob, &carol] {
-        p.wait("invitation", |e| {
-            matches!(
-                e,
-                ShellEvent::Node(Event::Group(sotto_p2p::GroupEvent::Invited { .. }))
-            )
-            .then_some(())
-        })
-        .await;
+        p.group_event("invitation", |g| matches!(g, GroupEvent::Invited { .. }))
+            .await;
         p.handle.group_join(g).await.unwrap();
-        p.wait("own join", |e| match e {
-            ShellEvent::Node(Event::Group(sotto_p2p::GroupEvent::Joined { name, .. }))
-                if *name == p.name =>
-            {
-                Some(())
-            }
-            _ => None,
-        })
+        p.group_event(
+            "own join",
+            |g| matches!(g, GroupEvent::Joined { name, .. } if *name == p.name),
+        )
         .await;
     }
     alice
@@ -207,23 +197,13 @@ async fn group_of_three_a_newcomer_reads_only_what_follows_a_member_leaves() {
     assert_eq!(carol.group_message().await, b"standup in 5");
 
     alice.handle.group_invite(g, sessions[2]).await.unwrap();
-    dave.wait("invitation", |e| {
-        matches!(
-            e,
-            ShellEvent::Node(Event::Group(sotto_p2p::GroupEvent::Invited { .. }))
-        )
-        .then_some(())
-    })
-    .await;
+    dave.group_event("invitation", |g| matches!(g, GroupEvent::Invited { .. }))
+        .await;
     dave.handle.group_join(g).await.unwrap();
-    bob.wait("dave joined", |e| match e {
-        ShellEvent::Node(Event::Group(sotto_p2p::GroupEvent::Joined { name, .. }))
-            if name == "dave" =>
-        {
-            Some(())
-        }
-        _ => None,
-    })
+    bob.group_event(
+        "dave joined",
+        |g| matches!(g, GroupEvent::Joined { name, .. } if name == "dave"),
+    )
     .await;
     bob.handle
         .group_send(g, b"welcome dave".to_vec())
@@ -233,14 +213,10 @@ async fn group_of_three_a_newcomer_reads_only_what_follows_a_member_leaves() {
     assert_eq!(carol.group_message().await, b"welcome dave");
 
     carol.handle.group_leave(g).await.unwrap();
-    bob.wait("carol left", |e| match e {
-        ShellEvent::Node(Event::Group(sotto_p2p::GroupEvent::Left { name, .. }))
-            if name == "carol" =>
-        {
-            Some(())
-        }
-        _ => None,
-    })
+    bob.group_event(
+        "carol left",
+        |g| matches!(g, GroupEvent::Left { name, .. } if name == "carol"),
+    )
     .await;
     dave.handle
         .group_send(g, b"after carol".to_vec())

@@ -145,3 +145,45 @@ pub fn link(dir: &Path, name: &str, approver: &Path, server: &Server) -> PathBuf
     }
     home
 }
+
+/// Reads a long-running command's first line, which must start with
+/// `prefix`, and returns the rest; keeps draining its output afterwards so
+/// it never blocks on a full pipe.
+pub fn first_line(child: &mut Child, prefix: &str) -> String {
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = lines.next().expect("printed nothing").unwrap();
+    std::thread::spawn(move || for _ in lines {});
+    line.strip_prefix(prefix)
+        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+        .to_string()
+}
+
+/// Polls `f` every 100 ms for up to `secs`; on timeout panics with `what`
+/// and what `explain` says about the state.
+pub fn wait_until(
+    what: &str,
+    secs: u64,
+    mut f: impl FnMut() -> bool,
+    explain: impl Fn() -> String,
+) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{what} did not happen in {secs} s; {}", explain());
+}
+
+/// Starts `sotto rendezvous --listen LISTEN`; returns it and the address it
+/// printed ("rendezvous: <multiaddr>").
+pub fn rendezvous(listen: &str) -> (Child, String) {
+    let mut child = sotto()
+        .args(["rendezvous", "--listen", listen])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn sotto rendezvous");
+    let point = first_line(&mut child, "rendezvous: ");
+    (child, point)
+}

@@ -167,38 +167,20 @@ impl Files {
     /// The session ended: every transfer on it fails.
     pub(crate) fn drop_session(&mut self, session: Id) -> Vec<Act> {
         let mut acts = Vec::new();
-        let outs: Vec<Id> = self
-            .out
-            .iter()
-            .filter(|(_, o)| o.session == session)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in outs {
-            let out = self.out.remove(&id).expect("listed");
-            acts.push(Act::File(FileIo::Release { file: id }));
-            acts.push(ev(FileEvent::Complete {
-                file: id,
-                name: out.name,
-                incoming: false,
-                ok: false,
-            }));
-        }
-        let ins: Vec<Id> = self
-            .inn
-            .iter()
-            .filter(|(_, i)| i.session == session)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ins {
-            let inn = self.inn.remove(&id).expect("listed");
-            acts.push(Act::File(FileIo::Discard { file: id }));
-            acts.push(ev(FileEvent::Complete {
-                file: id,
-                name: inn.name,
-                incoming: true,
-                ok: false,
-            }));
-        }
+        self.out.retain(|id, o| {
+            let keep = o.session != session;
+            if !keep {
+                acts.extend(failed(*id, o.name.clone(), false));
+            }
+            keep
+        });
+        self.inn.retain(|id, i| {
+            let keep = i.session != session;
+            if !keep {
+                acts.extend(failed(*id, i.name.clone(), true));
+            }
+            keep
+        });
         acts
     }
 
@@ -345,27 +327,34 @@ impl Files {
             }
             Inner::FileCancel { id } => {
                 if let Some(out) = self.out.remove(&id) {
-                    acts.push(Act::File(FileIo::Release { file: id }));
-                    acts.push(ev(FileEvent::Complete {
-                        file: id,
-                        name: out.name,
-                        incoming: false,
-                        ok: false,
-                    }));
+                    acts.extend(failed(id, out.name, false));
                 } else if let Some(inn) = self.inn.remove(&id) {
-                    acts.push(Act::File(FileIo::Discard { file: id }));
-                    acts.push(ev(FileEvent::Complete {
-                        file: id,
-                        name: inn.name,
-                        incoming: true,
-                        ok: false,
-                    }));
+                    acts.extend(failed(id, inn.name, true));
                 }
             }
             _ => unreachable!("only file messages are routed here"),
         }
         Ok(acts)
     }
+}
+
+/// A transfer that ends unfinished: its file is released (sender) or its
+/// partial copy discarded (receiver), and the application is told.
+fn failed(file: Id, name: String, incoming: bool) -> [Act; 2] {
+    let io = if incoming {
+        FileIo::Discard { file }
+    } else {
+        FileIo::Release { file }
+    };
+    [
+        Act::File(io),
+        ev(FileEvent::Complete {
+            file,
+            name,
+            incoming,
+            ok: false,
+        }),
+    ]
 }
 
 fn offer(id: Id, out: &Out) -> Inner {
@@ -484,16 +473,9 @@ impl Node {
     /// is cancelled on both sides.
     pub fn file_failed(&mut self, file: &Id) {
         if let Some(out) = self.files.out.remove(file) {
-            self.apply(vec![
-                Act::Seal(out.session, Inner::FileCancel { id: *file }),
-                Act::File(FileIo::Release { file: *file }),
-                ev(FileEvent::Complete {
-                    file: *file,
-                    name: out.name,
-                    incoming: false,
-                    ok: false,
-                }),
-            ]);
+            let mut acts = vec![Act::Seal(out.session, Inner::FileCancel { id: *file })];
+            acts.extend(failed(*file, out.name, false));
+            self.apply(acts);
         } else if self.files.inn.contains_key(file) {
             self.file_checked(file, false);
         }

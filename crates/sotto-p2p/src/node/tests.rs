@@ -6,20 +6,14 @@ use std::collections::{HashMap, HashSet};
 
 use rand_core::OsRng;
 use sha2::{Digest, Sha256};
-use sotto_proto::{DeviceKey, UserKey};
+use sotto_proto::UserKey;
 
 use super::*;
 use crate::identity::Trust;
 use crate::wire::{Hello, Proof};
 
-pub(crate) fn identity_of(name: &str, user: &UserKey) -> Identity {
-    let key = DeviceKey::generate(&mut OsRng);
-    let cert = user.certify(&key.public_keys(), 1);
-    Identity {
-        name: name.into(),
-        key,
-        cert,
-    }
+fn identity_of(name: &str, user: &UserKey) -> Identity {
+    Identity::new_device(&mut OsRng, name, user, 1)
 }
 
 #[derive(Default)]
@@ -616,4 +610,107 @@ fn an_uninvited_join_is_refused() {
         .unwrap();
     net.run();
     assert_eq!(net.node(a).groups()[0].members, vec!["alice".to_string()]);
+}
+
+#[test]
+fn hostile_offers_are_cancelled_and_nothing_is_opened() {
+    let mut net = Net::new();
+    let (a, _) = net.user("alice");
+    let (m, _) = net.user("mallory");
+    net.connect(a, m);
+    let s = net.open_session(m, a);
+    for (name, size) in [
+        ("../../.bashrc", 10),
+        ("/etc/passwd", 10),
+        (".hidden", 10),
+        ("ok.bin", Config::default().max_file_size + 1),
+    ] {
+        let id = [name.len() as u8; 16];
+        net.node(m)
+            .seal(
+                &s,
+                &Inner::FileOffer {
+                    id,
+                    name: name.into(),
+                    size,
+                    sha256: [0; 32],
+                },
+            )
+            .unwrap();
+        net.run();
+        assert!(net.disk[&a].partial.is_empty(), "{name}: nothing opened");
+        assert!(
+            !net.events(a).iter().any(|e| matches!(e, Event::File(_))),
+            "{name}: not offered to the user"
+        );
+        assert!(
+            net.disconnects.is_empty(),
+            "{name}: refused, not a protocol error"
+        );
+    }
+    // A chunk past the end of a genuine offer disconnects the sender.
+    let id = [9u8; 16];
+    net.node(m)
+        .seal(
+            &s,
+            &Inner::FileOffer {
+                id,
+                name: "x.bin".into(),
+                size: 4,
+                sha256: [0; 32],
+            },
+        )
+        .unwrap();
+    net.run();
+    net.node(m)
+        .seal(
+            &s,
+            &Inner::FileChunk {
+                id,
+                offset: 0,
+                data: vec![0; 5],
+            },
+        )
+        .unwrap();
+    net.run();
+    assert!(net
+        .disconnects
+        .iter()
+        .any(|(p, q, why)| *p == a && *q == m && *why == "a chunk past the end of the file"));
+}
+
+#[test]
+fn a_member_cannot_speak_as_the_host_of_a_group() {
+    let mut net = Net::new();
+    let (a, _) = net.user("alice");
+    let (b, _) = net.user("bob");
+    let (c, _) = net.user("carol");
+    net.connect(a, b);
+    net.connect(a, c);
+    net.connect(b, c);
+    let sb = net.open_session(b, a);
+    let sc = net.open_session(c, a);
+    let g = net.node(a).group_create("ops", &[sb, sc]).unwrap();
+    net.run();
+    net.node(b).group_join(&g).unwrap();
+    net.node(c).group_join(&g).unwrap();
+    net.run();
+    // carol, over her own session with bob, sends bob a roster and a
+    // "delivery" for alice's group as if she hosted it.
+    let bc = net.open_session(c, b);
+    net.events(b);
+    net.node(c)
+        .seal(
+            &bc,
+            &Inner::GroupDeliver {
+                group: g,
+                from_user: [0; 32],
+                from_name: "alice".into(),
+                data: b"fake".to_vec(),
+            },
+        )
+        .unwrap();
+    net.run();
+    assert!(group_messages(&net.events(b)).is_empty());
+    assert!(net.disconnects.iter().any(|(p, q, _)| *p == b && *q == c));
 }

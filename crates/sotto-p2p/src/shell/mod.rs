@@ -266,6 +266,27 @@ pub async fn spawn(
     ))
 }
 
+/// A swarm on TCP + Noise + Yamux (the only transport sotto uses) with
+/// `behaviour`; connections with no stream open close after `idle`.
+pub(crate) fn tcp_swarm<B: libp2p::swarm::NetworkBehaviour>(
+    key: libp2p::identity::Keypair,
+    idle: Duration,
+    behaviour: impl FnOnce(&libp2p::identity::Keypair) -> B,
+) -> Result<libp2p::Swarm<B>> {
+    Ok(libp2p::SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default().nodelay(true),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .map_err(|e| Error::Address("transport".into(), e.to_string()))?
+        .with_behaviour(behaviour)
+        .map_err(|e| Error::Address("behaviour".into(), e.to_string()))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
+        .build())
+}
+
 /// The peer id an address names (`.../p2p/<id>`).
 pub fn peer_of(address: &Multiaddr) -> Option<PeerId> {
     address.iter().find_map(|p| match p {

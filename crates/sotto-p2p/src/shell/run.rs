@@ -9,7 +9,7 @@ use libp2p::connection_limits::{self, ConnectionLimits};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{identity, mdns, noise, rendezvous, tcp, yamux, Multiaddr, PeerId, Stream, Swarm};
+use libp2p::{identity, mdns, rendezvous, Multiaddr, PeerId, Stream, Swarm};
 use tokio::sync::mpsc;
 
 use super::disk::Disk;
@@ -87,38 +87,26 @@ fn build_swarm(key: identity::Keypair, mdns_on: bool) -> Result<Swarm<Behaviour>
         .with_max_established_per_peer(Some(MAX_PER_PEER))
         .with_max_pending_incoming(Some(MAX_PENDING))
         .with_max_pending_outgoing(Some(MAX_PENDING));
-    let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .map_err(|e| Error::Address("transport".into(), e.to_string()))?
-        .with_behaviour(|key| {
-            let local = key.public().to_peer_id();
-            let mdns = if mdns_on {
-                match mdns::tokio::Behaviour::new(mdns::Config::default(), local) {
-                    Ok(m) => Some(m),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "mDNS unavailable; local discovery is off");
-                        None
-                    }
+    super::tcp_swarm(key, IDLE, |key| {
+        let local = key.public().to_peer_id();
+        let mdns = if mdns_on {
+            match mdns::tokio::Behaviour::new(mdns::Config::default(), local) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    tracing::warn!(error = %e, "mDNS unavailable; local discovery is off");
+                    None
                 }
-            } else {
-                None
-            };
-            Behaviour {
-                limits: connection_limits::Behaviour::new(limits),
-                stream: libp2p_stream::Behaviour::new(),
-                mdns: Toggle::from(mdns),
-                rendezvous: rendezvous::client::Behaviour::new(key.clone()),
             }
-        })
-        .map_err(|e| Error::Address("behaviour".into(), e.to_string()))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE))
-        .build();
-    Ok(swarm)
+        } else {
+            None
+        };
+        Behaviour {
+            limits: connection_limits::Behaviour::new(limits),
+            stream: libp2p_stream::Behaviour::new(),
+            mdns: Toggle::from(mdns),
+            rendezvous: rendezvous::client::Behaviour::new(key.clone()),
+        }
+    })
 }
 
 impl Shell {

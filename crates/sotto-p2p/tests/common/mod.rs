@@ -8,7 +8,7 @@ use libp2p::{Multiaddr, PeerId};
 use rand_core::OsRng;
 use sotto_p2p::node::{FileEvent, GroupEvent};
 use sotto_p2p::{spawn, Event, Handle, Identity, ShellConfig, ShellEvent};
-use sotto_proto::{DeviceKey, UserKey};
+use sotto_proto::UserKey;
 use tokio::sync::Notify;
 
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -23,13 +23,7 @@ pub struct Peer {
 }
 
 pub fn identity(name: &str, user: &UserKey) -> Identity {
-    let key = DeviceKey::generate(&mut OsRng);
-    let cert = user.certify(&key.public_keys(), 1);
-    Identity {
-        name: name.into(),
-        key,
-        cert,
-    }
+    Identity::new_device(&mut OsRng, name, user, 1)
 }
 
 pub fn loopback_config(dir: &std::path::Path) -> ShellConfig {
@@ -152,6 +146,15 @@ impl Peer {
     pub async fn datagram(&self) -> Vec<u8> {
         self.wait("datagram", |e| match e {
             ShellEvent::Node(Event::Datagram { data, .. }) => Some(data.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Waits for a group event `f` accepts.
+    pub async fn group_event(&self, what: &str, f: impl Fn(&GroupEvent) -> bool) {
+        self.wait(what, |e| match e {
+            ShellEvent::Node(Event::Group(g)) if f(g) => Some(()),
             _ => None,
         })
         .await
