@@ -546,7 +546,9 @@ impl Shell {
                     .map(|v| v.join("+"))
                     .unwrap_or_else(|| "inbound".into()),
                 address: self.address.get(peer).map(|a| a.to_string()),
+                // An advertisement past its expiry lists no groups.
                 groups: identity
+                    .filter(|i| i.expires_at > now_ms())
                     .map(|i| {
                         i.groups
                             .iter()
