@@ -38,7 +38,7 @@ mod open;
 mod rooms;
 mod tx;
 
-pub use open::{DB_FILE, KDF_FILE};
+pub use open::{DB_FILE, KDF_FILE, MIN_PASSPHRASE_CHARS};
 pub use rooms::{RoomMessageRow, RoomRecord};
 pub use tx::Tx;
 
@@ -51,6 +51,11 @@ pub enum StoreError {
     NotInitialized(PathBuf),
     #[error("{0} already holds a sotto account; use another --home")]
     AlreadyExists(PathBuf),
+    #[error(
+        "the passphrase is too short: use at least {min} characters (anyone holding a copy of the store \
+         can try passphrases offline, and a short one is soon found)"
+    )]
+    WeakPassphrase { min: usize },
     #[error("the local store is damaged: {0}")]
     Corrupt(String),
     #[error("local store error: {0}")]

@@ -330,6 +330,8 @@ impl ClientStore {
 mod tests {
     use super::*;
 
+    const PW: &str = "a passphrase";
+
     fn record(n: u8, pending: bool) -> RoomRecord {
         RoomRecord {
             hash: [n; 32],
@@ -344,7 +346,7 @@ mod tests {
     #[test]
     fn rooms_round_trip_expire_and_tamper() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = ClientStore::create(dir.path(), "pw").unwrap();
+        let mut s = ClientStore::create(dir.path(), PW).unwrap();
         let g = [1u8; 32];
         let records = vec![record(1, false), record(2, false), record(3, true)];
         s.save_room(&g, "Launch", &[7; 32], &records, Some(5_000))

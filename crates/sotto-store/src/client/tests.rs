@@ -5,6 +5,8 @@ use sotto_proto::{content, Device, DeviceKey, Payload, PrekeyBundle, UserKey};
 
 use super::*;
 
+const PW: &str = "a passphrase";
+
 fn account(device: &Device, user: &UserKey) -> Account {
     Account {
         username: "alice-unique-name".into(),
@@ -76,12 +78,12 @@ fn wrong_passphrase_is_refused() {
     assert_eq!(&a.device_key[..], &device.key().to_bytes()[..]);
     assert_eq!(&a.user_key.unwrap()[..], &user.to_bytes()[..]);
     assert!(matches!(
-        ClientStore::create(dir.path(), "x"),
+        ClientStore::create(dir.path(), "another passphrase"),
         Err(StoreError::AlreadyExists(_))
     ));
     let empty = tempfile::tempdir().unwrap();
     assert!(matches!(
-        ClientStore::open(empty.path(), "x"),
+        ClientStore::open(empty.path(), PW),
         Err(StoreError::NotInitialized(_))
     ));
 }
@@ -89,7 +91,7 @@ fn wrong_passphrase_is_refused() {
 #[test]
 fn history_dedupes_and_filters() {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = ClientStore::create(dir.path(), "pw").unwrap();
+    let mut store = ClientStore::create(dir.path(), PW).unwrap();
     assert!(store.insert_message(&message(1, "one")).unwrap());
     assert!(!store.insert_message(&message(1, "one again")).unwrap());
     assert!(store.insert_message(&message(2, "two")).unwrap());
@@ -129,7 +131,7 @@ fn history_dedupes_and_filters() {
 #[test]
 fn contacts_and_blocks() {
     let dir = tempfile::tempdir().unwrap();
-    let store = ClientStore::create(dir.path(), "pw").unwrap();
+    let store = ClientStore::create(dir.path(), PW).unwrap();
     let c = Contact {
         username: "Bob".into(),
         username_hash: [1; 32],
@@ -161,7 +163,7 @@ fn device_state_survives_reopen() {
     let (alice, bob) = (UserKey::generate(&mut OsRng), UserKey::generate(&mut OsRng));
     let mut a = new_device(&alice);
     let mut b = new_device(&bob);
-    let mut store = ClientStore::create(dir.path(), "pw").unwrap();
+    let mut store = ClientStore::create(dir.path(), PW).unwrap();
     store.put_account(&account(&b, &bob)).unwrap();
     let pks = b.generate_prekeys(&mut OsRng, 3);
     b.generate_reserve(&mut OsRng);
@@ -204,7 +206,7 @@ fn device_state_survives_reopen() {
     }
     drop(store);
 
-    let store = ClientStore::open(dir.path(), "pw").unwrap();
+    let store = ClientStore::open(dir.path(), PW).unwrap();
     let acc = store.account().unwrap().unwrap();
     assert_eq!(acc.cursor, 7);
     let key = DeviceKey::from_bytes(&acc.device_key);
@@ -236,7 +238,7 @@ fn nothing_readable_on_disk() {
     let mut device = new_device(&user);
     let body = "the meeting moved to 3pm, secret-marker-xyzzy";
     {
-        let mut store = ClientStore::create(dir.path(), "pw").unwrap();
+        let mut store = ClientStore::create(dir.path(), PW).unwrap();
         store.put_account(&account(&device, &user)).unwrap();
         device.generate_prekeys(&mut OsRng, 5);
         store.save_device(&mut device).unwrap();
@@ -301,7 +303,7 @@ fn uncommitted_transaction_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let user = UserKey::generate(&mut OsRng);
     let mut device = new_device(&user);
-    let mut store = ClientStore::create(dir.path(), "pw").unwrap();
+    let mut store = ClientStore::create(dir.path(), PW).unwrap();
     store.put_account(&account(&device, &user)).unwrap();
     device.generate_prekeys(&mut OsRng, 2);
     let changes = device.take_changes();
@@ -322,4 +324,38 @@ fn uncommitted_transaction_leaves_nothing() {
     tx.set_cursor(3).unwrap();
     tx.commit().unwrap();
     assert_eq!(store.account().unwrap().unwrap().cursor, 5);
+}
+
+#[test]
+fn short_passphrase_is_refused_and_nothing_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    match ClientStore::create(&home, "seven77") {
+        Err(e @ StoreError::WeakPassphrase { min: 8 }) => {
+            assert!(e.to_string().contains("at least 8 characters"), "{e}")
+        }
+        other => panic!("expected WeakPassphrase, got {:?}", other.map(|_| ())),
+    }
+    assert!(!home.exists(), "nothing was written");
+    // Eight characters, counted as characters (not bytes).
+    ClientStore::create(&home, "ééééé123").unwrap();
+}
+
+#[cfg(unix)]
+#[test]
+fn home_is_private_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut store = ClientStore::create(&home, PW).unwrap();
+    store.insert_message(&message(1, "x")).unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&home), 0o700);
+    let files = raw_files(&home);
+    assert!(files.len() >= 3, "database, WAL and KDF file: {files:?}");
+    for (p, _) in files {
+        assert_eq!(mode(&p), 0o600, "{}", p.display());
+    }
 }
