@@ -5,21 +5,6 @@ use rusqlite::{params, OptionalExtension};
 use super::{arr, normalize, ClientStore, HistoryQuery, Result, StoredMessage};
 
 impl ClientStore {
-    /// Stores a message outside any other change; false if its id is known.
-    pub fn insert_message(&mut self, m: &StoredMessage) -> Result<bool> {
-        let tx = self.transaction()?;
-        let added = tx.insert_message(m)?;
-        tx.commit()?;
-        Ok(added)
-    }
-
-    /// Removes a message from the history (e.g. one whose send failed).
-    pub fn delete_message(&self, id: &[u8; 16]) -> Result<()> {
-        let db = self.db();
-        db.execute("DELETE FROM messages WHERE id = ?1", [&id[..]])?;
-        Ok(())
-    }
-
     pub fn has_message(&self, id: &[u8; 16]) -> Result<bool> {
         let db = self.db();
         Ok(db
@@ -71,14 +56,5 @@ impl ClientStore {
             });
         }
         Ok(out)
-    }
-
-    /// Deletes messages whose TTL has run out at `now_ms`; returns how many.
-    pub fn purge_expired(&self, now_ms: u64) -> Result<usize> {
-        let db = self.db();
-        Ok(db.execute(
-            "DELETE FROM messages WHERE ttl > 0 AND sent_at + ttl * 1000 <= ?1",
-            [now_ms as i64],
-        )?)
     }
 }

@@ -5,7 +5,6 @@
 use std::fs;
 use std::io::Write;
 use std::path::Path;
-use std::sync::Mutex;
 
 use argon2::{Algorithm, Argon2, Params, Version};
 use rand_core::{OsRng, RngCore};
@@ -40,7 +39,8 @@ CREATE TABLE IF NOT EXISTS account (
     server_url TEXT NOT NULL,
     server_fingerprint TEXT NOT NULL,
     cursor INTEGER NOT NULL DEFAULT 0,
-    next_prekey_id INTEGER NOT NULL DEFAULT 1
+    next_prekey_id INTEGER NOT NULL DEFAULT 1,
+    clock_offset_ms INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS prekeys (id INTEGER PRIMARY KEY, secret BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS sessions (id BLOB PRIMARY KEY, state BLOB NOT NULL);
@@ -160,6 +160,22 @@ fn private_file(path: &Path, truncate: bool) -> Result<fs::File> {
     Ok(options.open(path)?)
 }
 
+/// Brings a store made by an older build up to this schema.
+fn migrate(conn: &Connection) -> Result<()> {
+    // The clock offset column came with the device core.
+    let has_offset: bool = conn.query_row(
+        "SELECT count(*) FROM pragma_table_info('account') WHERE name = 'clock_offset_ms'",
+        [],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if !has_offset {
+        conn.execute_batch(
+            "ALTER TABLE account ADD COLUMN clock_offset_ms INTEGER NOT NULL DEFAULT 0",
+        )?;
+    }
+    Ok(())
+}
+
 fn is_not_a_database(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::NotADatabase)
 }
@@ -246,9 +262,7 @@ impl ClientStore {
         )?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(rooms::ROOM_SCHEMA)?;
-        Ok(ClientStore {
-            conn: Mutex::new(conn),
-            home: home.to_path_buf(),
-        })
+        migrate(&conn)?;
+        Ok(ClientStore::new(conn, home.to_path_buf()))
     }
 }
