@@ -62,6 +62,8 @@ struct Waiting {
 #[derive(Default)]
 pub struct Net {
     pub now: u64,
+    /// While set, every directory lookup fails (the directory is down).
+    pub lookups_fail: bool,
     users: HashMap<[u8; 32], (UserPublic, Vec<DeviceCert>)>,
     owner: HashMap<DeviceId, [u8; 32]>,
     pools: HashMap<DeviceId, Pool>,
@@ -164,10 +166,7 @@ impl Net {
     /// Carries out every request the node has queued, until none is left.
     pub fn run(&mut self, node: &mut Node) {
         while let Some(req) = node.machine.poll_request() {
-            match self.execute(node.device, req.request) {
-                Some(r) => node.machine.handle_response(self.now, req.id, r),
-                None => node.machine.fail_request(self.now, req.id),
-            }
+            self.carry_out(node, req);
         }
     }
 
@@ -181,10 +180,7 @@ impl Net {
             let Some(req) = node.machine.poll_request() else {
                 return Err(Error::BadAnswer("the operation waits for nothing".into()));
             };
-            match self.execute(node.device, req.request) {
-                Some(r) => node.machine.handle_response(self.now, req.id, r),
-                None => node.machine.fail_request(self.now, req.id),
-            }
+            self.carry_out(node, req);
         }
     }
 
@@ -207,6 +203,23 @@ impl Net {
         node: &mut Node,
         order: impl Fn(usize) -> Vec<usize>,
     ) -> SyncReport {
+        self.hand_over(node, order, true)
+    }
+
+    /// Hands the node its waiting items (as [`Net::deliver_in`] orders
+    /// them) without carrying out any request it makes: no sender lookup
+    /// is answered and no acknowledgement reaches the network (a device
+    /// that dies right after).
+    pub fn receive_only(&mut self, node: &mut Node, order: impl Fn(usize) -> Vec<usize>) {
+        self.hand_over(node, order, false);
+    }
+
+    fn hand_over(
+        &mut self,
+        node: &mut Node,
+        order: impl Fn(usize) -> Vec<usize>,
+        answer: bool,
+    ) -> SyncReport {
         let items: Vec<(u64, Vec<u8>, u64)> = self
             .mail
             .get(&node.device)
@@ -228,7 +241,12 @@ impl Net {
             if node.machine.receive(self.now, incoming).is_err() {
                 break;
             }
-            self.run(node);
+            if answer {
+                self.run(node);
+            }
+        }
+        if !answer {
+            return SyncReport::default();
         }
         let _ = node.machine.flush(self.now);
         self.run(node);
@@ -255,6 +273,17 @@ impl Net {
             merge(&mut report, more);
         }
         report
+    }
+
+    fn carry_out(&mut self, node: &mut Node, req: crate::request::OutgoingRequest) {
+        let down = self.lookups_fail && matches!(req.request, Request::Lookup(_));
+        match (!down)
+            .then(|| self.execute(node.device, req.request))
+            .flatten()
+        {
+            Some(r) => node.machine.handle_response(self.now, req.id, r),
+            None => node.machine.fail_request(self.now, req.id),
+        }
     }
 
     /// The network's side of one request.
