@@ -13,10 +13,15 @@ use sotto_device::{
     Directory, EncodedBundle, FromOutput, LinkWaiting, Lookup, Op, OutgoingRequest, PrekeyCount,
     Request, Response,
 };
-use sotto_proto::{DeviceId, UserPublic};
+use sotto_proto::{DeviceId, SignedPrekey, UserPublic};
 
 use crate::net::{local_ms, ApiResult, Failure, NO_BODY};
 use crate::{Client, Error, Result};
+
+/// Prekeys as the API carries them (base64 of each encoding).
+pub(crate) fn b64_prekeys(prekeys: &[SignedPrekey]) -> Vec<String> {
+    prekeys.iter().map(|p| b64::encode(&p.encode())).collect()
+}
 
 /// A directory answer, its key parsed.
 fn directory(ud: UserDevices) -> Result<Directory> {
@@ -117,7 +122,7 @@ impl Client {
             }
             Request::UploadPrekeys { one_time, reserve } => {
                 let body = PrekeyUpload {
-                    prekeys: one_time.iter().map(|p| b64::encode(&p.encode())).collect(),
+                    prekeys: b64_prekeys(one_time),
                     reserve: reserve.as_ref().map(|p| b64::encode(&p.encode())),
                 };
                 let _: PrekeyStatus = api

@@ -13,6 +13,7 @@ use sotto_api::{b64, paths, LinkCreated, LinkRequest, LinkStatus};
 use sotto_device::{DeviceInfo, Home, NewDevice};
 use sotto_store::client::ClientStore;
 
+use crate::exec::b64_prekeys;
 use crate::net::{Api, Failure, NO_BODY};
 use crate::setup::store_or_create;
 use crate::{parse_fingerprint, Client, Error, Result};
@@ -36,11 +37,7 @@ impl Client {
         let req = LinkRequest {
             device: hex::encode(public.id.0),
             dh: hex::encode(public.dh),
-            prekeys: device
-                .prekeys()
-                .iter()
-                .map(|p| b64::encode(&p.encode()))
-                .collect(),
+            prekeys: b64_prekeys(device.prekeys()),
             reserve: b64::encode(&device.reserve().encode()),
         };
         let created: LinkCreated = api

@@ -10,6 +10,7 @@ use sotto_api::{b64, codes, paths, username_hash, RegisterRequest};
 use sotto_device::{check_username, Home, Machine, NewUser};
 use sotto_store::client::ClientStore;
 
+use crate::exec::b64_prekeys;
 use crate::lock::{Guard, HomeLock};
 use crate::net::{local_ms, Api, ApiResult, Failure};
 use crate::{parse_fingerprint, Client, Error, Result};
@@ -73,11 +74,7 @@ impl Client {
         let req = RegisterRequest {
             username_hash: hex::encode(username_hash(&username)),
             cert: b64::encode(&new.cert().encode()),
-            prekeys: new
-                .prekeys()
-                .iter()
-                .map(|p| b64::encode(&p.encode()))
-                .collect(),
+            prekeys: b64_prekeys(new.prekeys()),
             reserve: b64::encode(&new.reserve().encode()),
         };
         let r: ApiResult<serde_json::Value> = api

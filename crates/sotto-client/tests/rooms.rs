@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sotto_client::{Client, LineContent, RoomChanges, RoomNotice, Ttl};
+use sotto_device::testing::{room_messages, room_notices};
 use sotto_proto::room::{EntryKind, RejectReason};
 use sotto_server::{Config, Running};
 use tempfile::TempDir;
@@ -67,30 +68,12 @@ async fn settle(clients: &mut [&mut Client]) {
     }
 }
 
-/// The room's messages as `from: text`.
 fn messages(c: &mut Client, room: &str) -> Vec<String> {
-    c.room_show(room)
-        .unwrap()
-        .lines
-        .into_iter()
-        .filter_map(|l| match l.content {
-            LineContent::Message(t) => Some(format!("{}: {t}", l.from)),
-            LineContent::Notice(_) => None,
-        })
-        .collect()
+    room_messages(&c.room_show(room).unwrap())
 }
 
-/// The room's notices with who caused them.
 fn notices(c: &mut Client, room: &str) -> Vec<(String, RoomNotice)> {
-    c.room_show(room)
-        .unwrap()
-        .lines
-        .into_iter()
-        .filter_map(|l| match l.content {
-            LineContent::Notice(n) => Some((l.from, n)),
-            LineContent::Message(_) => None,
-        })
-        .collect()
+    room_notices(&c.room_show(room).unwrap())
 }
 
 fn by(who: &str, n: RoomNotice) -> (String, RoomNotice) {

@@ -15,12 +15,11 @@ use sotto_proto::{
 
 use crate::body::TextBody;
 use crate::directory::{directory, verified_certs};
-use crate::events::Message;
 use crate::ids::{conversation_id, peer_name, random_id};
 use crate::machine::Machine;
 use crate::ops::{expect, unexpected, Job, Op, OpId, Output, Reply, Step};
 use crate::request::{Lookup, Recipients, Request, RequestId, Response};
-use crate::store::{ChangeSet, StoredMessage};
+use crate::store::{ChangeSet, Message};
 use crate::{Error, Result};
 
 /// How a target user's key is checked against the directory.
@@ -109,7 +108,7 @@ pub(crate) enum Delivered {
         datagram_id: [u8; 32],
         /// Another device of this user is among the recipients.
         to_own: bool,
-        history: Option<Box<StoredMessage>>,
+        history: Option<Box<Message>>,
     },
     /// No device could be addressed.
     Nobody,
@@ -134,7 +133,7 @@ pub(crate) struct Deliver {
     bundles: Vec<VerifiedBundle>,
     draft: Draft,
     /// The history row of a text message (times set when sealed).
-    history: Option<StoredMessage>,
+    history: Option<Message>,
     phase: Phase,
     posted: Option<([u8; 32], [u8; 32], bool)>,
 }
@@ -153,7 +152,7 @@ impl Deliver {
         }
     }
 
-    pub(crate) fn with_history(mut self, row: StoredMessage) -> Deliver {
+    pub(crate) fn with_history(mut self, row: Message) -> Deliver {
         self.history = Some(row);
         self
     }
@@ -431,7 +430,7 @@ impl SendText {
             Some(Delivered::Nobody) => Step::fail(Error::NoDevices(self.to.clone())),
             Some(Delivered::Posted {
                 history: Some(h), ..
-            }) => Step::Done(Ok(Output::Message(Message::from(*h)))),
+            }) => Step::Done(Ok(Output::Message(*h))),
             Some(Delivered::Posted { history: None, .. }) => Step::Done(Ok(Output::Unit)),
         })
     }
@@ -474,7 +473,7 @@ impl Machine {
         }
         .encode();
         let deliver = self.text_delivery(&to, &me, content::TEXT, body, ttl)?;
-        let row = StoredMessage {
+        let row = Message {
             id: deliver.draft.message_id,
             conversation: [0; 32],
             from: me,

@@ -7,12 +7,12 @@ use sotto_proto::{
     SafetyNumber, UserPublic,
 };
 
-use crate::events::{ContactInfo, DeviceInfo, Message};
+use crate::events::{ContactInfo, DeviceInfo};
 use crate::ids::peer_name;
 use crate::machine::Machine;
 use crate::ops::{expect, unexpected, Job, Op, OpId, Output, Reply, Step};
 use crate::request::{Directory, Lookup, Request, Response};
-use crate::store::{ChangeSet, Contact, HistoryQuery};
+use crate::store::{ChangeSet, Contact, HistoryQuery, Message};
 use crate::{Error, Result};
 
 /// The certificates among `encoded` that decode and were made by `user`'s
@@ -201,12 +201,7 @@ impl Machine {
             peer: with.map(normalize_username),
             limit,
         };
-        Ok(self
-            .store
-            .history(&q)?
-            .into_iter()
-            .map(Message::from)
-            .collect())
+        Ok(self.store.history(&q)?)
     }
 }
 

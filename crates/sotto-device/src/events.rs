@@ -5,43 +5,7 @@ use sotto_proto::room::RoomError;
 use sotto_proto::{DeviceId, UserPublic};
 
 use crate::rooms::RoomEvent;
-use crate::store::StoredMessage;
-
-/// A message as shown to the user (sent or received).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Message {
-    /// Unique.
-    pub id: [u8; 16],
-    pub conversation: [u8; 32],
-    pub from: String,
-    pub to: String,
-    /// Master-clock milliseconds when sent.
-    pub sent_at: u64,
-    /// Master-clock milliseconds when the transport accepted it (sent
-    /// messages: when sent).
-    pub received_at: u64,
-    pub body: String,
-    /// Seconds after `sent_at` when it disappears; 0 = never.
-    pub ttl: u32,
-    /// Written by this user (on any of its devices).
-    pub outgoing: bool,
-}
-
-impl From<StoredMessage> for Message {
-    fn from(m: StoredMessage) -> Message {
-        Message {
-            id: m.id,
-            conversation: m.conversation,
-            from: m.from,
-            to: m.to,
-            sent_at: m.sent_at,
-            received_at: m.received_at,
-            body: m.body,
-            ttl: m.ttl,
-            outgoing: m.outgoing,
-        }
-    }
-}
+use crate::store::Message;
 
 /// A device of the user.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -75,7 +75,7 @@ pub use body::{
     LinkSyncBody, NamesBody, SyncContact, TextBody, BODY_VERSION, MAX_USERNAME, ROOM_NAMES,
 };
 pub use error::{Error, Result, RoomRefusal, StoreError};
-pub use events::{ContactInfo, DeviceInfo, Event, GrantProblem, Message, Rejection, SyncReport};
+pub use events::{ContactInfo, DeviceInfo, Event, GrantProblem, Rejection, SyncReport};
 pub use ids::{check_username, conversation_id};
 pub use link::{Home, NewDevice, NewUser};
 pub use machine::Machine;
@@ -92,6 +92,6 @@ pub use rooms::{
 };
 pub use sotto_proto::room::Ttl;
 pub use store::{
-    Account, ChangeSet, Contact, HistoryQuery, RoomMessageRow, RoomRecord, RoomSave, Store,
-    StoreResult, StoredMessage,
+    Account, ChangeSet, Contact, HistoryQuery, Message, RoomMessageRow, RoomRecord, RoomSave,
+    Store, StoreResult,
 };

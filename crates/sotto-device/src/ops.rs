@@ -10,12 +10,13 @@ use sotto_proto::SafetyNumber;
 
 use crate::deliver::SendText;
 use crate::directory::{BlockJob, LookupJob};
-use crate::events::{DeviceInfo, Message};
+use crate::events::DeviceInfo;
 use crate::link::Approve;
 use crate::machine::Machine;
 use crate::prekeys::Refill;
 use crate::request::{PrekeyCount, RequestId, Response};
 use crate::rooms::{FetchGranted, RoomEvent, RoomJob, RoomLine, RoomSummary};
+use crate::store::Message;
 use crate::{Error, Result};
 
 /// Names an operation in flight.

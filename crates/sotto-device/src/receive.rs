@@ -13,13 +13,13 @@ use sotto_proto::{check_contact_key, content, normalize_username, ContactKey, Op
 
 use crate::body::{LinkSyncBody, NamesBody, TextBody, ROOM_NAMES};
 use crate::directory::{contact_record, directory, verified_certs};
-use crate::events::{Event, Message, Rejection};
+use crate::events::{Event, Rejection};
 use crate::ids::{check_username, conversation_id};
 use crate::machine::Machine;
 use crate::ops::Reply;
 use crate::request::{DeliveryTag, Directory, Lookup, Owner, Request};
 use crate::rooms::RoomOutcome;
-use crate::store::{ChangeSet, StoredMessage};
+use crate::store::{ChangeSet, Message};
 use crate::Result;
 
 /// A datagram as the transport delivered it.
@@ -205,7 +205,7 @@ impl Machine {
                 if self.store.has_message(&p.message_id)? {
                     return Ok(Verdict::Duplicate);
                 }
-                let m = StoredMessage {
+                let m = Message {
                     id: p.message_id,
                     conversation,
                     from,
@@ -217,7 +217,7 @@ impl Machine {
                     outgoing,
                 };
                 changes.messages.push(m.clone());
-                Verdict::Message(m.into())
+                Verdict::Message(m)
             }
             content::LINK_SYNC => {
                 if opened.sender.user != own {

@@ -69,9 +69,9 @@ pub struct Contact {
     pub devices: Vec<Vec<u8>>,
 }
 
-/// One message in the history (sent or received).
+/// One message of the history (sent or received), as stored and as shown.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StoredMessage {
+pub struct Message {
     /// Unique: a message is stored once however often it is delivered.
     pub id: [u8; 16],
     pub conversation: [u8; 32],
@@ -157,7 +157,7 @@ pub struct ChangeSet {
     /// Prekey id -> stored secret (`PrekeySecret::to_bytes`), `None` deletes.
     pub prekeys: Vec<(u32, SecretRow)>,
     /// Added to the history unless a message with the same id is there.
-    pub messages: Vec<StoredMessage>,
+    pub messages: Vec<Message>,
     pub messages_deleted: Vec<[u8; 16]>,
     /// Deletes the messages whose TTL ran out at this master-clock time.
     pub expire_messages_at: Option<u64>,
@@ -214,7 +214,7 @@ pub trait Store: Send + Sync {
 
     fn has_message(&self, id: &[u8; 16]) -> StoreResult<bool>;
     /// Messages oldest first (by `sent_at`, then by when they were stored).
-    fn history(&self, q: &HistoryQuery) -> StoreResult<Vec<StoredMessage>>;
+    fn history(&self, q: &HistoryQuery) -> StoreResult<Vec<Message>>;
 
     /// Group id and title of every room, by title.
     fn rooms(&self) -> StoreResult<Vec<([u8; 32], String)>>;

@@ -64,7 +64,7 @@ fn order(n: usize, take: usize, rotate: usize, twice: bool) -> Vec<usize> {
 
 fn run(steps: &[Step]) -> Result<(), TestCaseError> {
     let mut net = Net::new(T0);
-    let mut alice = register(&mut net, "alice", 1);
+    let alice = register(&mut net, "alice", 1);
     let mut bob = register(&mut net, "bob", 2);
     let bob2 = net.link(&mut bob, rng(3));
     let mut nodes: [Node; 3] = [alice, bob, bob2];

@@ -7,8 +7,8 @@
 mod common;
 
 use common::*;
-use sotto_device::testing::{Net, Node};
-use sotto_device::{Error, LineContent, RoomChanges, RoomNotice, RoomRefusal, Ttl};
+use sotto_device::testing::{room_messages, room_notices, Net, Node};
+use sotto_device::{Error, RoomChanges, RoomNotice, RoomRefusal, Ttl};
 
 fn names(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
@@ -34,31 +34,20 @@ fn send(net: &mut Net, n: &mut Node, room: &str, text: &str) {
     net.finish(n, &op).unwrap();
 }
 
-/// Messages of a room as `from: text`.
 fn messages(net: &Net, n: &mut Node, room: &str) -> Vec<String> {
-    n.machine
-        .room_show(net.now, room)
-        .unwrap()
-        .lines
-        .into_iter()
-        .filter_map(|l| match l.content {
-            LineContent::Message(t) => Some(format!("{}: {t}", l.from)),
-            LineContent::Notice(_) => None,
-        })
-        .collect()
+    room_messages(&n.machine.room_show(net.now, room).unwrap())
 }
 
 fn notices(net: &Net, n: &mut Node, room: &str) -> Vec<(String, RoomNotice)> {
-    n.machine
-        .room_show(net.now, room)
-        .unwrap()
-        .lines
-        .into_iter()
-        .filter_map(|l| match l.content {
-            LineContent::Notice(x) => Some((l.from, x)),
-            LineContent::Message(_) => None,
-        })
-        .collect()
+    room_notices(&n.machine.room_show(net.now, room).unwrap())
+}
+
+fn add(net: &mut Net, n: &mut Node, room: &str, who: &str) {
+    let changes = RoomChanges {
+        add: names(&[who]),
+        ..Default::default()
+    };
+    change(net, n, room, changes);
 }
 
 /// Syncs each node a few rounds, so that requests are answered and the
@@ -172,15 +161,7 @@ fn three_users_and_a_second_device_converge() {
         },
     );
     settle(&mut net, &mut [&mut alice, &mut bob2, &mut carol]);
-    change(
-        &mut net,
-        &mut alice,
-        "Launch",
-        RoomChanges {
-            add: names(&["dave"]),
-            ..Default::default()
-        },
-    );
+    add(&mut net, &mut alice, "Launch", "dave");
     settle(
         &mut net,
         &mut [&mut dave, &mut alice, &mut bob, &mut bob2, &mut carol],
@@ -263,15 +244,7 @@ fn a_message_from_a_sender_the_log_does_not_know_is_resolved_by_a_request() {
     settle(&mut net, &mut [&mut bob]);
     // The add of carol never reaches bob.
     alice.machine.drop_room_deliveries_to(&["bob"]);
-    change(
-        &mut net,
-        &mut alice,
-        "Late",
-        RoomChanges {
-            add: names(&["carol"]),
-            ..Default::default()
-        },
-    );
+    add(&mut net, &mut alice, "Late", "carol");
     alice.machine.drop_room_deliveries_to(&[]);
     settle(&mut net, &mut [&mut carol, &mut alice]);
     send(&mut net, &mut carol, "Late", "hi, I am new");
@@ -292,15 +265,7 @@ fn a_new_device_recovers_history_from_an_answer() {
     let mut carol = register(&mut net, "carol", 3);
     create(&mut net, &mut alice, "Plans", &["carol"], &[]);
     send(&mut net, &mut alice, "Plans", "before bob");
-    change(
-        &mut net,
-        &mut alice,
-        "Plans",
-        RoomChanges {
-            add: names(&["bob"]),
-            ..Default::default()
-        },
-    );
+    add(&mut net, &mut alice, "Plans", "bob");
     settle(&mut net, &mut [&mut bob, &mut alice, &mut carol]);
     send(&mut net, &mut alice, "Plans", "after bob joined");
     send(&mut net, &mut carol, "Plans", "carol agrees");

@@ -44,8 +44,8 @@ const CACHED_ROOMS: usize = 32;
 #[derive(Default)]
 pub(crate) struct RoomRuntime {
     /// Logs as stored, so that a batch of datagrams for a room verifies its
-    /// log once. The machine is the only writer while it runs; a reload
-    /// from the store drops them.
+    /// log once. The machine is the only writer while its shell holds the
+    /// home; a reload from the store, and every view, drops them.
     cache: HashMap<[u8; 32], RoomLog>,
     /// Work that received datagrams called for, started by
     /// [`Machine::flush`].

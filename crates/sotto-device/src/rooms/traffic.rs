@@ -27,21 +27,10 @@ use crate::Result;
 
 /// Room work queued while datagrams are taken in.
 pub(crate) enum RoomWork {
-    /// Ask `to` (one device, or all of the user's) for history.
-    Request {
-        to: UserPublic,
-        name: [u8; 32],
-        device: Option<DeviceId>,
-        request: HistoryRequest,
-    },
-    /// Answer a request from `device`, with a names hint first.
-    Answer {
-        to: UserPublic,
-        name: [u8; 32],
-        device: DeviceId,
-        answer: HistoryAnswer,
-        names: Vec<String>,
-    },
+    /// A history request ([`RoomStep::Request`]).
+    Request(RoomStep),
+    /// A names hint (when there are names) and a history answer.
+    Answer(VecDeque<RoomStep>),
     /// Fetch a granted datagram by id and take its message in.
     Fetch {
         group: GroupId,
@@ -125,13 +114,23 @@ impl Machine {
                 };
                 if let Some(name) = member_names(&log).get(&requester).copied() {
                     let names = self.known_names(&log)?;
-                    self.rooms.work.push(RoomWork::Answer {
+                    let (to, device) = (vec![(requester, name)], opened.sender.device);
+                    let mut steps = VecDeque::new();
+                    if !names.is_empty() {
+                        steps.push_back(RoomStep::Names {
+                            group,
+                            to: to.clone(),
+                            only: Some(device),
+                            names,
+                        });
+                    }
+                    steps.push_back(RoomStep::Answer {
                         to: requester,
                         name,
-                        device: opened.sender.device,
+                        device,
                         answer,
-                        names,
                     });
+                    self.rooms.work.push(RoomWork::Answer(steps));
                 }
                 Ok(Ok(RoomOutcome {
                     log: Some(log),
@@ -164,7 +163,7 @@ impl Machine {
                 drop_rejected(&update, changes);
                 if answer.more {
                     if let Some(name) = member_names(&log).get(&opened.sender.user).copied() {
-                        self.rooms.work.push(RoomWork::Request {
+                        self.rooms.work.push(RoomWork::Request(RoomStep::Request {
                             to: opened.sender.user,
                             name,
                             device: Some(opened.sender.device),
@@ -173,7 +172,7 @@ impl Machine {
                                 message_id: None,
                                 have: heads(&log),
                             },
-                        });
+                        }));
                     }
                 }
                 if log.state().is_none() {
@@ -217,10 +216,11 @@ impl Machine {
             };
             let device = (p.device == via).then_some(p.device);
             let dup = self.rooms.work.iter().any(|w| {
-                matches!(w, RoomWork::Request { request, device: d, .. } if request.group == log.group() && *d == device)
+                matches!(w, RoomWork::Request(RoomStep::Request { request, device: d, .. })
+                    if request.group == log.group() && *d == device)
             });
             if !dup {
-                self.rooms.work.push(RoomWork::Request {
+                self.rooms.work.push(RoomWork::Request(RoomStep::Request {
                     to: p.sender,
                     name,
                     device,
@@ -229,7 +229,7 @@ impl Machine {
                         message_id: Some(p.message_id),
                         have: heads(log),
                     },
-                });
+                }));
             }
         }
     }
@@ -276,46 +276,15 @@ impl Machine {
                     id: datagram_id,
                     key: message_key,
                 }),
-                RoomWork::Request {
-                    to,
-                    name,
-                    device,
-                    request,
-                } => {
-                    if self.request_settled(&request)? {
-                        continue;
+                RoomWork::Request(step) => {
+                    if let RoomStep::Request { request, .. } = &step {
+                        if self.request_settled(request)? {
+                            continue;
+                        }
                     }
-                    RoomJob::background(RoomStep::Request {
-                        to,
-                        name,
-                        device,
-                        request,
-                    })
+                    RoomJob::background(step)
                 }
-                RoomWork::Answer {
-                    to,
-                    name,
-                    device,
-                    answer,
-                    names,
-                } => {
-                    let mut steps = VecDeque::new();
-                    if !names.is_empty() {
-                        steps.push_back(RoomStep::Names {
-                            group: answer.group,
-                            to: vec![(to, name)],
-                            only: Some(device),
-                            names,
-                        });
-                    }
-                    steps.push_back(RoomStep::Answer {
-                        to,
-                        name,
-                        device,
-                        answer,
-                    });
-                    Job::Room(Box::new(RoomJob::new(steps, Output::Unit)))
-                }
+                RoomWork::Answer(steps) => Job::Room(Box::new(RoomJob::new(steps, Output::Unit))),
             };
             self.start_background(job);
         }

@@ -1,6 +1,8 @@
 //! What the user sees of rooms: the list, a room's state and timeline,
 //! search, and the log entry by entry (with its verification). No network;
-//! TTLs are applied by the master clock first.
+//! TTLs are applied by the master clock first. Views read the logs from the
+//! store (not from the machine's cache): they may run while another process
+//! holds the home and changes it.
 
 use std::collections::HashMap;
 
@@ -89,6 +91,7 @@ impl Machine {
 
     /// The rooms on this device (with a known state), by title.
     pub fn rooms(&mut self) -> Result<Vec<RoomSummary>> {
+        self.rooms.clear_cache();
         let mut out = Vec::new();
         for (g, _) in self.store.rooms()? {
             if let Some(log) = self.load_room(&GroupId(g))? {
@@ -129,6 +132,7 @@ impl Machine {
     /// after purging what expired by `now`.
     pub fn room_show(&mut self, now: u64, room: &str) -> Result<RoomView> {
         self.now = now;
+        self.rooms.clear_cache();
         let mut log = self.open_room(room)?;
         let mut changes = ChangeSet::default();
         if self.purge_room(&mut log, &mut changes) {
@@ -195,6 +199,7 @@ impl Machine {
     /// recomputes the stored chain (hashes, signatures, parent links,
     /// order, head) and reports the first bad link.
     pub fn room_log(&mut self, room: &str, verify: bool) -> Result<RoomLogReport> {
+        self.rooms.clear_cache();
         let group = self.find_room(room)?;
         let stored = self.store.room_records(&group.0)?;
         let head = self.store.room_head(&group.0)?.map(LogHead);

@@ -10,8 +10,8 @@ use zeroize::Zeroizing;
 
 use crate::error::StoreError;
 use crate::store::{
-    Account, ChangeSet, Contact, HistoryQuery, RoomMessageRow, RoomRecord, RoomSave, Store,
-    StoreResult, StoredMessage,
+    Account, ChangeSet, Contact, HistoryQuery, Message, RoomMessageRow, RoomRecord, RoomSave,
+    Store, StoreResult,
 };
 
 #[derive(Clone, Default)]
@@ -22,7 +22,7 @@ struct Data {
     contacts: BTreeMap<String, Contact>,
     blocked: BTreeSet<String>,
     /// In the order stored.
-    messages: Vec<StoredMessage>,
+    messages: Vec<Message>,
     rooms: BTreeMap<[u8; 32], RoomSave>,
     room_messages: BTreeMap<[u8; 32], RoomMessageRow>,
     room_names: HashMap<[u8; 32], String>,
@@ -152,10 +152,10 @@ impl Store for MemoryStore {
         Ok(self.data().messages.iter().any(|m| m.id == *id))
     }
 
-    fn history(&self, q: &HistoryQuery) -> StoreResult<Vec<StoredMessage>> {
+    fn history(&self, q: &HistoryQuery) -> StoreResult<Vec<Message>> {
         let d = self.data();
         let peer = q.peer.as_deref().map(normalize_username);
-        let mut hits: Vec<(usize, &StoredMessage)> = d
+        let mut hits: Vec<(usize, &Message)> = d
             .messages
             .iter()
             .enumerate()

@@ -11,7 +11,7 @@ use sotto_proto::room::datagram_id;
 use sotto_proto::{username_hash, DeviceCert, DeviceId, SignedPrekey, UserPublic};
 
 use super::MemoryStore;
-use crate::events::{Message, SyncReport};
+use crate::events::SyncReport;
 use crate::link::{Home, NewDevice, NewUser};
 use crate::machine::Machine;
 use crate::ops::{FromOutput, Op};
@@ -19,6 +19,7 @@ use crate::receive::Incoming;
 use crate::request::{
     DeliveryTag, Directory, EncodedBundle, LinkWaiting, Lookup, PrekeyCount, Request, Response,
 };
+use crate::store::Message;
 use crate::{Error, Result};
 
 /// One device on the network.

@@ -5,8 +5,7 @@
 use zeroize::Zeroizing;
 
 use crate::store::{
-    Account, ChangeSet, Contact, HistoryQuery, RoomMessageRow, RoomRecord, RoomSave, Store,
-    StoredMessage,
+    Account, ChangeSet, Contact, HistoryQuery, Message, RoomMessageRow, RoomRecord, RoomSave, Store,
 };
 
 /// How the suite gets stores of one backend.
@@ -59,8 +58,8 @@ pub fn account() -> Account {
 }
 
 /// A received message with id `id`.
-pub fn message(id: u8, body: &str) -> StoredMessage {
-    StoredMessage {
+pub fn message(id: u8, body: &str) -> Message {
+    Message {
         id: [id; 16],
         conversation: [9; 32],
         from: "alice-unique-name".into(),

@@ -6,8 +6,8 @@ use sotto_device::{Store, StoreError as DeviceStoreError, StoreResult};
 use zeroize::Zeroizing;
 
 use super::{
-    Account, ChangeSet, ClientStore, Contact, HistoryQuery, RoomMessageRow, RoomRecord, StoreError,
-    StoredMessage,
+    Account, ChangeSet, ClientStore, Contact, HistoryQuery, Message, RoomMessageRow, RoomRecord,
+    StoreError,
 };
 
 impl From<StoreError> for DeviceStoreError {
@@ -52,7 +52,7 @@ impl Store for ClientStore {
         Ok(ClientStore::has_message(self, id)?)
     }
 
-    fn history(&self, q: &HistoryQuery) -> StoreResult<Vec<StoredMessage>> {
+    fn history(&self, q: &HistoryQuery) -> StoreResult<Vec<Message>> {
         Ok(ClientStore::history(self, q)?)
     }
 

@@ -2,7 +2,7 @@
 
 use rusqlite::{params, OptionalExtension};
 
-use super::{arr, normalize, ClientStore, HistoryQuery, Result, StoredMessage};
+use super::{arr, normalize, ClientStore, HistoryQuery, Message, Result};
 
 impl ClientStore {
     pub fn has_message(&self, id: &[u8; 16]) -> Result<bool> {
@@ -18,7 +18,7 @@ impl ClientStore {
     }
 
     /// Messages oldest first.
-    pub fn history(&self, q: &HistoryQuery) -> Result<Vec<StoredMessage>> {
+    pub fn history(&self, q: &HistoryQuery) -> Result<Vec<Message>> {
         let db = self.db();
         let limit = q.limit.map(|l| l as i64).unwrap_or(-1);
         let sql = "SELECT id, conversation, sender, recipient, sent_at, received_at, body, ttl, outgoing FROM \
@@ -43,7 +43,7 @@ impl ClientStore {
         let mut out = Vec::new();
         for r in rows {
             let (id, conv, from, to, sent_at, received_at, body, ttl, outgoing) = r?;
-            out.push(StoredMessage {
+            out.push(Message {
                 id: arr(id, "message id")?,
                 conversation: arr(conv, "conversation id")?,
                 from,

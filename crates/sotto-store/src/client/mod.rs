@@ -43,7 +43,7 @@ mod tx;
 pub use open::{DB_FILE, KDF_FILE, MIN_PASSPHRASE_CHARS};
 /// The records are the device core's ([`sotto_device::store`]).
 pub use sotto_device::store::{
-    Account, ChangeSet, Contact, HistoryQuery, RoomMessageRow, RoomRecord, RoomSave, StoredMessage,
+    Account, ChangeSet, Contact, HistoryQuery, Message, RoomMessageRow, RoomRecord, RoomSave,
 };
 
 /// Everything the store can refuse.

@@ -6,7 +6,7 @@ use rusqlite::{params, Transaction, TransactionBehavior};
 
 use super::account::write_account;
 use super::contacts::write_contact;
-use super::{normalize, ChangeSet, ClientStore, Result, RoomSave, StoredMessage};
+use super::{normalize, ChangeSet, ClientStore, Message, Result, RoomSave};
 
 impl ClientStore {
     /// Writes `changes` in one transaction.
@@ -122,7 +122,7 @@ pub(super) fn apply(tx: &Transaction<'_>, c: ChangeSet) -> Result<()> {
 }
 
 /// Adds a message to the history unless one with its id is there.
-fn insert_message(tx: &Transaction<'_>, m: &StoredMessage) -> Result<()> {
+fn insert_message(tx: &Transaction<'_>, m: &Message) -> Result<()> {
     tx.execute(
         "INSERT OR IGNORE INTO messages (id, conversation, sender, recipient, sent_at, received_at, body, ttl, \
          outgoing) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
