@@ -103,7 +103,6 @@ use sotto_store::client::ClientStore;
 
 pub use error::{Error, Result};
 pub use link::LinkPending;
-pub use net::normalize_url;
 pub use sotto_device::Error as DeviceError;
 pub use sotto_device::{
     ContactInfo, DeviceInfo, GrantProblem, LineContent, Message, PrekeyCount, Rejection,
