@@ -5,6 +5,7 @@ mod args;
 mod client_cmds;
 mod output;
 mod passphrase;
+mod render;
 mod room_cmds;
 
 use std::process::ExitCode;
