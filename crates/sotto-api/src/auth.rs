@@ -43,26 +43,9 @@ pub fn request_signing_bytes(
     out
 }
 
-/// The hash under which the server knows a username: SHA-256 over a domain
-/// label and the username lowercased. The server never receives the name.
-/// (A short name can still be found by guessing; the server additionally
-/// keys what it stores with a secret of its own, see docs/api.md.)
-pub fn username_hash(username: &str) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(b"sotto/v1/username\0");
-    h.update(username.trim().to_lowercase().as_bytes());
-    h.finalize().into()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn username_hash_ignores_case_and_outer_space() {
-        assert_eq!(username_hash("Alice"), username_hash(" alice "));
-        assert_ne!(username_hash("alice"), username_hash("alicf"));
-    }
 
     #[test]
     fn signing_bytes_cover_every_part() {

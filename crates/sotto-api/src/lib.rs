@@ -10,9 +10,13 @@
 //! keys and username hashes as lowercase hex.
 
 mod auth;
+pub mod paths;
+#[cfg(feature = "pinned-tls")]
+pub mod pin;
 mod types;
 
-pub use auth::{request_signing_bytes, username_hash, AuthHeaders, CLOCK_SKEW_MS};
+pub use auth::{request_signing_bytes, AuthHeaders, CLOCK_SKEW_MS};
+pub use sotto_proto::username_hash;
 pub use types::*;
 
 /// Where the server serves its OpenAPI document.

@@ -9,7 +9,7 @@ use sotto_client::{Client, Event};
 
 use crate::args::Command;
 use crate::output::Printer;
-use crate::passphrase;
+use crate::{passphrase, render};
 
 /// How long `sotto link` waits for approval.
 const LINK_WAIT: Duration = Duration::from_secs(600);
@@ -27,7 +27,7 @@ pub async fn run(home: Option<PathBuf>, json: bool, command: Command) -> Result<
             let (client, pinned) =
                 Client::register(&home, &pass, &username, &server, fingerprint.as_deref())
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| render::error(&e))?;
             println!(
                 "registered {} on {} (server certificate {pinned})",
                 client.username(),
@@ -42,7 +42,7 @@ pub async fn run(home: Option<PathBuf>, json: bool, command: Command) -> Result<
             let pass = passphrase::new()?;
             let pending = Client::link_start(&home, &pass, &server, fingerprint.as_deref())
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| render::error(&e))?;
             if let Some(fp) = pending.fingerprint() {
                 println!("server certificate {fp}");
             }
@@ -51,7 +51,10 @@ pub async fn run(home: Option<PathBuf>, json: bool, command: Command) -> Result<
                 "approve it on a device of yours with: sotto approve {}",
                 pending.code()
             );
-            let client = pending.wait(LINK_WAIT).await.map_err(|e| e.to_string())?;
+            let client = pending
+                .wait(LINK_WAIT)
+                .await
+                .map_err(|e| render::error(&e))?;
             println!(
                 "linked: this device is now a device of {}",
                 client.username()
@@ -62,10 +65,10 @@ pub async fn run(home: Option<PathBuf>, json: bool, command: Command) -> Result<
             let pass = passphrase::existing()?;
             let mut client = Client::open(&home, &pass)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| render::error(&e))?;
             device_command(&mut client, &out, command)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| render::error(&e))
         }
     }
 }
@@ -78,7 +81,7 @@ async fn device_command(
     match command {
         Command::Approve { code } => {
             let device = client.approve(&code).await?;
-            println!("approved device {}", device.id);
+            println!("approved device {}", hex::encode(device.id.0));
         }
         Command::Devices => {
             for d in client.devices().await? {
@@ -91,14 +94,12 @@ async fn device_command(
             if out.json {
                 out.message(&sent);
             } else {
-                println!("sent to {} ({})", sent.to, sent.id);
+                println!("sent to {} ({})", sent.to, hex::encode(sent.id));
             }
         }
         Command::Inbox => {
             let report = client.sync().await?;
-            for line in &report.rejected {
-                eprintln!("sotto: refused a datagram: {line}");
-            }
+            crate::room_cmds::report_problems(&report);
             for m in client.history(None, None)? {
                 out.message(&m);
             }
@@ -107,8 +108,11 @@ async fn device_command(
             client
                 .listen(|event| match event {
                     Event::Message(m) => out.message(&m),
-                    Event::Rejected(line) => eprintln!("sotto: refused a datagram: {line}"),
-                    Event::Room(line) => println!("{line}"),
+                    Event::Rejected(r) => {
+                        eprintln!("sotto: refused a datagram: {}", render::rejection(&r))
+                    }
+                    Event::Room(e) => println!("{}", render::room_event(&e)),
+                    Event::Failed(e) => eprintln!("sotto: {}", render::error(&e.into())),
                     Event::Connected => {
                         if !out.json {
                             eprintln!("connected; waiting for messages (Ctrl-C to stop)");
@@ -128,7 +132,11 @@ async fn device_command(
                 client.trust(&username).await?
             } else {
                 match client.verify(&username).await {
-                    Err(e @ sotto_client::Error::KeyChanged { .. }) => {
+                    Err(
+                        e @ sotto_client::Error::Device(sotto_client::DeviceError::KeyChanged {
+                            ..
+                        }),
+                    ) => {
                         // Show the number for the new key, so it can be
                         // compared before it is accepted; still exit non-zero.
                         out.safety(&username, &client.presented_safety_number(&username).await?);

@@ -6,6 +6,7 @@ mod client_cmds;
 mod output;
 mod p2p_cmds;
 mod passphrase;
+mod render;
 mod room_cmds;
 
 use std::process::ExitCode;

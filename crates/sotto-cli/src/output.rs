@@ -1,11 +1,136 @@
 //! Printing: one human line per item, or one JSON object per line with
-//! `--json`.
+//! `--json`. The JSON shapes are part of the command-line contract; they
+//! are built here from the library's typed values.
 
 use serde::Serialize;
-use sotto_client::{DeviceInfo, Message, RoomLine, RoomLogReport, RoomSummary, RoomView, Safety};
+use sotto_client::{
+    DeviceInfo, LineContent, Message, RoomLine, RoomLogReport, RoomSummary, RoomView, Safety,
+};
+
+use crate::render;
 
 pub struct Printer {
     pub json: bool,
+}
+
+#[derive(Serialize)]
+struct MessageJson<'a> {
+    id: String,
+    conversation: String,
+    from: &'a str,
+    to: &'a str,
+    sent_at: u64,
+    received_at: u64,
+    body: &'a str,
+    ttl: u32,
+    outgoing: bool,
+}
+
+#[derive(Serialize)]
+struct DeviceJson {
+    id: String,
+    created_at: u64,
+    this_device: bool,
+}
+
+#[derive(Serialize)]
+struct RoomJson<'a> {
+    id: String,
+    title: &'a str,
+    ttl: String,
+    ttl_seconds: u32,
+    members: usize,
+    member: bool,
+    deleted: bool,
+}
+
+#[derive(Serialize)]
+struct LineJson<'a> {
+    id: String,
+    at: u64,
+    from: &'a str,
+    kind: &'static str,
+    text: String,
+}
+
+#[derive(Serialize)]
+struct MemberJson<'a> {
+    name: &'a str,
+    admin: bool,
+}
+
+#[derive(Serialize)]
+struct ViewJson<'a> {
+    id: String,
+    title: &'a str,
+    description: &'a str,
+    ttl: String,
+    ttl_seconds: u32,
+    members: Vec<MemberJson<'a>>,
+    deleted: bool,
+    head: String,
+    entries: usize,
+    lines: Vec<LineJson<'a>>,
+}
+
+#[derive(Serialize)]
+struct LogLineJson<'a> {
+    position: usize,
+    entry: String,
+    message_id: String,
+    from: &'a str,
+    at: u64,
+    kind: &'static str,
+    event: String,
+}
+
+#[derive(Serialize)]
+struct LogJson<'a> {
+    id: String,
+    head: String,
+    entries: Vec<LogLineJson<'a>>,
+    broken: Option<String>,
+}
+
+fn line_json(l: &RoomLine) -> LineJson<'_> {
+    LineJson {
+        id: hex::encode(l.message_id),
+        at: l.at,
+        from: &l.from,
+        kind: match l.content {
+            LineContent::Message(_) => "message",
+            LineContent::Notice(_) => "notice",
+        },
+        text: render::line_text(l),
+    }
+}
+
+fn log_json(r: &RoomLogReport) -> LogJson<'_> {
+    LogJson {
+        id: hex::encode(r.group.0),
+        head: r.head.map(|h| hex::encode(h.0)).unwrap_or_default(),
+        entries: r
+            .entries
+            .iter()
+            .map(|e| LogLineJson {
+                position: e.position,
+                entry: hex::encode(e.entry.0),
+                message_id: hex::encode(e.message_id),
+                from: &e.from,
+                at: e.at,
+                kind: match e.kind {
+                    sotto_proto::room::EntryKind::Authoritative => "authoritative",
+                    sotto_proto::room::EntryKind::NonAuthoritative => "non-authoritative",
+                    sotto_proto::room::EntryKind::Standard => "standard",
+                },
+                event: e
+                    .event
+                    .as_ref()
+                    .map_or_else(|| "message".into(), |n| render::notice(&e.from, n)),
+            })
+            .collect(),
+        broken: r.broken.as_ref().map(render::broken),
+    }
 }
 
 impl Printer {
@@ -18,7 +143,17 @@ impl Printer {
 
     pub fn message(&self, m: &Message) {
         if self.json {
-            self.json_line(m);
+            self.json_line(&MessageJson {
+                id: hex::encode(m.id),
+                conversation: hex::encode(m.conversation),
+                from: &m.from,
+                to: &m.to,
+                sent_at: m.sent_at,
+                received_at: m.received_at,
+                body: &m.body,
+                ttl: m.ttl,
+                outgoing: m.outgoing,
+            });
         } else {
             println!("{}  {} -> {}: {}", time(m.sent_at), m.from, m.to, m.body);
         }
@@ -26,16 +161,32 @@ impl Printer {
 
     pub fn device(&self, d: &DeviceInfo) {
         if self.json {
-            self.json_line(d);
+            self.json_line(&DeviceJson {
+                id: hex::encode(d.id.0),
+                created_at: d.created_at,
+                this_device: d.this_device,
+            });
         } else {
             let this = if d.this_device { "  (this device)" } else { "" };
-            println!("{}  added {}{this}", d.id, time(d.created_at));
+            println!(
+                "{}  added {}{this}",
+                hex::encode(d.id.0),
+                time(d.created_at)
+            );
         }
     }
 
     pub fn room(&self, r: &RoomSummary) {
         if self.json {
-            self.json_line(r);
+            self.json_line(&RoomJson {
+                id: hex::encode(r.group.0),
+                title: &r.title,
+                ttl: r.ttl.to_string(),
+                ttl_seconds: r.ttl.0,
+                members: r.members,
+                member: r.member,
+                deleted: r.deleted,
+            });
         } else {
             let state = if r.deleted {
                 "  (deleted)"
@@ -46,18 +197,21 @@ impl Printer {
             };
             println!(
                 "{}  ttl {}  {} members  id {}{state}",
-                r.title, r.ttl, r.members, r.id
+                r.title,
+                r.ttl,
+                r.members,
+                hex::encode(r.group.0)
             );
         }
     }
 
     pub fn room_line(&self, l: &RoomLine) {
         if self.json {
-            self.json_line(l);
-        } else if l.kind == "message" {
-            println!("{}  {}: {}", time(l.at), l.from, l.text);
+            self.json_line(&line_json(l));
+        } else if let LineContent::Message(text) = &l.content {
+            println!("{}  {}: {text}", time(l.at), l.from);
         } else {
-            println!("{}  * {}", time(l.at), l.text);
+            println!("{}  * {}", time(l.at), render::line_text(l));
         }
     }
 
@@ -65,7 +219,25 @@ impl Printer {
     /// header and one line per message or notice.
     pub fn room_view(&self, v: &RoomView) {
         if self.json {
-            self.json_line(v);
+            self.json_line(&ViewJson {
+                id: hex::encode(v.group.0),
+                title: &v.title,
+                description: &v.description,
+                ttl: v.ttl.to_string(),
+                ttl_seconds: v.ttl.0,
+                members: v
+                    .members
+                    .iter()
+                    .map(|m| MemberJson {
+                        name: &m.name,
+                        admin: m.admin,
+                    })
+                    .collect(),
+                deleted: v.deleted,
+                head: hex::encode(v.head.0),
+                entries: v.entries,
+                lines: v.lines.iter().map(line_json).collect(),
+            });
             return;
         }
         println!("{}{}", v.title, if v.deleted { "  (deleted)" } else { "" });
@@ -85,19 +257,24 @@ impl Printer {
             })
             .collect();
         println!("members: {}  (* admin)", members.join(", "));
-        println!("id: {}", v.id);
-        println!("log head: {} ({} entries)", v.head, v.entries);
+        println!("id: {}", hex::encode(v.group.0));
+        println!(
+            "log head: {} ({} entries)",
+            hex::encode(v.head.0),
+            v.entries
+        );
         for l in &v.lines {
             self.room_line(l);
         }
     }
 
     pub fn room_log(&self, r: &RoomLogReport, verify: bool) {
+        let report = log_json(r);
         if self.json {
-            self.json_line(r);
+            self.json_line(&report);
             return;
         }
-        for e in &r.entries {
+        for e in &report.entries {
             println!(
                 "{:>4}  {}  {}  {}  {}: {}",
                 e.position,
@@ -108,7 +285,7 @@ impl Printer {
                 e.event
             );
         }
-        println!("head {}", r.head);
+        println!("head {}", report.head);
         if verify && r.broken.is_none() {
             println!(
                 "verified: {} entries, every hash, signature and parent link checks, head matches",

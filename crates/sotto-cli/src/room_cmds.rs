@@ -1,19 +1,28 @@
 //! `sotto rooms` and `sotto room ...`: each syncs first (like `inbox`),
 //! then calls the client library and prints.
 
-use sotto_client::{Client, RoomChanges};
+use sotto_client::{Client, RoomChanges, SyncReport};
 
 use crate::args::RoomCommand;
 use crate::output::Printer;
+use crate::render;
+
+/// Prints refused datagrams and failed background work on stderr.
+pub fn report_problems(report: &SyncReport) {
+    for r in &report.rejected {
+        eprintln!("sotto: refused a datagram: {}", render::rejection(r));
+    }
+    for e in &report.failures {
+        eprintln!("sotto: {e}");
+    }
+}
 
 /// Fetches what waits on the server; `show_refused` prints refused
 /// datagrams on stderr (listings only: a failing change keeps its one line).
 async fn sync(client: &mut Client, show_refused: bool) -> sotto_client::Result<()> {
     let report = client.sync().await?;
     if show_refused {
-        for line in &report.rejected {
-            eprintln!("sotto: refused a datagram: {line}");
-        }
+        report_problems(&report);
     }
     Ok(())
 }
@@ -52,7 +61,10 @@ pub async fn room(
             } else {
                 println!(
                     "created room \"{}\" ({} members, messages disappear: {}) id {}",
-                    r.title, r.members, r.ttl, r.id
+                    r.title,
+                    r.members,
+                    r.ttl,
+                    hex::encode(r.group.0)
                 );
             }
         }
@@ -66,7 +78,7 @@ pub async fn room(
             if out.json {
                 out.room_line(&line);
             } else {
-                println!("sent to {room} ({})", line.id);
+                println!("sent to {room} ({})", hex::encode(line.message_id));
             }
         }
         RoomCommand::Show { room } => out.room_view(&client.room_show(&room)?),
@@ -96,20 +108,23 @@ pub async fn room(
                 unadmin,
                 delete,
             };
-            for line in client.room_set(&room, &changes).await? {
-                println!("{line}");
+            for e in client.room_set(&room, &changes).await? {
+                println!("{}", render::room_event(&e));
             }
         }
         RoomCommand::Leave { room } => {
-            for line in client.room_leave(&room).await? {
-                println!("{line}");
+            for e in client.room_leave(&room).await? {
+                println!("{}", render::room_event(&e));
             }
         }
         RoomCommand::Log { room, verify } => {
             let report = client.room_log(&room, verify)?;
             out.room_log(&report, verify);
             if let Some(broken) = report.broken {
-                return Err(sotto_client::Error::RoomRefused(broken));
+                return Err(
+                    sotto_client::DeviceError::Room(sotto_client::RoomRefusal::Broken(broken))
+                        .into(),
+                );
             }
         }
         RoomCommand::Recover { room, from } => {

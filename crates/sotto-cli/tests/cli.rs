@@ -191,3 +191,35 @@ fn assert_no_clear_text(root: &Path, needle: &[u8]) {
         );
     }
 }
+
+#[test]
+fn a_short_passphrase_is_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("srv"));
+    let home = dir.path().join("alice");
+    let out = sotto()
+        .arg("--home")
+        .arg(&home)
+        .env("SOTTO_PASSPHRASE", "1234567")
+        .args(["register", "alice", "--server", &server.url])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+    assert!(e.contains("at least 8 characters"), "{e}");
+    assert!(!home.join(sotto_store::client::DB_FILE).exists());
+    // Registered with a long enough one, the home is its owner's only.
+    let home = register(dir.path(), "alice", &server);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&home).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        for f in std::fs::read_dir(&home).unwrap() {
+            let p = f.unwrap().path();
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", p.display());
+        }
+    }
+}

@@ -4,9 +4,11 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use sotto_api::Push;
+use sotto_api::{paths, Push};
+use sotto_device::SyncReport;
 
-use crate::{Client, Error, Event, Result, SyncReport};
+use crate::net::local_ms;
+use crate::{Client, Error, Event, Result};
 
 impl Client {
     /// Stays connected to the server's push channel and calls `on_event`
@@ -43,11 +45,12 @@ impl Client {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         use tokio_tungstenite::tungstenite::Message as Ws;
         let url = format!(
-            "wss{}/v1/ws",
+            "wss{}{}",
             self.api
                 .base
                 .strip_prefix("https")
-                .unwrap_or(&self.api.base)
+                .unwrap_or(&self.api.base),
+            paths::WS
         );
         let mut request = url
             .as_str()
@@ -55,7 +58,7 @@ impl Client {
             .map_err(|e| Error::BadServerUrl(format!("{url}: {e}")))?;
         for (k, v) in self
             .api
-            .auth_headers("GET", "/v1/ws", b"", self.device.key())
+            .auth_headers("GET", paths::WS, b"", self.core.device().key())
             .await?
         {
             request.headers_mut().insert(
@@ -78,7 +81,7 @@ impl Client {
         // First what waited while we were away.
         let report = self.sync().await?;
         on_event(Event::Connected);
-        report.emit(on_event);
+        emit(report, on_event);
         loop {
             let frame = tokio::select! {
                 f = ws.next() => f,
@@ -100,10 +103,10 @@ impl Client {
                 Ws::Text(t) => match serde_json::from_str::<Push>(&t) {
                     Ok(Push::Message(item)) => {
                         let _guard = self.begin().await?;
-                        let mut r = SyncReport::default();
-                        self.receive(std::slice::from_ref(&item), &mut r).await?;
-                        self.room_flush(&mut r).await?;
-                        r.emit(on_event);
+                        self.receive(std::slice::from_ref(&item)).await?;
+                        self.core.flush(local_ms())?;
+                        self.drain().await?;
+                        emit(self.report(), on_event);
                     }
                     Ok(Push::PrekeysLow(_)) => {
                         self.refill_prekeys_if_low().await?;
@@ -117,17 +120,18 @@ impl Client {
     }
 }
 
-impl SyncReport {
-    /// Reports refusals, then messages, then room lines.
-    fn emit<F: FnMut(Event)>(self, on_event: &mut F) {
-        for r in self.rejected {
-            on_event(Event::Rejected(r));
-        }
-        for m in self.messages {
-            on_event(Event::Message(m));
-        }
-        for line in self.room_lines {
-            on_event(Event::Room(line));
-        }
+/// Reports refusals, then messages, then room lines, then failures.
+fn emit<F: FnMut(Event)>(report: SyncReport, on_event: &mut F) {
+    for r in report.rejected {
+        on_event(Event::Rejected(r));
+    }
+    for m in report.messages {
+        on_event(Event::Message(m));
+    }
+    for e in report.room {
+        on_event(Event::Room(e));
+    }
+    for e in report.failures {
+        on_event(Event::Failed(e));
     }
 }

@@ -93,11 +93,11 @@ impl HomeLock {
                 });
             }
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&self.path)?;
+        let mut options = OpenOptions::new();
+        options.create(true).truncate(false).write(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options.open(&self.path)?;
         let deadline = tokio::time::Instant::now() + WAIT;
         while !try_lock(&file)? {
             if tokio::time::Instant::now() >= deadline {

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use sotto_api::{request_signing_bytes, AuthHeaders, Clock, ErrorBody};
+use sotto_api::{paths, request_signing_bytes, AuthHeaders, Clock, ErrorBody};
 use sotto_proto::DeviceKey;
 
 use crate::error::{Error, Result};
@@ -51,10 +51,12 @@ impl From<Error> for Failure {
 
 pub(crate) type ApiResult<T> = std::result::Result<T, Failure>;
 
-fn local_ms() -> i64 {
+/// This machine's wall clock, ms since the Unix epoch: the `now` every
+/// input to the device core carries.
+pub(crate) fn local_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
+        .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
 
@@ -136,29 +138,27 @@ impl Api {
         self.transport_error(reason)
     }
 
-    /// Server time in ms (local clock corrected by the offset measured
-    /// against `GET /v1/clock`, fetched on first use).
-    pub async fn now(&self) -> Result<u64> {
+    /// The offset to the master clock (server minus local, ms), measured
+    /// against `GET /v1/clock` on first use in this process.
+    pub async fn offset(&self) -> Result<i64> {
         let known = *self.offset.lock().expect("offset");
-        let offset = match known {
-            Some(o) => o,
-            None => self.sync_clock().await?,
-        };
-        Ok((local_ms() + offset).max(0) as u64)
+        match known {
+            Some(o) => Ok(o),
+            None => self.sync_clock().await,
+        }
     }
 
-    /// Local time corrected by the last known offset (no network).
-    pub fn now_offline(&self) -> u64 {
-        let offset = self.offset.lock().expect("offset").unwrap_or(0);
-        (local_ms() + offset).max(0) as u64
+    /// Server time in ms: the local clock corrected by the offset.
+    pub async fn now(&self) -> Result<u64> {
+        Ok(local_ms().saturating_add_signed(self.offset().await?))
     }
 
-    pub async fn sync_clock(&self) -> Result<i64> {
+    async fn sync_clock(&self) -> Result<i64> {
         self.reset_mismatch();
         let before = local_ms();
         let resp = self
             .http
-            .get(format!("{}/v1/clock", self.base))
+            .get(format!("{}{}", self.base, paths::CLOCK))
             .send()
             .await
             .map_err(|e| self.map_reqwest(e))?;
@@ -173,7 +173,7 @@ impl Api {
             .await
             .map_err(|e| Error::BadResponse(format!("clock: {e}")))?;
         let after = local_ms();
-        let offset = clock.now_ms as i64 - (before + after) / 2;
+        let offset = clock.now_ms as i64 - ((before + after) / 2) as i64;
         *self.offset.lock().expect("offset") = Some(offset);
         Ok(offset)
     }

@@ -1,20 +1,19 @@
 //! Setting up a device: registering a new user, opening an existing home,
-//! the accessors, and the device state every state-changing operation
-//! starts from (the home lock, then a reload of what another process may
-//! have changed).
+//! the accessors, and what every operation starts from (the home lock, a
+//! reload of what another process may have changed, the master clock).
 
 use std::path::Path;
 
 use rand_core::OsRng;
 use reqwest::{Method, StatusCode};
-use sotto_api::{b64, codes, username_hash, RegisterRequest};
-use sotto_proto::{Device, DeviceCert, DeviceKey, PrekeySecret, Session, UserKey};
-use sotto_store::client::{Account, ClientStore};
+use sotto_api::{b64, codes, paths, username_hash, RegisterRequest};
+use sotto_device::{check_username, Home, Machine, NewUser};
+use sotto_store::client::ClientStore;
 
+use crate::exec::b64_prekeys;
 use crate::lock::{Guard, HomeLock};
-use crate::net::{Api, ApiResult, Failure};
-use crate::prekeys::generate_prekeys;
-use crate::{check_username, parse_fingerprint, Client, Error, Result, PREKEY_BATCH};
+use crate::net::{local_ms, Api, ApiResult, Failure};
+use crate::{parse_fingerprint, Client, Error, Result};
 
 /// Opens the store in `home`, or creates it; refuses a home that already
 /// holds an account.
@@ -30,49 +29,26 @@ pub(crate) fn store_or_create(home: &Path, passphrase: &str) -> Result<ClientSto
     Ok(store)
 }
 
-/// Restores the device (keys, prekeys, sessions) that `store` holds for
-/// `account`.
-fn load_device(store: &ClientStore, account: &Account) -> Result<Device> {
-    let key = DeviceKey::from_bytes(&account.device_key);
-    let cert = DeviceCert::decode(&account.device_cert)?;
-    let prekeys = store
-        .prekeys()?
-        .iter()
-        .map(|b| PrekeySecret::from_bytes(b))
-        .collect::<sotto_proto::Result<Vec<_>>>()?;
-    let sessions = store
-        .sessions()?
-        .iter()
-        .map(|b| Session::from_bytes(b))
-        .collect::<sotto_proto::Result<Vec<_>>>()?;
-    Ok(Device::restore(
-        key,
-        cert,
-        prekeys,
-        sessions,
-        account.next_prekey_id,
-    )?)
+/// The device core over `store`, with OS randomness.
+pub(crate) fn machine(store: &ClientStore) -> Result<Machine> {
+    match Machine::load(Box::new(store.clone()), Box::new(OsRng)) {
+        Ok(m) => Ok(m),
+        Err(sotto_device::Error::NoAccount) => {
+            Err(Error::NotRegistered(store.home().to_path_buf()))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 impl Client {
     /// A client over an open store and its device; locks `store.home()`.
-    pub(crate) fn assemble(
-        store: ClientStore,
-        device: Device,
-        user_key: Option<UserKey>,
-        username: String,
-        api: Api,
-    ) -> Client {
+    pub(crate) fn assemble(store: ClientStore, core: Machine, api: Api) -> Client {
         let lock = HomeLock::new(store.home());
         Client {
+            core,
             store,
-            device,
-            user_key,
-            username,
             api,
-            skip_ack: false,
             lock,
-            rooms: Default::default(),
         }
     }
 
@@ -91,21 +67,23 @@ impl Client {
         let username = check_username(username)?;
         let expected = fingerprint.map(parse_fingerprint).transpose()?;
         let api = Api::new(server_url, expected)?;
-        let mut store = store_or_create(home, passphrase)?;
-        let now = api.now().await?;
-        let user_key = UserKey::generate(&mut OsRng);
-        let key = DeviceKey::generate(&mut OsRng);
-        let cert = user_key.certify(&key.public_keys(), now);
-        let mut device = Device::new(key, cert)?;
-        let (prekeys, reserve) = generate_prekeys(&mut device, PREKEY_BATCH, true);
+        let store = store_or_create(home, passphrase)?;
+        let offset = api.offset().await?;
+        let now = local_ms().saturating_add_signed(offset);
+        let new = NewUser::new(&mut OsRng, now, &username)?;
         let req = RegisterRequest {
             username_hash: hex::encode(username_hash(&username)),
-            cert: b64::encode(&cert.encode()),
-            prekeys,
-            reserve: reserve.expect("reserve"),
+            cert: b64::encode(&new.cert().encode()),
+            prekeys: b64_prekeys(new.prekeys()),
+            reserve: b64::encode(&new.reserve().encode()),
         };
         let r: ApiResult<serde_json::Value> = api
-            .call(Method::POST, "/v1/register", Some(&req), Some(device.key()))
+            .call(
+                Method::POST,
+                paths::REGISTER,
+                Some(&req),
+                Some(new.device_key()),
+            )
             .await;
         match r {
             Ok(_) => {}
@@ -119,41 +97,26 @@ impl Client {
         let fp = api
             .fingerprint()
             .ok_or_else(|| Error::BadResponse("no certificate seen".into()))?;
-        store.put_account(&Account {
-            username: username.clone(),
-            user_key: Some(user_key.to_bytes()),
-            device_key: device.key().to_bytes(),
-            device_cert: cert.encode(),
+        let home = Home {
             server_url: api.base.clone(),
             server_fingerprint: fp.clone(),
-            cursor: 0,
-            next_prekey_id: device.next_prekey_id(),
-        })?;
-        store.save_device(&mut device)?;
-        let client = Client::assemble(store, device, Some(user_key), username, api);
-        Ok((client, fp))
+            clock_offset_ms: offset,
+        };
+        let core = new.finish(Box::new(store.clone()), Box::new(OsRng), home)?;
+        Ok((Client::assemble(store, core, api), fp))
     }
 
     /// Opens the device in `home`. Does not contact the server (history
     /// works offline); the first network operation does.
     pub async fn open(home: &Path, passphrase: &str) -> Result<Client> {
         let store = ClientStore::open(home, passphrase)?;
-        let account = store
-            .account()?
-            .ok_or_else(|| Error::NotRegistered(home.to_path_buf()))?;
-        let device = load_device(&store, &account)?;
-        let user_key = account.user_key.as_ref().map(|k| UserKey::from_bytes(k));
+        let core = machine(&store)?;
+        let account = core.account()?;
         let api = Api::new(
             &account.server_url,
             Some(account.server_fingerprint.clone()),
         )?;
-        Ok(Client::assemble(
-            store,
-            device,
-            user_key,
-            account.username.clone(),
-            api,
-        ))
+        Ok(Client::assemble(store, core, api))
     }
 
     /// Starts an operation that changes the device state: takes the home's
@@ -162,39 +125,40 @@ impl Client {
     pub(crate) async fn begin(&mut self) -> Result<Guard> {
         let guard = self.lock.acquire().await?;
         if guard.fresh {
-            self.reload_device()?;
+            self.core.reload()?;
         }
         Ok(guard)
     }
 
-    /// Reloads the protocol state from the store, dropping in-memory
-    /// changes that were not committed.
-    pub(crate) fn reload_device(&mut self) -> Result<()> {
-        self.rooms.cache_on(self.rooms.caching);
-        let account = self.account()?;
-        self.username = account.username.clone();
-        self.device = load_device(&self.store, &account)?;
-        Ok(())
+    /// [`Client::begin`], for an operation that talks to the server: also
+    /// measures the master clock (once per process) and hands the offset
+    /// to the core, which keeps it for every TTL decision. Returns the
+    /// local time to hand the core.
+    pub(crate) async fn begin_online(&mut self) -> Result<(Guard, u64)> {
+        let guard = self.begin().await?;
+        let offset = self.api.offset().await?;
+        self.core.set_clock_offset(offset)?;
+        Ok((guard, local_ms()))
     }
 
     /// This user's name (empty on a linked device until link sync arrived).
     pub fn username(&self) -> &str {
-        &self.username
+        self.core.username()
     }
 
     /// This device's id (hex).
     pub fn device_id(&self) -> String {
-        hex::encode(self.device.id().0)
+        hex::encode(self.core.device().id().0)
     }
 
     /// This user's public key (hex).
     pub fn user_key(&self) -> String {
-        hex::encode(self.device.cert().user.0)
+        hex::encode(self.core.device().cert().user.0)
     }
 
     /// True when this device holds the user key (can approve devices).
     pub fn holds_user_key(&self) -> bool {
-        self.user_key.is_some()
+        self.core.holds_user_key()
     }
 
     /// The server URL.
@@ -204,7 +168,7 @@ impl Client {
 
     /// The pinned server certificate fingerprint.
     pub fn server_fingerprint(&self) -> Result<String> {
-        Ok(self.account()?.server_fingerprint)
+        Ok(self.core.account()?.server_fingerprint)
     }
 
     /// Pins a new server certificate fingerprint (after the operator
@@ -214,21 +178,5 @@ impl Client {
         let fp = parse_fingerprint(fingerprint)?;
         self.store.set_server_fingerprint(&fp)?;
         Ok(())
-    }
-
-    fn account(&self) -> Result<Account> {
-        self.store
-            .account()?
-            .ok_or_else(|| Error::NotRegistered(self.store.home().to_path_buf()))
-    }
-
-    /// This user's name; [`Error::LinkIncomplete`] while a linked device
-    /// has not received it yet.
-    pub(crate) fn require_username(&self) -> Result<&str> {
-        if self.username.is_empty() {
-            Err(Error::LinkIncomplete)
-        } else {
-            Ok(&self.username)
-        }
     }
 }

@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sotto_client::{Client, RoomChanges, Ttl};
+use sotto_client::{Client, LineContent, RoomChanges, RoomNotice, Ttl};
+use sotto_device::testing::{room_messages, room_notices};
+use sotto_proto::room::{EntryKind, RejectReason};
 use sotto_server::{Config, Running};
 use tempfile::TempDir;
 
@@ -67,23 +69,19 @@ async fn settle(clients: &mut [&mut Client]) {
 }
 
 fn messages(c: &mut Client, room: &str) -> Vec<String> {
-    c.room_show(room)
-        .unwrap()
-        .lines
-        .into_iter()
-        .filter(|l| l.kind == "message")
-        .map(|l| format!("{}: {}", l.from, l.text))
-        .collect()
+    room_messages(&c.room_show(room).unwrap())
 }
 
-fn notices(c: &mut Client, room: &str) -> Vec<String> {
-    c.room_show(room)
-        .unwrap()
-        .lines
-        .into_iter()
-        .filter(|l| l.kind == "notice")
-        .map(|l| l.text)
-        .collect()
+fn notices(c: &mut Client, room: &str) -> Vec<(String, RoomNotice)> {
+    room_notices(&c.room_show(room).unwrap())
+}
+
+fn by(who: &str, n: RoomNotice) -> (String, RoomNotice) {
+    (who.to_string(), n)
+}
+
+fn is_notice(l: &sotto_client::RoomLine) -> bool {
+    matches!(l.content, LineContent::Notice(_))
 }
 
 fn names(list: &[&str]) -> Vec<String> {
@@ -111,13 +109,13 @@ async fn three_users_two_devices_converge() {
         )
         .await
         .unwrap();
-    assert_eq!((created.members, created.ttl.as_str()), (3, "1 day"));
+    assert_eq!((created.members, created.ttl), (3, Ttl::DAY));
     settle(&mut [&mut bob, &mut bob2, &mut carol]).await;
     for c in [&mut bob, &mut bob2, &mut carol] {
         let v = c.room_show("Launch").unwrap();
         assert_eq!(
-            (v.title.as_str(), v.description.as_str(), v.ttl.as_str()),
-            ("Launch", "Q3 launch", "1 day")
+            (v.title.as_str(), v.description.as_str(), v.ttl),
+            ("Launch", "Q3 launch", Ttl::DAY)
         );
         let members: Vec<(String, bool)> = v
             .members
@@ -162,13 +160,20 @@ async fn three_users_two_devices_converge() {
         )
         .await
         .unwrap();
+    let ttl_changed = RoomNotice::TtlChanged {
+        from: Ttl::DAY,
+        to: Ttl::HOUR,
+    };
+    let got: Vec<(&str, &str, &LineContent)> = lines
+        .iter()
+        .map(|e| (e.title.as_str(), e.line.from.as_str(), &e.line.content))
+        .collect();
     assert_eq!(
-        lines,
-        vec!["[Launch] bob changed the TTL from 1 day to 1 hour"]
+        got,
+        vec![("Launch", "bob", &LineContent::Notice(ttl_changed.clone()))]
     );
     settle(&mut [&mut alice, &mut bob2, &mut carol]).await;
-    assert!(notices(&mut carol, "Launch")
-        .contains(&"bob changed the TTL from 1 day to 1 hour".to_string()));
+    assert!(notices(&mut carol, "Launch").contains(&by("bob", ttl_changed)));
 
     // Add dave: his device gets the add entry, asks for the history.
     alice
@@ -183,7 +188,7 @@ async fn three_users_two_devices_converge() {
         .unwrap();
     settle(&mut [&mut dave, &mut alice, &mut bob, &mut bob2, &mut carol]).await;
     let v = dave.room_show("Launch").unwrap();
-    assert_eq!(v.ttl, "1 hour");
+    assert_eq!(v.ttl, Ttl::HOUR);
     assert_eq!(v.members.len(), 4);
     assert!(
         messages(&mut dave, "Launch").is_empty(),
@@ -204,14 +209,16 @@ async fn three_users_two_devices_converge() {
     .await
     .unwrap();
     settle(&mut [&mut alice, &mut bob2, &mut carol, &mut dave]).await;
-    assert!(notices(&mut dave, "Launch").contains(&"dave was removed by bob".to_string()));
+    assert!(
+        notices(&mut dave, "Launch").contains(&by("bob", RoomNotice::MemberRemoved("dave".into())))
+    );
     carol.room_leave("Launch").await.unwrap();
     settle(&mut [&mut alice, &mut bob, &mut bob2, &mut carol]).await;
 
     let reference = alice.room_show("Launch").unwrap();
     let members: Vec<&str> = reference.members.iter().map(|m| m.name.as_str()).collect();
     assert_eq!(members, vec!["alice", "bob"]);
-    assert!(notices(&mut alice, "Launch").contains(&"carol left".to_string()));
+    assert!(notices(&mut alice, "Launch").contains(&by("carol", RoomNotice::Left)));
     for c in [&mut bob, &mut bob2, &mut carol] {
         let v = c.room_show("Launch").unwrap();
         assert_eq!(
@@ -224,13 +231,13 @@ async fn three_users_two_devices_converge() {
             (v.title, v.ttl, v.members, v.entries),
             (
                 reference.title.clone(),
-                reference.ttl.clone(),
+                reference.ttl,
                 reference.members.clone(),
                 reference.entries
             )
         );
     }
-    for c in [&alice, &bob, &bob2, &carol] {
+    for c in [&mut alice, &mut bob, &mut bob2, &mut carol] {
         assert_eq!(c.room_log("Launch", true).unwrap().broken, None);
     }
 }
@@ -293,13 +300,17 @@ async fn forged_control_from_a_non_admin_is_discarded_everywhere() {
     settle(&mut [&mut alice, &mut bob, &mut bob2]).await;
     for c in [&mut alice, &mut bob, &mut bob2] {
         let v = c.room_show("Ops").unwrap();
-        assert_eq!(v.ttl, "1 day", "{}: TTL unchanged", c.username());
+        assert_eq!(v.ttl, Ttl::DAY, "{}: TTL unchanged", c.username());
         assert_eq!(v.members.len(), 3, "alice still a member");
         assert_eq!(v.members.iter().filter(|m| m.admin).count(), 1);
-        let discarded = notices(c, "Ops")
-            .iter()
-            .filter(|n| n.starts_with("discarded a change from carol: the sender is not an admin"))
-            .count();
+        let refused = by(
+            "carol",
+            RoomNotice::Discarded {
+                kind: EntryKind::Authoritative,
+                reason: RejectReason::NotAdmin,
+            },
+        );
+        let discarded = notices(c, "Ops").iter().filter(|n| **n == refused).count();
         assert_eq!(discarded, 3, "{}: reported", c.username());
         assert_ne!(
             v.head, head,
@@ -347,7 +358,8 @@ async fn a_removed_member_cannot_read_what_follows() {
         vec!["before removal"],
         "nothing new in carol's store"
     );
-    assert!(notices(&mut carol, "Board").contains(&"carol was removed by alice".to_string()));
+    assert!(notices(&mut carol, "Board")
+        .contains(&by("alice", RoomNotice::MemberRemoved("carol".into()))));
     let v = carol.room_show("Board").unwrap();
     assert!(v.members.iter().all(|m| m.name != "carol"));
     assert!(!carol.rooms().unwrap()[0].member);
@@ -395,9 +407,11 @@ async fn ttl_purges_standard_messages_and_keeps_control() {
     bob.sync().await.unwrap();
     assert!(stored(&bob, "Brief").is_empty(), "purged from the store");
     let v = bob.room_show("Brief").unwrap();
-    assert!(v.lines.iter().all(|l| l.kind == "notice"));
+    assert!(v.lines.iter().all(is_notice));
     assert!(
-        v.lines.iter().any(|l| l.text.contains("created the room")),
+        v.lines
+            .iter()
+            .any(|l| matches!(l.content, LineContent::Notice(RoomNotice::Created { .. }))),
         "control kept"
     );
     assert_eq!(
@@ -446,11 +460,7 @@ async fn message_before_the_add_that_allows_it_is_resolved_by_a_request() {
     let r = bob.sync().await.unwrap();
     assert!(r.rejected.is_empty());
     assert!(
-        bob.room_show("Late")
-            .unwrap()
-            .lines
-            .iter()
-            .all(|l| l.kind == "notice"),
+        bob.room_show("Late").unwrap().lines.iter().all(is_notice),
         "held"
     );
     assert_eq!(bob.room_show("Late").unwrap().members.len(), 2);
@@ -458,7 +468,9 @@ async fn message_before_the_add_that_allows_it_is_resolved_by_a_request() {
     let v = bob.room_show("Late").unwrap();
     assert_eq!(v.members.len(), 3, "the add came with the answer");
     assert_eq!(messages(&mut bob, "Late"), vec!["carol: hi, I am new"]);
-    assert!(notices(&mut bob, "Late").contains(&"carol was added by alice".to_string()));
+    assert!(
+        notices(&mut bob, "Late").contains(&by("alice", RoomNotice::MemberAdded("carol".into())))
+    );
     assert_eq!(v.head, alice.room_show("Late").unwrap().head);
     assert_eq!(v.head, carol.room_show("Late").unwrap().head);
 }
@@ -500,7 +512,9 @@ async fn a_new_device_recovers_what_its_user_is_entitled_to() {
     // other device, then takes the answer and fetches the granted datagrams.
     let mut bob2 = link(&srv, &mut bob, &home(&dir, "bob2")).await;
     assert!(bob2.rooms().unwrap().is_empty());
-    bob2.room_recover(&room.id, None).await.unwrap();
+    bob2.room_recover(&hex::encode(room.group.0), None)
+        .await
+        .unwrap();
     settle(&mut [&mut bob, &mut bob2]).await;
     assert_eq!(
         stored(&bob2, "Plans"),
@@ -513,7 +527,9 @@ async fn a_new_device_recovers_what_its_user_is_entitled_to() {
 
     // Asking another member gives the same, nothing more.
     let mut bob3 = link(&srv, &mut bob, &home(&dir, "bob3")).await;
-    bob3.room_recover(&room.id, Some("carol")).await.unwrap();
+    bob3.room_recover(&hex::encode(room.group.0), Some("carol"))
+        .await
+        .unwrap();
     settle(&mut [&mut carol, &mut bob3]).await;
     assert_eq!(
         stored(&bob3, "Plans"),
@@ -542,7 +558,7 @@ async fn tampered_log_entry_is_caught_by_verify() {
     assert!(alice.tamper_room_record("Audit", 1, &bytes).unwrap());
     let report = alice.room_log("Audit", true).unwrap();
     let broken = report.broken.expect("caught");
-    assert!(broken.contains("entry 2"), "{broken}");
+    assert_eq!(broken.position, 1, "entry 2: {broken:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -575,7 +591,7 @@ async fn concurrent_admin_edits_converge_then_delete() {
         .unwrap();
     bob.room_set("Both", &set("Beta", Ttl::WEEK)).await.unwrap();
     settle(&mut [&mut alice, &mut bob, &mut carol]).await;
-    let id = alice.rooms().unwrap()[0].id.clone();
+    let id = hex::encode(alice.rooms().unwrap()[0].group.0);
     let reference = alice.room_show(&id).unwrap();
     assert!(["Alpha", "Beta"].contains(&reference.title.as_str()));
     for c in [&mut bob, &mut carol] {
@@ -602,7 +618,7 @@ async fn concurrent_admin_edits_converge_then_delete() {
         let v = c.room_show(&id).unwrap();
         assert!(v.deleted, "{}", c.username());
         assert_eq!(v.head, head);
-        assert!(notices(c, &id).contains(&"alice deleted the room".to_string()));
+        assert!(notices(c, &id).contains(&by("alice", RoomNotice::Deleted)));
     }
     let e = bob.room_send(&id, "anyone?").await.unwrap_err();
     assert!(e.to_string().contains("deleted"), "{e}");
@@ -628,7 +644,7 @@ async fn listen_shows_room_lines_as_they_arrive() {
                 .expect("event in time")
                 .unwrap()
             {
-                Event::Room(line) => got.push(line),
+                Event::Room(e) => got.push((e.title, e.line.from, e.line.content)),
                 Event::Connected if !started => {
                     started = true;
                     alice
@@ -646,11 +662,18 @@ async fn listen_shows_room_lines_as_they_arrive() {
         r = listen => panic!("listen returned: {r:?}"),
         got = drive => got,
     };
+    let live = |from: &str, c: LineContent| ("Live".to_string(), from.to_string(), c);
     assert_eq!(
         got,
         [
-            "[Live] alice created the room \"Live\" (messages disappear: off)",
-            "[Live] alice: pushed to the room"
+            live(
+                "alice",
+                LineContent::Notice(RoomNotice::Created {
+                    title: "Live".into(),
+                    ttl: Ttl::OFF
+                })
+            ),
+            live("alice", LineContent::Message("pushed to the room".into()))
         ]
     );
 }

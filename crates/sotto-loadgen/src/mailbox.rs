@@ -18,7 +18,7 @@ pub async fn fetch_page(
     after: u64,
     limit: usize,
 ) -> Result<MailboxBatch> {
-    let path = format!("/v1/mailbox?after={after}&limit={limit}");
+    let path = sotto_api::paths::mailbox(after, limit as u32);
     api.json(key, Method::GET, &path, None::<&()>).await
 }
 

@@ -7,12 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
-use sha2::{Digest, Sha256};
-use sotto_api::{request_signing_bytes, AuthHeaders};
+use sotto_api::{paths, request_signing_bytes, AuthHeaders};
 use sotto_proto::DeviceKey;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -26,98 +21,26 @@ pub type Result<T> = std::result::Result<T, String>;
 pub enum CertCheck {
     /// SHA-256 of the server's DER certificate must equal this.
     Pinned([u8; 32]),
-    /// Any certificate (only ever used with a loopback target).
+    /// Any certificate (only ever used with a loopback target): the first
+    /// one presented is pinned for the run.
     AnyOnLoopback,
 }
 
-/// Parses a SHA-256 fingerprint: 64 hex digits, colons/spaces ignored,
-/// an optional `sha256:` / `SHA256:` prefix.
+/// Parses a SHA-256 fingerprint ([`sotto_api::pin::parse_fingerprint`]).
 pub fn parse_fingerprint(s: &str) -> Result<[u8; 32]> {
-    let s = s.trim();
-    let s = s
-        .strip_prefix("sha256:")
-        .or_else(|| s.strip_prefix("SHA256:"))
-        .unwrap_or(s);
-    let clean: String = s
-        .chars()
-        .filter(|c| !matches!(c, ':' | ' ' | '-'))
-        .collect();
-    sotto_api::hex32(&clean)
+    sotto_api::pin::parse_fingerprint(s)
+        .and_then(|hex| sotto_api::hex32(&hex))
         .ok_or_else(|| format!("bad fingerprint {s:?}: want the SHA-256 of the certificate in hex"))
 }
 
-#[derive(Debug)]
-struct Verifier {
-    check: CertCheck,
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for Verifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        if let CertCheck::Pinned(want) = &self.check {
-            let got: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
-            if &got != want {
-                return Err(rustls::Error::General(format!(
-                    "server certificate fingerprint {} is not the pinned {}",
-                    hex::encode(got),
-                    hex::encode(want)
-                )));
-            }
-        }
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-/// A rustls client configuration that checks the server certificate as told.
+/// A rustls client configuration that checks the server certificate as
+/// told, with the verifier the client uses ([`sotto_api::pin`]).
 pub fn tls_config(check: CertCheck) -> Result<Arc<rustls::ClientConfig>> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("tls: {e}"))?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Verifier { check, provider }))
-        .with_no_client_auth();
+    let expected = match check {
+        CertCheck::Pinned(fp) => Some(hex::encode(fp)),
+        CertCheck::AnyOnLoopback => None,
+    };
+    let (cfg, _) = sotto_api::pin::pinned_config(expected).map_err(|e| format!("tls: {e}"))?;
     Ok(Arc::new(cfg))
 }
 
@@ -236,7 +159,7 @@ impl Api {
     pub async fn clock(&self) -> Result<u64> {
         let r = self
             .http
-            .get(format!("{}/v1/clock", self.base))
+            .get(format!("{}{}", self.base, paths::CLOCK))
             .send()
             .await
             .map_err(|e| format!("GET /v1/clock: {}", chain(&e)))?;
@@ -348,12 +271,16 @@ impl Api {
 
     /// The signed WebSocket upgrade to `GET /v1/ws`.
     pub async fn websocket(&self, key: &DeviceKey, tls: Arc<rustls::ClientConfig>) -> Result<Ws> {
-        let url = format!("{}/v1/ws", self.base.replacen("https://", "wss://", 1));
+        let url = format!(
+            "{}{}",
+            self.base.replacen("https://", "wss://", 1),
+            paths::WS
+        );
         let mut req = url
             .as_str()
             .into_client_request()
             .map_err(|e| format!("ws request: {e}"))?;
-        for (k, v) in auth_headers(key, "GET", "/v1/ws", self.server_now_ms(), b"").iter() {
+        for (k, v) in auth_headers(key, "GET", paths::WS, self.server_now_ms(), b"").iter() {
             req.headers_mut().insert(k.clone(), v.clone());
         }
         let connector = tokio_tungstenite::Connector::Rustls(tls);

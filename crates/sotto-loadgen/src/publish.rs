@@ -87,7 +87,7 @@ fn spawn_publisher(
 ) -> Vec<JoinHandle<Vec<u32>>> {
     let queue = Arc::new(Mutex::new(VecDeque::from(msgs)));
     let start = tokio::time::Instant::now();
-    let url = format!("{}/v1/messages", api.base);
+    let url = format!("{}{}", api.base, sotto_api::paths::MESSAGES);
     (0..inflight.max(1))
         .map(|_| {
             let (api, q, t, url, dev, shown) = (

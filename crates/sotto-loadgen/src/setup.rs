@@ -172,7 +172,7 @@ fn seal_share(
             .map_err(|e| format!("seal: {e}"))?;
         let sig = dev.key().sign(&sotto_api::request_signing_bytes(
             "POST",
-            "/v1/messages",
+            sotto_api::paths::MESSAGES,
             time_ms,
             &datagram,
         ));

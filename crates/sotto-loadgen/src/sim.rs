@@ -61,7 +61,12 @@ pub fn new_device(name: &str, one_time: u32, now_ms: u64) -> Result<(SimDevice, 
 pub async fn register(api: &Api, name: &str, one_time: u32) -> Result<SimDevice> {
     let (dev, req) = new_device(name, one_time, api.server_now_ms())?;
     let _: serde_json::Value = api
-        .json(dev.key(), Method::POST, "/v1/register", Some(&req))
+        .json(
+            dev.key(),
+            Method::POST,
+            sotto_api::paths::REGISTER,
+            Some(&req),
+        )
         .await?;
     Ok(dev)
 }
@@ -74,7 +79,7 @@ pub async fn start_session(
     peer_hash: &[u8; 32],
     peer_user: &UserPublic,
 ) -> Result<()> {
-    let path = format!("/v1/users/{}/bundles", hex::encode(peer_hash));
+    let path = sotto_api::paths::bundles(peer_hash);
     let claim: ClaimResponse = api
         .json(
             me.key(),

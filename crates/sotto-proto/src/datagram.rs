@@ -10,7 +10,7 @@ use zeroize::Zeroizing;
 
 use crate::codec::{Reader, Writer};
 use crate::error::{Error, Result};
-use crate::keys::{DeviceCert, DeviceId, PrekeyKind, UserPublic};
+use crate::keys::{DeviceCert, DeviceId, UserPublic};
 use crate::session::{InitInfo, SessionId};
 use crate::{PROTOCOL_VERSION, SUITE_V1};
 
@@ -108,14 +108,7 @@ impl Entry {
         w.bytes(&self.recipient.0)
             .bytes(&self.session.0)
             .u32(self.counter);
-        match &self.init {
-            None => w.u8(0),
-            Some(init) => w
-                .u8(1)
-                .bytes(&init.ephemeral)
-                .u32(init.prekey_id)
-                .u8(init.prekey_kind as u8),
-        };
+        InitInfo::write_optional(self.init.as_ref(), w);
         w.bytes(&self.wrapped);
     }
 
@@ -123,19 +116,7 @@ impl Entry {
         let recipient = DeviceId(r.array()?);
         let session = SessionId(r.array()?);
         let counter = r.u32()?;
-        let init = match r.u8()? {
-            0 => None,
-            1 => Some(InitInfo {
-                ephemeral: r.array()?,
-                prekey_id: r.u32()?,
-                prekey_kind: PrekeyKind::from_u8(r.u8()?)?,
-            }),
-            _ => {
-                return Err(Error::Malformed {
-                    what: "entry flags",
-                })
-            }
-        };
+        let init = InitInfo::read_optional(r, "entry flags")?;
         Ok(Entry {
             recipient,
             session,

@@ -13,6 +13,7 @@ pub mod datagram;
 mod device;
 mod error;
 pub mod keys;
+mod names;
 pub mod room;
 pub mod safety;
 pub mod session;
@@ -24,6 +25,7 @@ pub use keys::{
     verify_device_signature, DeviceCert, DeviceId, DeviceKey, DevicePublicKeys, PrekeyBundle,
     PrekeyKind, PrekeySecret, SignedPrekey, UserKey, UserPublic, VerifiedBundle,
 };
+pub use names::{normalize_username, username_hash};
 pub use safety::{check_contact_key, safety_number, ContactKey, SafetyNumber};
 pub use session::{Session, SessionId};
 

@@ -73,6 +73,39 @@ pub struct InitInfo {
     pub prekey_kind: PrekeyKind,
 }
 
+impl InitInfo {
+    /// `00`, or `01 | 32 ephemeral | u32 prekey id | u8 prekey kind`: the
+    /// one encoding of an optional init, in datagram entries and in stored
+    /// sessions.
+    pub(crate) fn write_optional(init: Option<&InitInfo>, w: &mut Writer) {
+        match init {
+            None => w.u8(0),
+            Some(init) => w
+                .u8(1)
+                .bytes(&init.ephemeral)
+                .u32(init.prekey_id)
+                .u8(init.prekey_kind as u8),
+        };
+    }
+
+    /// Reads what [`InitInfo::write_optional`] wrote; an unknown flag is
+    /// malformed `what`.
+    pub(crate) fn read_optional(
+        r: &mut Reader<'_>,
+        what: &'static str,
+    ) -> Result<Option<InitInfo>> {
+        match r.u8()? {
+            0 => Ok(None),
+            1 => Ok(Some(InitInfo {
+                ephemeral: r.array()?,
+                prekey_id: r.u32()?,
+                prekey_kind: PrekeyKind::from_u8(r.u8()?)?,
+            })),
+            _ => Err(Error::Malformed { what }),
+        }
+    }
+}
+
 /// The two sides' public inputs to a session, named from the initiator.
 pub(crate) struct Handshake<'a> {
     pub initiator: &'a DeviceId,
@@ -232,14 +265,7 @@ impl Session {
         w.bytes(&self.send.key[..]).u32(self.send.index);
         w.bytes(&self.recv.key[..]).u32(self.recv.index);
         w.u64(self.seq);
-        match &self.pending_init {
-            None => w.u8(0),
-            Some(init) => w
-                .u8(1)
-                .bytes(&init.ephemeral)
-                .u32(init.prekey_id)
-                .u8(init.prekey_kind as u8),
-        };
+        InitInfo::write_optional(self.pending_init.as_ref(), &mut w);
         w.u16(self.skipped.len() as u16);
         for (i, key) in &self.skipped {
             w.u32(*i).bytes(&key[..]);
@@ -264,15 +290,7 @@ impl Session {
             index: r.u32()?,
         };
         let seq = r.u64()?;
-        let pending_init = match r.u8()? {
-            0 => None,
-            1 => Some(InitInfo {
-                ephemeral: r.array()?,
-                prekey_id: r.u32()?,
-                prekey_kind: PrekeyKind::from_u8(r.u8()?)?,
-            }),
-            _ => return Err(Error::Malformed { what: "session" }),
-        };
+        let pending_init = InitInfo::read_optional(&mut r, "session")?;
         let n = r.u16()? as usize;
         if n > MAX_SKIPPED_KEYS {
             return Err(Error::TooLarge {

@@ -35,6 +35,8 @@ use std::time::Duration;
 
 pub use error::ServerError;
 pub use serve::Running;
+#[cfg(feature = "testing")]
+pub use state::testing;
 
 /// Default retention of acknowledged datagrams (W3): 30 days.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 60 * 60);

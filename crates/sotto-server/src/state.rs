@@ -107,10 +107,30 @@ pub(crate) type Pending<T> = oneshot::Receiver<sotto_store::server::Result<T>>;
 
 /// The master clock: milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
+    let ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+        .unwrap_or(0);
+    #[cfg(feature = "testing")]
+    let ms = ms
+        .saturating_add_signed(testing::CLOCK_OFFSET_MS.load(std::sync::atomic::Ordering::Relaxed));
+    ms
+}
+
+/// Test hook (feature `testing`): a master clock that is not the machine's,
+/// so that client tests can run against a server whose clock is skewed.
+#[cfg(feature = "testing")]
+pub mod testing {
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    pub(crate) static CLOCK_OFFSET_MS: AtomicI64 = AtomicI64::new(0);
+
+    /// Moves the master clock of every server in this process by `ms`
+    /// (a test binary that uses it should run only servers it means to
+    /// skew).
+    pub fn set_clock_offset_ms(ms: i64) {
+        CLOCK_OFFSET_MS.store(ms, Ordering::Relaxed);
+    }
 }
 
 /// The answer of a [`AppState::submit`]ted write.

@@ -195,7 +195,12 @@ async fn drain_one(
             out.acked += 1;
             acks.push(tokio::spawn(async move {
                 let _: serde_json::Value = api
-                    .json(&key, Method::POST, "/v1/mailbox/ack", Some(&Ack { seqs }))
+                    .json(
+                        &key,
+                        Method::POST,
+                        sotto_api::paths::MAILBOX_ACK,
+                        Some(&Ack { seqs }),
+                    )
                     .await?;
                 done.fetch_max(now_ns(), Relaxed);
                 Ok(())

@@ -31,50 +31,10 @@ use crate::state::AppState;
 /// Largest JSON body.
 pub(crate) const JSON_LIMIT: usize = 1 << 20;
 
-/// Every route path (axum syntax). The router is built from these and a
-/// test checks each is in the OpenAPI document.
-pub(crate) mod paths {
-    pub const CLOCK: &str = "/v1/clock";
-    pub const REGISTER: &str = "/v1/register";
-    pub const USER: &str = "/v1/users/:username_hash";
-    pub const DEVICES: &str = "/v1/devices";
-    pub const BUNDLES: &str = "/v1/users/:username_hash/bundles";
-    pub const PREKEYS: &str = "/v1/prekeys";
-    pub const MESSAGES: &str = "/v1/messages";
-    pub const MAILBOX: &str = "/v1/mailbox";
-    pub const MAILBOX_ACK: &str = "/v1/mailbox/ack";
-    pub const DATAGRAM: &str = "/v1/datagrams/:datagram_id";
-    pub const WS: &str = "/v1/ws";
-    pub const LINK: &str = "/v1/link";
-    pub const LINK_READ: &str = "/v1/link/:link_id";
-    pub const LINK_APPROVE: &str = "/v1/link/:link_id/approve";
-    pub const LINK_STATUS: &str = "/v1/link/:link_id/status";
-    pub const BLOCKS: &str = "/v1/blocks";
-    pub const BLOCK: &str = "/v1/blocks/:username_hash";
-    pub const OPENAPI: &str = sotto_api::OPENAPI_PATH;
-
-    #[cfg(test)]
-    pub const ALL: &[&str] = &[
-        CLOCK,
-        REGISTER,
-        USER,
-        DEVICES,
-        BUNDLES,
-        PREKEYS,
-        MESSAGES,
-        MAILBOX,
-        MAILBOX_ACK,
-        DATAGRAM,
-        WS,
-        LINK,
-        LINK_READ,
-        LINK_APPROVE,
-        LINK_STATUS,
-        BLOCKS,
-        BLOCK,
-        OPENAPI,
-    ];
-}
+/// Every route path (axum syntax), from `sotto_api::paths`, shared with
+/// the client and the load generator; a test checks each is in the OpenAPI
+/// document.
+use sotto_api::paths;
 
 pub(crate) fn router(state: AppState) -> Router {
     let json = Router::new()
@@ -165,11 +125,13 @@ async fn json_errors(response: Response) -> Response {
 
 #[cfg(test)]
 mod tests {
+    use super::paths;
+
     #[test]
     fn every_route_is_in_the_openapi_document() {
         let doc: serde_json::Value = serde_json::from_str(super::openapi::DOCUMENT).unwrap();
         let documented = doc["paths"].as_object().unwrap();
-        for path in super::paths::ALL {
+        for path in paths::ALL {
             // axum's `:param` is OpenAPI's `{param}`.
             let openapi_path: String = path
                 .split('/')
@@ -186,7 +148,7 @@ mod tests {
         }
         assert_eq!(
             documented.len(),
-            super::paths::ALL.len(),
+            paths::ALL.len(),
             "openapi.json documents a path that is not routed"
         );
     }

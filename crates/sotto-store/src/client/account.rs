@@ -1,16 +1,39 @@
-//! The account row (who this device is, its keys, its server) and the
-//! device's protocol state (prekey secrets and sessions).
+//! The account row (who this device is, its keys, its server, its clock
+//! offset) and the device's protocol state (prekey secrets and sessions).
 
-use rusqlite::{params, Connection, OptionalExtension};
-use sotto_proto::Device;
+use rusqlite::{params, OptionalExtension, Transaction};
 use zeroize::Zeroizing;
 
 use super::{Account, ClientStore, Result, StoreError};
 
-/// Sets the account's username, on the store's connection or inside a
-/// transaction.
-pub(super) fn write_username(db: &Connection, username: &str) -> Result<()> {
-    db.execute("UPDATE account SET username = ?1 WHERE id = 1", [username])?;
+/// Copies a secret column into a fixed-size, zeroized array.
+fn secret<const N: usize>(v: Vec<u8>, what: &str) -> Result<Zeroizing<[u8; N]>> {
+    let v = Zeroizing::new(v);
+    if v.len() != N {
+        return Err(StoreError::Corrupt(format!("{what} has the wrong length")));
+    }
+    let mut k = Zeroizing::new([0u8; N]);
+    k.copy_from_slice(&v);
+    Ok(k)
+}
+
+/// Inserts or replaces the account inside a transaction.
+pub(super) fn write_account(tx: &Transaction<'_>, a: &Account) -> Result<()> {
+    tx.execute(
+        "INSERT OR REPLACE INTO account (id, username, user_key, device_key, device_cert, server_url, \
+         server_fingerprint, cursor, next_prekey_id, clock_offset_ms) VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            a.username,
+            a.user_key.as_ref().map(|k| &k[..]),
+            &a.device_key[..],
+            a.device_cert,
+            a.server_url,
+            a.server_fingerprint,
+            a.cursor as i64,
+            a.next_prekey_id as i64,
+            a.clock_offset_ms
+        ],
+    )?;
     Ok(())
 }
 
@@ -18,10 +41,10 @@ impl ClientStore {
     /// The account, if this device was registered or linked.
     pub fn account(&self) -> Result<Option<Account>> {
         let db = self.db();
-        db
+        let row = db
             .query_row(
                 "SELECT username, user_key, device_key, device_cert, server_url, server_fingerprint, cursor, \
-                 next_prekey_id FROM account WHERE id = 1",
+                 next_prekey_id, clock_offset_ms FROM account WHERE id = 1",
                 [],
                 |r| {
                     Ok((
@@ -33,69 +56,40 @@ impl ClientStore {
                         r.get::<_, String>(5)?,
                         r.get::<_, i64>(6)?,
                         r.get::<_, i64>(7)?,
+                        r.get::<_, i64>(8)?,
                     ))
                 },
             )
-            .optional()?
-            .map(|(username, user_key, device_key, device_cert, server_url, server_fingerprint, cursor, next)| {
-                let user_key = match user_key {
-                    Some(v) => {
-                        let v = Zeroizing::new(v);
-                        if v.len() != 32 {
-                            return Err(StoreError::Corrupt("user key has the wrong length".into()));
-                        }
-                        let mut k = Zeroizing::new([0u8; 32]);
-                        k.copy_from_slice(&v);
-                        Some(k)
-                    }
-                    None => None,
-                };
-                let dk = Zeroizing::new(device_key);
-                let mut device_key = Zeroizing::new([0u8; 64]);
-                if dk.len() != 64 {
-                    return Err(StoreError::Corrupt("device key has the wrong length".into()));
-                }
-                device_key.copy_from_slice(&dk);
-                Ok(Account {
-                    username,
-                    user_key,
-                    device_key,
-                    device_cert,
-                    server_url,
-                    server_fingerprint,
-                    cursor: cursor as u64,
-                    next_prekey_id: next as u32,
-                })
-            })
-            .transpose()
+            .optional()?;
+        let Some((
+            username,
+            user_key,
+            device_key,
+            device_cert,
+            server_url,
+            fp,
+            cursor,
+            next,
+            offset,
+        )) = row
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Account {
+            username,
+            user_key: user_key.map(|k| secret(k, "user key")).transpose()?,
+            device_key: secret(device_key, "device key")?,
+            device_cert,
+            server_url,
+            server_fingerprint: fp,
+            cursor: cursor as u64,
+            next_prekey_id: next as u32,
+            clock_offset_ms: offset,
+        }))
     }
 
-    /// Writes the account (insert or replace).
-    pub fn put_account(&self, a: &Account) -> Result<()> {
-        let db = self.db();
-        db.execute(
-            "INSERT OR REPLACE INTO account (id, username, user_key, device_key, device_cert, server_url, \
-             server_fingerprint, cursor, next_prekey_id) VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![
-                a.username,
-                a.user_key.as_ref().map(|k| &k[..]),
-                &a.device_key[..],
-                a.device_cert,
-                a.server_url,
-                a.server_fingerprint,
-                a.cursor as i64,
-                a.next_prekey_id as i64
-            ],
-        )?;
-        Ok(())
-    }
-
-    /// Sets the account's username (a linked device learns it by link sync).
-    pub fn set_username(&self, username: &str) -> Result<()> {
-        write_username(&self.db(), username)
-    }
-
-    /// Records a new pinned server certificate fingerprint.
+    /// Records a new pinned server certificate fingerprint (the shell's
+    /// business: the device core never reads it).
     pub fn set_server_fingerprint(&self, fingerprint: &str) -> Result<()> {
         let db = self.db();
         db.execute(
@@ -121,13 +115,5 @@ impl ClientStore {
         let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
         rows.map(|r| r.map(Zeroizing::new).map_err(Into::into))
             .collect()
-    }
-
-    /// Persists a device's pending changes in their own transaction.
-    pub fn save_device(&mut self, device: &mut Device) -> Result<()> {
-        let changes = device.take_changes();
-        let tx = self.transaction()?;
-        tx.apply_device_changes(device, &changes)?;
-        tx.commit()
     }
 }

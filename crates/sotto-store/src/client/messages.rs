@@ -2,24 +2,9 @@
 
 use rusqlite::{params, OptionalExtension};
 
-use super::{arr, normalize, ClientStore, HistoryQuery, Result, StoredMessage};
+use super::{arr, normalize, ClientStore, HistoryQuery, Message, Result};
 
 impl ClientStore {
-    /// Stores a message outside any other change; false if its id is known.
-    pub fn insert_message(&mut self, m: &StoredMessage) -> Result<bool> {
-        let tx = self.transaction()?;
-        let added = tx.insert_message(m)?;
-        tx.commit()?;
-        Ok(added)
-    }
-
-    /// Removes a message from the history (e.g. one whose send failed).
-    pub fn delete_message(&self, id: &[u8; 16]) -> Result<()> {
-        let db = self.db();
-        db.execute("DELETE FROM messages WHERE id = ?1", [&id[..]])?;
-        Ok(())
-    }
-
     pub fn has_message(&self, id: &[u8; 16]) -> Result<bool> {
         let db = self.db();
         Ok(db
@@ -33,7 +18,7 @@ impl ClientStore {
     }
 
     /// Messages oldest first.
-    pub fn history(&self, q: &HistoryQuery) -> Result<Vec<StoredMessage>> {
+    pub fn history(&self, q: &HistoryQuery) -> Result<Vec<Message>> {
         let db = self.db();
         let limit = q.limit.map(|l| l as i64).unwrap_or(-1);
         let sql = "SELECT id, conversation, sender, recipient, sent_at, received_at, body, ttl, outgoing FROM \
@@ -58,7 +43,7 @@ impl ClientStore {
         let mut out = Vec::new();
         for r in rows {
             let (id, conv, from, to, sent_at, received_at, body, ttl, outgoing) = r?;
-            out.push(StoredMessage {
+            out.push(Message {
                 id: arr(id, "message id")?,
                 conversation: arr(conv, "conversation id")?,
                 from,
@@ -71,14 +56,5 @@ impl ClientStore {
             });
         }
         Ok(out)
-    }
-
-    /// Deletes messages whose TTL has run out at `now_ms`; returns how many.
-    pub fn purge_expired(&self, now_ms: u64) -> Result<usize> {
-        let db = self.db();
-        Ok(db.execute(
-            "DELETE FROM messages WHERE ttl > 0 AND sent_at + ttl * 1000 <= ?1",
-            [now_ms as i64],
-        )?)
     }
 }

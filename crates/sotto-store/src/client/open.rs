@@ -5,7 +5,6 @@
 use std::fs;
 use std::io::Write;
 use std::path::Path;
-use std::sync::Mutex;
 
 use argon2::{Algorithm, Argon2, Params, Version};
 use rand_core::{OsRng, RngCore};
@@ -18,6 +17,12 @@ use super::{rooms, ClientStore, Result, StoreError};
 pub const DB_FILE: &str = "sotto.db";
 /// Salt and Argon2id parameters (not secret) beside the database.
 pub const KDF_FILE: &str = "sotto.kdf";
+
+/// Shortest passphrase a new store accepts, in characters. The store key is
+/// derived from it alone (Argon2id slows each guess, it does not make a
+/// short passphrase long): anyone with a copy of the home directory can try
+/// passphrases offline, so a very short one would be found.
+pub const MIN_PASSPHRASE_CHARS: usize = 8;
 
 /// Argon2id cost used for new stores: 64 MiB, 3 passes, 1 lane.
 const KDF_M_COST: u32 = 64 * 1024;
@@ -34,7 +39,8 @@ CREATE TABLE IF NOT EXISTS account (
     server_url TEXT NOT NULL,
     server_fingerprint TEXT NOT NULL,
     cursor INTEGER NOT NULL DEFAULT 0,
-    next_prekey_id INTEGER NOT NULL DEFAULT 1
+    next_prekey_id INTEGER NOT NULL DEFAULT 1,
+    clock_offset_ms INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS prekeys (id INTEGER PRIMARY KEY, secret BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS sessions (id BLOB PRIMARY KEY, state BLOB NOT NULL);
@@ -126,6 +132,50 @@ impl KdfFile {
     }
 }
 
+/// Makes `dir` readable by its owner only (0700): the home holds the
+/// encrypted store and its KDF salt, nothing another local user needs.
+fn private_dir(dir: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Opens (creating if missing, emptying it with `truncate`) `path` for
+/// writing with mode 0600, and tightens an existing file to 0600.
+fn private_file(path: &Path, truncate: bool) -> Result<fs::File> {
+    let mut options = fs::OpenOptions::new();
+    options.create(true).truncate(truncate).write(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        options.mode(0o600);
+        let f = options.open(path)?;
+        f.set_permissions(fs::Permissions::from_mode(0o600))?;
+        Ok(f)
+    }
+    #[cfg(not(unix))]
+    Ok(options.open(path)?)
+}
+
+/// Brings a store made by an older build up to this schema.
+fn migrate(conn: &Connection) -> Result<()> {
+    // The clock offset column came with the device core.
+    let has_offset: bool = conn.query_row(
+        "SELECT count(*) FROM pragma_table_info('account') WHERE name = 'clock_offset_ms'",
+        [],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if !has_offset {
+        conn.execute_batch(
+            "ALTER TABLE account ADD COLUMN clock_offset_ms INTEGER NOT NULL DEFAULT 0",
+        )?;
+    }
+    Ok(())
+}
+
 fn is_not_a_database(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::NotADatabase)
 }
@@ -139,10 +189,16 @@ impl ClientStore {
     /// Creates a new, empty store in `home` (made if missing) under
     /// `passphrase`. Refuses if one is already there.
     pub fn create(home: &Path, passphrase: &str) -> Result<ClientStore> {
+        if passphrase.chars().count() < MIN_PASSPHRASE_CHARS {
+            return Err(StoreError::WeakPassphrase {
+                min: MIN_PASSPHRASE_CHARS,
+            });
+        }
         fs::create_dir_all(home)?;
         if Self::exists(home) {
             return Err(StoreError::AlreadyExists(home.to_path_buf()));
         }
+        private_dir(home)?;
         let mut salt = [0u8; 16];
         OsRng.fill_bytes(&mut salt);
         let kdf = KdfFile {
@@ -153,7 +209,7 @@ impl ClientStore {
         };
         let tmp = home.join(format!("{KDF_FILE}.tmp"));
         {
-            let mut f = fs::File::create(&tmp)?;
+            let mut f = private_file(&tmp, true)?;
             f.write_all(kdf.encode().as_bytes())?;
             f.sync_all()?;
         }
@@ -177,7 +233,12 @@ impl ClientStore {
 
     fn open_with(home: &Path, passphrase: &str, kdf: &KdfFile) -> Result<ClientStore> {
         let key = derive_key(passphrase, &kdf.salt, kdf_params(kdf.m, kdf.t, kdf.p)?)?;
-        let conn = Connection::open(home.join(DB_FILE))?;
+        private_dir(home)?;
+        let db_path = home.join(DB_FILE);
+        // SQLite gives the -wal and -shm files the database file's mode:
+        // owner only from the start.
+        private_file(&db_path, false)?;
+        let conn = Connection::open(&db_path)?;
         {
             let mut pragma = Zeroizing::new(String::with_capacity(96));
             pragma.push_str("PRAGMA key = \"x'");
@@ -201,9 +262,7 @@ impl ClientStore {
         )?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(rooms::ROOM_SCHEMA)?;
-        Ok(ClientStore {
-            conn: Mutex::new(conn),
-            home: home.to_path_buf(),
-        })
+        migrate(&conn)?;
+        Ok(ClientStore::new(conn, home.to_path_buf()))
     }
 }

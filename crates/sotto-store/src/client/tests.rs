@@ -1,20 +1,42 @@
 use std::fs;
 
 use rand_core::OsRng;
-use sotto_proto::{content, Device, DeviceKey, Payload, PrekeyBundle, UserKey};
+use sotto_device::testing::suite::{self, Backend};
+use sotto_device::Store;
+use sotto_proto::{Device, DeviceKey, UserKey};
+use zeroize::Zeroizing;
 
 use super::*;
 
+const PW: &str = "a passphrase";
+
+/// The shared store suite on SQLCipher: each test in its own directory.
+struct SqlCipher(tempfile::TempDir);
+
+impl SqlCipher {
+    fn new() -> SqlCipher {
+        SqlCipher(tempfile::tempdir().unwrap())
+    }
+}
+
+impl Backend for SqlCipher {
+    fn create(&mut self) -> Box<dyn Store> {
+        Box::new(ClientStore::create(self.0.path(), PW).unwrap())
+    }
+
+    fn reopen(&mut self) -> Box<dyn Store> {
+        Box::new(ClientStore::open(self.0.path(), PW).unwrap())
+    }
+}
+
+sotto_device::store_suite!(SqlCipher::new());
+
 fn account(device: &Device, user: &UserKey) -> Account {
     Account {
-        username: "alice-unique-name".into(),
         user_key: Some(user.to_bytes()),
         device_key: device.key().to_bytes(),
         device_cert: device.cert().encode(),
-        server_url: "https://127.0.0.1:7443".into(),
-        server_fingerprint: "ab".repeat(32),
-        cursor: 0,
-        next_prekey_id: device.next_prekey_id(),
+        ..suite::account()
     }
 }
 
@@ -39,18 +61,13 @@ fn raw_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     out
 }
 
-fn message(id: u8, body: &str) -> StoredMessage {
-    StoredMessage {
-        id: [id; 16],
-        conversation: [9; 32],
-        from: "alice-unique-name".into(),
-        to: "bobby-unique-name".into(),
-        sent_at: 1000 + id as u64,
-        received_at: 2000,
-        body: body.into(),
-        ttl: 0,
-        outgoing: false,
-    }
+fn with_account(store: &ClientStore, device: &Device, user: &UserKey) {
+    store
+        .commit(ChangeSet {
+            account: Some(account(device, user)),
+            ..ChangeSet::default()
+        })
+        .unwrap();
 }
 
 #[test]
@@ -60,7 +77,7 @@ fn wrong_passphrase_is_refused() {
     let device = new_device(&user);
     {
         let store = ClientStore::create(dir.path(), "correct horse").unwrap();
-        store.put_account(&account(&device, &user)).unwrap();
+        with_account(&store, &device, &user);
     }
     assert!(matches!(
         ClientStore::open(dir.path(), "wrong horse"),
@@ -76,155 +93,14 @@ fn wrong_passphrase_is_refused() {
     assert_eq!(&a.device_key[..], &device.key().to_bytes()[..]);
     assert_eq!(&a.user_key.unwrap()[..], &user.to_bytes()[..]);
     assert!(matches!(
-        ClientStore::create(dir.path(), "x"),
+        ClientStore::create(dir.path(), "another passphrase"),
         Err(StoreError::AlreadyExists(_))
     ));
     let empty = tempfile::tempdir().unwrap();
     assert!(matches!(
-        ClientStore::open(empty.path(), "x"),
+        ClientStore::open(empty.path(), PW),
         Err(StoreError::NotInitialized(_))
     ));
-}
-
-#[test]
-fn history_dedupes_and_filters() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = ClientStore::create(dir.path(), "pw").unwrap();
-    assert!(store.insert_message(&message(1, "one")).unwrap());
-    assert!(!store.insert_message(&message(1, "one again")).unwrap());
-    assert!(store.insert_message(&message(2, "two")).unwrap());
-    let mut other = message(3, "elsewhere");
-    other.conversation = [8; 32];
-    other.ttl = 1;
-    assert!(store.insert_message(&other).unwrap());
-    let all = store.history(&HistoryQuery::default()).unwrap();
-    assert_eq!(
-        all.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
-        ["one", "two", "elsewhere"]
-    );
-    let conv = store
-        .history(&HistoryQuery {
-            conversation: Some([9; 32]),
-            limit: Some(1),
-            peer: None,
-        })
-        .unwrap();
-    assert_eq!(conv.len(), 1);
-    assert_eq!(conv[0].body, "two");
-    assert!(store.has_message(&[1; 16]).unwrap());
-    let q = HistoryQuery {
-        peer: Some("Bobby-Unique-Name".into()),
-        ..Default::default()
-    };
-    assert_eq!(store.history(&q).unwrap().len(), 3);
-    let q = HistoryQuery {
-        peer: Some("carol".into()),
-        ..Default::default()
-    };
-    assert!(store.history(&q).unwrap().is_empty());
-    assert_eq!(store.purge_expired(1003 + 1000).unwrap(), 1);
-    assert_eq!(store.history(&HistoryQuery::default()).unwrap().len(), 2);
-}
-
-#[test]
-fn contacts_and_blocks() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = ClientStore::create(dir.path(), "pw").unwrap();
-    let c = Contact {
-        username: "Bob".into(),
-        username_hash: [1; 32],
-        user_key: [2; 32],
-        verified: false,
-        devices: vec![vec![1, 2, 3], vec![]],
-    };
-    store.put_contact(&c).unwrap();
-    let got = store.contact("bob").unwrap().unwrap();
-    assert_eq!(got.username, "bob");
-    assert_eq!(got.devices, c.devices);
-    assert_eq!(
-        store.contact_by_hash(&[1; 32]).unwrap().unwrap().user_key,
-        [2; 32]
-    );
-    assert!(store.contact("carol").unwrap().is_none());
-    store.block("Carol").unwrap();
-    assert!(store.is_blocked("carol").unwrap());
-    assert_eq!(store.blocked().unwrap(), ["carol"]);
-    store.unblock("carol").unwrap();
-    assert!(!store.is_blocked("carol").unwrap());
-}
-
-/// A received message's history row and the device's changes land in one
-/// transaction; the device restored from the store opens the next message.
-#[test]
-fn device_state_survives_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let (alice, bob) = (UserKey::generate(&mut OsRng), UserKey::generate(&mut OsRng));
-    let mut a = new_device(&alice);
-    let mut b = new_device(&bob);
-    let mut store = ClientStore::create(dir.path(), "pw").unwrap();
-    store.put_account(&account(&b, &bob)).unwrap();
-    let pks = b.generate_prekeys(&mut OsRng, 3);
-    b.generate_reserve(&mut OsRng);
-    store.save_device(&mut b).unwrap();
-    assert_eq!(store.prekeys().unwrap().len(), 4);
-
-    let bundle = PrekeyBundle {
-        cert: *b.cert(),
-        prekey: pks[0],
-    }
-    .verify(&bob.public())
-    .unwrap();
-    a.start_session(&mut OsRng, &bundle).unwrap();
-    let payload = |id: u8, body: &str| Payload {
-        message_id: [id; 16],
-        conversation: [1; 32],
-        sender: alice.public(),
-        sent_at: 5,
-        ttl: 0,
-        content_type: content::TEXT,
-        body: body.as_bytes().to_vec(),
-    };
-    let dg1 = a.seal(&mut OsRng, &payload(1, "first"), &[b.id()]).unwrap();
-    let dg2 = a
-        .seal(&mut OsRng, &payload(2, "second"), &[b.id()])
-        .unwrap();
-    let opened = b.open(&dg1).unwrap();
-    {
-        let changes = b.take_changes();
-        let tx = store.transaction().unwrap();
-        tx.apply_device_changes(&b, &changes).unwrap();
-        assert!(tx
-            .insert_message(&message(
-                1,
-                std::str::from_utf8(&opened.payload.body).unwrap()
-            ))
-            .unwrap());
-        tx.set_cursor(7).unwrap();
-        tx.commit().unwrap();
-    }
-    drop(store);
-
-    let store = ClientStore::open(dir.path(), "pw").unwrap();
-    let acc = store.account().unwrap().unwrap();
-    assert_eq!(acc.cursor, 7);
-    let key = DeviceKey::from_bytes(&acc.device_key);
-    let cert = sotto_proto::DeviceCert::decode(&acc.device_cert).unwrap();
-    let prekeys = store
-        .prekeys()
-        .unwrap()
-        .iter()
-        .map(|b| sotto_proto::PrekeySecret::from_bytes(b).unwrap())
-        .collect();
-    let sessions = store
-        .sessions()
-        .unwrap()
-        .iter()
-        .map(|b| sotto_proto::Session::from_bytes(b).unwrap())
-        .collect();
-    let mut b2 = Device::restore(key, cert, prekeys, sessions, acc.next_prekey_id).unwrap();
-    assert_eq!(b2.one_time_prekeys(), 2, "the used one-time prekey is gone");
-    assert_eq!(b2.open(&dg2).unwrap().payload.body, b"second");
-    assert_eq!(b2.open(&dg1).unwrap_err(), sotto_proto::Error::Replay);
 }
 
 /// After writes, no file in the home directory holds a message body, a
@@ -233,26 +109,26 @@ fn device_state_survives_reopen() {
 fn nothing_readable_on_disk() {
     let dir = tempfile::tempdir().unwrap();
     let user = UserKey::generate(&mut OsRng);
-    let mut device = new_device(&user);
+    let device = new_device(&user);
     let body = "the meeting moved to 3pm, secret-marker-xyzzy";
     {
-        let mut store = ClientStore::create(dir.path(), "pw").unwrap();
-        store.put_account(&account(&device, &user)).unwrap();
-        device.generate_prekeys(&mut OsRng, 5);
-        store.save_device(&mut device).unwrap();
-        for i in 0..50u8 {
-            store.insert_message(&message(i, body)).unwrap();
-        }
+        let store = ClientStore::create(dir.path(), PW).unwrap();
+        with_account(&store, &device, &user);
         store
-            .put_contact(&Contact {
-                username: "bobby-unique-name".into(),
-                username_hash: [3; 32],
-                user_key: [4; 32],
-                verified: true,
-                devices: vec![],
+            .commit(ChangeSet {
+                prekeys: vec![(1, Some(Zeroizing::new(vec![5; 40])))],
+                messages: (0..50u8).map(|i| suite::message(i, body)).collect(),
+                contacts: vec![Contact {
+                    username: "bobby-unique-name".into(),
+                    username_hash: [3; 32],
+                    user_key: [4; 32],
+                    verified: true,
+                    devices: vec![],
+                }],
+                blocks: vec![("mallory-unique-name".into(), true)],
+                ..ChangeSet::default()
             })
             .unwrap();
-        store.block("mallory-unique-name").unwrap();
         // Check while the WAL still holds the writes, and after close.
         check_clean(dir.path(), body, &user, &device);
     }
@@ -294,32 +170,120 @@ fn check_clean(dir: &Path, body: &str, user: &UserKey, device: &Device) {
     }
 }
 
-/// A transaction dropped before commit (a crash mid-receive) leaves neither
-/// the history row nor the protocol changes nor the cursor.
+/// A change set whose transaction is not committed (a crash mid-receive)
+/// leaves neither the history row nor the protocol changes nor the cursor.
 #[test]
 fn uncommitted_transaction_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let user = UserKey::generate(&mut OsRng);
-    let mut device = new_device(&user);
-    let mut store = ClientStore::create(dir.path(), "pw").unwrap();
-    store.put_account(&account(&device, &user)).unwrap();
-    device.generate_prekeys(&mut OsRng, 2);
-    let changes = device.take_changes();
+    let device = new_device(&user);
+    let store = ClientStore::create(dir.path(), PW).unwrap();
+    with_account(&store, &device, &user);
     {
-        let tx = store.transaction().unwrap();
-        tx.apply_device_changes(&device, &changes).unwrap();
-        assert!(tx.insert_message(&message(1, "lost")).unwrap());
-        tx.set_cursor(9).unwrap();
+        let mut db = store.db();
+        let tx = db.transaction().unwrap();
+        super::tx::apply(
+            &tx,
+            ChangeSet {
+                prekeys: vec![(1, Some(Zeroizing::new(vec![1])))],
+                messages: vec![suite::message(1, "lost")],
+                cursor: Some(9),
+                next_prekey_id: Some(9),
+                ..ChangeSet::default()
+            },
+        )
+        .unwrap();
         // dropped: rolled back
     }
     assert!(store.prekeys().unwrap().is_empty());
     assert!(!store.has_message(&[1; 16]).unwrap());
     let acc = store.account().unwrap().unwrap();
-    assert_eq!((acc.cursor, acc.next_prekey_id), (0, 1));
-    // The cursor never moves back.
-    let tx = store.transaction().unwrap();
-    tx.set_cursor(5).unwrap();
-    tx.set_cursor(3).unwrap();
-    tx.commit().unwrap();
-    assert_eq!(store.account().unwrap().unwrap().cursor, 5);
+    assert_eq!((acc.cursor, acc.next_prekey_id), (0, 5));
+}
+
+/// A store made before the clock offset was kept opens, with offset 0.
+#[test]
+fn an_older_store_gains_the_clock_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let user = UserKey::generate(&mut OsRng);
+    let device = new_device(&user);
+    {
+        let store = ClientStore::create(dir.path(), PW).unwrap();
+        with_account(&store, &device, &user);
+        store
+            .db()
+            .execute_batch("ALTER TABLE account DROP COLUMN clock_offset_ms")
+            .unwrap();
+    }
+    let store = ClientStore::open(dir.path(), PW).unwrap();
+    assert_eq!(store.account().unwrap().unwrap().clock_offset_ms, 0);
+}
+
+#[test]
+fn a_stored_room_record_can_be_tampered_with_in_tests_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ClientStore::create(dir.path(), PW).unwrap();
+    let g = [1u8; 32];
+    let record = RoomRecord {
+        hash: [2; 32],
+        bytes: vec![3; 10],
+        message_key: None,
+        datagram_id: None,
+        purged: false,
+        pending: false,
+    };
+    store
+        .commit(ChangeSet {
+            rooms: vec![RoomSave {
+                group: g,
+                title: "Audit".into(),
+                head: [0; 32],
+                records: vec![record],
+                next_expiry: None,
+            }],
+            ..ChangeSet::default()
+        })
+        .unwrap();
+    assert!(store.tamper_room_record(&g, 0, b"changed").unwrap());
+    assert_eq!(store.room_records(&g).unwrap()[0].bytes, b"changed");
+    assert!(!store.tamper_room_record(&g, 5, b"x").unwrap());
+}
+
+#[test]
+fn short_passphrase_is_refused_and_nothing_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    match ClientStore::create(&home, "seven77") {
+        Err(e @ StoreError::WeakPassphrase { min: 8 }) => {
+            assert!(e.to_string().contains("at least 8 characters"), "{e}")
+        }
+        other => panic!("expected WeakPassphrase, got {:?}", other.map(|_| ())),
+    }
+    assert!(!home.exists(), "nothing was written");
+    // Eight characters, counted as characters (not bytes).
+    ClientStore::create(&home, "ééééé123").unwrap();
+}
+
+#[cfg(unix)]
+#[test]
+fn home_is_private_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let store = ClientStore::create(&home, PW).unwrap();
+    store
+        .commit(ChangeSet {
+            messages: vec![suite::message(1, "x")],
+            ..ChangeSet::default()
+        })
+        .unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&home), 0o700);
+    let files = raw_files(&home);
+    assert!(files.len() >= 3, "database, WAL and KDF file: {files:?}");
+    for (p, _) in files {
+        assert_eq!(mode(&p), 0o600, "{}", p.display());
+    }
 }

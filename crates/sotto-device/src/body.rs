@@ -7,6 +7,8 @@ use sotto_proto::UserPublic;
 pub const BODY_VERSION: u8 = 1;
 /// Longest username, in bytes.
 pub const MAX_USERNAME: usize = 64;
+/// Client content type of a names hint ([`NamesBody`]).
+pub const ROOM_NAMES: u8 = 5;
 
 /// A text message (payload content type `TEXT`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,17 +39,23 @@ pub struct LinkSyncBody {
     pub blocked: Vec<String>,
 }
 
-pub(crate) struct W(pub(crate) Vec<u8>);
+/// A names hint (content type [`ROOM_NAMES`]): the usernames behind a
+/// room's member hashes. Sent with each create and add, and before each
+/// history answer; a receiver keeps a name only under its own hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamesBody(pub Vec<String>);
+
+struct W(Vec<u8>);
 
 impl W {
-    pub(crate) fn name(&mut self, s: &str) {
+    fn name(&mut self, s: &str) {
         debug_assert!(s.len() <= 255);
         self.0.push(s.len() as u8);
         self.0.extend_from_slice(s.as_bytes());
     }
 }
 
-pub(crate) struct R<'a>(pub(crate) &'a [u8]);
+struct R<'a>(&'a [u8]);
 
 impl<'a> R<'a> {
     fn take(&mut self, n: usize) -> Option<&'a [u8]> {
@@ -58,13 +66,13 @@ impl<'a> R<'a> {
         self.0 = t;
         Some(h)
     }
-    pub(crate) fn u8(&mut self) -> Option<u8> {
+    fn u8(&mut self) -> Option<u8> {
         self.take(1).map(|b| b[0])
     }
-    pub(crate) fn u16(&mut self) -> Option<u16> {
+    fn u16(&mut self) -> Option<u16> {
         self.take(2).map(|b| u16::from_be_bytes([b[0], b[1]]))
     }
-    pub(crate) fn name(&mut self) -> Option<String> {
+    fn name(&mut self) -> Option<String> {
         let n = self.u8()? as usize;
         if n > MAX_USERNAME {
             return None;
@@ -160,6 +168,31 @@ impl LinkSyncBody {
     }
 }
 
+impl NamesBody {
+    /// `01 | u16 n | n x len name`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = W(vec![BODY_VERSION]);
+        w.0.extend_from_slice(&(self.0.len() as u16).to_be_bytes());
+        for n in &self.0 {
+            w.name(n);
+        }
+        w.0
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<NamesBody> {
+        let mut r = R(bytes);
+        if r.u8()? != BODY_VERSION {
+            return None;
+        }
+        let n = r.u16()?;
+        let mut out = Vec::new();
+        for _ in 0..n {
+            out.push(r.name()?);
+        }
+        r.0.is_empty().then_some(NamesBody(out))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,5 +230,16 @@ mod tests {
         long.push(0);
         assert!(LinkSyncBody::decode(&long).is_none());
         assert!(LinkSyncBody::decode(&enc[..enc.len() - 1]).is_none());
+    }
+
+    #[test]
+    fn names_round_trip() {
+        let b = NamesBody(vec!["alice".into(), "bob".into()]);
+        let enc = b.encode();
+        assert_eq!(NamesBody::decode(&enc).unwrap(), b);
+        assert!(NamesBody::decode(&enc[..enc.len() - 1]).is_none());
+        let mut long = enc;
+        long.push(1);
+        assert!(NamesBody::decode(&long).is_none());
     }
 }
