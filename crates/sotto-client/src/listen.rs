@@ -105,6 +105,8 @@ impl Client {
                         self.room_flush(&mut r).await?;
                         r.emit(on_event);
                     }
+                    // Too large to push inline: it waits in the mailbox.
+                    Ok(Push::Notice(_)) => self.sync().await?.emit(on_event),
                     Ok(Push::PrekeysLow(_)) => {
                         self.refill_prekeys_if_low().await?;
                     }
