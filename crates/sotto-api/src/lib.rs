@@ -10,6 +10,7 @@
 //! keys and username hashes as lowercase hex.
 
 mod auth;
+pub mod decode;
 mod types;
 
 pub use auth::{request_signing_bytes, username_hash, AuthHeaders, CLOCK_SKEW_MS};

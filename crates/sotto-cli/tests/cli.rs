@@ -75,12 +75,13 @@ fn two_users_several_devices_walkthrough() {
         "the human form shows the digits: {human}"
     );
 
-    // Blocking refuses, unblocking lets through.
+    // Blocking drops silently (alice is not told), unblocking lets through.
     ok(&bob, &["block", "alice"]);
-    let e = err(&alice, &["send", "bob", "are you there?"]);
-    assert!(e.contains("block"), "{e}");
-    ok(&bob, &["unblock", "alice"]);
     ok(&alice, &["send", "bob", "are you there?"]);
+    assert!(!ok(&bob, &["inbox"]).contains("are you there?"));
+    ok(&bob, &["unblock", "alice"]);
+    ok(&alice, &["send", "bob", "still there?"]);
+    assert!(ok(&bob, &["inbox"]).contains("still there?"));
 
     // Clear errors.
     let e = err(&alice, &["send", "nobody-here", "hi"]);

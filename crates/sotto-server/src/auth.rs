@@ -2,20 +2,24 @@
 //! passwords, no sessions). [`Signed`] checks the signature and the time;
 //! [`Caller`] also requires the device to be registered.
 //!
-//! A signed request can be replayed within the clock-skew window; every
-//! operation is safe to repeat (a resent datagram is stored once, an ack or
-//! block applies once), so the window costs nothing but load.
+//! A signed request could be replayed within the clock-skew window, so
+//! every request that changes state (any method but GET, and the WebSocket
+//! upgrade, whose socket can acknowledge) is single-use: its id, a hash of
+//! the device and the signed bytes, is remembered in the store until the
+//! window is over (in the store, so a replay to another node sharing the
+//! database is refused too), and a second use is 409 `replayed`.
 
 use axum::async_trait;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, StatusCode, Uri};
+use sha2::{Digest, Sha256};
 use sotto_api::{codes, hex32, request_signing_bytes, AuthHeaders, CLOCK_SKEW_MS};
 use sotto_proto::{verify_device_signature, DeviceId};
 use sotto_store::server::DeviceRecord;
 
-use crate::api::ApiError;
-use crate::state::{now_ms, AppState};
+use crate::api::{paths, ApiError};
+use crate::state::{answer, now_ms, AppState};
 
 /// A request whose signature verifies under `device`.
 pub(crate) struct Signed {
@@ -47,7 +51,13 @@ pub(crate) async fn read_body(req: Request, state: &AppState) -> Result<Bytes, A
                 "request body is too large",
             )
         } else {
-            ApiError::bad_request(format!("cannot read the request body: {rejection}"))
+            // The body stopped arriving (the body timeout) or the
+            // connection broke; either way the connection is closed after.
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                codes::TIMEOUT,
+                format!("the request body did not arrive in time: {rejection}"),
+            )
         }
     })
 }
@@ -89,7 +99,27 @@ async fn authenticate(
     let signed = request_signing_bytes(&method, path, time, &body);
     verify_device_signature(&device, &signed, &signature)
         .map_err(|_| ApiError::unauthorized("bad request signature"))?;
+    if method != "GET" || uri.path() == paths::WS {
+        use_once(state, &device, &signed, time).await?;
+    }
     Ok((device, record, uri, body))
+}
+
+/// Remembers the request until it could no longer pass the time check;
+/// refuses it if it was seen.
+async fn use_once(
+    state: &AppState,
+    device: &DeviceId,
+    signed: &[u8],
+    time: u64,
+) -> Result<(), ApiError> {
+    let mut h = Sha256::new();
+    h.update(b"sotto/server/request-id\0");
+    h.update(device.0);
+    h.update(signed);
+    let id: [u8; 32] = h.finalize().into();
+    let expires = time.saturating_add(CLOCK_SKEW_MS).saturating_add(1);
+    answer(state.submit(move |s, reply| s.single_use(&id, expires, reply))).await
 }
 
 async fn registered_device(state: &AppState, device: DeviceId) -> Result<DeviceRecord, ApiError> {

@@ -1,9 +1,12 @@
 //! The HTTP API: one module per area, like mini-redis's one file per
-//! command. This file wires the routes, the body limits and the rule that
-//! every error is `ErrorBody` JSON.
+//! command. This file wires the routes, the body limits and timeout, and
+//! the rule that every error is `ErrorBody` JSON. What a body must hold is
+//! checked by the decoders in `sotto_api::decode`, which the fuzz targets
+//! call too.
 
 mod blocks;
 mod clock;
+mod devices;
 mod directory;
 mod error;
 mod link;
@@ -14,15 +17,17 @@ mod prekeys;
 mod register;
 mod ws;
 
-use axum::body::Bytes;
-use axum::extract::DefaultBodyLimit;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{header, StatusCode};
-use axum::middleware::map_response;
+use axum::middleware::{map_request, map_response};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use serde::de::DeserializeOwned;
 use sotto_api::{codes, ErrorBody};
+use tower_http::timeout::TimeoutBody;
 
 pub(crate) use error::ApiError;
 
@@ -38,6 +43,7 @@ pub(crate) mod paths {
     pub const REGISTER: &str = "/v1/register";
     pub const USER: &str = "/v1/users/:username_hash";
     pub const DEVICES: &str = "/v1/devices";
+    pub const DEVICE: &str = "/v1/devices/:device_id";
     pub const BUNDLES: &str = "/v1/users/:username_hash/bundles";
     pub const PREKEYS: &str = "/v1/prekeys";
     pub const MESSAGES: &str = "/v1/messages";
@@ -59,6 +65,7 @@ pub(crate) mod paths {
         REGISTER,
         USER,
         DEVICES,
+        DEVICE,
         BUNDLES,
         PREKEYS,
         MESSAGES,
@@ -77,11 +84,14 @@ pub(crate) mod paths {
 }
 
 pub(crate) fn router(state: AppState) -> Router {
+    let body_timeout = state.limits.body_timeout;
+    let max_datagram = state.limits.max_datagram;
     let json = Router::new()
         .route(paths::CLOCK, get(clock::get))
         .route(paths::REGISTER, post(register::post))
         .route(paths::USER, get(directory::user))
         .route(paths::DEVICES, get(directory::own))
+        .route(paths::DEVICE, delete(devices::remove))
         .route(paths::BUNDLES, post(prekeys::claim))
         .route(
             paths::PREKEYS,
@@ -102,17 +112,20 @@ pub(crate) fn router(state: AppState) -> Router {
     // Datagrams are raw bytes and may be far larger than any JSON body.
     let datagrams = Router::new()
         .route(paths::MESSAGES, post(messages::send))
-        .layer(DefaultBodyLimit::max(sotto_proto::datagram::MAX_DATAGRAM));
+        .layer(DefaultBodyLimit::max(max_datagram));
     json.merge(datagrams)
         .fallback(no_route)
+        .layer(map_request(move |req: Request| {
+            timed_body(req, body_timeout)
+        }))
         .layer(map_response(json_errors))
         .with_state(state)
 }
 
-/// Parses a JSON body; a bad one is a 400 with serde's reason.
-pub(crate) fn json<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+/// A body that stops arriving for `timeout` fails the read, so its handler
+/// answers 408 and the connection closes (see `Limits::body_timeout`).
+async fn timed_body(req: Request, timeout: Duration) -> Request {
+    req.map(|body| Body::new(TimeoutBody::new(timeout, body)))
 }
 
 /// `{}`, the answer of calls that return nothing.
@@ -122,8 +135,7 @@ pub(crate) fn empty() -> Json<serde_json::Value> {
 
 /// Parses a hex username hash from a path.
 pub(crate) fn username_hash(s: &str) -> Result<[u8; 32], ApiError> {
-    sotto_api::hex32(s)
-        .ok_or_else(|| ApiError::bad_request("username hash must be 64 hex characters"))
+    Ok(sotto_api::decode::hex_id("username hash", s)?)
 }
 
 pub(crate) const NO_ROUTE: &str = "no such endpoint (see /openapi.json)";
