@@ -115,8 +115,11 @@ pub enum Command {
         /// The code the new device printed.
         code: String,
     },
-    /// List this user's devices.
-    Devices,
+    /// List this user's devices, or remove one.
+    Devices {
+        #[command(subcommand)]
+        command: Option<DevicesCommand>,
+    },
     /// Send a message. BODY "-" reads it from standard input.
     Send {
         /// Recipient username.
@@ -150,6 +153,17 @@ pub enum Command {
     Room {
         #[command(subcommand)]
         command: RoomCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DevicesCommand {
+    /// Remove a lost or stolen device of your account: the server forgets
+    /// it (others stop encrypting to it) and refuses it from then on. Run
+    /// it on the device you registered with (it holds the user key).
+    Remove {
+        /// The device id, as `sotto devices` (or `--json`, "id") lists it.
+        device: String,
     },
 }
 

@@ -192,3 +192,39 @@ fn assert_no_clear_text(root: &Path, needle: &[u8]) {
         );
     }
 }
+
+/// Issue 13, finding 12: `sotto devices remove <id>` (the contract), run
+/// on the device holding the user key; the removed device is refused, and
+/// alice's next message reaches only bob's remaining device.
+#[test]
+fn a_lost_device_is_removed_and_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("srv"));
+    let alice = register(dir.path(), "alice", &server);
+    let bob = register(dir.path(), "bob", &server);
+    let lost = link(dir.path(), "bob-lost", &bob, &server);
+    let devices = json_lines(&ok(&bob, &["devices", "--json"]));
+    let lost_id = devices.iter().find(|d| d["this_device"] == false).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let first_id = devices.iter().find(|d| d["this_device"] == true).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // The lost device does not hold the user key: it cannot remove bob's.
+    let e = err(&lost, &["devices", "remove", &first_id]);
+    assert!(e.contains("user key"), "{e}");
+    let out = ok(&bob, &["devices", "remove", &lost_id]);
+    assert!(out.contains(&lost_id), "{out}");
+    let left = json_lines(&ok(&bob, &["devices", "--json"]));
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0]["id"], first_id.as_str());
+
+    ok(&alice, &["send", "bob", "after the loss"]);
+    assert_eq!(bodies(&inbox(&bob)), ["after the loss"]);
+    err(&lost, &["inbox"]);
+    let e = err(&bob, &["devices", "remove", &"ab".repeat(32)]);
+    assert!(e.contains("sotto devices"), "{e}");
+}

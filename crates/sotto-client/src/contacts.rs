@@ -3,8 +3,8 @@
 //! numbers, accepting a changed key), blocks, and the message history.
 
 use reqwest::{Method, StatusCode};
-use sotto_api::{username_hash, Block, UserDevices};
-use sotto_proto::{check_contact_key, safety_number, ContactKey, DeviceCert, UserPublic};
+use sotto_api::{b64, codes, hex32, username_hash, Block, RemoveDevice, UserDevices};
+use sotto_proto::{check_contact_key, safety_number, ContactKey, DeviceCert, DeviceId, UserPublic};
 use sotto_store::client::{normalize, Contact, HistoryQuery};
 
 use crate::net::{Failure, NO_BODY};
@@ -56,6 +56,32 @@ impl Client {
                 this_device: c.device == me,
             })
             .collect())
+    }
+
+    /// Removes a device of this user (lost or stolen; `device_id` as
+    /// [`Client::devices`] lists it): the server drops it from the
+    /// directory, refuses its requests and deletes its mailbox. Signed by
+    /// the user key, so only the device holding it can do this
+    /// ([`Error::NoUserKey`]).
+    pub async fn remove_device(&self, device_id: &str) -> Result<()> {
+        let user_key = self.user_key.as_ref().ok_or(Error::NoUserKey)?;
+        let unknown = || Error::UnknownDevice(device_id.to_string());
+        let device = DeviceId(hex32(device_id.trim()).ok_or_else(unknown)?);
+        let time_ms = self.api.now().await?;
+        let body = RemoveDevice {
+            time_ms,
+            signature: b64::encode(&user_key.sign_removal(&device, time_ms)),
+        };
+        let path = format!("/v1/devices/{}", hex::encode(device.0));
+        let removed: std::result::Result<serde_json::Value, _> = self
+            .api
+            .call(Method::DELETE, &path, Some(&body), Some(self.device.key()))
+            .await;
+        match removed {
+            Ok(_) => Ok(()),
+            Err(Failure::Api(e)) if e.code == codes::UNKNOWN_DEVICE => Err(unknown()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// This user's devices other than this one, verified.

@@ -46,8 +46,10 @@ pub enum Error {
          with {username} out of band, then accept the key with `sotto verify --accept {username}`"
     )]
     KeyChanged { username: String },
-    #[error("this device does not hold the user key: approve new devices from the device you registered with")]
+    #[error("this device does not hold the user key: approve (or remove) devices from the device you registered with")]
     NoUserKey,
+    #[error("no device {0:?} in this account: `sotto devices` lists their ids")]
+    UnknownDevice(String),
     #[error("invalid link code {0:?}: type the whole code printed by `sotto link`")]
     BadLinkCode(String),
     #[error("the link code does not match the waiting device's key: do not approve, the request may have been replaced")]
