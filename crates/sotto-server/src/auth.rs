@@ -7,7 +7,9 @@
 //! upgrade, whose socket can acknowledge) is single-use: its id, a hash of
 //! the device and the signed bytes, is remembered in the store until the
 //! window is over (in the store, so a replay to another node sharing the
-//! database is refused too), and a second use is 409 `replayed`.
+//! database is refused too), and a second use is 409 `replayed`. A send
+//! (`POST /v1/messages`, the hot path) hands its id to the transaction that
+//! stores the datagram instead ([`Caller::once`]): one writer job per send.
 
 use axum::async_trait;
 use axum::body::Bytes;
@@ -16,7 +18,7 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use sha2::{Digest, Sha256};
 use sotto_api::{codes, hex32, request_signing_bytes, AuthHeaders, CLOCK_SKEW_MS};
 use sotto_proto::{verify_device_signature, DeviceId};
-use sotto_store::server::DeviceRecord;
+use sotto_store::server::{DeviceRecord, RequestId};
 
 use crate::api::{paths, ApiError};
 use crate::state::{answer, now_ms, AppState};
@@ -32,6 +34,10 @@ pub(crate) struct Caller {
     pub device: DeviceRecord,
     pub uri: Uri,
     pub body: Bytes,
+    /// A send's request id, not yet remembered: the handler must pass it
+    /// to the store call that writes (see the module doc). `None` for
+    /// every other request (checked already, or a read).
+    pub once: Option<RequestId>,
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, ApiError> {
@@ -66,11 +72,21 @@ pub(crate) async fn read_body(req: Request, state: &AppState) -> Result<Bytes, A
 /// device must be registered, and that is checked before the body is read:
 /// cheap refusals first, so only a registered device with current headers
 /// can make the server buffer a large body.
+/// What [`authenticate`] found: the device, its record when asked for,
+/// the URI, the body and a deferred request id.
+type Authenticated = (
+    DeviceId,
+    Option<DeviceRecord>,
+    Uri,
+    Bytes,
+    Option<RequestId>,
+);
+
 async fn authenticate(
     req: Request,
     state: &AppState,
     registered: bool,
-) -> Result<(DeviceId, Option<DeviceRecord>, Uri, Bytes), ApiError> {
+) -> Result<Authenticated, ApiError> {
     let method = req.method().as_str().to_owned();
     let uri = req.uri().clone();
     let headers = req.headers();
@@ -99,27 +115,30 @@ async fn authenticate(
     let signed = request_signing_bytes(&method, path, time, &body);
     verify_device_signature(&device, &signed, &signature)
         .map_err(|_| ApiError::unauthorized("bad request signature"))?;
+    let mut once = None;
     if method != "GET" || uri.path() == paths::WS {
-        use_once(state, &device, &signed, time).await?;
+        let id = request_id(&device, &signed, time);
+        if uri.path() == paths::MESSAGES {
+            once = Some(id);
+        } else {
+            answer(state.submit(move |s, reply| s.single_use(&id.id, id.expires_at, reply)))
+                .await?;
+        }
     }
-    Ok((device, record, uri, body))
+    Ok((device, record, uri, body, once))
 }
 
-/// Remembers the request until it could no longer pass the time check;
-/// refuses it if it was seen.
-async fn use_once(
-    state: &AppState,
-    device: &DeviceId,
-    signed: &[u8],
-    time: u64,
-) -> Result<(), ApiError> {
+/// The id of a signed request, remembered until it could no longer pass
+/// the time check.
+fn request_id(device: &DeviceId, signed: &[u8], time: u64) -> RequestId {
     let mut h = Sha256::new();
     h.update(b"sotto/server/request-id\0");
     h.update(device.0);
     h.update(signed);
-    let id: [u8; 32] = h.finalize().into();
-    let expires = time.saturating_add(CLOCK_SKEW_MS).saturating_add(1);
-    answer(state.submit(move |s, reply| s.single_use(&id, expires, reply))).await
+    RequestId {
+        id: h.finalize().into(),
+        expires_at: time.saturating_add(CLOCK_SKEW_MS).saturating_add(1),
+    }
 }
 
 async fn registered_device(state: &AppState, device: DeviceId) -> Result<DeviceRecord, ApiError> {
@@ -139,7 +158,7 @@ impl FromRequest<AppState> for Signed {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Signed, ApiError> {
-        let (device, _, _, body) = authenticate(req, state, false).await?;
+        let (device, _, _, body, _) = authenticate(req, state, false).await?;
         Ok(Signed { device, body })
     }
 }
@@ -149,8 +168,13 @@ impl FromRequest<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Caller, ApiError> {
-        let (_, record, uri, body) = authenticate(req, state, true).await?;
+        let (_, record, uri, body, once) = authenticate(req, state, true).await?;
         let device = record.expect("authenticate returns the record when asked");
-        Ok(Caller { device, uri, body })
+        Ok(Caller {
+            device,
+            uri,
+            body,
+            once,
+        })
     }
 }

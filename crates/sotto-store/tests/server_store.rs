@@ -575,6 +575,7 @@ fn non_blocking_writes_answer_once_committed() {
             i.to_be_bytes().to_vec(),
             10,
             Q,
+            None,
             Box::new(move |answer| {
                 let e = answer.unwrap();
                 let seq = e.deliveries[0].seq;
@@ -597,6 +598,7 @@ fn non_blocking_writes_answer_once_committed() {
         b"nobody".to_vec(),
         10,
         Q,
+        None,
         Box::new(move |answer| etx.send(answer.map(|_| ())).unwrap()),
     );
     drop(tx);
@@ -631,6 +633,7 @@ fn non_blocking_writes_answer_once_committed() {
             format!("late {i}").into_bytes(),
             30,
             Q,
+            None,
             Box::new(move |a| dtx.send(a.is_ok()).unwrap()),
         );
     }

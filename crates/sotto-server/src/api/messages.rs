@@ -47,14 +47,22 @@ pub(super) async fn send(
     let delivered_to = recipients.len() as u32;
     let datagram = body.to_vec();
     let device = sender.device;
-    let quota = state.limits.quota();
+    let (quota, once) = (state.limits.quota(), caller.once);
     // Store and push in a task of its own: if the sender hangs up while
     // waiting, the datagram is still committed, so it must still be pushed
     // (dropping this handler must not drop the push).
     // The write goes to the store's writer at once; this task only awaits
     // its commit.
     let pending = state.submit(move |s, reply| {
-        s.enqueue_with(&device, &recipients, datagram, now_ms(), &quota, reply)
+        s.enqueue_with(
+            &device,
+            &recipients,
+            datagram,
+            now_ms(),
+            &quota,
+            once,
+            reply,
+        )
     });
     let task = tokio::spawn(async move {
         let enqueued = answer(pending).await?;

@@ -45,6 +45,14 @@ mod writer;
 pub use sotto_proto::{DeviceId, UserPublic};
 pub use sqlite::{SqliteStore, DB_FILE, SECRET_FILE};
 
+/// A request that may be used once: its id is remembered until
+/// `expires_at` (ms). See [`ServerStore::single_use`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestId {
+    pub id: [u8; 32],
+    pub expires_at: u64,
+}
+
 /// How much may wait unacknowledged (see [`ServerStore::enqueue`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MailboxQuota {
@@ -289,9 +297,12 @@ pub trait ServerStore: Send + Sync {
     ) -> Result<Enqueued>;
 
     /// [`ServerStore::enqueue`] without blocking the caller: `reply` gets
-    /// the answer once the datagram is durable (or refused). A backend may
-    /// call `reply` on another thread; it must be quick. The default runs
-    /// `enqueue` and answers before returning.
+    /// the answer once the datagram is durable (or refused). With
+    /// `request`, the request id is remembered in the same transaction
+    /// ([`StoreError::Replayed`] if it was seen; the send path's
+    /// [`ServerStore::single_use`] at no extra commit). A backend may call
+    /// `reply` on another thread; it must be quick.
+    #[allow(clippy::too_many_arguments)]
     fn enqueue_with(
         &self,
         sender: &DeviceId,
@@ -299,10 +310,9 @@ pub trait ServerStore: Send + Sync {
         datagram: Vec<u8>,
         now_ms: u64,
         quota: &MailboxQuota,
+        request: Option<RequestId>,
         reply: Reply<Enqueued>,
-    ) {
-        reply(self.enqueue(sender, recipients, datagram, now_ms, quota))
-    }
+    );
 
     /// Unacknowledged items with `seq > after`, in order: at most `limit`,
     /// and stopping after `max_bytes` of datagrams (always at least one).

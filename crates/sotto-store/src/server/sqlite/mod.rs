@@ -259,6 +259,7 @@ impl ServerStore for SqliteStore {
             datagram,
             now_ms,
             quota,
+            None,
             Box::new(move |answer| {
                 let _ = tx.send(answer);
             }),
@@ -274,6 +275,7 @@ impl ServerStore for SqliteStore {
         datagram: Vec<u8>,
         now_ms: u64,
         quota: &MailboxQuota,
+        request: Option<RequestId>,
         reply: Reply<Enqueued>,
     ) {
         let (sender, quota, secret) = (*sender, *quota, self.secret.clone());
@@ -282,6 +284,9 @@ impl ServerStore for SqliteStore {
         let digest = mailbox::digest(&datagram);
         self.writer.write_with(
             move |c| {
+                if let Some(r) = request {
+                    mailbox::single_use(c, &r.id, r.expires_at)?;
+                }
                 let (dg, to) = (&datagram, &recipients);
                 mailbox::enqueue(c, &secret, &sender, to, dg, digest, now_ms, &quota)
             },
