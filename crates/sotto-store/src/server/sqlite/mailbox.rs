@@ -25,13 +25,17 @@ struct Target {
     row: i64,
     user_row: i64,
     user: UserPublic,
+    /// Unacknowledged bytes of this device, and of all its user's devices.
     pending: u64,
+    user_pending: u64,
 }
 
+/// One statement per device (statements, not rows, are what a send costs).
 fn target(c: &Connection, device: &DeviceId) -> Result<Target> {
     c.prepare_cached(
-        "SELECT d.id, d.user_id, u.user_key, d.pending_bytes FROM devices d
-         JOIN users u ON u.id = d.user_id WHERE d.device = ?1",
+        "SELECT d.id, d.user_id, u.user_key, d.pending_bytes,
+                (SELECT SUM(pending_bytes) FROM devices WHERE user_id = d.user_id)
+         FROM devices d JOIN users u ON u.id = d.user_id WHERE d.device = ?1",
     )?
     .query_row([&device.0[..]], |r| {
         Ok(Target {
@@ -40,6 +44,7 @@ fn target(c: &Connection, device: &DeviceId) -> Result<Target> {
             user_row: r.get(1)?,
             user: UserPublic(r.get(2)?),
             pending: r.get::<_, i64>(3)? as u64,
+            user_pending: r.get::<_, i64>(4)? as u64,
         })
     })
     .optional()?
@@ -79,40 +84,46 @@ pub(super) fn enqueue(
             targets.retain(|t| t.user_row != row);
         }
     }
-    // A resent datagram (the digest is stored already) adds rows only for
-    // devices that have none for it.
-    let existing: Option<i64> = c
-        .prepare_cached("SELECT id FROM datagrams WHERE digest = ?1")?
-        .query_row([&digest[..]], |r| r.get(0))
-        .optional()?;
-    if let Some(id) = existing {
-        let mut has_row =
-            c.prepare_cached("SELECT 1 FROM mailbox WHERE datagram = ?1 AND device_id = ?2")?;
-        let mut fresh = Vec::with_capacity(targets.len());
-        for t in targets {
-            if !has_row.exists([id, t.row])? {
-                fresh.push(t);
-            }
-        }
-        targets = fresh;
-    }
-    check_quota(c, &targets, datagram.len() as u64, quota)?;
-    if targets.is_empty() {
-        // Nothing to store (all blocked, or all had it): keep no orphan.
-        return Ok(Enqueued {
-            datagram_id: digest,
-            received_at: now,
-            deliveries: Vec::new(),
-        });
-    }
-    let datagram_id: i64 = match existing {
-        Some(id) => id,
-        None => c
-            .prepare_cached(
-                "INSERT INTO datagrams (digest, body, received_at) VALUES (?1, ?2, ?3) RETURNING id",
-            )?
-            .query_row(params![&digest[..], datagram, now as i64], |r| r.get(0))?,
+    let nothing = Enqueued {
+        datagram_id: digest,
+        received_at: now,
+        deliveries: Vec::new(),
     };
+    if targets.is_empty() {
+        return Ok(nothing); // all blocked: store nothing
+    }
+    // A new datagram's id comes back from the insert (undone with the rest
+    // if the quota refuses); a resent one (the digest is stored already)
+    // adds rows only for devices that have none for it.
+    let inserted: Option<i64> = c
+        .prepare_cached(
+            "INSERT INTO datagrams (digest, body, received_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (digest) DO NOTHING RETURNING id",
+        )?
+        .query_row(params![&digest[..], datagram, now as i64], |r| r.get(0))
+        .optional()?;
+    let datagram_id: i64 = match inserted {
+        Some(id) => id,
+        None => {
+            let id = c
+                .prepare_cached("SELECT id FROM datagrams WHERE digest = ?1")?
+                .query_row([&digest[..]], |r| r.get(0))?;
+            let mut has_row =
+                c.prepare_cached("SELECT 1 FROM mailbox WHERE datagram = ?1 AND device_id = ?2")?;
+            let mut fresh = Vec::with_capacity(targets.len());
+            for t in targets {
+                if !has_row.exists([id, t.row])? {
+                    fresh.push(t);
+                }
+            }
+            targets = fresh;
+            if targets.is_empty() {
+                return Ok(nothing); // all had it: a retry
+            }
+            id
+        }
+    };
+    check_quota(&targets, datagram.len() as u64, quota)?;
     let size = datagram.len() as i64;
     let mut next_seq = c.prepare_cached(
         "UPDATE devices SET last_seq = last_seq + 1, pending_bytes = pending_bytes + ?2
@@ -138,27 +149,14 @@ pub(super) fn enqueue(
 }
 
 /// Refuses the send if one more row of `size` bytes would take a target
-/// device, or all targets of one user together, past the quota.
-fn check_quota(c: &Connection, targets: &[Target], size: u64, quota: &MailboxQuota) -> Result<()> {
+/// device, or all targets of one user together, past the quota (the
+/// caller's savepoint then undoes what the send wrote).
+fn check_quota(targets: &[Target], size: u64, quota: &MailboxQuota) -> Result<()> {
     for t in targets {
-        if t.pending.saturating_add(size) > quota.device_bytes {
-            return Err(StoreError::MailboxFull(t.device));
-        }
-    }
-    if quota.user_bytes == u64::MAX {
-        return Ok(());
-    }
-    let mut pending_of_user =
-        c.prepare_cached("SELECT COALESCE(SUM(pending_bytes), 0) FROM devices WHERE user_id = ?1")?;
-    let mut seen: Vec<i64> = Vec::new();
-    for t in targets {
-        if seen.contains(&t.user_row) {
-            continue;
-        }
-        seen.push(t.user_row);
         let rows = targets.iter().filter(|o| o.user_row == t.user_row).count() as u64;
-        let pending: i64 = pending_of_user.query_row([t.user_row], |r| r.get(0))?;
-        if (pending as u64).saturating_add(size.saturating_mul(rows)) > quota.user_bytes {
+        if t.pending.saturating_add(size) > quota.device_bytes
+            || t.user_pending.saturating_add(size.saturating_mul(rows)) > quota.user_bytes
+        {
             return Err(StoreError::MailboxFull(t.device));
         }
     }
@@ -327,7 +325,7 @@ pub(super) fn purge(c: &Connection, now: u64, retention_ms: u64, ttl_ms: u64) ->
 pub(super) fn single_use(c: &Connection, id: &[u8; 32], expires_at: u64) -> Result<()> {
     let fresh = c
         .prepare_cached(
-            "INSERT INTO requests (id, expires_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+            "INSERT INTO requests (expires_at, id) VALUES (?2, ?1) ON CONFLICT DO NOTHING",
         )?
         .execute(params![&id[..], expires_at as i64])?;
     if fresh == 0 {

@@ -132,7 +132,9 @@ fn migrate_v2(c: &Connection, secret: &ServerSecret) -> Result<()> {
     c.execute_batch("BEGIN")?;
     let migrated = (|| -> Result<()> {
         c.execute_batch(schema::SCHEMA_V2)?;
-        let blocks: Vec<([u8; 32], [u8; 32], [u8; 32], [u8; 32])> = c
+        // (blocker key, blocked key, blocked name key, blocked sealed name)
+        type OldBlock = ([u8; 32], [u8; 32], [u8; 32], [u8; 32]);
+        let blocks: Vec<OldBlock> = c
             .prepare(
                 "SELECT r.user_key, d.user_key, d.name_key, d.sealed_name FROM blocks b
                  JOIN users r ON r.id = b.blocker JOIN users d ON d.id = b.blocked",

@@ -83,11 +83,13 @@ UPDATE devices SET max_prekey_id = COALESCE(
     (SELECT MAX(prekey_id) FROM prekeys WHERE device_id = devices.id), 0);
 -- The TTL of unacknowledged items purges by age.
 CREATE INDEX mailbox_unacked_age ON mailbox(received_at) WHERE acked_at IS NULL;
+-- Keyed by expiry first: a request's expiry follows from its signed time,
+-- so inserts land at the end of the tree and the purge cuts its start.
 CREATE TABLE requests (
-    id         BLOB PRIMARY KEY,       -- SHA-256 of a signed request
-    expires_at INTEGER NOT NULL
+    expires_at INTEGER NOT NULL,
+    id         BLOB NOT NULL,          -- SHA-256 of a signed request
+    PRIMARY KEY (expires_at, id)
 ) WITHOUT ROWID;
-CREATE INDEX requests_expiry ON requests(expires_at);
 CREATE TABLE block_list (
     pair   BLOB PRIMARY KEY,           -- HMAC(secret, blocker user key, blocked user key)
     owner  BLOB NOT NULL,              -- HMAC(secret, blocker user key)
