@@ -5,7 +5,6 @@
 mod common;
 
 use std::net::IpAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -242,15 +241,7 @@ const CHILD_ENV: &str = "SOTTO_TEST_AVAILABILITY_CHILD";
 
 #[test]
 fn child_server() {
-    let Ok(dir) = std::env::var(CHILD_ENV) else {
-        return;
-    };
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async move {
-        let running = start(Path::new(&dir), Duration::ZERO).await;
-        println!("READY {} {}", running.addr, running.fingerprint);
-        std::future::pending::<()>().await;
-    });
+    common::child_server(CHILD_ENV, Duration::ZERO);
 }
 
 fn rss_kb(pid: u32) -> u64 {

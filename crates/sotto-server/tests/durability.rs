@@ -20,15 +20,7 @@ const CHILD_ENV: &str = "SOTTO_TEST_CHILD_DATA";
 
 #[test]
 fn child_server() {
-    let Ok(dir) = std::env::var(CHILD_ENV) else {
-        return;
-    };
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async move {
-        let running = start(Path::new(&dir), Duration::from_secs(3600)).await;
-        println!("READY {} {}", running.addr, running.fingerprint);
-        std::future::pending::<()>().await;
-    });
+    common::child_server(CHILD_ENV, Duration::from_secs(3600));
 }
 
 fn spawn_child(dir: &Path) -> (KillOnDrop, SocketAddr, String) {

@@ -2,50 +2,10 @@
 //! live of unacknowledged items, single-use request ids, prekey ids that
 //! were published before, device removal, and the server secret's file.
 
-use std::path::Path;
+mod common;
 
+use common::*;
 use sotto_store::server::*;
-
-fn dev(n: u32) -> DeviceId {
-    let mut b = [0u8; 32];
-    b[..4].copy_from_slice(&n.to_be_bytes());
-    b[31] = 0xd0;
-    DeviceId(b)
-}
-
-fn user_key(n: u32) -> UserPublic {
-    let mut b = [0u8; 32];
-    b[..4].copy_from_slice(&n.to_be_bytes());
-    b[31] = 0xa0;
-    UserPublic(b)
-}
-
-fn name(s: &str) -> UsernameHash {
-    let mut b = [0u8; 32];
-    for (i, c) in s.bytes().enumerate() {
-        b[i % 32] ^= c.wrapping_mul(31).wrapping_add(i as u8);
-    }
-    b
-}
-
-fn new_device(d: DeviceId, prekeys: u32) -> NewDevice {
-    NewDevice {
-        device: d,
-        cert: d.0.to_vec(),
-        prekeys: (1..=prekeys).map(|i| (i, vec![i as u8; 8])).collect(),
-        reserve: b"reserve".to_vec(),
-        reserve_id: prekeys + 1,
-    }
-}
-
-fn register(s: &SqliteStore, username: &str, u: u32, d: u32, prekeys: u32) {
-    let user = NewUser {
-        username_hash: name(username),
-        user: user_key(u),
-        device: new_device(dev(d), prekeys),
-    };
-    s.register(user, 1_000).unwrap();
-}
 
 /// Links a second device `d` to user `u` (as an approved link does).
 fn add_device(s: &SqliteStore, u: u32, d: u32) {
@@ -64,10 +24,6 @@ fn single_use(s: &SqliteStore, id: [u8; 32], expires: u64) -> Result<()> {
         }),
     );
     rx.recv().unwrap()
-}
-
-fn raw(dir: &Path) -> rusqlite::Connection {
-    rusqlite::Connection::open(dir.join(DB_FILE)).unwrap()
 }
 
 #[test]
@@ -172,7 +128,7 @@ fn a_prekey_id_is_never_published_twice() {
     let s = SqliteStore::open(dir.path()).unwrap();
     register(&s, "bob", 1, 1, 3); // ids 1..=3, reserve 4
     let (_, claimed) = s.claim_prekeys(&name("bob"), &[], &user_key(9)).unwrap();
-    assert_eq!(claimed[0].prekey, vec![1u8; 8]);
+    assert_eq!(claimed[0].prekey, b"otk-1");
     // Re-uploading the served key, a published id, or a repeated id: all
     // refused, and nothing changes.
     for (prekeys, reserve) in [
@@ -241,8 +197,6 @@ fn a_removed_device_leaves_the_directory_with_its_prekeys_and_mailbox() {
         Err(StoreError::UnknownDevice(_))
     ));
 }
-
-const Q: &MailboxQuota = &MailboxQuota::UNLIMITED;
 
 #[test]
 fn the_secret_can_live_elsewhere_and_a_wrong_or_missing_one_is_refused() {

@@ -330,6 +330,21 @@ impl User {
     }
 }
 
+/// The body of a test binary's `child_server` test: when `env` names a
+/// directory, serves it (printing "READY addr fingerprint") until killed;
+/// otherwise returns at once (an ordinary test run).
+pub fn child_server(env: &str, retention: Duration) {
+    let Ok(dir) = std::env::var(env) else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async move {
+        let running = start(Path::new(&dir), retention).await;
+        println!("READY {} {}", running.addr, running.fingerprint);
+        std::future::pending::<()>().await;
+    });
+}
+
 /// Kills a child server even when the test fails half-way.
 pub struct KillOnDrop(pub Child);
 

@@ -316,15 +316,26 @@ fn user_named(
     Ok((UserPublic(key), secret.seal_name(name_key, &sealed)))
 }
 
+/// The key of `blocker`'s block of the user named by `blocked_key`, and
+/// that user's username hash; both users must exist.
+fn block_of(
+    c: &Connection,
+    secret: &ServerSecret,
+    blocker: &UserPublic,
+    blocked_key: &[u8; 32],
+) -> Result<([u8; 32], UsernameHash)> {
+    user_row(c, "user_key", &blocker.0)?;
+    let (blocked, hash) = user_named(c, secret, blocked_key)?;
+    Ok((secret.block_pair(blocker, &blocked), hash))
+}
+
 pub(super) fn block(
     c: &Connection,
     secret: &ServerSecret,
     blocker: &UserPublic,
     blocked_key: &[u8; 32],
 ) -> Result<()> {
-    user_row(c, "user_key", &blocker.0)?;
-    let (blocked, hash) = user_named(c, secret, blocked_key)?;
-    let pair = secret.block_pair(blocker, &blocked);
+    let (pair, hash) = block_of(c, secret, blocker, blocked_key)?;
     c.execute(
         "INSERT OR IGNORE INTO block_list (pair, owner, sealed) VALUES (?1, ?2, ?3)",
         params![
@@ -342,9 +353,7 @@ pub(super) fn unblock(
     blocker: &UserPublic,
     blocked_key: &[u8; 32],
 ) -> Result<()> {
-    user_row(c, "user_key", &blocker.0)?;
-    let (blocked, _) = user_named(c, secret, blocked_key)?;
-    let pair = secret.block_pair(blocker, &blocked);
+    let (pair, _) = block_of(c, secret, blocker, blocked_key)?;
     c.execute("DELETE FROM block_list WHERE pair = ?1", [&pair[..]])?;
     Ok(())
 }

@@ -51,6 +51,17 @@ fn target(c: &Connection, device: &DeviceId) -> Result<Target> {
     .ok_or(StoreError::UnknownDevice(*device))
 }
 
+/// The sender's (user row, user key).
+fn sender_of(c: &Connection, device: &DeviceId) -> Result<(i64, UserPublic)> {
+    c.prepare_cached(
+        "SELECT d.user_id, u.user_key FROM devices d JOIN users u ON u.id = d.user_id
+         WHERE d.device = ?1",
+    )?
+    .query_row([&device.0[..]], |r| Ok((r.get(0)?, UserPublic(r.get(1)?))))
+    .optional()?
+    .ok_or(StoreError::UnknownDevice(*device))
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(super) fn enqueue(
     c: &Connection,
@@ -62,7 +73,7 @@ pub(super) fn enqueue(
     now: u64,
     quota: &MailboxQuota,
 ) -> Result<Enqueued> {
-    let from = target(c, sender)?;
+    let from = sender_of(c, sender)?;
     // Resolve every recipient before writing anything: the send is refused
     // as a whole if one is unknown or has no room.
     let mut targets: Vec<Target> = Vec::with_capacity(recipients.len());
@@ -74,13 +85,13 @@ pub(super) fn enqueue(
     // Users that block the sender get nothing, and the sender is not told.
     let mut users: Vec<(i64, UserPublic)> = targets
         .iter()
-        .filter(|t| t.user_row != from.user_row)
+        .filter(|t| t.user_row != from.0)
         .map(|t| (t.user_row, t.user))
         .collect();
     users.sort_unstable_by_key(|u| u.0);
     users.dedup_by_key(|u| u.0);
     for (row, user) in users {
-        if blocks_user(c, secret, &user, &from.user)? {
+        if blocks_user(c, secret, &user, &from.1)? {
             targets.retain(|t| t.user_row != row);
         }
     }
