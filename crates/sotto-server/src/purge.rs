@@ -15,11 +15,11 @@ const AT_MOST_EVERY: Duration = Duration::from_secs(1);
 
 pub(crate) async fn run(state: AppState) {
     let mut shutdown = state.shutdown.clone();
+    // Every minute, or every half of a window shorter than two minutes.
     let shortest = match state.retention_ms {
-        0 => EVERY,
-        ms => Duration::from_millis(ms),
-    }
-    .min(state.limits.unacked_ttl);
+        0 => state.limits.unacked_ttl,
+        ms => Duration::from_millis(ms).min(state.limits.unacked_ttl),
+    };
     let period = (shortest / 2).clamp(AT_MOST_EVERY, EVERY);
     let mut tick = tokio::time::interval(period);
     loop {
