@@ -12,13 +12,14 @@
 //! stores the datagram instead ([`Caller::once`]): one writer job per send.
 
 use axum::async_trait;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use sha2::{Digest, Sha256};
 use sotto_api::{codes, hex32, request_signing_bytes, AuthHeaders, CLOCK_SKEW_MS};
 use sotto_proto::{verify_device_signature, DeviceId};
 use sotto_store::server::{DeviceRecord, RequestId};
+use tower_http::timeout::TimeoutBody;
 
 use crate::api::{paths, ApiError};
 use crate::state::{answer, now_ms, AppState};
@@ -47,8 +48,13 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, ApiError> {
         .ok_or_else(|| ApiError::unauthorized(format!("missing or invalid {name} header")))
 }
 
-/// Reads the body within the route's limit, mapping failures to API errors.
+/// Reads the body within the route's limit, mapping failures to API
+/// errors. A body that stops arriving for `Limits::body_timeout` fails the
+/// read (408), and the connection closes. (Only here, where bodies are
+/// read: a request that reads none pays for no timer.)
 pub(crate) async fn read_body(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
+    let timeout = state.limits.body_timeout;
+    let req = req.map(|body| Body::new(TimeoutBody::new(timeout, body)));
     Bytes::from_request(req, state).await.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(

@@ -1,5 +1,5 @@
 //! The HTTP API: one module per area, like mini-redis's one file per
-//! command. This file wires the routes, the body limits and timeout, and
+//! command. This file wires the routes, the body limits, and
 //! the rule that every error is `ErrorBody` JSON. What a body must hold is
 //! checked by the decoders in `sotto_api::decode`, which the fuzz targets
 //! call too.
@@ -17,17 +17,13 @@ mod prekeys;
 mod register;
 mod ws;
 
-use std::time::Duration;
-
-use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::DefaultBodyLimit;
 use axum::http::{header, StatusCode};
-use axum::middleware::{map_request, map_response};
+use axum::middleware::map_response;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use sotto_api::{codes, ErrorBody};
-use tower_http::timeout::TimeoutBody;
 
 pub(crate) use error::ApiError;
 
@@ -84,7 +80,6 @@ pub(crate) mod paths {
 }
 
 pub(crate) fn router(state: AppState) -> Router {
-    let body_timeout = state.limits.body_timeout;
     let max_datagram = state.limits.max_datagram;
     let json = Router::new()
         .route(paths::CLOCK, get(clock::get))
@@ -115,17 +110,8 @@ pub(crate) fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(max_datagram));
     json.merge(datagrams)
         .fallback(no_route)
-        .layer(map_request(move |req: Request| {
-            timed_body(req, body_timeout)
-        }))
         .layer(map_response(json_errors))
         .with_state(state)
-}
-
-/// A body that stops arriving for `timeout` fails the read, so its handler
-/// answers 408 and the connection closes (see `Limits::body_timeout`).
-async fn timed_body(req: Request, timeout: Duration) -> Request {
-    req.map(|body| Body::new(TimeoutBody::new(timeout, body)))
 }
 
 /// `{}`, the answer of calls that return nothing.
