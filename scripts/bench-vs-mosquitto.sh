@@ -55,7 +55,7 @@ if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
     exit 1
 fi
 DATA=$(mktemp -d /tmp/sotto-bench-XXXXXX)
-target/release/sotto server --listen "127.0.0.1:$PORT" --data "$DATA" >"$OUT/server.log" 2>&1 &
+target/release/sotto server --listen "127.0.0.1:$PORT" --data "$DATA" --no-rate-limits >"$OUT/server.log" 2>&1 &
 SPID=$!
 cleanup() {
     kill "$SPID" 2>/dev/null || true

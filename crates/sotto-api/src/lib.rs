@@ -10,6 +10,7 @@
 //! keys and username hashes as lowercase hex.
 
 mod auth;
+pub mod decode;
 pub mod paths;
 #[cfg(feature = "pinned-tls")]
 pub mod pin;

@@ -7,6 +7,7 @@ pub const CLOCK: &str = "/v1/clock";
 pub const REGISTER: &str = "/v1/register";
 pub const USER: &str = "/v1/users/:username_hash";
 pub const DEVICES: &str = "/v1/devices";
+pub const DEVICE: &str = "/v1/devices/:device_id";
 pub const BUNDLES: &str = "/v1/users/:username_hash/bundles";
 pub const PREKEYS: &str = "/v1/prekeys";
 pub const MESSAGES: &str = "/v1/messages";
@@ -28,6 +29,7 @@ pub const ALL: &[&str] = &[
     REGISTER,
     USER,
     DEVICES,
+    DEVICE,
     BUNDLES,
     PREKEYS,
     MESSAGES,
@@ -56,6 +58,11 @@ fn fill(template: &str, value: &str) -> String {
 /// [`USER`] for a username hash.
 pub fn user(username_hash: &[u8; 32]) -> String {
     fill(USER, &hex::encode(username_hash))
+}
+
+/// [`DEVICE`] for a device id.
+pub fn device(device: &[u8; 32]) -> String {
+    fill(DEVICE, &hex::encode(device))
 }
 
 /// [`BUNDLES`] for a username hash.
@@ -112,6 +119,7 @@ mod tests {
         let h = [0xab; 32];
         for (template, path) in [
             (USER, user(&h)),
+            (DEVICE, device(&h)),
             (BUNDLES, bundles(&h)),
             (DATAGRAM, datagram(&h)),
             (LINK_READ, link("abc")),

@@ -25,6 +25,20 @@ pub mod codes {
     pub const TOO_LARGE: &str = "too_large";
     pub const NOT_FOUND: &str = "not_found";
     pub const INTERNAL: &str = "internal";
+    /// 429: too many requests of this kind from this device or address;
+    /// the `Retry-After` header says how many seconds to wait.
+    pub const RATE_LIMITED: &str = "rate_limited";
+    /// 409: a recipient device's (or its user's) mailbox holds as many
+    /// unacknowledged bytes as the server allows; retry once it fetched.
+    pub const MAILBOX_FULL: &str = "mailbox_full";
+    /// 409: this exact signed request was already used; sign a new one.
+    pub const REPLAYED: &str = "replayed";
+    /// 409: a prekey id that this device published before.
+    pub const PREKEY_REUSED: &str = "prekey_reused";
+    /// 408: the request's body stopped arriving.
+    pub const TIMEOUT: &str = "timeout";
+    /// 503: the server holds as many connections of this kind as it allows.
+    pub const UNAVAILABLE: &str = "unavailable";
 }
 
 /// `GET /v1/clock`: the master clock.
@@ -132,12 +146,27 @@ pub struct Ack {
     pub seqs: Vec<u64>,
 }
 
+/// A new mailbox item too large to push inline: the device fetches it
+/// (`GET /v1/mailbox?after=SEQ-1`, or `GET /v1/datagrams/{datagram_id}`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Notice {
+    pub seq: u64,
+    /// Hex SHA-256 of the datagram.
+    pub datagram_id: String,
+    /// The datagram's size in bytes.
+    pub size: u64,
+    pub received_at: u64,
+}
+
 /// Server -> device WebSocket text frames.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Push {
     /// A new mailbox item.
     Message(MailboxItem),
+    /// A new mailbox item announced by id and size (datagrams over the
+    /// server's inline push limit); fetch it over HTTP.
+    Notice(Notice),
     /// The device's one-time prekey pool is low (or empty: the reserve key
     /// is being served); the device should upload more.
     PrekeysLow(PrekeyStatus),
@@ -191,4 +220,17 @@ pub struct Block {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Blocks {
     pub blocked: Vec<String>,
+}
+
+/// `DELETE /v1/devices/{device_id}`: removes a device of the caller's user.
+/// Signed (as every request) by the calling device, and by the user key:
+/// only the device that holds it can remove devices.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RemoveDevice {
+    /// Milliseconds since the Unix epoch (server clock); within the
+    /// request clock skew of the server's time.
+    pub time_ms: u64,
+    /// b64 signature by the user key (`UserKey::sign_removal`) over the
+    /// device id and `time_ms`.
+    pub signature: String,
 }

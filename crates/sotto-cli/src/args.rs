@@ -42,7 +42,8 @@ pub enum Command {
     ///
     /// The first run creates the SQLite database and a self-signed TLS
     /// certificate in --data, and prints the certificate fingerprint that
-    /// clients pin.
+    /// clients pin. Logs go to standard error, filtered by RUST_LOG
+    /// (default "info"; e.g. RUST_LOG=sotto_server=debug).
     Server {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:7443")]
@@ -60,6 +61,30 @@ pub enum Command {
         /// 0 deletes it on delivery.
         #[arg(long, default_value_t = 30, value_name = "DAYS")]
         retention_days: u64,
+        /// The server secret (32 bytes; made there on first start). Keep it
+        /// outside --data so that a copy of the data directory does not
+        /// reveal usernames. Default: server_secret in --data.
+        #[arg(long, env = "SOTTO_SECRET_FILE", value_name = "FILE")]
+        secret_file: Option<PathBuf>,
+        /// Unacknowledged megabytes (MiB) one device's mailbox may hold;
+        /// a user's devices together may hold four times that. A send
+        /// over it is refused (409 mailbox_full); nothing stored is lost.
+        #[arg(long, default_value_t = 256, value_name = "N")]
+        max_mailbox_mb: u64,
+        /// Days an unacknowledged datagram waits before it is deleted.
+        #[arg(long, default_value_t = 30, value_name = "D")]
+        unacked_days: u64,
+        /// Seconds a request's headers, or the next piece of its body, may
+        /// take to arrive before the connection is closed.
+        #[arg(long, default_value_t = 10, value_name = "SECS")]
+        read_timeout: u64,
+        /// HTTP connections one client address (IPv6: one /64) may hold.
+        #[arg(long, default_value_t = 512, value_name = "N")]
+        max_connections_per_ip: usize,
+        /// Turn every rate limit off (load tests from one address only;
+        /// never on a server others use).
+        #[arg(long)]
+        no_rate_limits: bool,
     },
     /// Create a new user with this device as its first device.
     Register {
@@ -90,8 +115,11 @@ pub enum Command {
         /// The code the new device printed.
         code: String,
     },
-    /// List this user's devices.
-    Devices,
+    /// List this user's devices, or remove one.
+    Devices {
+        #[command(subcommand)]
+        command: Option<DevicesCommand>,
+    },
     /// Send a message. BODY "-" reads it from standard input.
     Send {
         /// Recipient username.
@@ -138,6 +166,17 @@ pub enum Command {
     P2p {
         #[command(subcommand)]
         command: crate::p2p_cmds::P2pCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DevicesCommand {
+    /// Remove a lost or stolen device of your account: the server forgets
+    /// it (others stop encrypting to it) and refuses it from then on. Run
+    /// it on the device you registered with (it holds the user key).
+    Remove {
+        /// The device id, as `sotto devices` (or `--json`, "id") lists it.
+        device: String,
     },
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sotto_client::{Client, Event};
 
-use crate::args::Command;
+use crate::args::{Command, DevicesCommand};
 use crate::output::Printer;
 use crate::{passphrase, render};
 
@@ -83,10 +83,16 @@ async fn device_command(
             let device = client.approve(&code).await?;
             println!("approved device {}", hex::encode(device.id.0));
         }
-        Command::Devices => {
+        Command::Devices { command: None } => {
             for d in client.devices().await? {
                 out.device(&d);
             }
+        }
+        Command::Devices {
+            command: Some(DevicesCommand::Remove { device }),
+        } => {
+            client.remove_device(&device).await?;
+            println!("removed device {device}");
         }
         Command::Send { to, body } => {
             let body = if body == "-" { read_stdin()? } else { body };

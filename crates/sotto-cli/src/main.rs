@@ -43,13 +43,30 @@ async fn run(cli: Cli) -> Result<(), String> {
             cert,
             key,
             retention_days,
+            secret_file,
+            max_mailbox_mb,
+            unacked_days,
+            read_timeout,
+            max_connections_per_ip,
+            no_rate_limits,
         } => {
+            logs();
             let mut config = sotto_server::Config::new(listen, data);
             if let (Some(cert), Some(key)) = (cert, key) {
                 config.tls = sotto_server::Tls::Files { cert, key };
             }
             config.retention =
                 std::time::Duration::from_secs(retention_days.saturating_mul(86_400));
+            config.secret_file = secret_file;
+            let limits = &mut config.limits;
+            limits.set_mailbox_mb(max_mailbox_mb);
+            limits.set_unacked_days(unacked_days);
+            limits.header_timeout = std::time::Duration::from_secs(read_timeout.max(1));
+            limits.body_timeout = limits.header_timeout;
+            limits.connections_per_address = max_connections_per_ip.max(1);
+            if no_rate_limits {
+                limits.rates = None;
+            }
             let running = sotto_server::start(config)
                 .await
                 .map_err(|e| e.to_string())?;
@@ -66,4 +83,16 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         command => client_cmds::run(cli.home, cli.json, command).await,
     }
+}
+
+/// The server's log: one line per event on standard error, filtered by
+/// RUST_LOG (default: info).
+fn logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
 }

@@ -158,9 +158,10 @@ pub fn error(e: &Error) -> String {
                  re-registered. Refusing to send. `sotto verify {u}` shows the new safety number: compare it \
                  with {u} out of band, then accept the key with `sotto verify --accept {u}`"
             ),
-            D::NoUserKey => "this device does not hold the user key: approve new devices from the device you \
-                             registered with"
+            D::NoUserKey => "this device does not hold the user key: approve (or remove) devices from the \
+                             device you registered with"
                 .into(),
+            D::UnknownDevice(id) => format!("no device {id:?} in this account: `sotto devices` lists their ids"),
             D::BadLinkCode(c) => {
                 format!("invalid link code {c:?}: type the whole code printed by `sotto link`")
             }

@@ -75,12 +75,13 @@ fn two_users_several_devices_walkthrough() {
         "the human form shows the digits: {human}"
     );
 
-    // Blocking refuses, unblocking lets through.
+    // Blocking drops silently (alice is not told), unblocking lets through.
     ok(&bob, &["block", "alice"]);
-    let e = err(&alice, &["send", "bob", "are you there?"]);
-    assert!(e.contains("block"), "{e}");
-    ok(&bob, &["unblock", "alice"]);
     ok(&alice, &["send", "bob", "are you there?"]);
+    assert!(!ok(&bob, &["inbox"]).contains("are you there?"));
+    ok(&bob, &["unblock", "alice"]);
+    ok(&alice, &["send", "bob", "still there?"]);
+    assert!(ok(&bob, &["inbox"]).contains("still there?"));
 
     // Clear errors.
     let e = err(&alice, &["send", "nobody-here", "hi"]);
@@ -222,4 +223,40 @@ fn a_short_passphrase_is_refused_with_the_reason() {
             assert_eq!(mode, 0o600, "{}", p.display());
         }
     }
+}
+
+/// Issue 13, finding 12: `sotto devices remove <id>` (the contract), run
+/// on the device holding the user key; the removed device is refused, and
+/// alice's next message reaches only bob's remaining device.
+#[test]
+fn a_lost_device_is_removed_and_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("srv"));
+    let alice = register(dir.path(), "alice", &server);
+    let bob = register(dir.path(), "bob", &server);
+    let lost = link(dir.path(), "bob-lost", &bob, &server);
+    let devices = json_lines(&ok(&bob, &["devices", "--json"]));
+    let lost_id = devices.iter().find(|d| d["this_device"] == false).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let first_id = devices.iter().find(|d| d["this_device"] == true).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // The lost device does not hold the user key: it cannot remove bob's.
+    let e = err(&lost, &["devices", "remove", &first_id]);
+    assert!(e.contains("user key"), "{e}");
+    let out = ok(&bob, &["devices", "remove", &lost_id]);
+    assert!(out.contains(&lost_id), "{out}");
+    let left = json_lines(&ok(&bob, &["devices", "--json"]));
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0]["id"], first_id.as_str());
+
+    ok(&alice, &["send", "bob", "after the loss"]);
+    assert_eq!(bodies(&inbox(&bob)), ["after the loss"]);
+    err(&lost, &["inbox"]);
+    let e = err(&bob, &["devices", "remove", &"ab".repeat(32)]);
+    assert!(e.contains("sotto devices"), "{e}");
 }

@@ -37,6 +37,16 @@ impl Client {
         self.run(op).await
     }
 
+    /// Removes a device of this user (lost or stolen; `device_id` as
+    /// [`Client::devices`] lists it, in hex): the server drops it from the
+    /// directory, refuses its requests and deletes its mailbox. Signed by
+    /// the user key, so only the device holding it can do this.
+    pub async fn remove_device(&mut self, device_id: &str) -> Result<()> {
+        let (_guard, now) = self.begin_online().await?;
+        let op = self.core.remove_device(now, device_id)?;
+        self.run(op).await
+    }
+
     /// The safety number of this user and `username`, to compare out of
     /// band. Looks the user up (trust on first use) if not yet a contact;
     /// fails with `KeyChanged` if the server now shows another key.

@@ -7,7 +7,7 @@
 use reqwest::{Method, StatusCode};
 use sotto_api::{
     b64, codes, hex32, paths, Ack, Block, ClaimRequest, ClaimResponse, LinkApprove, LinkRequest,
-    PrekeyStatus, PrekeyUpload, UserDevices,
+    PrekeyStatus, PrekeyUpload, RemoveDevice, UserDevices,
 };
 use sotto_device::{
     Directory, EncodedBundle, FromOutput, LinkWaiting, Lookup, Op, OutgoingRequest, PrekeyCount,
@@ -179,6 +179,25 @@ impl Client {
                     .call(Method::DELETE, &paths::block(user), NO_BODY, key)
                     .await?;
                 Response::Done
+            }
+            Request::RemoveDevice {
+                device,
+                time_ms,
+                signature,
+            } => {
+                let body = RemoveDevice {
+                    time_ms: *time_ms,
+                    signature: b64::encode(signature),
+                };
+                let r = api
+                    .call(Method::DELETE, &paths::device(&device.0), Some(&body), key)
+                    .await;
+                let removed: Option<serde_json::Value> =
+                    unless(r, StatusCode::NOT_FOUND, Some(codes::UNKNOWN_DEVICE))?;
+                match removed {
+                    Some(_) => Response::Done,
+                    None => Response::UnknownDevice,
+                }
             }
         })
     }

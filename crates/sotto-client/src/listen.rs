@@ -108,6 +108,8 @@ impl Client {
                         self.drain().await?;
                         emit(self.report(), on_event);
                     }
+                    // Too large to push inline: it waits in the mailbox.
+                    Ok(Push::Notice(_)) => emit(self.sync().await?, on_event),
                     Ok(Push::PrekeysLow(_)) => {
                         self.refill_prekeys_if_low().await?;
                     }

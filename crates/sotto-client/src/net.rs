@@ -80,6 +80,10 @@ pub(crate) struct Api {
     pin: Arc<Mutex<PinState>>,
     /// Server clock minus local clock, once known.
     offset: Mutex<Option<i64>>,
+    /// The time of the last signed request: each is later, so that two
+    /// identical requests are two requests (the server refuses a signed
+    /// request it has seen as a replay).
+    last_signed: Mutex<u64>,
 }
 
 impl Api {
@@ -99,6 +103,7 @@ impl Api {
             tls: Arc::new(config),
             pin,
             offset: Mutex::new(None),
+            last_signed: Mutex::new(0),
         })
     }
 
@@ -186,7 +191,12 @@ impl Api {
         body: &[u8],
         key: &DeviceKey,
     ) -> Result<[(&'static str, String); 3]> {
-        let time = self.now().await?;
+        let now = self.now().await?;
+        let time = {
+            let mut last = self.last_signed.lock().expect("last_signed");
+            *last = (*last + 1).max(now);
+            *last
+        };
         let sig = key.sign(&request_signing_bytes(method, path, time, body));
         Ok([
             (AuthHeaders::DEVICE, hex::encode(key.id().0)),

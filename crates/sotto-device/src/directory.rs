@@ -4,7 +4,7 @@
 
 use sotto_proto::{
     check_contact_key, normalize_username, safety_number, username_hash, ContactKey, DeviceCert,
-    SafetyNumber, UserPublic,
+    DeviceId, SafetyNumber, UserPublic,
 };
 
 use crate::events::{ContactInfo, DeviceInfo};
@@ -92,6 +92,28 @@ impl Machine {
     pub fn devices(&mut self, now: u64) -> Op<Vec<DeviceInfo>> {
         self.now = now;
         self.start(Job::Lookup(LookupJob::new(LookupKind::Devices, None)))
+    }
+
+    /// Removes a device of this user (lost or stolen; `device_id` in hex,
+    /// as [`Machine::devices`] lists it): the transport forgets it and
+    /// refuses it from then on, so other users stop encrypting to it. Only
+    /// the device holding the user key can sign that ([`Error::NoUserKey`]).
+    pub fn remove_device(&mut self, now: u64, device_id: &str) -> Result<Op<()>> {
+        self.now = now;
+        let user_key = self.user_key.as_ref().ok_or(Error::NoUserKey)?;
+        let unknown = || Error::UnknownDevice(device_id.to_string());
+        let bytes = hex::decode(device_id.trim()).map_err(|_| unknown())?;
+        let device = DeviceId(bytes.try_into().map_err(|_| unknown())?);
+        let time_ms = self.master_now();
+        let signature = user_key.sign_removal(&device, time_ms);
+        Ok(self.start(Job::Remove(RemoveJob {
+            request: Some(Request::RemoveDevice {
+                device,
+                time_ms,
+                signature,
+            }),
+            id: device_id.to_string(),
+        })))
     }
 
     /// The safety number of this user and `username`, to compare out of
@@ -313,5 +335,29 @@ impl BlockJob {
             ..ChangeSet::default()
         })?;
         Ok(Step::Done(Ok(Output::Unit)))
+    }
+}
+
+/// Removing a device of this user: one request, signed when it was made.
+pub(crate) struct RemoveJob {
+    request: Option<Request>,
+    /// The id as the user typed it, for the error.
+    id: String,
+}
+
+impl RemoveJob {
+    pub(crate) fn start(&mut self, m: &mut Machine, op: OpId) -> Result<Step> {
+        if let Some(r) = self.request.take() {
+            m.request(op, r);
+        }
+        Ok(Step::Wait)
+    }
+
+    pub(crate) fn on_reply(&mut self, reply: Reply) -> Result<Step> {
+        Ok(Step::Done(match expect(reply)? {
+            Response::Done => Ok(Output::Unit),
+            Response::UnknownDevice => Err(Error::UnknownDevice(self.id.clone())),
+            other => Err(unexpected("device removal", &other)),
+        }))
     }
 }

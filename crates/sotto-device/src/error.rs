@@ -23,8 +23,11 @@ pub enum Error {
     /// this device trusted: refused until the user accepts the new key.
     #[error("{username}'s key changed since you last talked: someone may be impersonating them, or they re-registered")]
     KeyChanged { username: String },
-    #[error("this device does not hold the user key: only the device that registered can approve new devices")]
+    #[error("this device does not hold the user key: only the device that registered can approve or remove devices")]
     NoUserKey,
+    /// `0`: the device id as the user gave it.
+    #[error("no device {0:?} in this account")]
+    UnknownDevice(String),
     #[error("invalid link code {0:?}")]
     BadLinkCode(String),
     #[error(

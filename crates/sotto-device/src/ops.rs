@@ -9,7 +9,7 @@ use std::marker::PhantomData;
 use sotto_proto::SafetyNumber;
 
 use crate::deliver::SendText;
-use crate::directory::{BlockJob, LookupJob};
+use crate::directory::{BlockJob, LookupJob, RemoveJob};
 use crate::events::DeviceInfo;
 use crate::link::Approve;
 use crate::machine::Machine;
@@ -124,6 +124,7 @@ pub(crate) enum Job {
     Text(Box<SendText>),
     Lookup(LookupJob),
     Block(BlockJob),
+    Remove(RemoveJob),
     Refill(Refill),
     Approve(Box<Approve>),
     Room(Box<RoomJob>),
@@ -137,6 +138,7 @@ impl Job {
             Job::Text(j) => j.start(m, op),
             Job::Lookup(j) => j.start(m, op),
             Job::Block(j) => j.start(m, op),
+            Job::Remove(j) => j.start(m, op),
             Job::Refill(j) => j.start(m, op),
             Job::Approve(j) => j.start(m, op),
             Job::Room(j) => j.start(m, op),
@@ -150,6 +152,7 @@ impl Job {
             Job::Text(j) => j.on_reply(m, op, id, r),
             Job::Lookup(j) => j.on_reply(m, r),
             Job::Block(j) => j.on_reply(m, r),
+            Job::Remove(j) => j.on_reply(r),
             Job::Refill(j) => j.on_reply(m, op, r),
             Job::Approve(j) => j.on_reply(m, op, id, r),
             Job::Room(j) => j.on_reply(m, op, id, r),

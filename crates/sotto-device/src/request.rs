@@ -79,6 +79,15 @@ pub enum Request {
     Block { user: [u8; 32] },
     /// Accept them again.
     Unblock { user: [u8; 32] },
+    /// Forget `device`, a device of this user, for good (lost or stolen):
+    /// the transport checks `signature`, made by the user key over the
+    /// device id and `time_ms` (`UserKey::sign_removal`). Answer
+    /// [`Response::Done`], or [`Response::UnknownDevice`].
+    RemoveDevice {
+        device: DeviceId,
+        time_ms: u64,
+        signature: [u8; 64],
+    },
 }
 
 impl Request {
@@ -96,6 +105,7 @@ impl Request {
             Request::ApproveLink { .. } => "link approval",
             Request::Block { .. } => "block",
             Request::Unblock { .. } => "unblock",
+            Request::RemoveDevice { .. } => "device removal",
         }
     }
 }
@@ -155,6 +165,8 @@ pub enum Response {
     LinkRequest(Option<LinkWaiting>),
     /// The link request expired before it was approved.
     LinkGone,
+    /// No such device of this user.
+    UnknownDevice,
     Done,
 }
 

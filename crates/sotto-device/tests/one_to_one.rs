@@ -171,3 +171,41 @@ fn nothing_is_acknowledged_before_its_commit() {
         ]
     );
 }
+
+/// Issue 13, finding 12: a lost device is removed with the user key; the
+/// next message reaches only the devices that remain, and a device without
+/// the user key cannot remove any.
+#[test]
+fn a_removed_device_no_longer_receives() {
+    let mut net = net();
+    let mut alice = register(&mut net, "alice", 1);
+    let mut bob = register(&mut net, "bob", 2);
+    let mut lost = net.link(&mut bob, rng(3));
+    let lost_id = hex::encode(lost.device().0);
+    let bob_id = hex::encode(bob.device().0);
+
+    let e = lost.machine.remove_device(net.now, &bob_id).unwrap_err();
+    assert!(matches!(e, Error::NoUserKey), "{e}");
+    let e = bob.machine.remove_device(net.now, "not hex").unwrap_err();
+    assert!(
+        matches!(&e, Error::UnknownDevice(id) if id == "not hex"),
+        "{e}"
+    );
+    let op = bob
+        .machine
+        .remove_device(net.now, &"ab".repeat(32))
+        .unwrap();
+    let e = net.finish(&mut bob, &op).unwrap_err();
+    assert!(matches!(e, Error::UnknownDevice(_)), "{e}");
+
+    let op = bob.machine.remove_device(net.now, &lost_id).unwrap();
+    net.finish(&mut bob, &op).unwrap();
+    let op = bob.machine.devices(net.now);
+    let left = net.finish(&mut bob, &op).unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].id, bob.device());
+
+    net.send(&mut alice, "bob", "after the loss").unwrap();
+    assert_eq!(texts(&net.sync(&mut bob).messages), ["after the loss"]);
+    assert!(net.sync(&mut lost).messages.is_empty());
+}

@@ -20,6 +20,14 @@ pub mod targets;
 pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("datagram_decode", targets::datagram_decode::run),
     ("device_open", targets::device_open::run),
+    ("api_register", targets::api_register::run),
+    ("api_link", targets::api_link::run),
+    ("api_link_approve", targets::api_link_approve::run),
+    ("api_claim", targets::api_claim::run),
+    ("api_prekey_upload", targets::api_prekey_upload::run),
+    ("api_ack", targets::api_ack::run),
+    ("api_block", targets::api_block::run),
+    ("api_remove_device", targets::api_remove_device::run),
 ];
 
 /// The target named `name`.

@@ -75,3 +75,17 @@ fn targets_survive_seeds_mutations_and_generated_inputs() {
         }
     }
 }
+
+/// Writes the API targets' seeds (`seeds/api_*/`) from genuine bodies:
+/// `cargo test -p sotto-fuzz -- --ignored write_api_seeds` after a body
+/// changes.
+#[test]
+#[ignore]
+fn write_api_seeds() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("seeds");
+    for (target, name, body) in sotto_fuzz::targets::api_fixture::seeds() {
+        let dir = root.join(target);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(name), body).unwrap();
+    }
+}

@@ -101,7 +101,11 @@ enum Cmd {
 #[cfg(feature = "spawn-server")]
 async fn spawn_server(dir: &std::path::Path) -> Result<(String, [u8; 32])> {
     let addr: std::net::SocketAddr = "127.0.0.1:0".parse().expect("addr");
-    let running = sotto_server::start(sotto_server::Config::new(addr, dir.to_path_buf()))
+    let mut config = sotto_server::Config::new(addr, dir.to_path_buf());
+    // Every simulated device comes from one address: rates are the
+    // server's business, not what a load test measures.
+    config.limits.rates = None;
+    let running = sotto_server::start(config)
         .await
         .map_err(|e| format!("spawn server: {e}"))?;
     let url = format!("https://{}", running.addr);

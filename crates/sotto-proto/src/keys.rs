@@ -17,6 +17,17 @@ use crate::PROTOCOL_VERSION;
 
 const CERT_CONTEXT: &[u8] = b"sotto/v1/device-cert";
 const PREKEY_CONTEXT: &[u8] = b"sotto/v1/prekey";
+const REMOVAL_CONTEXT: &[u8] = b"sotto/v1/remove-device";
+
+/// What the user key signs to remove one of its devices: a context of its
+/// own (so the signature can never pass for a certificate), the device and
+/// the time.
+fn removal_bytes(device: &DeviceId, time_ms: u64) -> Vec<u8> {
+    let mut w = Writer::with_capacity(REMOVAL_CONTEXT.len() + 41);
+    w.bytes(REMOVAL_CONTEXT).u8(PROTOCOL_VERSION);
+    w.bytes(&device.0).u64(time_ms);
+    w.buf
+}
 
 /// A user's long-term public signing key (Ed25519). Users are identified to
 /// each other by this key; safety numbers are computed from it.
@@ -80,6 +91,28 @@ impl UserKey {
         };
         cert.signature = self.0.sign(&cert.signed_bytes()).to_bytes();
         cert
+    }
+
+    /// Signs the removal of `device` from this user, at `time_ms`.
+    pub fn sign_removal(&self, device: &DeviceId, time_ms: u64) -> [u8; 64] {
+        self.0.sign(&removal_bytes(device, time_ms)).to_bytes()
+    }
+}
+
+impl UserPublic {
+    /// Checks a [`UserKey::sign_removal`] signature.
+    pub fn verify_removal(
+        &self,
+        device: &DeviceId,
+        time_ms: u64,
+        signature: &[u8; 64],
+    ) -> Result<()> {
+        verifying_key(&self.0)?
+            .verify_strict(
+                &removal_bytes(device, time_ms),
+                &Signature::from_bytes(signature),
+            )
+            .map_err(|_| Error::BadSignature)
     }
 }
 

@@ -2,20 +2,28 @@
 //! passwords, no sessions). [`Signed`] checks the signature and the time;
 //! [`Caller`] also requires the device to be registered.
 //!
-//! A signed request can be replayed within the clock-skew window; every
-//! operation is safe to repeat (a resent datagram is stored once, an ack or
-//! block applies once), so the window costs nothing but load.
+//! A signed request could be replayed within the clock-skew window, so
+//! every request that changes state (any method but GET, and the WebSocket
+//! upgrade, whose socket can acknowledge) is single-use: its id, a hash of
+//! the device and the signed bytes, is remembered in the store until the
+//! window is over (in the store, so a replay to another node sharing the
+//! database is refused too), and a second use is 409 `replayed`. A send
+//! (`POST /v1/messages`, the hot path) hands its id to the transaction that
+//! stores the datagram instead ([`Caller::once`]): one writer job per send.
 
 use axum::async_trait;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, StatusCode, Uri};
+use sha2::{Digest, Sha256};
 use sotto_api::{codes, hex32, request_signing_bytes, AuthHeaders, CLOCK_SKEW_MS};
 use sotto_proto::{verify_device_signature, DeviceId};
-use sotto_store::server::DeviceRecord;
+use sotto_store::server::{DeviceRecord, RequestId};
+use tower_http::timeout::TimeoutBody;
 
 use crate::api::ApiError;
-use crate::state::{now_ms, AppState};
+use crate::state::{answer, now_ms, AppState};
+use sotto_api::paths;
 
 /// A request whose signature verifies under `device`.
 pub(crate) struct Signed {
@@ -28,6 +36,10 @@ pub(crate) struct Caller {
     pub device: DeviceRecord,
     pub uri: Uri,
     pub body: Bytes,
+    /// A send's request id, not yet remembered: the handler must pass it
+    /// to the store call that writes (see the module doc). `None` for
+    /// every other request (checked already, or a read).
+    pub once: Option<RequestId>,
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, ApiError> {
@@ -37,8 +49,13 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, ApiError> {
         .ok_or_else(|| ApiError::unauthorized(format!("missing or invalid {name} header")))
 }
 
-/// Reads the body within the route's limit, mapping failures to API errors.
+/// Reads the body within the route's limit, mapping failures to API
+/// errors. A body that stops arriving for `Limits::body_timeout` fails the
+/// read (408), and the connection closes. (Only here, where bodies are
+/// read: a request that reads none pays for no timer.)
 pub(crate) async fn read_body(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
+    let timeout = state.limits.body_timeout;
+    let req = req.map(|body| Body::new(TimeoutBody::new(timeout, body)));
     Bytes::from_request(req, state).await.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
@@ -47,7 +64,13 @@ pub(crate) async fn read_body(req: Request, state: &AppState) -> Result<Bytes, A
                 "request body is too large",
             )
         } else {
-            ApiError::bad_request(format!("cannot read the request body: {rejection}"))
+            // The body stopped arriving (the body timeout) or the
+            // connection broke; either way the connection is closed after.
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                codes::TIMEOUT,
+                format!("the request body did not arrive in time: {rejection}"),
+            )
         }
     })
 }
@@ -56,11 +79,21 @@ pub(crate) async fn read_body(req: Request, state: &AppState) -> Result<Bytes, A
 /// device must be registered, and that is checked before the body is read:
 /// cheap refusals first, so only a registered device with current headers
 /// can make the server buffer a large body.
+/// What [`authenticate`] found: the device, its record when asked for,
+/// the URI, the body and a deferred request id.
+type Authenticated = (
+    DeviceId,
+    Option<DeviceRecord>,
+    Uri,
+    Bytes,
+    Option<RequestId>,
+);
+
 async fn authenticate(
     req: Request,
     state: &AppState,
     registered: bool,
-) -> Result<(DeviceId, Option<DeviceRecord>, Uri, Bytes), ApiError> {
+) -> Result<Authenticated, ApiError> {
     let method = req.method().as_str().to_owned();
     let uri = req.uri().clone();
     let headers = req.headers();
@@ -89,7 +122,30 @@ async fn authenticate(
     let signed = request_signing_bytes(&method, path, time, &body);
     verify_device_signature(&device, &signed, &signature)
         .map_err(|_| ApiError::unauthorized("bad request signature"))?;
-    Ok((device, record, uri, body))
+    let mut once = None;
+    if method != "GET" || uri.path() == paths::WS {
+        let id = request_id(&device, &signed, time);
+        if uri.path() == paths::MESSAGES {
+            once = Some(id);
+        } else {
+            answer(state.submit(move |s, reply| s.single_use(&id.id, id.expires_at, reply)))
+                .await?;
+        }
+    }
+    Ok((device, record, uri, body, once))
+}
+
+/// The id of a signed request, remembered until it could no longer pass
+/// the time check.
+fn request_id(device: &DeviceId, signed: &[u8], time: u64) -> RequestId {
+    let mut h = Sha256::new();
+    h.update(b"sotto/server/request-id\0");
+    h.update(device.0);
+    h.update(signed);
+    RequestId {
+        id: h.finalize().into(),
+        expires_at: time.saturating_add(CLOCK_SKEW_MS).saturating_add(1),
+    }
 }
 
 async fn registered_device(state: &AppState, device: DeviceId) -> Result<DeviceRecord, ApiError> {
@@ -109,7 +165,7 @@ impl FromRequest<AppState> for Signed {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Signed, ApiError> {
-        let (device, _, _, body) = authenticate(req, state, false).await?;
+        let (device, _, _, body, _) = authenticate(req, state, false).await?;
         Ok(Signed { device, body })
     }
 }
@@ -119,8 +175,13 @@ impl FromRequest<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Caller, ApiError> {
-        let (_, record, uri, body) = authenticate(req, state, true).await?;
+        let (_, record, uri, body, once) = authenticate(req, state, true).await?;
         let device = record.expect("authenticate returns the record when asked");
-        Ok(Caller { device, uri, body })
+        Ok(Caller {
+            device,
+            uri,
+            body,
+            once,
+        })
     }
 }

@@ -1,54 +1,114 @@
 //! The devices connected over WebSocket, for push. Each connection gets a
-//! bounded queue of ready-to-send JSON frames; a connection that does not
-//! keep up is dropped rather than buffered without limit (its device then
-//! reconnects and fetches what it missed over HTTP: nothing is lost, the
-//! mailbox is the source of truth).
+//! queue of ready-to-send JSON frames bounded in bytes
+//! ([`Limits::push_queue_bytes`]); a connection that does not keep up is
+//! dropped rather than buffered without limit (its device then reconnects
+//! and fetches what it missed over HTTP: nothing is lost, the mailbox is the
+//! source of truth). A device holds at most
+//! [`Limits::websockets_per_device`] connections (a new one replaces its
+//! oldest), and the server at most [`Limits::max_websockets`].
 //!
 //! This registry is process-local by nature; with several server nodes a
 //! push would be relayed to the node holding the socket.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use sotto_api::Push;
 use sotto_proto::DeviceId;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
-/// Frames queued per connection before it is considered stuck.
-const QUEUE: usize = 256;
+use crate::limits::Limits;
 
-#[derive(Default)]
 pub(crate) struct Hub {
     next_id: AtomicU64,
+    queue_bytes: usize,
+    per_device: usize,
+    /// One permit per upgraded socket.
+    sockets: Arc<Semaphore>,
     connections: Mutex<Connections>,
 }
 
-/// Each connected device's connections: (connection id, frame queue).
-type Connections = HashMap<DeviceId, Vec<(u64, mpsc::Sender<String>)>>;
+/// One connection's sending end.
+struct Conn {
+    id: u64,
+    frames: mpsc::UnboundedSender<String>,
+    /// Bytes sent to `frames` and not yet taken by the session.
+    queued: Arc<AtomicUsize>,
+}
+
+/// Each connected device's connections, oldest first.
+type Connections = HashMap<DeviceId, Vec<Conn>>;
+
+/// A session's receiving end: frames for its socket, in order.
+pub(crate) struct Pushes {
+    frames: mpsc::UnboundedReceiver<String>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Pushes {
+    /// The next frame; `None` once the hub dropped the connection (too far
+    /// behind, replaced by a newer one of its device) and it is drained.
+    pub async fn recv(&mut self) -> Option<String> {
+        let frame = self.frames.recv().await?;
+        self.queued.fetch_sub(frame.len(), Ordering::Relaxed);
+        Some(frame)
+    }
+}
 
 impl Hub {
-    /// Registers a connection of `device`; frames for it arrive on the
-    /// receiver, which ends when the hub drops the connection.
-    pub fn connect(&self, device: DeviceId) -> (u64, mpsc::Receiver<String>) {
+    pub fn new(limits: &Limits) -> Hub {
+        Hub {
+            next_id: AtomicU64::new(0),
+            queue_bytes: limits.push_queue_bytes,
+            per_device: limits.websockets_per_device.max(1),
+            sockets: Arc::new(Semaphore::new(limits.max_websockets)),
+            connections: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A socket slot, or `None` when the server holds
+    /// [`Limits::max_websockets`] already. The session keeps it.
+    pub fn socket_slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.sockets.clone().try_acquire_owned().ok()
+    }
+
+    /// Registers a connection of `device`, dropping its oldest beyond the
+    /// per-device limit; frames for it arrive on the returned [`Pushes`].
+    pub fn connect(&self, device: DeviceId) -> (u64, Pushes) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(QUEUE);
-        self.lock().entry(device).or_default().push((id, tx));
-        (id, rx)
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let mut map = self.lock();
+        let conns = map.entry(device).or_default();
+        while conns.len() >= self.per_device {
+            conns.remove(0);
+        }
+        conns.push(Conn {
+            id,
+            frames: tx,
+            queued: queued.clone(),
+        });
+        (id, Pushes { frames: rx, queued })
     }
 
     pub fn disconnect(&self, device: &DeviceId, id: u64) {
         let mut map = self.lock();
         if let Some(conns) = map.get_mut(device) {
-            conns.retain(|(i, _)| *i != id);
+            conns.retain(|c| c.id != id);
             if conns.is_empty() {
                 map.remove(device);
             }
         }
     }
 
+    /// Closes every connection of `device` (a removed device).
+    pub fn disconnect_all(&self, device: &DeviceId) {
+        self.lock().remove(device);
+    }
+
     /// Sends `make()` to every connection of `device`; `make` runs only if
-    /// the device is connected, and outside the lock (serialising a large
+    /// the device is connected, and outside the lock (serialising a
     /// datagram is not free).
     pub fn push(&self, device: &DeviceId, make: impl FnOnce() -> Push) {
         if !self.lock().contains_key(device) {
@@ -61,8 +121,16 @@ impl Hub {
         let Some(conns) = map.get_mut(device) else {
             return;
         };
-        // A full queue means a stuck connection: drop it (see module doc).
-        conns.retain(|(_, tx)| tx.try_send(frame.clone()).is_ok());
+        // Over its byte budget means a stuck connection: drop it (see the
+        // module doc).
+        conns.retain(|c| {
+            let before = c.queued.fetch_add(frame.len(), Ordering::Relaxed);
+            if before + frame.len() > self.queue_bytes {
+                tracing::debug!(device = %hex::encode(device.0), "push queue full: dropping the socket");
+                return false;
+            }
+            c.frames.send(frame.clone()).is_ok()
+        });
         if conns.is_empty() {
             map.remove(device);
         }

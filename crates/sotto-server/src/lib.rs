@@ -17,15 +17,22 @@
 //!
 //! Layout: [`serve`] accepts connections and owns shutdown, [`tls`] the
 //! certificate, [`api`] has one module per API area, [`auth`] checks request
-//! signatures, [`hub`] tracks connected devices for push, [`purge`] runs the
-//! retention task. Storage is [`sotto_store::server::ServerStore`].
+//! signatures (and that a state-changing request is used once), [`hub`]
+//! tracks connected devices for push, [`purge`] runs the retention task,
+//! [`limits`] holds every bound the server enforces and [`rate`] its rate
+//! limiters. Storage is [`sotto_store::server::ServerStore`]. Events are
+//! logged through `tracing` (the `sotto server` command installs a
+//! subscriber filtered by `RUST_LOG`).
 
 mod api;
 mod auth;
 mod error;
 mod hub;
+pub mod limits;
 mod purge;
+mod rate;
 mod serve;
+mod stall;
 mod state;
 mod tls;
 
@@ -34,6 +41,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use error::ServerError;
+pub use limits::{Limits, Rate, Rates};
 pub use serve::Running;
 #[cfg(feature = "testing")]
 pub use state::testing;
@@ -52,6 +60,12 @@ pub struct Config {
     /// How long acknowledged datagrams are kept; zero deletes them on
     /// delivery.
     pub retention: Duration,
+    /// The server secret's file; `None`: `server_secret` in `data_dir`.
+    /// Kept apart from the data directory, a copy of that directory does
+    /// not reveal usernames (docs/threat-model.md).
+    pub secret_file: Option<PathBuf>,
+    /// Timeouts, connection caps, queues, quotas and rates.
+    pub limits: Limits,
 }
 
 impl Config {
@@ -62,6 +76,8 @@ impl Config {
             data_dir,
             tls: Tls::SelfSigned,
             retention: DEFAULT_RETENTION,
+            secret_file: None,
+            limits: Limits::default(),
         }
     }
 }

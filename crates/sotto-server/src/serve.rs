@@ -1,11 +1,15 @@
 //! Accepting connections and shutting down. Each TCP connection gets its
 //! own task: TLS handshake (bounded in time), then HTTP/1.1 with upgrades
-//! (WebSocket) served by the axum router. Shutdown is explicit: stop
-//! accepting, let connections finish their current request, wait for them
-//! (a bounded time), then close the store so queued writes complete.
+//! (WebSocket) served by the axum router. What one client can hold is
+//! bounded ([`crate::Limits`]): connections per address and in all, a
+//! header timeout (hyper), a body timeout (the router) and a write timeout
+//! ([`StallGuard`]). Shutdown is explicit: stop accepting, let connections
+//! finish their current request, wait for them (a bounded time), then
+//! close the store so queued writes complete.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -19,15 +23,13 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::error::io_reason;
+use crate::limits::Limits;
+use crate::rate::ClientAddr;
+use crate::stall::StallGuard;
 use crate::state::AppState;
 use crate::{api, purge, tls, Config, ServerError};
 
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-/// HTTP connections served at once (a WebSocket leaves this count once
-/// upgraded; its cost is one task and a bounded push queue).
-const MAX_CONNECTIONS: usize = 8192;
 
 /// A running server. Dropping it stops the server (as [`Running::shutdown`]
 /// does, without waiting).
@@ -101,14 +103,26 @@ pub(crate) async fn start(config: Config) -> Result<Running, ServerError> {
     let tls_config = config.tls.clone();
     // Opening the database and reading or generating the certificate is
     // blocking file work.
+    let secret_file = config.secret_file.clone();
     let (store, tls) = tokio::task::spawn_blocking(move || {
-        let store = SqliteStore::open(&dir).map_err(|e| ServerError::DataDir {
-            dir: dir.clone(),
-            reason: match e {
-                StoreError::Io(io) => io_reason(&io),
-                other => other.to_string(),
-            },
+        let store = SqliteStore::open_with(&dir, secret_file.as_deref()).map_err(|e| {
+            ServerError::DataDir {
+                dir: dir.clone(),
+                reason: match e {
+                    StoreError::Io(io) => io_reason(&io),
+                    other => other.to_string(),
+                },
+            }
         })?;
+        if let Some(file) = &secret_file {
+            let copy = dir.join(sotto_store::server::SECRET_FILE);
+            if copy.exists() && copy != *file {
+                tracing::warn!(
+                    path = %copy.display(),
+                    "the data directory still holds a server secret; delete it so a copy of the directory does not include it"
+                );
+            }
+        }
         let tls = tls::load(&tls_config, &dir)?;
         Ok::<_, ServerError>((store, tls))
     })
@@ -129,7 +143,7 @@ pub(crate) async fn start(config: Config) -> Result<Running, ServerError> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let retention_ms = config.retention.as_millis().min(u64::MAX as u128) as u64;
     let store: Arc<dyn ServerStore> = Arc::new(store);
-    let state = AppState::new(store, retention_ms, shutdown_rx.clone());
+    let state = AppState::new(store, retention_ms, config.limits, shutdown_rx.clone());
     let router = api::router(state.clone());
     let purge_task = tokio::spawn(purge::run(state.clone()));
     let acceptor = TlsAcceptor::from(tls.config);
@@ -160,9 +174,11 @@ async fn accept_loop(
     // Every connection task holds a clone of `drain`; when all are gone the
     // receiver yields None.
     let (drain, mut drained) = mpsc::channel::<()>(1);
+    let limits = state.limits.clone();
     // Bounds the HTTP connections served at once; beyond it new ones wait
     // in the kernel's backlog instead of exhausting memory or descriptors.
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let per_address = Arc::new(PerAddress::new(limits.connections_per_address));
     loop {
         let slot = tokio::select! {
             _ = shutdown.changed() => break,
@@ -171,18 +187,28 @@ async fn accept_loop(
         tokio::select! {
             _ = shutdown.changed() => break,
             accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => {
+                Ok((tcp, peer)) => {
+                    let addr = ClientAddr(peer);
+                    // Over its address's share: closed before any TLS work.
+                    let Some(held) = per_address.clone().hold(addr.key()) else {
+                        tracing::debug!(peer = %addr.key(), "connection refused: too many from this address");
+                        continue;
+                    };
                     let _ = tcp.set_nodelay(true);
-                    let (acceptor, router, shutdown, drain) =
-                        (acceptor.clone(), router.clone(), shutdown.clone(), drain.clone());
+                    let (acceptor, router, shutdown, drain, limits) =
+                        (acceptor.clone(), router.clone(), shutdown.clone(), drain.clone(), limits.clone());
                     tokio::spawn(async move {
-                        connection(tcp, acceptor, router, shutdown, drain).await;
+                        connection(tcp, addr, acceptor, router, &limits, shutdown, drain).await;
+                        drop(held);
                         drop(slot);
                     });
                 }
                 // Out of file descriptors and the like: back off rather
                 // than spin; the listener itself stays valid.
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
             },
         }
     }
@@ -200,21 +226,75 @@ async fn accept_loop(
     Ok(())
 }
 
+/// Connections held per client address (see [`Limits::connections_per_address`]).
+struct PerAddress {
+    max: usize,
+    held: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One connection counted for its address until dropped.
+struct Held {
+    counts: Arc<PerAddress>,
+    addr: IpAddr,
+}
+
+impl PerAddress {
+    fn new(max: usize) -> PerAddress {
+        PerAddress {
+            max,
+            held: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn hold(self: Arc<Self>, addr: IpAddr) -> Option<Held> {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let n = held.entry(addr).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        drop(held);
+        Some(Held { counts: self, addr })
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut held = self.counts.held.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = held.get_mut(&self.addr) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.addr);
+            }
+        }
+    }
+}
+
 async fn connection(
     tcp: TcpStream,
+    addr: ClientAddr,
     acceptor: TlsAcceptor,
     router: Router,
+    limits: &Limits,
     mut shutdown: watch::Receiver<bool>,
     _drain: mpsc::Sender<()>,
 ) {
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+    let tcp = StallGuard::new(tcp, limits.write_timeout);
+    let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         _ => return, // not TLS, or too slow: nothing to answer
     };
-    let service = TowerToHyperService::new(router);
+    // Every request learns the address it came from (per-address limits).
+    let service = TowerToHyperService::new(tower::util::MapRequest::new(
+        router,
+        move |mut req: axum::http::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(addr);
+            req
+        },
+    ));
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
+        .header_read_timeout(limits.header_timeout)
         .serve_connection(TokioIo::new(tls), service)
         .with_upgrades();
     tokio::pin!(conn);

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sotto_proto::DeviceId;
 use sotto_store::server::Reply;
@@ -11,6 +11,8 @@ use tokio::sync::{oneshot, watch};
 
 use crate::api::ApiError;
 use crate::hub::Hub;
+use crate::limits::Limits;
+use crate::rate::Limiters;
 
 #[derive(Clone)]
 pub(crate) struct AppState(Arc<Inner>);
@@ -19,17 +21,22 @@ pub(crate) struct Inner {
     pub store: Arc<dyn ServerStore>,
     pub hub: Hub,
     pub retention_ms: u64,
+    pub limits: Limits,
+    /// `None` when rate limits are off ([`Limits::rates`]).
+    pub limiters: Option<Limiters>,
     /// Becomes true when the server shuts down (WebSockets close on it).
     pub shutdown: watch::Receiver<bool>,
     /// Registered devices, so authenticating a request costs no database
-    /// read. A registration never changes and is never removed, so the
-    /// cache cannot go stale, even with other nodes writing the database
-    /// (a device registered elsewhere is a miss, then read).
-    devices: Mutex<HashMap<DeviceId, DeviceRecord>>,
+    /// read. A device removed here leaves the cache at once; one removed
+    /// through another node sharing the database is refused here once its
+    /// entry is older than [`DEVICE_CACHE_TTL`].
+    devices: Mutex<HashMap<DeviceId, (DeviceRecord, Instant)>>,
 }
 
 /// Devices cached before the cache is emptied and refilled on demand.
 const DEVICE_CACHE: usize = 100_000;
+/// How long a cached device is trusted without reading the database again.
+const DEVICE_CACHE_TTL: Duration = Duration::from_secs(10);
 
 impl std::ops::Deref for AppState {
     type Target = Inner;
@@ -42,23 +49,37 @@ impl AppState {
     pub fn new(
         store: Arc<dyn ServerStore>,
         retention_ms: u64,
+        limits: Limits,
         shutdown: watch::Receiver<bool>,
     ) -> AppState {
         AppState(Arc::new(Inner {
             store,
-            hub: Hub::default(),
+            hub: Hub::new(&limits),
             retention_ms,
+            limiters: limits.rates.as_ref().map(Limiters::new),
+            limits,
             shutdown,
             devices: Mutex::new(HashMap::new()),
         }))
     }
 
+    /// Runs a rate check (nothing when rate limits are off).
+    pub fn rate(
+        &self,
+        check: impl FnOnce(&Limiters) -> Result<(), ApiError>,
+    ) -> Result<(), ApiError> {
+        match &self.limiters {
+            Some(l) => check(l),
+            None => Ok(()),
+        }
+    }
+
     pub fn cached_device(&self, device: &DeviceId) -> Option<DeviceRecord> {
-        self.devices
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(device)
-            .cloned()
+        let cache = self.devices.lock().unwrap_or_else(|p| p.into_inner());
+        match cache.get(device) {
+            Some((record, at)) if at.elapsed() < DEVICE_CACHE_TTL => Some(record.clone()),
+            _ => None,
+        }
     }
 
     pub fn cache_device(&self, record: DeviceRecord) {
@@ -66,7 +87,15 @@ impl AppState {
         if cache.len() >= DEVICE_CACHE {
             cache.clear();
         }
-        cache.insert(record.device, record);
+        cache.insert(record.device, (record, Instant::now()));
+    }
+
+    /// Forgets a removed device: its next request reads the database.
+    pub fn forget_device(&self, device: &DeviceId) {
+        self.devices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(device);
     }
 
     /// Hands a write to the store's writer (`enqueue_with`, `ack_with`)

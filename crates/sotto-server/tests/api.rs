@@ -376,14 +376,17 @@ async fn prekey_exhaustion_serves_the_reserve_and_tells_the_owner() {
     server.shutdown().await;
 }
 
+/// Finding 11: a blocked sender used to get 403 `blocked` on every send
+/// and claim. Now it gets what anyone else gets, and nothing is stored.
 #[tokio::test]
-async fn a_blocked_sender_is_refused_and_nothing_is_stored() {
+async fn a_blocked_sender_is_not_told_and_nothing_is_stored() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path(), RETAIN).await;
     let http = Http::of(&server);
-    let (alice, bob) = (User::new("alice"), User::new("bob"));
+    let (alice, bob, carol) = (User::new("alice"), User::new("bob"), User::new("carol"));
     let mut a = alice.register(&http, 5).await;
     let b = bob.register(&http, 5).await;
+    let mut c = carol.register(&http, 5).await;
     let block = Block {
         username_hash: alice.hash(),
     };
@@ -394,26 +397,39 @@ async fn a_blocked_sender_is_refused_and_nothing_is_stored() {
         .await;
     let blocks: Blocks = http.call(b.key(), Method::GET, "/v1/blocks", NO_BODY).await;
     assert_eq!(blocks.blocked, vec![alice.hash()]);
-    // ... cannot be used, and no new ones can be started.
-    let (status, code) = error_of(send(&http, &a, datagram.clone()).await).await;
-    assert_eq!(
-        (status, code.as_str()),
-        (StatusCode::FORBIDDEN, codes::BLOCKED)
-    );
-    let claim = format!("/v1/users/{}/bundles", bob.hash());
-    let (status, code) = http
-        .fail(a.key(), Method::POST, &claim, b"{}".to_vec())
+    // ... are answered as any send is (carol's, unblocked, for comparison)
+    // but nothing reaches bob.
+    let blocked = send(&http, &a, datagram.clone()).await;
+    assert_eq!(blocked.status(), StatusCode::OK);
+    let blocked: SendResponse = blocked.json().await.unwrap();
+    let from_carol = seal_to(&http, &mut c, &bob, "hello").await;
+    let unblocked: SendResponse = send(&http, &c, from_carol).await.json().await.unwrap();
+    assert_eq!(blocked.delivered_to, unblocked.delivered_to);
+    let pending = fetch(&http, &b).await.items;
+    assert_eq!(pending.len(), 1, "only carol's");
+    // A claim is answered too (with the reserve key), and spends nothing.
+    let before: PrekeyStatus = http
+        .call(b.key(), Method::GET, "/v1/prekeys", NO_BODY)
         .await;
-    assert_eq!(
-        (status, code.as_str()),
-        (StatusCode::FORBIDDEN, codes::BLOCKED)
-    );
-    assert!(fetch(&http, &b).await.items.is_empty());
+    let claim = format!("/v1/users/{}/bundles", bob.hash());
+    let claimed: ClaimResponse = http
+        .call(
+            a.key(),
+            Method::POST,
+            &claim,
+            Some(&ClaimRequest::default()),
+        )
+        .await;
+    assert_eq!(claimed.bundles.len(), 1);
+    let after: PrekeyStatus = http
+        .call(b.key(), Method::GET, "/v1/prekeys", NO_BODY)
+        .await;
+    assert_eq!(before, after, "a blocked claimant cannot drain the pool");
 
     let path = format!("/v1/blocks/{}", alice.hash());
     let _: serde_json::Value = http.call(b.key(), Method::DELETE, &path, NO_BODY).await;
     assert_eq!(send(&http, &a, datagram).await.status(), StatusCode::OK);
-    assert_eq!(fetch(&http, &b).await.items.len(), 1);
+    assert_eq!(fetch(&http, &b).await.items.len(), 2);
     server.shutdown().await;
 }
 

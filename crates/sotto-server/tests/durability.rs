@@ -8,10 +8,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -22,45 +20,11 @@ const CHILD_ENV: &str = "SOTTO_TEST_CHILD_DATA";
 
 #[test]
 fn child_server() {
-    let Ok(dir) = std::env::var(CHILD_ENV) else {
-        return;
-    };
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async move {
-        let running = start(Path::new(&dir), Duration::from_secs(3600)).await;
-        println!("READY {} {}", running.addr, running.fingerprint);
-        std::future::pending::<()>().await;
-    });
+    common::child_server(CHILD_ENV, Duration::from_secs(3600));
 }
 
-/// Kills the child server even when the test fails half-way.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-#[allow(clippy::zombie_processes)] // KillOnDrop waits for it
 fn spawn_child(dir: &Path) -> (KillOnDrop, SocketAddr, String) {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["child_server", "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    loop {
-        let line = lines.next().expect("child prints READY").unwrap();
-        // libtest may have printed "test child_server ... " on the same line.
-        if let Some((_, rest)) = line.split_once("READY ") {
-            let (addr, fp) = rest.split_once(' ').unwrap();
-            return (KillOnDrop(child), addr.parse().unwrap(), fp.to_string());
-        }
-    }
+    common::spawn_child("child_server", CHILD_ENV, dir)
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

@@ -7,6 +7,9 @@ def ref(name): return {"$ref": f"#/components/schemas/{name}"}
 def js(name): return {"content": {"application/json": {"schema": ref(name)}}}
 EMPTY = {"content": {"application/json": {"schema": {"type": "object"}}}}
 def err(desc): return {"description": desc, **js("ErrorBody")}
+RETRY = {"Retry-After": {"description": "seconds to wait before trying again", "schema": {"type": "integer"}}}
+def limited(what): return {"429": {**err(f"`rate_limited`: too many {what}; retry after `Retry-After` seconds"), "headers": RETRY}}
+REPLAYED = "`replayed`: this signed request was already used (state-changing requests are single-use; sign a new one)"
 SIGNED = [{"deviceSignature": []}]
 COMMON = {"400": err("malformed request or body (`bad_request`)"),
           "401": err("missing or bad signature, stale time, unregistered device (`unauthorized`)"),
@@ -28,8 +31,9 @@ b64 = s("string", format="byte")
 hexs = s("string", pattern="^[0-9a-f]{64}$")
 schemas = {
   "ErrorBody": s("object", required=["error", "code"], properties={"error": s("string"), "code": s("string", enum=[
-      "bad_request", "unauthorized", "blocked", "unknown_user", "unknown_device", "username_taken",
-      "already_registered", "too_large", "not_found", "internal"])}),
+      "bad_request", "unauthorized", "unknown_user", "unknown_device", "username_taken",
+      "already_registered", "too_large", "not_found", "internal", "rate_limited", "mailbox_full",
+      "replayed", "prekey_reused", "timeout", "unavailable"])}),
   "Clock": s("object", required=["now_ms"], properties={"now_ms": s("integer", format="int64")}),
   "RegisterRequest": s("object", required=["username_hash", "cert", "prekeys", "reserve"], properties={
       "username_hash": hexs, "cert": b64, "prekeys": s("array", items=b64), "reserve": b64}),
@@ -47,6 +51,8 @@ schemas = {
   "Push": {"oneOf": [
       s("object", required=["type", "seq", "datagram", "received_at"], properties={"type": s("string", enum=["message"]),
         "seq": s("integer"), "datagram": b64, "received_at": s("integer")}),
+      s("object", required=["type", "seq", "datagram_id", "size", "received_at"], properties={"type": s("string", enum=["notice"]),
+        "seq": s("integer"), "datagram_id": hexs, "size": s("integer"), "received_at": s("integer")}),
       s("object", required=["type", "one_time", "reserve_served"], properties={"type": s("string", enum=["prekeys_low"]),
         "one_time": s("integer"), "reserve_served": s("integer")})]},
   "LinkRequest": s("object", required=["device", "dh", "prekeys", "reserve"], properties={
@@ -56,27 +62,45 @@ schemas = {
   "LinkApprove": s("object", required=["cert"], properties={"cert": b64}),
   "Block": s("object", required=["username_hash"], properties={"username_hash": hexs}),
   "Blocks": s("object", required=["blocked"], properties={"blocked": s("array", items=hexs)}),
+  "RemoveDevice": s("object", required=["time_ms", "signature"], properties={
+      "time_ms": s("integer", format="int64", description="ms since the epoch, within 5 minutes of the server clock"),
+      "signature": s("string", format="byte", description="Ed25519 signature by the user key over \"sotto/v1/remove-device\" || 0x01 || device id || time_ms (u64 big-endian)")}),
 }
 
 paths = {
   "/v1/clock": {"get": op("Master clock", js("Clock"), auth=False)},
   "/v1/register": {"post": op("Register a new user with its first device (signed by that device)", EMPTY, body=js("RegisterRequest"),
-      extra={"409": err("`username_taken`, or `already_registered` for a known user key or device")})},
+      extra={"409": err("`username_taken`, or `already_registered` for a known user key or device"),
+             **limited("registrations and link requests from this address")})},
   "/v1/users/{username_hash}": {"get": op("A user's key and device certificates", js("UserDevices"), params=[UH],
-      extra={"404": err("`unknown_user`")})},
+      extra={"404": err("`unknown_user`"), **limited("lookups from this device or address")})},
   "/v1/devices": {"get": op("The caller's own user and devices", js("UserDevices"))},
+  "/v1/devices/{device_id}": {"delete": op(
+      "Remove a device of the caller's user (lost or stolen): it leaves the directory, its requests are refused, its mailbox and prekeys are deleted. "
+      "The body carries the user key's signature: only the device holding the user key can remove devices",
+      EMPTY, body=js("RemoveDevice"), params=[path_param("device_id", "hex device id")],
+      extra={"403": err("the body is not signed by the caller's user key (`unauthorized`)"),
+             "404": err("`unknown_device`: not a device of the caller's user")})},
   "/v1/users/{username_hash}/bundles": {"post": op(
-      "Claim one prekey per device: a one-time key (served once, then deleted) or the reserve when the pool is empty; the owner is pushed prekeys_low",
-      js("ClaimResponse"), body=js("ClaimRequest"), params=[UH], extra={"403": err("`blocked`: the user blocks the caller's user"),
-      "404": err("`unknown_user` or `unknown_device`")})},
+      "Claim one prekey per device: a one-time key (served once, then deleted) or the reserve when the pool is empty; the owner is pushed prekeys_low. "
+      "A claimant the user blocks gets the reserve keys, uncounted, and is not told",
+      js("ClaimResponse"), body=js("ClaimRequest"), params=[UH], extra={
+      "404": err("`unknown_user` or `unknown_device`"),
+      **limited("claims from this device, of this user by this device, or from this address")})},
   "/v1/prekeys": {
       "get": op("The caller's prekey pool", js("PrekeyStatus")),
-      "post": op("Refill the caller's pool (at most 1000 one-time prekeys per call)", js("PrekeyStatus"), body=js("PrekeyUpload"))},
+      "post": op("Refill the caller's pool (at most 1000 one-time prekeys per call; every id above every id the device published before)",
+          js("PrekeyStatus"), body=js("PrekeyUpload"),
+          extra={"409": err("`prekey_reused`: an id published before (a served key is never published again); or " + REPLAYED)})},
   "/v1/messages": {"post": op(
-      "Send a datagram; answered once it is durable in every recipient device's mailbox",
+      "Send a datagram (at most the server's limit, by default the protocol's maximum of about 18 MB); answered once it is durable in every "
+      "recipient device's mailbox. Recipients whose user blocks the sender get nothing, and the sender is not told",
       js("SendResponse"), body={"content": {"application/octet-stream": {"schema": s("string", format="binary")}}},
-      extra={"403": err("`blocked`: a recipient's user blocks the sender's user (nothing stored), or `unauthorized`: the datagram's sender is not the caller"),
-             "404": err("`unknown_device`: a recipient device is not registered (nothing stored)")})},
+      extra={"403": err("`unauthorized`: the datagram's sender is not the caller"),
+             "404": err("`unknown_device`: a recipient device is not registered (nothing stored)"),
+             "409": err("`mailbox_full`: a recipient device, or its user's devices together, hold as many unacknowledged bytes as the server "
+                        "allows (nothing stored; send again later); or " + REPLAYED),
+             "413": err("`too_large`: the datagram is over the server's limit")})},
   "/v1/mailbox": {"get": op("Pending (unacknowledged) items after `after`", js("MailboxBatch"), params=[
       {"name": "after", "in": "query", "schema": s("integer", format="int64", default=0)},
       {"name": "limit", "in": "query", "schema": s("integer", default=100, maximum=500)}])},
@@ -84,15 +108,21 @@ paths = {
   "/v1/datagrams/{datagram_id}": {"get": op("A datagram still stored (pending or within retention) that was addressed to a device of the caller's user (room history recovery)",
       {"content": {"application/octet-stream": {"schema": s("string", format="binary")}}},
       params=[path_param("datagram_id", "hex SHA-256 of the datagram")], extra={"404": err("`not_found`")})},
-  "/v1/ws": {"get": op("WebSocket: server sends Push text frames, the device may send Ack text frames; anything else closes the socket",
-      None, ok_desc="not used: the answer is 101 Switching Protocols", extra={"101": {"description": "upgraded; frames are Push (server) and Ack (device)", **js("Push")}})},
+  "/v1/ws": {"get": op("WebSocket (the upgrade is single-use): server sends Push text frames (datagrams over the inline limit, 64 KiB by default, "
+      "as `notice` frames to fetch over HTTP), the device may send Ack text frames; anything else closes the socket. A socket whose queue "
+      "passes 1 MiB, or that stops reading for 10 s, is closed; a device holds at most 4 (a new one closes its oldest)",
+      None, ok_desc="not used: the answer is 101 Switching Protocols", extra={"101": {"description": "upgraded; frames are Push (server) and Ack (device)", **js("Push")},
+      "409": err(REPLAYED),
+      "503": {**err("`unavailable`: the server holds as many WebSockets as it allows; retry after `Retry-After` seconds, or fetch over HTTP"), "headers": RETRY}})},
   "/v1/link": {"post": op("A new device asks to join a user (signed by the new device); waits 10 minutes", js("LinkCreated"), body=js("LinkRequest"),
-      extra={"409": err("`already_registered`: the device is registered")})},
-  "/v1/link/{link_id}": {"get": op("An existing device reads a pending link request", js("LinkRequest"), params=[LINK], extra={"404": err("`not_found`")})},
+      extra={"409": err("`already_registered`: the device is registered"), **limited("registrations and link requests from this address")})},
+  "/v1/link/{link_id}": {"get": op("An existing device reads a pending link request", js("LinkRequest"), params=[LINK],
+      extra={"404": err("`not_found`"), **limited("link reads and approvals from this device")})},
   "/v1/link/{link_id}/approve": {"post": op("Approve with a certificate signed by the user key; registers the device and its prekeys", EMPTY,
       body=js("LinkApprove"), params=[LINK], extra={"403": err("the certificate's user is not the caller's"), "404": err("`not_found`"),
-      "409": err("`already_registered`")})},
-  "/v1/link/{link_id}/status": {"get": op("Polled by the new device", js("LinkStatus"), params=[LINK], auth=False, extra={"404": err("`not_found`")})},
+      "409": err("`already_registered`"), **limited("link reads and approvals from this device")})},
+  "/v1/link/{link_id}/status": {"get": op("Polled by the new device", js("LinkStatus"), params=[LINK], auth=False,
+      extra={"404": err("`not_found`"), **limited("status polls from this address")})},
   "/v1/blocks": {
       "get": op("The caller's user's block list", js("Blocks")),
       "post": op("Block a user", EMPTY, body=js("Block"), extra={"404": err("`unknown_user`")})},
@@ -100,10 +130,24 @@ paths = {
   "/openapi.json": {"get": op("This document", {"content": {"application/json": {"schema": {"type": "object"}}}}, auth=False)},
 }
 
+# Every state-changing request is single-use, and a body that stops
+# arriving is cut.
+for path, ops in paths.items():
+    for method, o in ops.items():
+        r = o["responses"]
+        if method != "get":
+            r.setdefault("409", err(REPLAYED))
+            if not r["409"]["description"].endswith(REPLAYED):
+                r["409"] = err(r["409"]["description"] + "; or " + REPLAYED)
+        if "requestBody" in o:
+            r["408"] = err("`timeout`: the body stopped arriving for the read timeout (10 s by default); the connection is closed")
+
 doc = {
   "openapi": "3.0.3",
   "info": {"title": "sotto security platform", "version": "1",
-           "description": "See docs/api.md. Every error is ErrorBody JSON. Signed requests carry x-sotto-device, x-sotto-time and x-sotto-signature (Ed25519 over request_signing_bytes)."},
+           "description": "See docs/api.md. Every error is ErrorBody JSON. Signed requests carry x-sotto-device, x-sotto-time and x-sotto-signature "
+               "(Ed25519 over request_signing_bytes); state-changing ones are single-use. Limits (docs/api.md, 'Limits and behaviour'): read and write "
+               "timeouts, connections per address, rate limits (429 with Retry-After), mailbox quotas (409 mailbox_full), datagram size (413)."},
   "paths": paths,
   "components": {"schemas": schemas, "securitySchemes": {"deviceSignature": {"type": "apiKey", "in": "header", "name": "x-sotto-signature",
       "description": "hex Ed25519 signature by the device in x-sotto-device over \"sotto/v1/request\\n\" METHOD \"\\n\" PATH_AND_QUERY \"\\n\" TIME \"\\n\" hex(SHA-256(body)); x-sotto-time within 5 minutes of the server clock"}}},

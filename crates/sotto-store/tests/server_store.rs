@@ -3,55 +3,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
+mod common;
+
+use common::*;
 use sotto_store::server::*;
-
-fn dev(n: u32) -> DeviceId {
-    let mut b = [0u8; 32];
-    b[..4].copy_from_slice(&n.to_be_bytes());
-    b[31] = 0xd0;
-    DeviceId(b)
-}
-
-fn user_key(n: u32) -> UserPublic {
-    let mut b = [0u8; 32];
-    b[..4].copy_from_slice(&n.to_be_bytes());
-    b[31] = 0xa0;
-    UserPublic(b)
-}
-
-fn name(s: &str) -> UsernameHash {
-    // Any 32 bytes do for the store; derive them from the name.
-    let mut b = [0u8; 32];
-    for (i, c) in s.bytes().enumerate() {
-        b[i % 32] ^= c.wrapping_mul(31).wrapping_add(i as u8);
-    }
-    b[31] ^= 0x5a;
-    b
-}
-
-fn new_device(d: DeviceId, prekeys: u32) -> NewDevice {
-    NewDevice {
-        device: d,
-        cert: [b"cert:".as_slice(), &d.0].concat(),
-        prekeys: (1..=prekeys)
-            .map(|i| (i, format!("otk-{i}").into_bytes()))
-            .collect(),
-        reserve: b"reserve-1".to_vec(),
-    }
-}
-
-fn register(s: &SqliteStore, username: &str, u: u32, d: u32, prekeys: u32) {
-    let user = NewUser {
-        username_hash: name(username),
-        user: user_key(u),
-        device: new_device(dev(d), prekeys),
-    };
-    s.register(user, 1_000).unwrap();
-}
-
-fn raw(dir: &Path) -> rusqlite::Connection {
-    rusqlite::Connection::open(dir.join(DB_FILE)).unwrap()
-}
 
 fn count(dir: &Path, table: &str) -> i64 {
     raw(dir)
@@ -111,7 +66,7 @@ fn one_time_prekeys_are_served_once_then_the_reserve() {
     register(&s, "bob", 1, 1, 2);
     let mut served = Vec::new();
     for _ in 0..2 {
-        let (user, claimed) = s.claim_prekeys(&name("bob"), &[]).unwrap();
+        let (user, claimed) = s.claim_prekeys(&name("bob"), &[], &user_key(99)).unwrap();
         assert_eq!(user, user_key(1));
         assert!(!claimed[0].reserve);
         served.push(claimed[0].prekey.clone());
@@ -119,7 +74,9 @@ fn one_time_prekeys_are_served_once_then_the_reserve() {
     assert_eq!(served, vec![b"otk-1".to_vec(), b"otk-2".to_vec()]);
     assert_eq!(count(dir.path(), "prekeys"), 0, "served keys are deleted");
     for n in 1..=3 {
-        let (_, claimed) = s.claim_prekeys(&name("bob"), &[dev(1)]).unwrap();
+        let (_, claimed) = s
+            .claim_prekeys(&name("bob"), &[dev(1)], &user_key(99))
+            .unwrap();
         assert!(claimed[0].reserve);
         assert_eq!(claimed[0].prekey, b"reserve-1");
         assert_eq!(
@@ -134,7 +91,7 @@ fn one_time_prekeys_are_served_once_then_the_reserve() {
         .add_prekeys(
             &dev(1),
             vec![(10, b"otk-10".to_vec())],
-            Some(b"reserve-2".to_vec()),
+            Some((11, b"reserve-2".to_vec())),
         )
         .unwrap();
     assert_eq!(
@@ -144,19 +101,21 @@ fn one_time_prekeys_are_served_once_then_the_reserve() {
             reserve_served: 0
         }
     );
-    let (_, claimed) = s.claim_prekeys(&name("bob"), &[]).unwrap();
+    let (_, claimed) = s.claim_prekeys(&name("bob"), &[], &user_key(99)).unwrap();
     assert_eq!(
         (claimed[0].prekey.as_slice(), claimed[0].reserve),
         (b"otk-10".as_slice(), false)
     );
-    let (_, claimed) = s.claim_prekeys(&name("bob"), &[]).unwrap();
+    let (_, claimed) = s.claim_prekeys(&name("bob"), &[], &user_key(99)).unwrap();
     assert_eq!(claimed[0].prekey, b"reserve-2");
     assert!(matches!(
-        s.claim_prekeys(&name("bob"), &[dev(9)]).unwrap_err(),
+        s.claim_prekeys(&name("bob"), &[dev(9)], &user_key(99))
+            .unwrap_err(),
         StoreError::UnknownDevice(_)
     ));
     assert!(matches!(
-        s.claim_prekeys(&name("nobody"), &[]).unwrap_err(),
+        s.claim_prekeys(&name("nobody"), &[], &user_key(99))
+            .unwrap_err(),
         StoreError::UnknownUser
     ));
 }
@@ -172,7 +131,7 @@ fn concurrent_claims_never_share_a_prekey() {
             std::thread::spawn(move || {
                 (0..5)
                     .map(|_| {
-                        s.claim_prekeys(&name("bob"), &[]).unwrap().1[0]
+                        s.claim_prekeys(&name("bob"), &[], &user_key(99)).unwrap().1[0]
                             .prekey
                             .clone()
                     })
@@ -210,7 +169,7 @@ fn a_datagram_is_stored_once_for_many_devices() {
     let recipients: Vec<DeviceId> = (1..=300).map(dev).collect();
     let datagram = vec![0x42u8; 4096];
     let e = s
-        .enqueue(&dev(0), &recipients, datagram.clone(), 5_000)
+        .enqueue(&dev(0), &recipients, datagram.clone(), 5_000, Q)
         .unwrap();
     assert_eq!(e.deliveries.len(), 300);
     assert!(e.deliveries.iter().all(|d| d.seq == 1));
@@ -218,7 +177,7 @@ fn a_datagram_is_stored_once_for_many_devices() {
     assert_eq!(count(dir.path(), "mailbox"), 300);
     // A retry of the same datagram adds nothing.
     let again = s
-        .enqueue(&dev(0), &recipients, datagram.clone(), 6_000)
+        .enqueue(&dev(0), &recipients, datagram.clone(), 6_000, Q)
         .unwrap();
     assert_eq!(again.datagram_id, e.datagram_id);
     assert!(again.deliveries.is_empty());
@@ -252,7 +211,10 @@ fn concurrent_sends_get_every_sequence_number_once() {
                 (0..50u32)
                     .map(|i| {
                         let body = format!("{n}/{i}").into_bytes();
-                        s.enqueue(&dev(n), &[dev(1)], body, 1).unwrap().deliveries[0].seq
+                        s.enqueue(&dev(n), &[dev(1)], body, 1, Q)
+                            .unwrap()
+                            .deliveries[0]
+                            .seq
                     })
                     .collect::<Vec<_>>()
             })
@@ -278,38 +240,54 @@ fn concurrent_sends_get_every_sequence_number_once() {
 }
 
 #[test]
-fn unknown_recipient_or_block_refuses_the_whole_send() {
+fn an_unknown_recipient_refuses_the_send_and_a_block_drops_silently() {
     let dir = tempfile::tempdir().unwrap();
     let s = SqliteStore::open(dir.path()).unwrap();
     register(&s, "alice", 1, 1, 0);
     register(&s, "bob", 2, 2, 0);
     register(&s, "carol", 3, 3, 0);
     let err = s
-        .enqueue(&dev(1), &[dev(2), dev(99)], b"x".to_vec(), 1)
+        .enqueue(&dev(1), &[dev(2), dev(99)], b"x".to_vec(), 1, Q)
         .unwrap_err();
     assert!(matches!(err, StoreError::UnknownDevice(d) if d == dev(99)));
+    assert_eq!(count(dir.path(), "datagrams"), 0);
     s.block(&user_key(3), &name("alice")).unwrap();
     s.block(&user_key(3), &name("alice")).unwrap(); // idempotent
     assert_eq!(s.blocks(&user_key(3)).unwrap(), vec![name("alice")]);
     assert!(s.is_blocked(&name("carol"), &user_key(1)).unwrap());
     assert!(!s.is_blocked(&name("alice"), &user_key(3)).unwrap());
     assert!(!s.is_blocked(&name("carol"), &user_key(2)).unwrap());
-    let err = s
-        .enqueue(&dev(1), &[dev(2), dev(3)], b"y".to_vec(), 1)
-        .unwrap_err();
-    assert!(matches!(err, StoreError::Blocked));
-    assert_eq!(count(dir.path(), "datagrams"), 0);
-    assert_eq!(count(dir.path(), "mailbox"), 0);
+    // Accepted as a whole; only bob gets a row.
+    let sent = s
+        .enqueue(&dev(1), &[dev(2), dev(3)], b"y".to_vec(), 1, Q)
+        .unwrap();
+    assert_eq!(
+        sent.deliveries.iter().map(|d| d.device).collect::<Vec<_>>(),
+        vec![dev(2)]
+    );
+    assert_eq!(s.fetch(&dev(3), 0, 10, 1 << 20).unwrap().0, vec![]);
+    // To carol alone: nothing stored at all, and no error.
+    let sent = s.enqueue(&dev(1), &[dev(3)], b"v".to_vec(), 1, Q).unwrap();
+    assert!(sent.deliveries.is_empty());
+    assert_eq!(count(dir.path(), "datagrams"), 1);
+    // A blocked claimant gets the reserve key, uncounted.
+    register(&s, "dave", 4, 4, 3);
+    s.block(&user_key(4), &name("alice")).unwrap();
+    let (_, claimed) = s.claim_prekeys(&name("dave"), &[], &user_key(1)).unwrap();
+    assert_eq!(claimed[0].prekey, b"reserve-1");
+    assert_eq!(s.prekey_count(&dev(4)).unwrap().one_time, 3);
+    assert_eq!(s.prekey_count(&dev(4)).unwrap().reserve_served, 0);
     // Carol may still write to Alice, and Bob to Carol.
-    s.enqueue(&dev(3), &[dev(1)], b"z".to_vec(), 1).unwrap();
-    s.enqueue(&dev(2), &[dev(3)], b"w".to_vec(), 1).unwrap();
+    s.enqueue(&dev(3), &[dev(1)], b"z".to_vec(), 1, Q).unwrap();
+    s.enqueue(&dev(2), &[dev(3)], b"w".to_vec(), 1, Q).unwrap();
     assert!(matches!(
         s.block(&user_key(3), &name("nobody")).unwrap_err(),
         StoreError::UnknownUser
     ));
     s.unblock(&user_key(3), &name("alice")).unwrap();
     assert!(s.blocks(&user_key(3)).unwrap().is_empty());
-    s.enqueue(&dev(1), &[dev(3)], b"y".to_vec(), 1).unwrap();
+    let sent = s.enqueue(&dev(1), &[dev(3)], b"y2".to_vec(), 1, Q).unwrap();
+    assert_eq!(sent.deliveries.len(), 1);
 }
 
 #[test]
@@ -320,7 +298,7 @@ fn fetch_pages_and_ack_deletes_without_retention() {
     register(&s, "bob", 2, 2, 0);
     register(&s, "bob2", 3, 3, 0);
     for i in 0..5u8 {
-        s.enqueue(&dev(1), &[dev(2), dev(3)], vec![i; 100], 10 + i as u64)
+        s.enqueue(&dev(1), &[dev(2), dev(3)], vec![i; 100], 10 + i as u64, Q)
             .unwrap();
     }
     let (page, more) = s.fetch(&dev(2), 0, 2, 1 << 20).unwrap();
@@ -346,7 +324,7 @@ fn fetch_pages_and_ack_deletes_without_retention() {
     assert_eq!(count(dir.path(), "mailbox"), 0);
     // Sequence numbers never go back.
     let e = s
-        .enqueue(&dev(1), &[dev(2)], b"later".to_vec(), 200)
+        .enqueue(&dev(1), &[dev(2)], b"later".to_vec(), 200, Q)
         .unwrap();
     assert_eq!(e.deliveries[0].seq, 6);
 }
@@ -358,7 +336,7 @@ fn acked_items_are_retained_then_purged() {
     register(&s, "alice", 1, 1, 0);
     register(&s, "bob", 2, 2, 0);
     let e = s
-        .enqueue(&dev(1), &[dev(2)], b"kept".to_vec(), 1_000)
+        .enqueue(&dev(1), &[dev(2)], b"kept".to_vec(), 1_000, Q)
         .unwrap();
     let retention = 60_000;
     assert_eq!(s.ack(&dev(2), &[1], 2_000, retention).unwrap(), 1);
@@ -385,10 +363,10 @@ fn acked_items_are_retained_then_purged() {
         b"kept"
     );
     assert_eq!(
-        s.purge(2_000 + retention - 1, retention).unwrap(),
+        s.purge(2_000 + retention - 1, retention, u64::MAX).unwrap(),
         Purged::default()
     );
-    let purged = s.purge(2_000 + retention, retention).unwrap();
+    let purged = s.purge(2_000 + retention, retention, u64::MAX).unwrap();
     assert_eq!((purged.mailbox_rows, purged.datagrams), (1, 1));
     assert_eq!(s.datagram_for(&dev(2), &e.datagram_id).unwrap(), None);
 }
@@ -400,13 +378,15 @@ fn pending_items_and_sequences_survive_reopen() {
         let s = SqliteStore::open(dir.path()).unwrap();
         register(&s, "alice", 1, 1, 0);
         register(&s, "bob", 2, 2, 0);
-        s.enqueue(&dev(1), &[dev(2)], b"one".to_vec(), 1).unwrap();
+        s.enqueue(&dev(1), &[dev(2)], b"one".to_vec(), 1, Q)
+            .unwrap();
     }
     {
         // No clean close at all: the store is leaked with its threads and
         // connections; what was acknowledged must be on disk anyway.
         let s = SqliteStore::open(dir.path()).unwrap();
-        s.enqueue(&dev(1), &[dev(2)], b"two".to_vec(), 2).unwrap();
+        s.enqueue(&dev(1), &[dev(2)], b"two".to_vec(), 2, Q)
+            .unwrap();
         std::mem::forget(s);
     }
     let s = SqliteStore::open(dir.path()).unwrap();
@@ -419,7 +399,7 @@ fn pending_items_and_sequences_survive_reopen() {
         vec![(1, b"one".to_vec()), (2, b"two".to_vec())]
     );
     assert_eq!(
-        s.enqueue(&dev(1), &[dev(2)], b"three".to_vec(), 3)
+        s.enqueue(&dev(1), &[dev(2)], b"three".to_vec(), 3, Q)
             .unwrap()
             .deliveries[0]
             .seq,
@@ -468,7 +448,7 @@ fn links_wait_get_approved_and_expire() {
             .unwrap_err(),
         StoreError::UnknownLink
     ));
-    assert_eq!(s.purge(1_000 + LINK_TTL_MS, 0).unwrap().links, 1);
+    assert_eq!(s.purge(1_000 + LINK_TTL_MS, 0, u64::MAX).unwrap().links, 1);
 }
 
 #[test]
@@ -493,7 +473,7 @@ fn nothing_readable_in_the_data_directory() {
         s.create_link("l1", &dev(9), b"r".to_vec(), 1).unwrap();
         s.approve_link("l1", &user_key(1), new_device(dev(9), 0), 2)
             .unwrap();
-        s.enqueue(&dev(2), &[dev(1)], b"ciphertext".to_vec(), 1)
+        s.enqueue(&dev(2), &[dev(1)], b"ciphertext".to_vec(), 1, Q)
             .unwrap();
         std::mem::forget(s); // keep the WAL as a crash would
     }
@@ -545,6 +525,8 @@ fn non_blocking_writes_answer_once_committed() {
             &[dev(2)],
             i.to_be_bytes().to_vec(),
             10,
+            Q,
+            None,
             Box::new(move |answer| {
                 let e = answer.unwrap();
                 let seq = e.deliveries[0].seq;
@@ -566,6 +548,8 @@ fn non_blocking_writes_answer_once_committed() {
         &[dev(99)],
         b"nobody".to_vec(),
         10,
+        Q,
+        None,
         Box::new(move |answer| etx.send(answer.map(|_| ())).unwrap()),
     );
     drop(tx);
@@ -599,6 +583,8 @@ fn non_blocking_writes_answer_once_committed() {
             &[dev(1)],
             format!("late {i}").into_bytes(),
             30,
+            Q,
+            None,
             Box::new(move |a| dtx.send(a.is_ok()).unwrap()),
         );
     }

@@ -399,6 +399,25 @@ impl Net {
                 self.blocks.remove(&(from_name?, user));
                 Response::Done
             }
+            Request::RemoveDevice {
+                device,
+                time_ms,
+                signature,
+            } => {
+                let name = from_name?;
+                let (user, certs) = self.users.get_mut(&name)?;
+                if user.verify_removal(&device, time_ms, &signature).is_err() {
+                    return None;
+                }
+                let Some(at) = certs.iter().position(|c| c.device == device) else {
+                    return Some(Response::UnknownDevice);
+                };
+                certs.remove(at);
+                self.owner.remove(&device);
+                self.pools.remove(&device);
+                self.mail.remove(&device);
+                Response::Done
+            }
         })
     }
 

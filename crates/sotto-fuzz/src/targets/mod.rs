@@ -1,5 +1,14 @@
 //! One module per fuzz target, each with a `run(&[u8])` that must return
 //! (never panic) on any input and checks its own invariants with asserts.
 
+pub mod api_ack;
+pub mod api_block;
+pub mod api_claim;
+pub mod api_fixture;
+pub mod api_link;
+pub mod api_link_approve;
+pub mod api_prekey_upload;
+pub mod api_register;
+pub mod api_remove_device;
 pub mod datagram_decode;
 pub mod device_open;

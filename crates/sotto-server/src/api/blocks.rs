@@ -1,11 +1,13 @@
 //! The caller's user's block list: datagrams from a blocked user to any of
-//! the user's devices are refused (403 `blocked`, nothing stored).
+//! the user's devices are accepted and dropped (nothing stored), so the
+//! blocked user is not told. The list is stored keyed with the server
+//! secret (see `sotto_store::server`).
 
 use axum::extract::{Path, State};
 use axum::Json;
-use sotto_api::{Block, Blocks};
+use sotto_api::{decode, Blocks};
 
-use super::{empty, json, username_hash, ApiError};
+use super::{empty, username_hash, ApiError};
 use crate::auth::Caller;
 use crate::state::AppState;
 
@@ -24,8 +26,7 @@ pub(super) async fn add(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let block: Block = json(&caller.body)?;
-    let hash = username_hash(&block.username_hash)?;
+    let hash = decode::block(&caller.body)?;
     let user = caller.device.user;
     state.db(move |s| s.block(&user, &hash)).await?;
     Ok(empty())

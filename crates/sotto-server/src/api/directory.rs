@@ -1,13 +1,16 @@
 //! The directory: a user's key and device certificates, by username hash
 //! (`GET /v1/users/{h}`) or for the caller's own user (`GET /v1/devices`).
+//! Lookups by hash are rate-limited per device and per address: guessing
+//! names must be slow.
 
 use axum::extract::{Path, State};
-use axum::Json;
+use axum::{Extension, Json};
 use sotto_api::{b64, UserDevices};
 use sotto_store::server::UserRecord;
 
 use super::{username_hash, ApiError};
 use crate::auth::Caller;
+use crate::rate::ClientAddr;
 use crate::state::AppState;
 
 fn answer(user: UserRecord) -> Json<UserDevices> {
@@ -19,9 +22,11 @@ fn answer(user: UserRecord) -> Json<UserDevices> {
 
 pub(super) async fn user(
     State(state): State<AppState>,
+    Extension(addr): Extension<ClientAddr>,
     Path(hash): Path<String>,
-    _caller: Caller,
+    caller: Caller,
 ) -> Result<Json<UserDevices>, ApiError> {
+    state.rate(|l| l.lookup(caller.device.device, addr))?;
     let hash = username_hash(&hash)?;
     let user = state
         .db(move |s| s.user(&hash))

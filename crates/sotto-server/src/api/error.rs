@@ -1,6 +1,8 @@
 //! API errors: every failure is `ErrorBody` JSON with a stable code.
 
-use axum::http::StatusCode;
+use std::time::Duration;
+
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use sotto_api::{codes, ErrorBody};
@@ -11,6 +13,8 @@ pub(crate) struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds for a `Retry-After` header (429, 503).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -19,6 +23,20 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 429: a rate limit; retry after `wait`.
+    pub fn rate_limited(wait: Duration) -> ApiError {
+        let secs = crate::rate::retry_after_secs(wait);
+        ApiError {
+            retry_after: Some(secs),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                codes::RATE_LIMITED,
+                format!("too many requests of this kind; retry in {secs} s"),
+            )
         }
     }
 
@@ -43,6 +61,12 @@ impl ApiError {
     }
 }
 
+impl From<sotto_api::decode::BodyError> for ApiError {
+    fn from(e: sotto_api::decode::BodyError) -> ApiError {
+        ApiError::bad_request(e.to_string())
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         match e {
@@ -64,10 +88,24 @@ impl From<StoreError> for ApiError {
                 codes::UNKNOWN_DEVICE,
                 format!("device {} is not registered", hex::encode(d.0)),
             ),
-            StoreError::Blocked => ApiError::new(
-                StatusCode::FORBIDDEN,
-                codes::BLOCKED,
-                "a recipient does not accept datagrams from you",
+            StoreError::MailboxFull(d) => ApiError::new(
+                StatusCode::CONFLICT,
+                codes::MAILBOX_FULL,
+                format!(
+                    "the mailbox of device {} is full (it has not fetched for a while); \
+                     nothing was stored, send again later",
+                    hex::encode(d.0)
+                ),
+            ),
+            StoreError::Replayed => ApiError::new(
+                StatusCode::CONFLICT,
+                codes::REPLAYED,
+                "this signed request was already used; sign a new one",
+            ),
+            StoreError::PrekeyIdReused { prekey_id, .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                codes::PREKEY_REUSED,
+                format!("prekey id {prekey_id} was published before; prekey ids must increase"),
             ),
             StoreError::UnknownLink => ApiError::not_found("unknown or expired link"),
             StoreError::LinkApproved => ApiError::new(
@@ -77,7 +115,7 @@ impl From<StoreError> for ApiError {
             ),
             other => {
                 // Details go to the operator's log, not to the client.
-                eprintln!("sotto-server: store error: {other}");
+                tracing::error!(error = %other, "store error");
                 ApiError::internal("storage error")
             }
         }
@@ -86,13 +124,19 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
+        let mut response = (
             self.status,
             Json(ErrorBody {
                 error: self.message,
                 code: self.code.to_string(),
             }),
         )
-            .into_response()
+            .into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }

@@ -3,16 +3,18 @@
 //! of the user reads the request (`GET /v1/link/{id}`) and approves it with
 //! a certificate signed by the user key (`POST /v1/link/{id}/approve`),
 //! which registers the device and its prekeys in one transaction.
+//! Requests are rate-limited: creation per client address (no account
+//! yet), reading and approving per device (link ids must not be found by
+//! trying), status polls per address.
 
 use axum::extract::{Path, State};
-use axum::Json;
+use axum::{Extension, Json};
 use rand_core::{OsRng, RngCore};
-use sotto_api::{b64, hex32, LinkApprove, LinkCreated, LinkRequest, LinkStatus};
-use sotto_proto::DeviceId;
-use sotto_store::server::NewDevice;
+use sotto_api::{b64, decode, LinkCreated, LinkRequest, LinkStatus};
 
-use super::{empty, json, prekeys::parse_pool, register::parse_cert, ApiError};
+use super::{empty, register::new_device, ApiError};
 use crate::auth::{Caller, Signed};
+use crate::rate::ClientAddr;
 use crate::state::{now_ms, AppState};
 
 /// Link ids are short enough to type: 10 characters, 50 bits, from an
@@ -35,26 +37,20 @@ fn check_link_id(id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn parse_request(bytes: &[u8]) -> Result<(LinkRequest, DeviceId, [u8; 32]), ApiError> {
-    let req: LinkRequest = serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
-    let device =
-        DeviceId(hex32(&req.device).ok_or_else(|| ApiError::bad_request("device must be hex"))?);
-    let dh = hex32(&req.dh).ok_or_else(|| ApiError::bad_request("dh must be hex"))?;
-    Ok((req, device, dh))
-}
-
 pub(super) async fn create(
     State(state): State<AppState>,
+    Extension(addr): Extension<ClientAddr>,
     signed: Signed,
 ) -> Result<Json<LinkCreated>, ApiError> {
-    let (req, device, _) = parse_request(&signed.body)?;
+    state.rate(|l| l.account(addr))?;
+    let link = decode::link(&signed.body)?;
+    let device = link.device;
     if device != signed.device {
         return Err(ApiError::unauthorized(
             "the request is not signed by the new device",
         ));
     }
-    parse_pool(&device, &req.prekeys, Some(&req.reserve))?;
+    decode::link_pool(&link)?;
     let body = signed.body.to_vec();
     let link_id = new_link_id();
     let id = link_id.clone();
@@ -67,14 +63,15 @@ pub(super) async fn create(
 pub(super) async fn read(
     State(state): State<AppState>,
     Path(link_id): Path<String>,
-    _caller: Caller,
+    caller: Caller,
 ) -> Result<Json<LinkRequest>, ApiError> {
+    state.rate(|l| l.link_read(caller.device.device))?;
     check_link_id(&link_id)?;
     let link = state.db(move |s| s.link(&link_id, now_ms())).await?;
     let link = link
         .filter(|l| l.approved.is_none())
         .ok_or_else(|| ApiError::not_found("unknown or expired link"))?;
-    Ok(Json(parse_request(&link.request)?.0))
+    Ok(Json(decode::link(&link.request)?.request))
 }
 
 pub(super) async fn approve(
@@ -82,9 +79,9 @@ pub(super) async fn approve(
     Path(link_id): Path<String>,
     caller: Caller,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    state.rate(|l| l.link_read(caller.device.device))?;
     check_link_id(&link_id)?;
-    let approve: LinkApprove = json(&caller.body)?;
-    let (cert, cert_bytes) = parse_cert(&approve.cert)?;
+    let (cert, cert_bytes) = decode::link_approve(&caller.body)?;
     if cert.user != caller.device.user {
         return Err(ApiError::forbidden(
             "the certificate is not signed by the approving device's user",
@@ -95,19 +92,13 @@ pub(super) async fn approve(
         .db(move |s| s.link(&id, now_ms()))
         .await?
         .ok_or_else(|| ApiError::not_found("unknown or expired link"))?;
-    let (req, device, dh) = parse_request(&link.request)?;
-    if cert.device != device || cert.dh != dh {
+    let waiting = decode::link(&link.request)?;
+    if cert.device != waiting.device || cert.dh != waiting.dh {
         return Err(ApiError::bad_request(
             "the certificate is not for the waiting device's keys",
         ));
     }
-    let (prekeys, reserve) = parse_pool(&device, &req.prekeys, Some(&req.reserve))?;
-    let new = NewDevice {
-        device,
-        cert: cert_bytes,
-        prekeys,
-        reserve: reserve.unwrap_or_default(),
-    };
+    let new = new_device(&cert, cert_bytes, decode::link_pool(&waiting)?);
     let user = caller.device.user;
     state
         .db(move |s| s.approve_link(&link_id, &user, new, now_ms()))
@@ -117,8 +108,10 @@ pub(super) async fn approve(
 
 pub(super) async fn status(
     State(state): State<AppState>,
+    Extension(addr): Extension<ClientAddr>,
     Path(link_id): Path<String>,
 ) -> Result<Json<LinkStatus>, ApiError> {
+    state.rate(|l| l.link_poll(addr))?;
     check_link_id(&link_id)?;
     let link = state
         .db(move |s| s.link(&link_id, now_ms()))

@@ -8,9 +8,9 @@ use axum::http::header;
 use axum::response::Response;
 use axum::Json;
 use serde::Deserialize;
-use sotto_api::{b64, Ack, MailboxBatch, MailboxItem};
+use sotto_api::{b64, decode, MailboxBatch, MailboxItem};
 
-use super::{empty, json, ApiError};
+use super::{empty, ApiError};
 use crate::auth::Caller;
 use crate::state::{answer, now_ms, AppState, Pending};
 
@@ -18,8 +18,6 @@ const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 500;
 /// A batch stops after this many bytes of datagrams (at least one item).
 const MAX_BATCH_BYTES: usize = 8 << 20;
-/// Most sequence numbers in one acknowledgement.
-pub(crate) const MAX_ACK: usize = 10_000;
 
 #[derive(Deserialize)]
 struct FetchQuery {
@@ -56,23 +54,18 @@ pub(super) async fn fetch(
 pub(crate) fn submit_ack(
     state: &AppState,
     device: sotto_proto::DeviceId,
-    ack: Ack,
-) -> Result<Pending<u32>, ApiError> {
-    if ack.seqs.len() > MAX_ACK {
-        return Err(ApiError::bad_request(format!(
-            "at most {MAX_ACK} sequence numbers per ack"
-        )));
-    }
+    seqs: Vec<u64>,
+) -> Pending<u32> {
     let retention = state.retention_ms;
-    Ok(state.submit(move |s, reply| s.ack_with(&device, &ack.seqs, now_ms(), retention, reply)))
+    state.submit(move |s, reply| s.ack_with(&device, &seqs, now_ms(), retention, reply))
 }
 
 pub(super) async fn ack(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let ack: Ack = json(&caller.body)?;
-    answer(submit_ack(&state, caller.device.device, ack)?).await?;
+    let seqs = decode::ack(&caller.body)?;
+    answer(submit_ack(&state, caller.device.device, seqs)).await?;
     Ok(empty())
 }
 

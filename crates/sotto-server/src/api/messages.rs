@@ -1,11 +1,13 @@
 //! `POST /v1/messages`: the raw datagram. The server reads only what it
 //! needs to route it (sender certificate, recipient device ids; no
-//! cryptography), stores it durably in every recipient mailbox, answers,
-//! and then pushes it to the recipients that are connected.
+//! cryptography), stores it durably in every recipient mailbox (within the
+//! mailbox quotas; up to `Limits::max_datagram` bytes), answers, and then
+//! pushes it to the recipients that are connected: inline when small, as a
+//! notice (id and size) the device fetches when large.
 
 use axum::extract::State;
 use axum::Json;
-use sotto_api::{b64, MailboxItem, Push, SendResponse};
+use sotto_api::{b64, MailboxItem, Notice, Push, SendResponse};
 use sotto_proto::{Datagram, DeviceId};
 
 use super::ApiError;
@@ -41,24 +43,44 @@ pub(super) async fn send(
     }
     recipients.sort_unstable();
     recipients.dedup();
+    // What the sender asked for, whatever blocks dropped: it is not told.
     let delivered_to = recipients.len() as u32;
     let datagram = body.to_vec();
     let device = sender.device;
+    let (quota, once) = (state.limits.quota(), caller.once);
     // Store and push in a task of its own: if the sender hangs up while
     // waiting, the datagram is still committed, so it must still be pushed
     // (dropping this handler must not drop the push).
     // The write goes to the store's writer at once; this task only awaits
     // its commit.
-    let pending = state
-        .submit(move |s, reply| s.enqueue_with(&device, &recipients, datagram, now_ms(), reply));
+    let pending = state.submit(move |s, reply| {
+        s.enqueue_with(
+            &device,
+            &recipients,
+            datagram,
+            now_ms(),
+            &quota,
+            once,
+            reply,
+        )
+    });
     let task = tokio::spawn(async move {
         let enqueued = answer(pending).await?;
-        // Durable: now push, encoding the datagram once, and only if a
+        // Durable: now push, encoding the frame once, and only if a
         // recipient is connected. Pushes of concurrent sends may reach a
         // device out of sequence order; the mailbox fetch is ordered.
+        let inline = body.len() <= state.limits.push_inline_bytes;
         let mut encoded: Option<String> = None;
         for d in &enqueued.deliveries {
             state.hub.push(&d.device, || {
+                if !inline {
+                    return Push::Notice(Notice {
+                        seq: d.seq,
+                        datagram_id: hex::encode(enqueued.datagram_id),
+                        size: body.len() as u64,
+                        received_at: enqueued.received_at,
+                    });
+                }
                 let datagram = encoded.get_or_insert_with(|| b64::encode(&body)).clone();
                 Push::Message(MailboxItem {
                     seq: d.seq,

@@ -1,9 +1,12 @@
 //! The HTTP API: one module per area, like mini-redis's one file per
-//! command. This file wires the routes, the body limits and the rule that
-//! every error is `ErrorBody` JSON.
+//! command. This file wires the routes, the body limits, and
+//! the rule that every error is `ErrorBody` JSON. What a body must hold is
+//! checked by the decoders in `sotto_api::decode`, which the fuzz targets
+//! call too.
 
 mod blocks;
 mod clock;
+mod devices;
 mod directory;
 mod error;
 mod link;
@@ -14,14 +17,12 @@ mod prekeys;
 mod register;
 mod ws;
 
-use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, StatusCode};
 use axum::middleware::map_response;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use serde::de::DeserializeOwned;
 use sotto_api::{codes, ErrorBody};
 
 pub(crate) use error::ApiError;
@@ -37,11 +38,13 @@ pub(crate) const JSON_LIMIT: usize = 1 << 20;
 use sotto_api::paths;
 
 pub(crate) fn router(state: AppState) -> Router {
+    let max_datagram = state.limits.max_datagram;
     let json = Router::new()
         .route(paths::CLOCK, get(clock::get))
         .route(paths::REGISTER, post(register::post))
         .route(paths::USER, get(directory::user))
         .route(paths::DEVICES, get(directory::own))
+        .route(paths::DEVICE, delete(devices::remove))
         .route(paths::BUNDLES, post(prekeys::claim))
         .route(
             paths::PREKEYS,
@@ -62,17 +65,11 @@ pub(crate) fn router(state: AppState) -> Router {
     // Datagrams are raw bytes and may be far larger than any JSON body.
     let datagrams = Router::new()
         .route(paths::MESSAGES, post(messages::send))
-        .layer(DefaultBodyLimit::max(sotto_proto::datagram::MAX_DATAGRAM));
+        .layer(DefaultBodyLimit::max(max_datagram));
     json.merge(datagrams)
         .fallback(no_route)
         .layer(map_response(json_errors))
         .with_state(state)
-}
-
-/// Parses a JSON body; a bad one is a 400 with serde's reason.
-pub(crate) fn json<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
 /// `{}`, the answer of calls that return nothing.
@@ -82,8 +79,7 @@ pub(crate) fn empty() -> Json<serde_json::Value> {
 
 /// Parses a hex username hash from a path.
 pub(crate) fn username_hash(s: &str) -> Result<[u8; 32], ApiError> {
-    sotto_api::hex32(s)
-        .ok_or_else(|| ApiError::bad_request("username hash must be 64 hex characters"))
+    Ok(sotto_api::decode::hex_id("username hash", s)?)
 }
 
 pub(crate) const NO_ROUTE: &str = "no such endpoint (see /openapi.json)";

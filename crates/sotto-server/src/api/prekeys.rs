@@ -1,61 +1,22 @@
 //! Prekey pools: claiming bundles (`POST /v1/users/{h}/bundles`), the
-//! caller's pool status and refill (`GET`/`POST /v1/prekeys`).
+//! caller's pool status and refill (`GET`/`POST /v1/prekeys`). Claims are
+//! rate-limited per device, per (device, target user) and per address:
+//! each claim spends one of the target's one-time prekeys. A claimant the
+//! target blocks gets the reserve keys (the store does that, uncounted),
+//! so it can neither drain the pool nor tell it is blocked.
 
 use axum::extract::{Path, State};
-use axum::Json;
-use sotto_api::{b64, Bundle, ClaimRequest, ClaimResponse, PrekeyStatus, PrekeyUpload, Push};
-use sotto_proto::{DeviceId, PrekeyKind, SignedPrekey};
-use sotto_store::server::{PrekeyCount, StoreError};
+use axum::{Extension, Json};
+use sotto_api::{b64, decode, Bundle, ClaimResponse, PrekeyStatus, Push};
+use sotto_store::server::PrekeyCount;
 
-use super::{json, username_hash, ApiError};
+use super::{username_hash, ApiError};
 use crate::auth::Caller;
+use crate::rate::ClientAddr;
 use crate::state::AppState;
 
 /// Below this many one-time prekeys the owner is told to refill.
 pub(crate) const LOW_WATER: u32 = 10;
-/// Most one-time prekeys accepted in one upload.
-const MAX_UPLOAD: usize = 1000;
-
-/// Decodes a b64 prekey of `kind` and checks it is signed by `device`.
-fn parse_prekey(device: &DeviceId, s: &str, kind: PrekeyKind) -> Result<(u32, Vec<u8>), ApiError> {
-    let bytes = b64::decode(s).ok_or_else(|| ApiError::bad_request("prekey is not base64"))?;
-    let prekey =
-        SignedPrekey::decode(&bytes).map_err(|e| ApiError::bad_request(format!("prekey: {e}")))?;
-    if prekey.kind != kind {
-        return Err(ApiError::bad_request(format!(
-            "prekey {} has the wrong kind",
-            prekey.id
-        )));
-    }
-    prekey
-        .verify(device)
-        .map_err(|e| ApiError::bad_request(format!("prekey {}: {e}", prekey.id)))?;
-    Ok((prekey.id, bytes))
-}
-
-/// Verified one-time prekeys and an optional reserve, as the store takes
-/// them.
-#[allow(clippy::type_complexity)]
-pub(super) fn parse_pool(
-    device: &DeviceId,
-    prekeys: &[String],
-    reserve: Option<&str>,
-) -> Result<(Vec<(u32, Vec<u8>)>, Option<Vec<u8>>), ApiError> {
-    if prekeys.len() > MAX_UPLOAD {
-        return Err(ApiError::bad_request(format!(
-            "at most {MAX_UPLOAD} prekeys per upload"
-        )));
-    }
-    let one_time = prekeys
-        .iter()
-        .map(|p| parse_prekey(device, p, PrekeyKind::OneTime))
-        .collect::<Result<_, _>>()?;
-    let reserve = reserve
-        .map(|r| parse_prekey(device, r, PrekeyKind::Reserve))
-        .transpose()?
-        .map(|(_, b)| b);
-    Ok((one_time, reserve))
-}
 
 fn status(count: PrekeyCount) -> PrekeyStatus {
     PrekeyStatus {
@@ -66,30 +27,17 @@ fn status(count: PrekeyCount) -> PrekeyStatus {
 
 pub(super) async fn claim(
     State(state): State<AppState>,
+    Extension(addr): Extension<ClientAddr>,
     Path(hash): Path<String>,
     caller: Caller,
 ) -> Result<Json<ClaimResponse>, ApiError> {
     let hash = username_hash(&hash)?;
-    let request: ClaimRequest = if caller.body.is_empty() {
-        ClaimRequest::default()
-    } else {
-        json(&caller.body)?
-    };
-    let devices = request
-        .devices
-        .iter()
-        .map(|d| {
-            sotto_api::hex32(d)
-                .map(DeviceId)
-                .ok_or_else(|| ApiError::bad_request("device id must be hex"))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    // A blocked user cannot even start sessions (nor drain the pool).
+    state.rate(|l| l.claim(caller.device.device, hash, addr))?;
+    let devices = decode::claim(&caller.body)?;
     let claimant = caller.device.user;
-    if state.db(move |s| s.is_blocked(&hash, &claimant)).await? {
-        return Err(StoreError::Blocked.into());
-    }
-    let (user, claimed) = state.db(move |s| s.claim_prekeys(&hash, &devices)).await?;
+    let (user, claimed) = state
+        .db(move |s| s.claim_prekeys(&hash, &devices, &claimant))
+        .await?;
     let mut bundles = Vec::with_capacity(claimed.len());
     for c in claimed {
         // Tell the owner to refill while it still has keys, and again each
@@ -120,15 +68,17 @@ pub(super) async fn status_get(
     )))
 }
 
+/// A refill: every prekey id must be new for the device (the store
+/// refuses one it published before, so a replayed refill cannot bring
+/// back a served key or reset the reserve counter).
 pub(super) async fn refill(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<PrekeyStatus>, ApiError> {
-    let upload: PrekeyUpload = json(&caller.body)?;
     let device = caller.device.device;
-    let (prekeys, reserve) = parse_pool(&device, &upload.prekeys, upload.reserve.as_deref())?;
+    let pool = decode::prekey_upload(&device, &caller.body)?;
     let count = state
-        .db(move |s| s.add_prekeys(&device, prekeys, reserve))
+        .db(move |s| s.add_prekeys(&device, pool.one_time, pool.reserve))
         .await?;
     Ok(Json(status(count)))
 }

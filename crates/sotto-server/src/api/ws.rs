@@ -1,20 +1,27 @@
 //! `GET /v1/ws`: push to a connected device. The upgrade request carries
-//! the usual signature headers. The server sends `Push` JSON text frames;
+//! the usual signature headers (single-use, as a state-changing request:
+//! the socket can acknowledge). The server sends `Push` JSON text frames;
 //! the device may send `Ack` text frames. Anything else (binary, bad JSON,
 //! oversized frames) closes that socket only. On connect the device fetches
-//! what is pending over HTTP; push covers what arrives afterwards.
+//! what is pending over HTTP; push covers what arrives afterwards. What a
+//! socket may hold is bounded (`Limits`: sockets in all and per device,
+//! queued bytes per socket, the write timeout of every connection).
 
 use std::time::Duration;
 
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
-use axum::response::Response;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt, StreamExt};
-use sotto_api::Ack;
+use sotto_api::codes;
+use sotto_api::decode::{self, BodyError};
 use sotto_proto::DeviceId;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::mailbox::submit_ack;
+use super::ApiError;
 use crate::auth::Caller;
 use crate::state::{AppState, Pending};
 
@@ -40,12 +47,22 @@ pub(super) async fn upgrade(
     caller: Caller,
 ) -> Response {
     let device = caller.device.device;
+    let Some(slot) = state.hub.socket_slot() else {
+        tracing::warn!("WebSocket refused: the server holds its maximum of sockets");
+        let mut e = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            codes::UNAVAILABLE,
+            "the server holds as many push sockets as it allows; retry later or fetch over HTTP",
+        );
+        e.retry_after = Some(30);
+        return e.into_response();
+    };
     upgrade
         .max_message_size(MAX_FRAME)
         .max_frame_size(MAX_FRAME)
         .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(MAX_WRITE_BUFFER)
-        .on_upgrade(move |socket| session(state, device, socket))
+        .on_upgrade(move |socket| session(state, device, socket, slot))
 }
 
 async fn close(sink: &mut (impl SinkExt<Message> + Unpin), code: u16, reason: &'static str) {
@@ -57,7 +74,12 @@ async fn close(sink: &mut (impl SinkExt<Message> + Unpin), code: u16, reason: &'
         .await;
 }
 
-async fn session(state: AppState, device: DeviceId, socket: WebSocket) {
+async fn session(
+    state: AppState,
+    device: DeviceId,
+    socket: WebSocket,
+    _slot: OwnedSemaphorePermit,
+) {
     let (id, mut pushes) = state.hub.connect(device);
     let (mut sink, mut stream) = socket.split();
     let mut shutdown = state.shutdown.clone();
@@ -86,30 +108,28 @@ async fn session(state: AppState, device: DeviceId, socket: WebSocket) {
                 }
             },
             frame = stream.next() => match frame {
-                Some(Ok(Message::Text(text))) => match serde_json::from_str::<Ack>(&text) {
-                    Ok(ack) => {
-                        let refused = match submit_ack(&state, device, ack) {
-                            Ok(pending) => {
-                                acks.push(pending);
-                                // Too many in flight: wait for the oldest.
-                                let mut failed = false;
-                                while acks.len() > ACKS_IN_FLIGHT {
-                                    if !matches!(acks.next().await, Some(Ok(Ok(_)))) {
-                                        failed = true;
-                                        break;
-                                    }
-                                }
-                                failed
+                Some(Ok(Message::Text(text))) => match decode::ack(text.as_bytes()) {
+                    Ok(seqs) => {
+                        acks.push(submit_ack(&state, device, seqs));
+                        // Too many in flight: wait for the oldest.
+                        let mut refused = false;
+                        while acks.len() > ACKS_IN_FLIGHT {
+                            if !matches!(acks.next().await, Some(Ok(Ok(_)))) {
+                                refused = true;
+                                break;
                             }
-                            Err(_) => true,
-                        };
+                        }
                         if refused {
                             close(&mut sink, close_code::POLICY, "ack refused").await;
                             break;
                         }
                     }
-                    Err(_) => {
+                    Err(BodyError::Json(_)) => {
                         close(&mut sink, close_code::INVALID, "expected an Ack JSON frame").await;
+                        break;
+                    }
+                    Err(_) => {
+                        close(&mut sink, close_code::POLICY, "ack refused").await;
                         break;
                     }
                 },

@@ -2,8 +2,10 @@
 //! real signatures, real protocol devices from sotto-proto.
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,9 +26,29 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 pub async fn start(dir: &Path, retention: Duration) -> Running {
+    start_with(dir, |c| c.retention = retention).await
+}
+
+/// A server on 127.0.0.1 whose config `f` adjusts (limits, retention).
+pub async fn start_with(dir: &Path, f: impl FnOnce(&mut Config)) -> Running {
     let mut config = Config::new("127.0.0.1:0".parse().unwrap(), dir.to_path_buf());
-    config.retention = retention;
+    f(&mut config);
     sotto_server::start(config).await.expect("server starts")
+}
+
+/// A TLS connection to `server` from the local address `from` (any of
+/// 127.0.0.0/8 works on loopback): what an attacker holds.
+pub async fn tls_from(
+    from: IpAddr,
+    server: SocketAddr,
+    fingerprint: &str,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(from, 0))?;
+    let tcp = socket.connect(server).await?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls_config(fingerprint)));
+    let name = ServerName::try_from("localhost").unwrap();
+    connector.connect(name, tcp).await
 }
 
 #[derive(Debug)]
@@ -88,8 +110,14 @@ pub struct Http {
 
 impl Http {
     pub fn new(addr: SocketAddr, fingerprint: &str) -> Http {
+        Http::from_ip(addr, fingerprint, "127.0.0.1".parse().unwrap())
+    }
+
+    /// A client whose connections come from the local address `from`.
+    pub fn from_ip(addr: SocketAddr, fingerprint: &str, from: IpAddr) -> Http {
         let client = reqwest::Client::builder()
             .use_preconfigured_tls(tls_config(fingerprint))
+            .local_address(from)
             .timeout(Duration::from_secs(60))
             .build()
             .unwrap();
@@ -197,11 +225,22 @@ pub async fn error_of(resp: reqwest::Response) -> (StatusCode, String) {
     (status, body.code)
 }
 
+/// The time for a signed request: strictly increasing within the test
+/// process, so two identical requests (two sockets of one device opened in
+/// the same millisecond) are two requests, not a replay.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .as_millis() as u64
+        .as_millis() as u64;
+    let prev = LAST.fetch_max(now, Ordering::SeqCst);
+    if prev < now {
+        now
+    } else {
+        LAST.fetch_add(1, Ordering::SeqCst) + 1
+    }
 }
 
 pub const NO_BODY: Option<&()> = None;
@@ -260,6 +299,82 @@ impl User {
             .call(dev.key(), Method::POST, "/v1/register", Some(&req))
             .await;
         dev
+    }
+}
+
+impl User {
+    /// Links a new device to this user: requested by the new device,
+    /// approved by `approver` (which must be a device of this user).
+    pub async fn link(&self, http: &Http, approver: &Dev) -> Dev {
+        let mut dev = self.device();
+        let otks = dev.device.generate_prekeys(&mut OsRng, 3);
+        let reserve = dev.device.generate_reserve(&mut OsRng);
+        let keys = dev.key().public_keys();
+        let req = LinkRequest {
+            device: hex::encode(keys.id.0),
+            dh: hex::encode(keys.dh),
+            prekeys: otks.iter().map(|p| b64::encode(&p.encode())).collect(),
+            reserve: b64::encode(&reserve.encode()),
+        };
+        let created: LinkCreated = http
+            .call(dev.key(), Method::POST, "/v1/link", Some(&req))
+            .await;
+        let approve = LinkApprove {
+            cert: b64::encode(&dev.device.cert().encode()),
+        };
+        let path = format!("/v1/link/{}/approve", created.link_id);
+        let _: serde_json::Value = http
+            .call(approver.key(), Method::POST, &path, Some(&approve))
+            .await;
+        dev
+    }
+}
+
+/// The body of a test binary's `child_server` test: when `env` names a
+/// directory, serves it (printing "READY addr fingerprint") until killed;
+/// otherwise returns at once (an ordinary test run).
+pub fn child_server(env: &str, retention: Duration) {
+    let Ok(dir) = std::env::var(env) else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async move {
+        let running = start(Path::new(&dir), retention).await;
+        println!("READY {} {}", running.addr, running.fingerprint);
+        std::future::pending::<()>().await;
+    });
+}
+
+/// Kills a child server even when the test fails half-way.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs this test binary's test `test` in a child process with `env` set
+/// to `dir`: that test starts a server there, prints "READY addr
+/// fingerprint" and waits to be killed (see `durability.rs`).
+#[allow(clippy::zombie_processes)] // KillOnDrop waits for it
+pub fn spawn_child(test: &str, env: &str, dir: &Path) -> (KillOnDrop, SocketAddr, String) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(env, dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    loop {
+        let line = lines.next().expect("child prints READY").unwrap();
+        // libtest may have printed "test child_server ... " on the same line.
+        if let Some((_, rest)) = line.split_once("READY ") {
+            let (addr, fp) = rest.split_once(' ').unwrap();
+            return (KillOnDrop(child), addr.parse().unwrap(), fp.to_string());
+        }
     }
 }
 
@@ -348,6 +463,14 @@ pub type Ws =
 
 /// Opens the push WebSocket of `dev`.
 pub async fn websocket(http: &Http, dev: &Dev) -> Ws {
+    try_websocket(http, dev).await.unwrap()
+}
+
+/// Tries to open the push WebSocket of `dev`.
+pub async fn try_websocket(
+    http: &Http,
+    dev: &Dev,
+) -> std::result::Result<Ws, tokio_tungstenite::tungstenite::Error> {
     let mut req = format!("wss://{}/v1/ws", http.addr)
         .into_client_request()
         .unwrap();
@@ -364,10 +487,8 @@ pub async fn websocket(http: &Http, dev: &Dev) -> Ws {
     h.insert(AuthHeaders::SIGNATURE, hex::encode(sig).parse().unwrap());
     let connector = tokio_tungstenite::Connector::Rustls(Arc::new(tls_config(&http.fingerprint)));
     let (ws, _) =
-        tokio_tungstenite::connect_async_tls_with_config(req, None, false, Some(connector))
-            .await
-            .unwrap();
-    ws
+        tokio_tungstenite::connect_async_tls_with_config(req, None, false, Some(connector)).await?;
+    Ok(ws)
 }
 
 /// The next `Push` on `ws` (skipping pings), within 10 s.

@@ -13,13 +13,23 @@
 //!
 //! # Privacy at rest
 //! Users are keyed by `HMAC-SHA-256(server_secret, username_hash)`; the
-//! secret lives in the data directory (mode 0600), not in the database, so a
-//! copy of the database alone does not allow guessing usernames offline.
-//! (Several nodes sharing one database must share this secret too.)
-//! Where the server must give a username hash back (a block list, the user
-//! a linked device joined), it keeps it XOR-ed with a pad derived from the
-//! same secret (see [`secret`]). Datagrams are stored exactly as received:
-//! ciphertext the server cannot open.
+//! secret lives in the data directory (mode 0600) or in a file of its own
+//! (`--secret-file`), never in the database, so a copy of the database
+//! alone does not allow guessing usernames offline. (Several nodes sharing
+//! one database must share this secret too.) Block lists are keyed the same
+//! way: a block is an HMAC of the two user keys, so the database alone does
+//! not say who blocks whom. Where the server must give a username hash back
+//! (a block list, the user a linked device joined), it keeps it XOR-ed with
+//! a pad derived from the same secret (see [`secret`]). Datagrams are stored
+//! exactly as received: ciphertext the server cannot open.
+//!
+//! # Quotas and replays
+//! Each device row counts the bytes waiting unacknowledged in its mailbox;
+//! [`ServerStore::enqueue`] refuses a datagram that would take a device or
+//! its user over a [`MailboxQuota`], in the transaction that would store it,
+//! so the bound holds with several nodes writing. Request ids that must not
+//! be used twice ([`ServerStore::single_use`]) are rows too, for the same
+//! reason.
 //!
 //! # Datagrams and mailboxes
 //! A datagram is stored once, however many devices it addresses (a room
@@ -34,6 +44,31 @@ mod writer;
 
 pub use sotto_proto::{DeviceId, UserPublic};
 pub use sqlite::{SqliteStore, DB_FILE, SECRET_FILE};
+
+/// A request that may be used once: its id is remembered until
+/// `expires_at` (ms). See [`ServerStore::single_use`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestId {
+    pub id: [u8; 32],
+    pub expires_at: u64,
+}
+
+/// How much may wait unacknowledged (see [`ServerStore::enqueue`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MailboxQuota {
+    /// Bytes of datagrams waiting for one device.
+    pub device_bytes: u64,
+    /// Bytes waiting for all devices of one user together.
+    pub user_bytes: u64,
+}
+
+impl MailboxQuota {
+    /// No limit (tests and tools).
+    pub const UNLIMITED: MailboxQuota = MailboxQuota {
+        device_bytes: u64::MAX,
+        user_bytes: u64::MAX,
+    };
+}
 
 /// The client's `username_hash` (SHA-256 over the lowercased name).
 pub type UsernameHash = [u8; 32];
@@ -58,8 +93,20 @@ pub enum StoreError {
     UnknownUser,
     #[error("unknown device {0:?}")]
     UnknownDevice(DeviceId),
-    #[error("a recipient blocks the sender")]
-    Blocked,
+    #[error("the mailbox of device {0:?} (or of its user) is full")]
+    MailboxFull(DeviceId),
+    #[error("this request was already used")]
+    Replayed,
+    #[error("prekey id {prekey_id} was already published for device {device:?}")]
+    PrekeyIdReused { device: DeviceId, prekey_id: u32 },
+    #[error(
+        "the server secret in {0} does not match this database (it was made with another secret)"
+    )]
+    WrongSecret(std::path::PathBuf),
+    #[error(
+        "no server secret at {0}, and the database already holds users: restore the secret file"
+    )]
+    NoSecret(std::path::PathBuf),
     #[error("unknown or expired link")]
     UnknownLink,
     #[error("the link was already approved")]
@@ -83,6 +130,9 @@ pub struct NewDevice {
     /// One-time prekeys: (prekey id, encoded signed prekey).
     pub prekeys: Vec<(u32, Vec<u8>)>,
     pub reserve: Vec<u8>,
+    /// The reserve prekey's id (ids only ever increase, see
+    /// [`ServerStore::add_prekeys`]).
+    pub reserve_id: u32,
 }
 
 /// A new user with its first device.
@@ -177,9 +227,14 @@ pub struct ApprovedLink {
 /// What [`ServerStore::purge`] removed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Purged {
+    /// Acknowledged rows past the retention.
     pub mailbox_rows: u64,
+    /// Unacknowledged rows past their time to live.
+    pub expired: u64,
     pub datagrams: u64,
     pub links: u64,
+    /// Remembered request ids past their window.
+    pub requests: u64,
 }
 
 /// The security platform's storage. Every call is one transaction; calls
@@ -201,50 +256,63 @@ pub trait ServerStore: Send + Sync {
 
     /// Claims one prekey for each of `devices` of the user (all its devices
     /// when empty): the oldest one-time prekey, deleted in the same
-    /// transaction, or the reserve key when the pool is empty.
+    /// transaction, or the reserve key when the pool is empty. When the
+    /// user blocks `claimant`, every device's reserve key is served and
+    /// nothing is counted: the claimant is not told, and cannot drain the
+    /// pool.
     fn claim_prekeys(
         &self,
         username_hash: &UsernameHash,
         devices: &[DeviceId],
+        claimant: &UserPublic,
     ) -> Result<(UserPublic, Vec<ClaimedPrekey>)>;
 
-    /// Adds one-time prekeys (an id already present is replaced) and
-    /// optionally replaces the reserve; resets the reserve counter.
+    /// Adds one-time prekeys and optionally replaces the reserve (id,
+    /// encoded); resets the reserve counter. Every id must be above every
+    /// id the device ever published ([`StoreError::PrekeyIdReused`]
+    /// otherwise, and nothing changes): a served prekey can never be
+    /// published again, not even by a replayed upload.
     fn add_prekeys(
         &self,
         device: &DeviceId,
         prekeys: Vec<(u32, Vec<u8>)>,
-        reserve: Option<Vec<u8>>,
+        reserve: Option<(u32, Vec<u8>)>,
     ) -> Result<PrekeyCount>;
 
     fn prekey_count(&self, device: &DeviceId) -> Result<PrekeyCount>;
 
     /// Stores `datagram` once and adds a row to the mailbox of every device
     /// in `recipients`. Refused as a whole with [`StoreError::UnknownDevice`]
-    /// if a device is not registered, or [`StoreError::Blocked`] if the user
-    /// of a recipient blocks the user of `sender`.
+    /// if a device is not registered, or [`StoreError::MailboxFull`] if a
+    /// new row would take a device or its user over `quota` (what is stored
+    /// already is never touched). Devices whose user blocks the user of
+    /// `sender` get no row, and nothing says so.
     fn enqueue(
         &self,
         sender: &DeviceId,
         recipients: &[DeviceId],
         datagram: Vec<u8>,
         now_ms: u64,
+        quota: &MailboxQuota,
     ) -> Result<Enqueued>;
 
     /// [`ServerStore::enqueue`] without blocking the caller: `reply` gets
-    /// the answer once the datagram is durable (or refused). A backend may
-    /// call `reply` on another thread; it must be quick. The default runs
-    /// `enqueue` and answers before returning.
+    /// the answer once the datagram is durable (or refused). With
+    /// `request`, the request id is remembered in the same transaction
+    /// ([`StoreError::Replayed`] if it was seen; the send path's
+    /// [`ServerStore::single_use`] at no extra commit). A backend may call
+    /// `reply` on another thread; it must be quick.
+    #[allow(clippy::too_many_arguments)]
     fn enqueue_with(
         &self,
         sender: &DeviceId,
         recipients: &[DeviceId],
         datagram: Vec<u8>,
         now_ms: u64,
+        quota: &MailboxQuota,
+        request: Option<RequestId>,
         reply: Reply<Enqueued>,
-    ) {
-        reply(self.enqueue(sender, recipients, datagram, now_ms))
-    }
+    );
 
     /// Unacknowledged items with `seq > after`, in order: at most `limit`,
     /// and stopping after `max_bytes` of datagrams (always at least one).
@@ -284,11 +352,24 @@ pub trait ServerStore: Send + Sync {
     /// within retention).
     fn datagram_for(&self, device: &DeviceId, datagram_id: &[u8; 32]) -> Result<Option<Vec<u8>>>;
 
-    /// Deletes acknowledged rows older than the retention, datagrams no row
-    /// points at, and expired links.
-    fn purge(&self, now_ms: u64, retention_ms: u64) -> Result<Purged>;
+    /// Deletes acknowledged rows older than the retention, unacknowledged
+    /// rows older than `unacked_ttl_ms`, datagrams no row points at,
+    /// expired links and request ids past their window.
+    fn purge(&self, now_ms: u64, retention_ms: u64, unacked_ttl_ms: u64) -> Result<Purged>;
 
-    /// `blocker` refuses datagrams from the user named by `blocked`.
+    /// Remembers `request_id` until `expires_at` (ms), answering
+    /// [`StoreError::Replayed`] if it is remembered already. Like an ack it
+    /// need not be fsync'd before `reply` (a backend may let the next
+    /// durable commit carry it: whatever the request then writes is such a
+    /// commit).
+    fn single_use(&self, request_id: &[u8; 32], expires_at: u64, reply: Reply<()>);
+
+    /// Removes `device` of the user `owner`: its directory entry, prekeys
+    /// and mailbox. [`StoreError::UnknownDevice`] if it is not a device of
+    /// that user.
+    fn remove_device(&self, owner: &UserPublic, device: &DeviceId) -> Result<()>;
+
+    /// `blocker` silently drops datagrams from the user named by `blocked`.
     /// [`StoreError::UnknownUser`] if there is no such user.
     fn block(&self, blocker: &UserPublic, blocked: &UsernameHash) -> Result<()>;
 

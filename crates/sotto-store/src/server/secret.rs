@@ -1,6 +1,8 @@
 //! The server secret: 32 random bytes made on first start, kept in the data
-//! directory (mode 0600) and never in the database. It keys how usernames
-//! are stored, so the database alone does not allow guessing them offline.
+//! directory (mode 0600) or in a file of the operator's choosing
+//! (`--secret-file`), never in the database. It keys how usernames and
+//! block lists are stored, so the database alone does not allow guessing
+//! usernames offline or telling who blocks whom.
 
 use std::fs::{self, OpenOptions};
 use std::io::{Read, Write};
@@ -11,13 +13,13 @@ use rand_core::{OsRng, RngCore};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use super::UsernameHash;
+use super::{UserPublic, UsernameHash};
 
 pub(crate) struct ServerSecret(Zeroizing<[u8; 32]>);
 
 impl ServerSecret {
-    /// Loads the secret from `path`, or creates it there.
-    pub(crate) fn load_or_create(path: &Path) -> std::io::Result<ServerSecret> {
+    /// Loads the secret from `path`, or creates it there if `create`.
+    pub(crate) fn load(path: &Path, create: bool) -> std::io::Result<ServerSecret> {
         match fs::File::open(path) {
             Ok(mut f) => {
                 let mut bytes = Zeroizing::new([0u8; 32]);
@@ -34,7 +36,7 @@ impl ServerSecret {
                 }
                 Ok(ServerSecret(bytes))
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
                 let mut bytes = Zeroizing::new([0u8; 32]);
                 OsRng.fill_bytes(&mut bytes[..]);
                 let mut options = OpenOptions::new();
@@ -73,11 +75,43 @@ impl ServerSecret {
     /// The username hash XOR-ed with a pad unique to the user (its name
     /// key); [`ServerSecret::seal_name`] is its own inverse.
     pub(crate) fn seal_name(&self, name_key: &[u8; 32], username_hash: &UsernameHash) -> [u8; 32] {
-        let pad = self.mac(b"sotto/server/name-pad\0", &[name_key]);
-        let mut out = [0u8; 32];
-        for i in 0..32 {
-            out[i] = pad[i] ^ username_hash[i];
-        }
-        out
+        xor(
+            &self.mac(b"sotto/server/name-pad\0", &[name_key]),
+            username_hash,
+        )
     }
+
+    /// A value stored beside the data it keys, so a server started with
+    /// another secret refuses to start instead of losing every user. (An
+    /// HMAC output: it reveals nothing of the secret.)
+    pub(crate) fn check_value(&self) -> [u8; 32] {
+        self.mac(b"sotto/server/secret-check\0", &[])
+    }
+
+    /// The key of one block: `blocker` refuses datagrams from `blocked`.
+    pub(crate) fn block_pair(&self, blocker: &UserPublic, blocked: &UserPublic) -> [u8; 32] {
+        self.mac(b"sotto/server/block-pair\0", &[&blocker.0, &blocked.0])
+    }
+
+    /// The key under which `blocker`'s list is found.
+    pub(crate) fn block_owner(&self, blocker: &UserPublic) -> [u8; 32] {
+        self.mac(b"sotto/server/block-owner\0", &[&blocker.0])
+    }
+
+    /// The blocked user's username hash, XOR-ed with a pad of its block
+    /// (its own inverse, as [`ServerSecret::seal_name`]).
+    pub(crate) fn seal_blocked(&self, pair: &[u8; 32], username_hash: &UsernameHash) -> [u8; 32] {
+        xor(
+            &self.mac(b"sotto/server/block-pad\0", &[pair]),
+            username_hash,
+        )
+    }
+}
+
+fn xor(a: &[u8; 32], b: &[u8; 32]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for i in 0..32 {
+        out[i] = a[i] ^ b[i];
+    }
+    out
 }

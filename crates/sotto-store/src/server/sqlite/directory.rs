@@ -2,6 +2,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::super::secret::ServerSecret;
 use super::super::*;
 
 fn exists(c: &Connection, sql: &str, key: &[u8]) -> Result<bool> {
@@ -33,17 +34,48 @@ fn insert_device(c: &Connection, user_id: i64, d: &NewDevice, now: u64) -> Resul
     if exists(c, "SELECT 1 FROM devices WHERE device = ?1", &d.device.0)? {
         return Err(StoreError::AlreadyRegistered);
     }
+    let ids: Vec<u32> = d.prekeys.iter().map(|p| p.0).collect();
+    let max = new_prekey_ids(&d.device, 0, &ids, Some(d.reserve_id))?;
     c.execute(
-        "INSERT INTO devices (device, user_id, cert, reserve, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![&d.device.0[..], user_id, d.cert, d.reserve, now as i64],
+        "INSERT INTO devices (device, user_id, cert, reserve, created_at, max_prekey_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            &d.device.0[..],
+            user_id,
+            d.cert,
+            d.reserve,
+            now as i64,
+            max as i64
+        ],
     )?;
     insert_prekeys(c, c.last_insert_rowid(), &d.prekeys)
 }
 
+/// Checks that every id of an upload is new: above `published` (the
+/// highest id the device ever published) and not repeated. Returns the
+/// new highest id.
+fn new_prekey_ids(
+    device: &DeviceId,
+    published: u32,
+    ids: &[u32],
+    reserve: Option<u32>,
+) -> Result<u32> {
+    let mut all: Vec<u32> = ids.iter().copied().chain(reserve).collect();
+    all.sort_unstable();
+    for (i, id) in all.iter().enumerate() {
+        if *id <= published || (i > 0 && all[i - 1] == *id) {
+            return Err(StoreError::PrekeyIdReused {
+                device: *device,
+                prekey_id: *id,
+            });
+        }
+    }
+    Ok(all.last().copied().unwrap_or(published))
+}
+
 fn insert_prekeys(c: &Connection, device_id: i64, prekeys: &[(u32, Vec<u8>)]) -> Result<()> {
-    let mut stmt = c.prepare_cached(
-        "INSERT OR REPLACE INTO prekeys (device_id, prekey_id, prekey) VALUES (?1, ?2, ?3)",
-    )?;
+    let mut stmt =
+        c.prepare_cached("INSERT INTO prekeys (device_id, prekey_id, prekey) VALUES (?1, ?2, ?3)")?;
     for (id, bytes) in prekeys {
         stmt.execute(params![device_id, *id as i64, bytes])?;
     }
@@ -113,8 +145,10 @@ fn count(c: &Connection, device_id: i64) -> Result<PrekeyCount> {
 
 pub(super) fn claim(
     c: &Connection,
+    secret: &ServerSecret,
     name_key: &[u8; 32],
     wanted: &[DeviceId],
+    claimant: &UserPublic,
 ) -> Result<(UserPublic, Vec<ClaimedPrekey>)> {
     let (user_id, user): (i64, [u8; 32]) = c
         .query_row(
@@ -124,6 +158,8 @@ pub(super) fn claim(
         )
         .optional()?
         .ok_or(StoreError::UnknownUser)?;
+    let user = UserPublic(user);
+    let blocked = blocks_user(c, secret, &user, claimant)?;
     let mut stmt = c.prepare_cached(
         "SELECT id, device, cert, reserve FROM devices WHERE user_id = ?1 ORDER BY id",
     )?;
@@ -157,6 +193,18 @@ pub(super) fn claim(
     };
     let mut out = Vec::with_capacity(chosen.len());
     for (device_id, device, cert, reserve) in chosen {
+        if blocked {
+            // The reserve, uncounted: the same answer as an empty pool,
+            // and the owner's keys stay untouched.
+            out.push(ClaimedPrekey {
+                device,
+                cert,
+                prekey: reserve,
+                reserve: true,
+                pool: count(c, device_id)?,
+            });
+            continue;
+        }
         let one: Option<(i64, Vec<u8>)> = c
             .query_row(
                 "SELECT id, prekey FROM prekeys WHERE device_id = ?1 ORDER BY id LIMIT 1",
@@ -187,18 +235,31 @@ pub(super) fn claim(
             pool: count(c, device_id)?,
         });
     }
-    Ok((UserPublic(user), out))
+    Ok((user, out))
 }
 
 pub(super) fn add_prekeys(
     c: &Connection,
     device: &DeviceId,
     prekeys: &[(u32, Vec<u8>)],
-    reserve: Option<&[u8]>,
+    reserve: Option<&(u32, Vec<u8>)>,
 ) -> Result<PrekeyCount> {
-    let device_id = device_row(c, device)?;
+    let (device_id, published): (i64, i64) = c
+        .query_row(
+            "SELECT id, max_prekey_id FROM devices WHERE device = ?1",
+            [&device.0[..]],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?
+        .ok_or(StoreError::UnknownDevice(*device))?;
+    let ids: Vec<u32> = prekeys.iter().map(|p| p.0).collect();
+    let max = new_prekey_ids(device, published as u32, &ids, reserve.map(|r| r.0))?;
     insert_prekeys(c, device_id, prekeys)?;
-    if let Some(reserve) = reserve {
+    c.execute(
+        "UPDATE devices SET max_prekey_id = ?1 WHERE id = ?2",
+        params![max as i64, device_id],
+    )?;
+    if let Some((_, reserve)) = reserve {
         c.execute(
             "UPDATE devices SET reserve = ?1 WHERE id = ?2",
             params![reserve, device_id],
@@ -224,53 +285,132 @@ fn user_row(c: &Connection, column: &str, key: &[u8]) -> Result<i64> {
         .ok_or(StoreError::UnknownUser)
 }
 
-pub(super) fn block(c: &Connection, blocker: &UserPublic, blocked_key: &[u8; 32]) -> Result<()> {
-    let blocker = user_row(c, "user_key", &blocker.0)?;
-    let blocked = user_row(c, "name_key", blocked_key)?;
+/// Whether the user `blocker` blocks the user `sender`.
+pub(super) fn blocks_user(
+    c: &Connection,
+    secret: &ServerSecret,
+    blocker: &UserPublic,
+    sender: &UserPublic,
+) -> Result<bool> {
+    let pair = secret.block_pair(blocker, sender);
+    Ok(
+        c.prepare_cached("SELECT 1 FROM block_list WHERE pair = ?1")?
+            .exists([&pair[..]])?,
+    )
+}
+
+/// (user key, username hash) of the user whose name key is `name_key`.
+fn user_named(
+    c: &Connection,
+    secret: &ServerSecret,
+    name_key: &[u8; 32],
+) -> Result<(UserPublic, UsernameHash)> {
+    let (key, sealed): ([u8; 32], [u8; 32]) = c
+        .query_row(
+            "SELECT user_key, sealed_name FROM users WHERE name_key = ?1",
+            [&name_key[..]],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?
+        .ok_or(StoreError::UnknownUser)?;
+    Ok((UserPublic(key), secret.seal_name(name_key, &sealed)))
+}
+
+/// The key of `blocker`'s block of the user named by `blocked_key`, and
+/// that user's username hash; both users must exist.
+fn block_of(
+    c: &Connection,
+    secret: &ServerSecret,
+    blocker: &UserPublic,
+    blocked_key: &[u8; 32],
+) -> Result<([u8; 32], UsernameHash)> {
+    user_row(c, "user_key", &blocker.0)?;
+    let (blocked, hash) = user_named(c, secret, blocked_key)?;
+    Ok((secret.block_pair(blocker, &blocked), hash))
+}
+
+pub(super) fn block(
+    c: &Connection,
+    secret: &ServerSecret,
+    blocker: &UserPublic,
+    blocked_key: &[u8; 32],
+) -> Result<()> {
+    let (pair, hash) = block_of(c, secret, blocker, blocked_key)?;
     c.execute(
-        "INSERT OR IGNORE INTO blocks (blocker, blocked) VALUES (?1, ?2)",
-        [blocker, blocked],
+        "INSERT OR IGNORE INTO block_list (pair, owner, sealed) VALUES (?1, ?2, ?3)",
+        params![
+            &pair[..],
+            &secret.block_owner(blocker)[..],
+            &secret.seal_blocked(&pair, &hash)[..]
+        ],
     )?;
     Ok(())
 }
 
-pub(super) fn unblock(c: &Connection, blocker: &UserPublic, blocked_key: &[u8; 32]) -> Result<()> {
-    let blocker = user_row(c, "user_key", &blocker.0)?;
-    let blocked = user_row(c, "name_key", blocked_key)?;
-    c.execute(
-        "DELETE FROM blocks WHERE blocker = ?1 AND blocked = ?2",
-        [blocker, blocked],
-    )?;
+pub(super) fn unblock(
+    c: &Connection,
+    secret: &ServerSecret,
+    blocker: &UserPublic,
+    blocked_key: &[u8; 32],
+) -> Result<()> {
+    let (pair, _) = block_of(c, secret, blocker, blocked_key)?;
+    c.execute("DELETE FROM block_list WHERE pair = ?1", [&pair[..]])?;
     Ok(())
 }
 
 pub(super) fn is_blocked(
     c: &Connection,
+    secret: &ServerSecret,
     blocker_key: &[u8; 32],
     blocked: &UserPublic,
 ) -> Result<bool> {
-    let found = c
-        .query_row(
-            "SELECT 1 FROM blocks b JOIN users r ON r.id = b.blocker JOIN users d ON d.id = b.blocked
-             WHERE r.name_key = ?1 AND d.user_key = ?2",
-            [&blocker_key[..], &blocked.0[..]],
-            |_| Ok(()),
-        )
-        .optional()?;
-    Ok(found.is_some())
+    match user_named(c, secret, blocker_key) {
+        Ok((blocker, _)) => blocks_user(c, secret, &blocker, blocked),
+        Err(StoreError::UnknownUser) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
-/// (name key, sealed name) of each user `blocker` blocks.
-pub(super) fn blocks(c: &Connection, blocker: &UserPublic) -> Result<Vec<([u8; 32], [u8; 32])>> {
-    let blocker = user_row(c, "user_key", &blocker.0)?;
-    let mut stmt = c.prepare_cached(
-        "SELECT u.name_key, u.sealed_name FROM blocks b JOIN users u ON u.id = b.blocked
-         WHERE b.blocker = ?1 ORDER BY u.id",
-    )?;
+/// The username hashes `blocker` blocks.
+pub(super) fn blocks(
+    c: &Connection,
+    secret: &ServerSecret,
+    blocker: &UserPublic,
+) -> Result<Vec<UsernameHash>> {
+    user_row(c, "user_key", &blocker.0)?;
+    let owner = secret.block_owner(blocker);
+    let mut stmt =
+        c.prepare_cached("SELECT pair, sealed FROM block_list WHERE owner = ?1 ORDER BY sealed")?;
     let rows = stmt
-        .query_map([blocker], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .query_map([&owner[..]], |r| {
+            Ok((r.get::<_, [u8; 32]>(0)?, r.get::<_, [u8; 32]>(1)?))
+        })?
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(rows)
+    Ok(rows
+        .iter()
+        .map(|(pair, sealed)| secret.seal_blocked(pair, sealed))
+        .collect())
+}
+
+/// Removes a device of `owner` with its prekeys and mailbox.
+pub(super) fn remove_device(c: &Connection, owner: &UserPublic, device: &DeviceId) -> Result<()> {
+    let user_id = user_row(c, "user_key", &owner.0)?;
+    let device_id: i64 = c
+        .query_row(
+            "SELECT id FROM devices WHERE device = ?1 AND user_id = ?2",
+            params![&device.0[..], user_id],
+            |r| r.get(0),
+        )
+        .optional()?
+        .ok_or(StoreError::UnknownDevice(*device))?;
+    c.execute("DELETE FROM prekeys WHERE device_id = ?1", [device_id])?;
+    let mut stmt = c.prepare("DELETE FROM mailbox WHERE device_id = ?1 RETURNING datagram")?;
+    let mut touched = stmt
+        .query_map([device_id], |r| r.get::<_, i64>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    super::mailbox::delete_orphans(c, &mut touched)?;
+    c.execute("DELETE FROM devices WHERE id = ?1", [device_id])?;
+    Ok(())
 }
 
 pub(super) fn create_link(

@@ -3,7 +3,9 @@
 use rusqlite::{params, Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
 
+use super::super::secret::ServerSecret;
 use super::super::*;
+use super::directory::blocks_user;
 
 pub(super) fn digest(datagram: &[u8]) -> [u8; 32] {
     Sha256::digest(datagram).into()
@@ -17,42 +19,93 @@ fn device_ids(c: &Connection, device: &DeviceId) -> Result<(i64, i64)> {
         .ok_or(StoreError::UnknownDevice(*device))
 }
 
+/// A recipient device as the send resolves it.
+struct Target {
+    device: DeviceId,
+    row: i64,
+    user_row: i64,
+    user: UserPublic,
+    /// Unacknowledged bytes of this device, and of all its user's devices.
+    pending: u64,
+    user_pending: u64,
+}
+
+/// One statement per device (statements, not rows, are what a send costs).
+fn target(c: &Connection, device: &DeviceId) -> Result<Target> {
+    c.prepare_cached(
+        "SELECT d.id, d.user_id, u.user_key, d.pending_bytes,
+                (SELECT SUM(pending_bytes) FROM devices WHERE user_id = d.user_id)
+         FROM devices d JOIN users u ON u.id = d.user_id WHERE d.device = ?1",
+    )?
+    .query_row([&device.0[..]], |r| {
+        Ok(Target {
+            device: *device,
+            row: r.get(0)?,
+            user_row: r.get(1)?,
+            user: UserPublic(r.get(2)?),
+            pending: r.get::<_, i64>(3)? as u64,
+            user_pending: r.get::<_, i64>(4)? as u64,
+        })
+    })
+    .optional()?
+    .ok_or(StoreError::UnknownDevice(*device))
+}
+
+/// The sender's (user row, user key).
+fn sender_of(c: &Connection, device: &DeviceId) -> Result<(i64, UserPublic)> {
+    c.prepare_cached(
+        "SELECT d.user_id, u.user_key FROM devices d JOIN users u ON u.id = d.user_id
+         WHERE d.device = ?1",
+    )?
+    .query_row([&device.0[..]], |r| Ok((r.get(0)?, UserPublic(r.get(1)?))))
+    .optional()?
+    .ok_or(StoreError::UnknownDevice(*device))
+}
+
+#[allow(clippy::too_many_arguments)]
 pub(super) fn enqueue(
     c: &Connection,
+    secret: &ServerSecret,
     sender: &DeviceId,
     recipients: &[DeviceId],
     datagram: &[u8],
     digest: [u8; 32],
     now: u64,
+    quota: &MailboxQuota,
 ) -> Result<Enqueued> {
-    let (_, sender_user) = device_ids(c, sender)?;
+    let from = sender_of(c, sender)?;
     // Resolve every recipient before writing anything: the send is refused
-    // as a whole if one is unknown or blocks the sender.
-    let mut targets: Vec<(DeviceId, i64, i64)> = Vec::with_capacity(recipients.len());
+    // as a whole if one is unknown or has no room.
+    let mut targets: Vec<Target> = Vec::with_capacity(recipients.len());
     for r in recipients {
-        if targets.iter().any(|t| t.0 == *r) {
-            continue;
+        if !targets.iter().any(|t| t.device == *r) {
+            targets.push(target(c, r)?);
         }
-        let (device_id, user_id) = device_ids(c, r)?;
-        targets.push((*r, device_id, user_id));
     }
-    let mut users: Vec<i64> = targets
+    // Users that block the sender get nothing, and the sender is not told.
+    let mut users: Vec<(i64, UserPublic)> = targets
         .iter()
-        .map(|t| t.2)
-        .filter(|u| *u != sender_user)
+        .filter(|t| t.user_row != from.0)
+        .map(|t| (t.user_row, t.user))
         .collect();
-    users.sort_unstable();
-    users.dedup();
-    let mut blocked =
-        c.prepare_cached("SELECT 1 FROM blocks WHERE blocker = ?1 AND blocked = ?2")?;
-    for u in users {
-        if blocked.exists([u, sender_user])? {
-            return Err(StoreError::Blocked);
+    users.sort_unstable_by_key(|u| u.0);
+    users.dedup_by_key(|u| u.0);
+    for (row, user) in users {
+        if blocks_user(c, secret, &user, &from.1)? {
+            targets.retain(|t| t.user_row != row);
         }
     }
-
-    // A new datagram's id comes back from the insert; a resent one (the
-    // digest is stored already) inserts nothing and is looked up.
+    let nothing = Enqueued {
+        datagram_id: digest,
+        received_at: now,
+        deliveries: Vec::new(),
+    };
+    if targets.is_empty() {
+        return Ok(nothing); // all blocked: store nothing
+    }
+    // A new datagram's id comes back from the insert (undone with the rest
+    // if the quota refuses); a resent one (the digest is stored already)
+    // adds rows only for devices that have none for it.
     let inserted: Option<i64> = c
         .prepare_cached(
             "INSERT INTO datagrams (digest, body, received_at) VALUES (?1, ?2, ?3)
@@ -62,27 +115,40 @@ pub(super) fn enqueue(
         .optional()?;
     let datagram_id: i64 = match inserted {
         Some(id) => id,
-        None => c
-            .prepare_cached("SELECT id FROM datagrams WHERE digest = ?1")?
-            .query_row([&digest[..]], |r| r.get(0))?,
+        None => {
+            let id = c
+                .prepare_cached("SELECT id FROM datagrams WHERE digest = ?1")?
+                .query_row([&digest[..]], |r| r.get(0))?;
+            let mut has_row =
+                c.prepare_cached("SELECT 1 FROM mailbox WHERE datagram = ?1 AND device_id = ?2")?;
+            let mut fresh = Vec::with_capacity(targets.len());
+            for t in targets {
+                if !has_row.exists([id, t.row])? {
+                    fresh.push(t);
+                }
+            }
+            targets = fresh;
+            if targets.is_empty() {
+                return Ok(nothing); // all had it: a retry
+            }
+            id
+        }
     };
-    let mut has_row =
-        c.prepare_cached("SELECT 1 FROM mailbox WHERE datagram = ?1 AND device_id = ?2")?;
+    check_quota(&targets, datagram.len() as u64, quota)?;
+    let size = datagram.len() as i64;
     let mut next_seq = c.prepare_cached(
-        "UPDATE devices SET last_seq = last_seq + 1 WHERE id = ?1 RETURNING last_seq",
+        "UPDATE devices SET last_seq = last_seq + 1, pending_bytes = pending_bytes + ?2
+         WHERE id = ?1 RETURNING last_seq",
     )?;
     let mut insert = c.prepare_cached(
-        "INSERT INTO mailbox (device_id, seq, datagram, received_at) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO mailbox (device_id, seq, datagram, received_at, size) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
     let mut deliveries = Vec::with_capacity(targets.len());
-    for (device, device_id, _) in targets {
-        if has_row.exists([datagram_id, device_id])? {
-            continue; // a retried send: this device has it already
-        }
-        let seq: i64 = next_seq.query_row([device_id], |r| r.get(0))?;
-        insert.execute(params![device_id, seq, datagram_id, now as i64])?;
+    for t in targets {
+        let seq: i64 = next_seq.query_row(params![t.row, size], |r| r.get(0))?;
+        insert.execute(params![t.row, seq, datagram_id, now as i64, size])?;
         deliveries.push(Delivery {
-            device,
+            device: t.device,
             seq: seq as u64,
         });
     }
@@ -91,6 +157,21 @@ pub(super) fn enqueue(
         received_at: now,
         deliveries,
     })
+}
+
+/// Refuses the send if one more row of `size` bytes would take a target
+/// device, or all targets of one user together, past the quota (the
+/// caller's savepoint then undoes what the send wrote).
+fn check_quota(targets: &[Target], size: u64, quota: &MailboxQuota) -> Result<()> {
+    for t in targets {
+        let rows = targets.iter().filter(|o| o.user_row == t.user_row).count() as u64;
+        if t.pending.saturating_add(size) > quota.device_bytes
+            || t.user_pending.saturating_add(size.saturating_mul(rows)) > quota.user_bytes
+        {
+            return Err(StoreError::MailboxFull(t.device));
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn fetch(
@@ -132,30 +213,61 @@ pub(super) fn ack(
     retention_ms: u64,
 ) -> Result<u32> {
     let (device_id, _) = device_ids(c, device)?;
-    let mut acked = 0;
+    let (mut acked, mut freed) = (0u32, 0i64);
     if retention_ms == 0 {
         let mut delete = c.prepare_cached(
-            "DELETE FROM mailbox WHERE device_id = ?1 AND seq = ?2 AND acked_at IS NULL RETURNING datagram",
+            "DELETE FROM mailbox WHERE device_id = ?1 AND seq = ?2 AND acked_at IS NULL
+             RETURNING datagram, size",
         )?;
-        let mut orphan =
-            c.prepare_cached("DELETE FROM datagrams WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM mailbox WHERE datagram = ?1)")?;
+        let mut orphan = c.prepare_cached(ORPHAN)?;
         for seq in seqs {
-            let gone: Option<i64> = delete
-                .query_row(params![device_id, *seq as i64], |r| r.get(0))
+            let gone: Option<(i64, i64)> = delete
+                .query_row(params![device_id, *seq as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
                 .optional()?;
-            if let Some(datagram) = gone {
+            if let Some((datagram, size)) = gone {
                 orphan.execute([datagram])?;
                 acked += 1;
+                freed += size;
             }
         }
     } else {
-        let mut mark =
-            c.prepare_cached("UPDATE mailbox SET acked_at = ?3 WHERE device_id = ?1 AND seq = ?2 AND acked_at IS NULL")?;
+        let mut mark = c.prepare_cached(
+            "UPDATE mailbox SET acked_at = ?3 WHERE device_id = ?1 AND seq = ?2 AND acked_at IS NULL
+             RETURNING size",
+        )?;
         for seq in seqs {
-            acked += mark.execute(params![device_id, *seq as i64, now as i64])? as u32;
+            let size: Option<i64> = mark
+                .query_row(params![device_id, *seq as i64, now as i64], |r| r.get(0))
+                .optional()?;
+            if let Some(size) = size {
+                acked += 1;
+                freed += size;
+            }
         }
     }
+    if freed > 0 {
+        c.prepare_cached("UPDATE devices SET pending_bytes = pending_bytes - ?2 WHERE id = ?1")?
+            .execute(params![device_id, freed])?;
+    }
     Ok(acked)
+}
+
+/// Deletes a datagram no mailbox row points at any more.
+const ORPHAN: &str =
+    "DELETE FROM datagrams WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM mailbox WHERE datagram = ?1)";
+
+/// Deletes those of `touched` (datagram row ids) no row points at any more.
+pub(super) fn delete_orphans(c: &Connection, touched: &mut Vec<i64>) -> Result<u64> {
+    touched.sort_unstable();
+    touched.dedup();
+    let mut orphan = c.prepare_cached(ORPHAN)?;
+    let mut deleted = 0;
+    for id in touched.iter() {
+        deleted += orphan.execute([*id])? as u64;
+    }
+    Ok(deleted)
 }
 
 pub(super) fn datagram_for(
@@ -177,7 +289,7 @@ pub(super) fn datagram_for(
     .optional()?)
 }
 
-pub(super) fn purge(c: &Connection, now: u64, retention_ms: u64) -> Result<Purged> {
+pub(super) fn purge(c: &Connection, now: u64, retention_ms: u64, ttl_ms: u64) -> Result<Purged> {
     let cutoff = now.saturating_sub(retention_ms) as i64;
     let mut stmt = c.prepare_cached(
         "DELETE FROM mailbox WHERE acked_at IS NOT NULL AND acked_at <= ?1 RETURNING datagram",
@@ -186,18 +298,49 @@ pub(super) fn purge(c: &Connection, now: u64, retention_ms: u64) -> Result<Purge
         .query_map([cutoff], |r| r.get::<_, i64>(0))?
         .collect::<Result<Vec<_>, _>>()?;
     let mailbox_rows = touched.len() as u64;
-    touched.sort_unstable();
-    touched.dedup();
-    let mut orphan =
-        c.prepare_cached("DELETE FROM datagrams WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM mailbox WHERE datagram = ?1)")?;
-    let mut datagrams = 0;
-    for id in touched {
-        datagrams += orphan.execute([id])? as u64;
+    // Unacknowledged past their time to live: their devices get the room
+    // back.
+    let expired_before = now.saturating_sub(ttl_ms) as i64;
+    let mut stmt = c.prepare_cached(
+        "DELETE FROM mailbox WHERE acked_at IS NULL AND received_at <= ?1
+         RETURNING device_id, datagram, size",
+    )?;
+    let expired_rows = stmt
+        .query_map([expired_before], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut freed =
+        c.prepare_cached("UPDATE devices SET pending_bytes = pending_bytes - ?2 WHERE id = ?1")?;
+    for (device_id, datagram, size) in &expired_rows {
+        freed.execute(params![device_id, size])?;
+        touched.push(*datagram);
     }
+    let datagrams = delete_orphans(c, &mut touched)?;
     let links = c.execute("DELETE FROM links WHERE expires_at <= ?1", [now as i64])? as u64;
+    let requests = c.execute("DELETE FROM requests WHERE expires_at <= ?1", [now as i64])? as u64;
     Ok(Purged {
         mailbox_rows,
+        expired: expired_rows.len() as u64,
         datagrams,
         links,
+        requests,
     })
+}
+
+/// Remembers a request id; refuses one remembered already.
+pub(super) fn single_use(c: &Connection, id: &[u8; 32], expires_at: u64) -> Result<()> {
+    let fresh = c
+        .prepare_cached(
+            "INSERT INTO requests (expires_at, id) VALUES (?2, ?1) ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![&id[..], expires_at as i64])?;
+    if fresh == 0 {
+        return Err(StoreError::Replayed);
+    }
+    Ok(())
 }

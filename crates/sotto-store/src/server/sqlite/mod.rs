@@ -10,7 +10,7 @@ mod schema;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use super::secret::ServerSecret;
 use super::writer::{Durability, Writer};
@@ -18,7 +18,8 @@ use super::*;
 
 /// The database file in the data directory.
 pub const DB_FILE: &str = "server.db";
-/// The server secret file in the data directory (mode 0600).
+/// The server secret file in the data directory (mode 0600), unless the
+/// secret lives elsewhere ([`SqliteStore::open_with`]).
 pub const SECRET_FILE: &str = "server_secret";
 
 /// Read connections kept open between calls.
@@ -37,12 +38,48 @@ impl SqliteStore {
     /// Opens the store in `data_dir`, creating the directory (mode 0700),
     /// the secret and the database on first use.
     pub fn open(data_dir: &Path) -> Result<SqliteStore> {
+        SqliteStore::open_with(data_dir, None)
+    }
+
+    /// As [`SqliteStore::open`], with the server secret in `secret_file`
+    /// (default: [`SECRET_FILE`] in `data_dir`). A missing secret is made
+    /// only while the database holds no user: losing it would orphan every
+    /// user, so a wrong path is an error ([`StoreError::NoSecret`]), and so
+    /// is another secret than the one the database was made with
+    /// ([`StoreError::WrongSecret`]).
+    pub fn open_with(data_dir: &Path, secret_file: Option<&Path>) -> Result<SqliteStore> {
         create_private_dir(data_dir)?;
-        let secret = Arc::new(ServerSecret::load_or_create(&data_dir.join(SECRET_FILE))?);
         let path = data_dir.join(DB_FILE);
         let conn = Connection::open(&path)?;
         schema::configure(&conn)?;
-        schema::migrate(&conn)?;
+        let version = schema::open_version(&conn)?;
+        let secret_path = secret_file
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| data_dir.join(SECRET_FILE));
+        let has_users = version > 0
+            && conn.query_row("SELECT EXISTS (SELECT 1 FROM users)", [], |r| r.get(0))?;
+        let secret = match ServerSecret::load(&secret_path, !has_users) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::NoSecret(secret_path))
+            }
+            other => Arc::new(other?),
+        };
+        if version == 0 {
+            schema::create_v1(&conn)?;
+        }
+        if version < schema::VERSION {
+            migrate_v2(&conn, &secret)?;
+        }
+        let check: Option<[u8; 32]> = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'secret_check'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if check != Some(secret.check_value()) {
+            return Err(StoreError::WrongSecret(secret_path));
+        }
         Ok(SqliteStore {
             path,
             secret,
@@ -88,6 +125,64 @@ impl SqliteStore {
     }
 }
 
+/// Schema 1 -> 2 in one transaction (see [`schema::SCHEMA_V2`]): what SQL
+/// alone cannot do needs the secret (re-keying the block list) or the
+/// prekey decoder (the reserve's id for the high-water mark).
+fn migrate_v2(c: &Connection, secret: &ServerSecret) -> Result<()> {
+    c.execute_batch("BEGIN")?;
+    let migrated = (|| -> Result<()> {
+        c.execute_batch(schema::SCHEMA_V2)?;
+        // (blocker key, blocked key, blocked name key, blocked sealed name)
+        type OldBlock = ([u8; 32], [u8; 32], [u8; 32], [u8; 32]);
+        let blocks: Vec<OldBlock> = c
+            .prepare(
+                "SELECT r.user_key, d.user_key, d.name_key, d.sealed_name FROM blocks b
+                 JOIN users r ON r.id = b.blocker JOIN users d ON d.id = b.blocked",
+            )?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<Result<_, _>>()?;
+        for (blocker, blocked, name_key, sealed) in blocks {
+            let (blocker, blocked) = (UserPublic(blocker), UserPublic(blocked));
+            let pair = secret.block_pair(&blocker, &blocked);
+            let hash = secret.seal_name(&name_key, &sealed);
+            c.execute(
+                "INSERT OR IGNORE INTO block_list (pair, owner, sealed) VALUES (?1, ?2, ?3)",
+                params![
+                    &pair[..],
+                    &secret.block_owner(&blocker)[..],
+                    &secret.seal_blocked(&pair, &hash)[..]
+                ],
+            )?;
+        }
+        c.execute_batch("DROP TABLE blocks")?;
+        let reserves: Vec<(i64, Vec<u8>)> = c
+            .prepare("SELECT id, reserve FROM devices")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        for (id, reserve) in reserves {
+            if let Ok(prekey) = sotto_proto::SignedPrekey::decode(&reserve) {
+                c.execute(
+                    "UPDATE devices SET max_prekey_id = MAX(max_prekey_id, ?2) WHERE id = ?1",
+                    params![id, prekey.id as i64],
+                )?;
+            }
+        }
+        c.execute(
+            "INSERT INTO meta (key, value) VALUES ('secret_check', ?1)",
+            [&secret.check_value()[..]],
+        )?;
+        c.execute_batch(&format!("PRAGMA user_version = {}", schema::VERSION))?;
+        Ok(())
+    })();
+    match migrated {
+        Ok(()) => Ok(c.execute_batch("COMMIT")?),
+        Err(e) => {
+            let _ = c.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
 /// The connection settings of the store, for the writer's unit tests.
 #[cfg(test)]
 pub(super) fn configure_for_tests(conn: &Connection) {
@@ -128,22 +223,23 @@ impl ServerStore for SqliteStore {
         &self,
         username_hash: &UsernameHash,
         devices: &[DeviceId],
+        claimant: &UserPublic,
     ) -> Result<(UserPublic, Vec<ClaimedPrekey>)> {
         let name_key = self.name_key(username_hash);
-        let devices = devices.to_vec();
+        let (devices, claimant, secret) = (devices.to_vec(), *claimant, self.secret.clone());
         self.writer
-            .write(move |c| directory::claim(c, &name_key, &devices))
+            .write(move |c| directory::claim(c, &secret, &name_key, &devices, &claimant))
     }
 
     fn add_prekeys(
         &self,
         device: &DeviceId,
         prekeys: Vec<(u32, Vec<u8>)>,
-        reserve: Option<Vec<u8>>,
+        reserve: Option<(u32, Vec<u8>)>,
     ) -> Result<PrekeyCount> {
         let device = *device;
         self.writer
-            .write(move |c| directory::add_prekeys(c, &device, &prekeys, reserve.as_deref()))
+            .write(move |c| directory::add_prekeys(c, &device, &prekeys, reserve.as_ref()))
     }
 
     fn prekey_count(&self, device: &DeviceId) -> Result<PrekeyCount> {
@@ -156,13 +252,22 @@ impl ServerStore for SqliteStore {
         recipients: &[DeviceId],
         datagram: Vec<u8>,
         now_ms: u64,
+        quota: &MailboxQuota,
     ) -> Result<Enqueued> {
-        let sender = *sender;
-        let recipients = recipients.to_vec();
-        // Hash outside the writer thread: it is the one serialised resource.
-        let digest = mailbox::digest(&datagram);
-        self.writer
-            .write(move |c| mailbox::enqueue(c, &sender, &recipients, &datagram, digest, now_ms))
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.enqueue_with(
+            sender,
+            recipients,
+            datagram,
+            now_ms,
+            quota,
+            None,
+            Box::new(move |answer| {
+                let _ = tx.send(answer);
+            }),
+        );
+        rx.recv()
+            .unwrap_or_else(|_| Err(StoreError::Backend("the store is closed".into())))
     }
 
     fn enqueue_with(
@@ -171,13 +276,22 @@ impl ServerStore for SqliteStore {
         recipients: &[DeviceId],
         datagram: Vec<u8>,
         now_ms: u64,
+        quota: &MailboxQuota,
+        request: Option<RequestId>,
         reply: Reply<Enqueued>,
     ) {
-        let sender = *sender;
+        let (sender, quota, secret) = (*sender, *quota, self.secret.clone());
         let recipients = recipients.to_vec();
+        // Hash outside the writer thread: it is the one serialised resource.
         let digest = mailbox::digest(&datagram);
         self.writer.write_with(
-            move |c| mailbox::enqueue(c, &sender, &recipients, &datagram, digest, now_ms),
+            move |c| {
+                if let Some(r) = request {
+                    mailbox::single_use(c, &r.id, r.expires_at)?;
+                }
+                let (dg, to) = (&datagram, &recipients);
+                mailbox::enqueue(c, &secret, &sender, to, dg, digest, now_ms, &quota)
+            },
             Durability::Durable,
             reply,
         )
@@ -222,34 +336,47 @@ impl ServerStore for SqliteStore {
         self.read(|c| mailbox::datagram_for(c, device, datagram_id))
     }
 
-    fn purge(&self, now_ms: u64, retention_ms: u64) -> Result<Purged> {
+    fn purge(&self, now_ms: u64, retention_ms: u64, unacked_ttl_ms: u64) -> Result<Purged> {
         self.writer
-            .write(move |c| mailbox::purge(c, now_ms, retention_ms))
+            .write(move |c| mailbox::purge(c, now_ms, retention_ms, unacked_ttl_ms))
+    }
+
+    fn single_use(&self, request_id: &[u8; 32], expires_at: u64, reply: Reply<()>) {
+        let id = *request_id;
+        self.writer.write_with(
+            move |c| mailbox::single_use(c, &id, expires_at),
+            // Carried to disk by the durable commit of what the request
+            // writes (see the trait).
+            Durability::Relaxed,
+            reply,
+        )
+    }
+
+    fn remove_device(&self, owner: &UserPublic, device: &DeviceId) -> Result<()> {
+        let (owner, device) = (*owner, *device);
+        self.writer
+            .write(move |c| directory::remove_device(c, &owner, &device))
     }
 
     fn block(&self, blocker: &UserPublic, blocked: &UsernameHash) -> Result<()> {
-        let (blocker, blocked) = (*blocker, self.name_key(blocked));
+        let (blocker, blocked, secret) = (*blocker, self.name_key(blocked), self.secret.clone());
         self.writer
-            .write(move |c| directory::block(c, &blocker, &blocked))
+            .write(move |c| directory::block(c, &secret, &blocker, &blocked))
     }
 
     fn unblock(&self, blocker: &UserPublic, blocked: &UsernameHash) -> Result<()> {
-        let (blocker, blocked) = (*blocker, self.name_key(blocked));
+        let (blocker, blocked, secret) = (*blocker, self.name_key(blocked), self.secret.clone());
         self.writer
-            .write(move |c| directory::unblock(c, &blocker, &blocked))
+            .write(move |c| directory::unblock(c, &secret, &blocker, &blocked))
     }
 
     fn is_blocked(&self, blocker: &UsernameHash, blocked: &UserPublic) -> Result<bool> {
         let blocker = self.name_key(blocker);
-        self.read(|c| directory::is_blocked(c, &blocker, blocked))
+        self.read(|c| directory::is_blocked(c, &self.secret, &blocker, blocked))
     }
 
     fn blocks(&self, blocker: &UserPublic) -> Result<Vec<UsernameHash>> {
-        let sealed = self.read(|c| directory::blocks(c, blocker))?;
-        Ok(sealed
-            .into_iter()
-            .map(|(key, sealed)| self.secret.seal_name(&key, &sealed))
-            .collect())
+        self.read(|c| directory::blocks(c, &self.secret, blocker))
     }
 
     fn create_link(
@@ -284,5 +411,70 @@ impl ServerStore for SqliteStore {
         let (link_id, approver) = (link_id.to_owned(), *approver);
         self.writer
             .write(move |c| directory::approve_link(c, &link_id, &approver, &device, now_ms))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_version_1_database_is_upgraded_with_its_block_list_rekeyed() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = ServerSecret::load(&dir.path().join(SECRET_FILE), true).unwrap();
+        let (alice, carol) = ([1u8; 32], [3u8; 32]);
+        {
+            let c = Connection::open(dir.path().join(DB_FILE)).unwrap();
+            schema::configure(&c).unwrap();
+            schema::open_version(&c).unwrap();
+            schema::create_v1(&c).unwrap();
+            for (n, hash) in [(1u8, alice), (3, carol)] {
+                let key = secret.name_key(&hash);
+                c.execute(
+                    "INSERT INTO users (id, name_key, sealed_name, user_key, created_at)
+                     VALUES (?1, ?2, ?3, ?4, 0)",
+                    params![
+                        n,
+                        &key[..],
+                        &secret.seal_name(&key, &hash)[..],
+                        &[n; 32][..]
+                    ],
+                )
+                .unwrap();
+            }
+            c.execute(
+                "INSERT INTO devices (device, user_id, cert, reserve, created_at)
+                 VALUES (?1, 1, x'00', x'00', 0)",
+                [&[9u8; 32][..]],
+            )
+            .unwrap();
+            c.execute(
+                "INSERT INTO prekeys (device_id, prekey_id, prekey) VALUES (1, 41, x'00')",
+                [],
+            )
+            .unwrap();
+            c.execute("INSERT INTO blocks (blocker, blocked) VALUES (3, 1)", [])
+                .unwrap();
+        }
+        let s = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(s.blocks(&UserPublic([3; 32])).unwrap(), vec![alice]);
+        assert!(s.is_blocked(&carol, &UserPublic([1; 32])).unwrap());
+        // The served-key rule starts above what the device had published.
+        assert!(matches!(
+            s.add_prekeys(&DeviceId([9; 32]), vec![(41, vec![])], None),
+            Err(StoreError::PrekeyIdReused { prekey_id: 41, .. })
+        ));
+        let c = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        let old: i64 = c
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'blocks'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(old, 0, "the block list in clear is gone");
+        // Opening again is a no-op.
+        drop(s);
+        SqliteStore::open(dir.path()).unwrap();
     }
 }

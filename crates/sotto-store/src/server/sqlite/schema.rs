@@ -5,7 +5,7 @@ use rusqlite::Connection;
 use super::super::Result;
 
 /// Schema version in `PRAGMA user_version`.
-const VERSION: i64 = 1;
+pub(super) const VERSION: i64 = 2;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE users (
@@ -67,6 +67,41 @@ CREATE TABLE links (
 );
 ";
 
+/// Version 2: mailbox quotas (bytes pending per device, the size of each
+/// row), the age index the unacknowledged-item TTL purges by, the prekey id
+/// high-water mark, single-use request ids, the block list keyed with the
+/// server secret (filled from `blocks` by [`super::migrate_v2`], which
+/// then drops it) and the server secret's check value.
+pub(super) const SCHEMA_V2: &str = "
+ALTER TABLE devices ADD COLUMN pending_bytes INTEGER NOT NULL DEFAULT 0; -- unacked bytes in its mailbox
+ALTER TABLE devices ADD COLUMN max_prekey_id INTEGER NOT NULL DEFAULT 0; -- highest prekey id ever published
+ALTER TABLE mailbox ADD COLUMN size INTEGER NOT NULL DEFAULT 0;          -- the datagram's size
+UPDATE mailbox SET size = (SELECT length(body) FROM datagrams WHERE id = mailbox.datagram);
+UPDATE devices SET pending_bytes = COALESCE(
+    (SELECT SUM(size) FROM mailbox WHERE device_id = devices.id AND acked_at IS NULL), 0);
+UPDATE devices SET max_prekey_id = COALESCE(
+    (SELECT MAX(prekey_id) FROM prekeys WHERE device_id = devices.id), 0);
+-- The TTL of unacknowledged items purges by age.
+CREATE INDEX mailbox_unacked_age ON mailbox(received_at) WHERE acked_at IS NULL;
+-- Keyed by expiry first: a request's expiry follows from its signed time,
+-- so inserts land at the end of the tree and the purge cuts its start.
+CREATE TABLE requests (
+    expires_at INTEGER NOT NULL,
+    id         BLOB NOT NULL,          -- SHA-256 of a signed request
+    PRIMARY KEY (expires_at, id)
+) WITHOUT ROWID;
+CREATE TABLE block_list (
+    pair   BLOB PRIMARY KEY,           -- HMAC(secret, blocker user key, blocked user key)
+    owner  BLOB NOT NULL,              -- HMAC(secret, blocker user key)
+    sealed BLOB NOT NULL               -- blocked username_hash XOR a pad from the secret
+) WITHOUT ROWID;
+CREATE INDEX block_list_owner ON block_list(owner);
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
+";
+
 /// Settings of every connection. `synchronous=FULL` in WAL mode fsyncs the
 /// log at each commit: a send is durable before it is acknowledged.
 pub(super) fn configure(conn: &Connection) -> Result<()> {
@@ -75,8 +110,8 @@ pub(super) fn configure(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
-/// Switches to WAL and creates or upgrades the schema (writer connection).
-pub(super) fn migrate(conn: &Connection) -> Result<()> {
+/// Switches to WAL and returns the schema version (0: a new database).
+pub(super) fn open_version(conn: &Connection) -> Result<i64> {
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(super::super::StoreError::Backend(format!(
@@ -84,16 +119,19 @@ pub(super) fn migrate(conn: &Connection) -> Result<()> {
         )));
     }
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    match version {
-        0 => {
-            conn.execute_batch(&format!(
-                "BEGIN; {SCHEMA_V1} PRAGMA user_version = {VERSION}; COMMIT;"
-            ))?;
-            Ok(())
-        }
-        VERSION => Ok(()),
-        v => Err(super::super::StoreError::Backend(format!(
-            "database schema version {v} is newer than this server ({VERSION}); upgrade sotto"
-        ))),
+    if version > VERSION {
+        return Err(super::super::StoreError::Backend(format!(
+            "database schema version {version} is newer than this server ({VERSION}); upgrade sotto"
+        )));
     }
+    Ok(version)
+}
+
+/// Creates version 1 in a new database (version 2 is applied on top by
+/// [`super::migrate_v2`], the one path old and new databases take).
+pub(super) fn create_v1(conn: &Connection) -> Result<()> {
+    conn.execute_batch(&format!(
+        "BEGIN; {SCHEMA_V1} PRAGMA user_version = 1; COMMIT;"
+    ))?;
+    Ok(())
 }

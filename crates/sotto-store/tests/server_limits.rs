@@ -1,0 +1,254 @@
+//! What the server store bounds or refuses: mailbox quotas, the time to
+//! live of unacknowledged items, single-use request ids, prekey ids that
+//! were published before, device removal, and the server secret's file.
+
+mod common;
+
+use common::*;
+use sotto_store::server::*;
+
+/// Links a second device `d` to user `u` (as an approved link does).
+fn add_device(s: &SqliteStore, u: u32, d: u32) {
+    s.create_link(&format!("l{d}"), &dev(d), vec![], 1).unwrap();
+    s.approve_link(&format!("l{d}"), &user_key(u), new_device(dev(d), 0), 1)
+        .unwrap();
+}
+
+fn single_use(s: &SqliteStore, id: [u8; 32], expires: u64) -> Result<()> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    s.single_use(
+        &id,
+        expires,
+        Box::new(move |r| {
+            tx.send(r).unwrap();
+        }),
+    );
+    rx.recv().unwrap()
+}
+
+#[test]
+fn a_full_mailbox_refuses_new_datagrams_and_keeps_what_it_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(dir.path()).unwrap();
+    register(&s, "mallory", 1, 1, 0);
+    register(&s, "bob", 2, 2, 0);
+    add_device(&s, 2, 3);
+    let quota = MailboxQuota {
+        device_bytes: 1000,
+        user_bytes: 1500,
+    };
+    // 400 + 400 fit one device; the third would take it to 1200.
+    for i in 0..2u8 {
+        s.enqueue(&dev(1), &[dev(2)], vec![i; 400], 1, &quota)
+            .unwrap();
+    }
+    let err = s
+        .enqueue(&dev(1), &[dev(2)], vec![9; 400], 1, &quota)
+        .unwrap_err();
+    assert!(matches!(err, StoreError::MailboxFull(d) if d == dev(2)));
+    // The user quota: bob's other device has room, but both together
+    // would hold 800 + 2 * 400 > 1500.
+    let err = s
+        .enqueue(&dev(1), &[dev(3), dev(2)], vec![7; 400], 1, &quota)
+        .unwrap_err();
+    assert!(matches!(err, StoreError::MailboxFull(_)));
+    s.enqueue(&dev(1), &[dev(3)], vec![8; 400], 1, &quota)
+        .unwrap();
+    // Nothing already accepted was lost; acknowledging makes room again.
+    let (items, _) = s.fetch(&dev(2), 0, 10, usize::MAX).unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(s.ack(&dev(2), &[items[0].seq], 2, 0).unwrap(), 1);
+    s.enqueue(&dev(1), &[dev(2)], vec![9; 400], 1, &quota)
+        .unwrap();
+    // With retention, an acked (retained) item no longer counts either.
+    let (items, _) = s.fetch(&dev(2), 0, 10, usize::MAX).unwrap();
+    s.ack(&dev(2), &[items[0].seq], 3, 60_000).unwrap();
+    s.enqueue(&dev(1), &[dev(2)], vec![10; 300], 1, &quota)
+        .unwrap();
+    let pending: i64 = raw(dir.path())
+        .query_row(
+            "SELECT pending_bytes FROM devices WHERE device = ?1",
+            [&dev(2).0[..]],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(pending, 700);
+}
+
+#[test]
+fn unacknowledged_items_expire_after_their_time_to_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(dir.path()).unwrap();
+    register(&s, "alice", 1, 1, 0);
+    register(&s, "bob", 2, 2, 0);
+    let quota = MailboxQuota {
+        device_bytes: 100,
+        user_bytes: 100,
+    };
+    s.enqueue(&dev(1), &[dev(2)], vec![1; 100], 1_000, &quota)
+        .unwrap();
+    assert!(s
+        .enqueue(&dev(1), &[dev(2)], vec![2; 1], 1_500, &quota)
+        .is_err());
+    let ttl = 10_000;
+    assert_eq!(s.purge(1_000 + ttl - 1, 0, ttl).unwrap().expired, 0);
+    let purged = s.purge(1_000 + ttl, 0, ttl).unwrap();
+    assert_eq!((purged.expired, purged.datagrams), (1, 1));
+    assert!(s.fetch(&dev(2), 0, 10, usize::MAX).unwrap().0.is_empty());
+    // Its room is back.
+    s.enqueue(&dev(1), &[dev(2)], vec![3; 100], 20_000, &quota)
+        .unwrap();
+}
+
+#[test]
+fn a_request_id_is_accepted_once_within_its_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(dir.path()).unwrap();
+    single_use(&s, [1; 32], 5_000).unwrap();
+    assert!(matches!(
+        single_use(&s, [1; 32], 5_000),
+        Err(StoreError::Replayed)
+    ));
+    single_use(&s, [2; 32], 5_000).unwrap();
+    // Remembered across a restart (another node would see it too).
+    drop(s);
+    let s = SqliteStore::open(dir.path()).unwrap();
+    assert!(matches!(
+        single_use(&s, [2; 32], 5_000),
+        Err(StoreError::Replayed)
+    ));
+    // Forgotten only once the window is over.
+    assert_eq!(s.purge(4_999, 0, u64::MAX).unwrap().requests, 0);
+    assert_eq!(s.purge(5_000, 0, u64::MAX).unwrap().requests, 2);
+}
+
+#[test]
+fn a_prekey_id_is_never_published_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(dir.path()).unwrap();
+    register(&s, "bob", 1, 1, 3); // ids 1..=3, reserve 4
+    let (_, claimed) = s.claim_prekeys(&name("bob"), &[], &user_key(9)).unwrap();
+    assert_eq!(claimed[0].prekey, b"otk-1");
+    // Re-uploading the served key, a published id, or a repeated id: all
+    // refused, and nothing changes.
+    for (prekeys, reserve) in [
+        (vec![(1, vec![1u8; 8])], None),
+        (vec![(3, vec![3u8; 8])], None),
+        (vec![(5, vec![5u8; 8]), (5, vec![5u8; 8])], None),
+        (vec![(6, vec![6u8; 8])], Some((4, b"old reserve".to_vec()))),
+    ] {
+        let err = s.add_prekeys(&dev(1), prekeys, reserve).unwrap_err();
+        assert!(matches!(err, StoreError::PrekeyIdReused { .. }), "{err}");
+    }
+    assert_eq!(s.prekey_count(&dev(1)).unwrap().one_time, 2);
+    // Exhaust the pool: the reserve is served and counted.
+    for _ in 0..3 {
+        s.claim_prekeys(&name("bob"), &[], &user_key(9)).unwrap();
+    }
+    assert_eq!(s.prekey_count(&dev(1)).unwrap().reserve_served, 1);
+    // An upload of nothing new (a replayed empty refill) is refused too
+    // only if it names an old id; new ids are taken and reset the counter.
+    let count = s
+        .add_prekeys(&dev(1), vec![(7, vec![7u8; 8])], Some((8, b"r2".to_vec())))
+        .unwrap();
+    assert_eq!(
+        count,
+        PrekeyCount {
+            one_time: 1,
+            reserve_served: 0
+        }
+    );
+    assert!(s
+        .add_prekeys(&dev(1), vec![(7, vec![7u8; 8])], Some((8, b"r2".to_vec())))
+        .is_err());
+}
+
+#[test]
+fn a_removed_device_leaves_the_directory_with_its_prekeys_and_mailbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(dir.path()).unwrap();
+    register(&s, "alice", 1, 1, 0);
+    register(&s, "bob", 2, 2, 2);
+    add_device(&s, 2, 3);
+    s.add_prekeys(&dev(3), vec![(5, vec![5; 8])], None).unwrap();
+    s.enqueue(&dev(1), &[dev(2), dev(3)], b"both".to_vec(), 1, Q)
+        .unwrap();
+    s.enqueue(&dev(1), &[dev(3)], b"only 3".to_vec(), 1, Q)
+        .unwrap();
+    // Not alice's device.
+    assert!(matches!(
+        s.remove_device(&user_key(1), &dev(3)),
+        Err(StoreError::UnknownDevice(_))
+    ));
+    s.remove_device(&user_key(2), &dev(3)).unwrap();
+    assert!(s.device(&dev(3)).unwrap().is_none());
+    let bob = s.user(&name("bob")).unwrap().unwrap();
+    assert_eq!(
+        bob.devices.iter().map(|d| d.device).collect::<Vec<_>>(),
+        vec![dev(2)]
+    );
+    let c = raw(dir.path());
+    let n = |sql: &str| -> i64 { c.query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!(n("SELECT COUNT(*) FROM prekeys"), 2, "bob's first device's");
+    assert_eq!(n("SELECT COUNT(*) FROM mailbox"), 1);
+    assert_eq!(n("SELECT COUNT(*) FROM datagrams"), 1, "'only 3' is gone");
+    assert!(matches!(
+        s.enqueue(&dev(1), &[dev(3)], b"x".to_vec(), 1, Q),
+        Err(StoreError::UnknownDevice(_))
+    ));
+}
+
+#[test]
+fn the_secret_can_live_elsewhere_and_a_wrong_or_missing_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let secret = dir.path().join("vault").join("secret");
+    std::fs::create_dir_all(secret.parent().unwrap()).unwrap();
+    {
+        let s = SqliteStore::open_with(&data, Some(&secret)).unwrap();
+        register(&s, "alice", 1, 1, 0);
+    }
+    assert!(secret.exists());
+    assert!(
+        !data.join(SECRET_FILE).exists(),
+        "nothing secret in the data directory"
+    );
+    // Without the secret file the users would be orphaned: refused.
+    let err = SqliteStore::open(&data).err().unwrap();
+    assert!(matches!(err, StoreError::NoSecret(_)), "{err}");
+    // Another secret: refused too.
+    let other = dir.path().join("other");
+    std::fs::write(&other, [7u8; 32]).unwrap();
+    let err = SqliteStore::open_with(&data, Some(&other)).err().unwrap();
+    assert!(matches!(err, StoreError::WrongSecret(_)), "{err}");
+    // The right one finds alice.
+    let s = SqliteStore::open_with(&data, Some(&secret)).unwrap();
+    assert!(s.user(&name("alice")).unwrap().is_some());
+}
+
+#[test]
+fn the_block_list_names_no_user_in_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(dir.path()).unwrap();
+    register(&s, "alice", 1, 1, 0);
+    register(&s, "carol", 3, 3, 0);
+    s.block(&user_key(3), &name("alice")).unwrap();
+    drop(s);
+    let c = raw(dir.path());
+    let row: (Vec<u8>, Vec<u8>, Vec<u8>) = c
+        .query_row("SELECT pair, owner, sealed FROM block_list", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .unwrap();
+    let stored_users: Vec<Vec<u8>> = c
+        .prepare("SELECT user_key FROM users UNION ALL SELECT name_key FROM users")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    for value in [&row.0, &row.1, &row.2] {
+        assert!(!stored_users.contains(value));
+        assert_ne!(value.as_slice(), &name("alice")[..]);
+    }
+}
