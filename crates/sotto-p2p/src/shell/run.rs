@@ -354,9 +354,17 @@ impl Shell {
                 DialOpts::peer_id(peer)
                     .addresses(vec![address.clone()])
                     .condition(PeerCondition::DisconnectedAndNotDialing)
+                    // A fresh source port: dialing from the listening port
+                    // (libp2p's default) turns two peers dialing each other
+                    // at once into one TCP simultaneous open on which both
+                    // sides start Noise as initiator, and both dials fail.
+                    .allocate_new_port()
                     .build()
             }
-            None => DialOpts::unknown_peer_id().address(address.clone()).build(),
+            None => DialOpts::unknown_peer_id()
+                .address(address.clone())
+                .allocate_new_port()
+                .build(),
         };
         self.swarm
             .dial(opts)
@@ -516,6 +524,7 @@ impl Shell {
                     let opts = DialOpts::peer_id(peer)
                         .addresses(r.record.addresses().to_vec())
                         .condition(PeerCondition::DisconnectedAndNotDialing)
+                        .allocate_new_port()
                         .build();
                     let _ = self.swarm.dial(opts);
                 }
