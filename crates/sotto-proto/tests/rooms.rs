@@ -281,24 +281,15 @@ fn check_final(s: &Scenario, log: &RoomLog) {
     assert_eq!(members, want);
     assert!(st.is_admin(&s.alice.public()) && st.is_admin(&s.bob.public()));
     assert_eq!(log.recipients(), want);
-    assert_eq!(log.len(), s.entries.len());
+    // carol's message after her removal was reported as discarded, then
+    // dropped (no member's entry names it): every replica holds the rest.
+    assert_eq!(log.len(), s.entries.len() - 1);
+    assert!(log.entry(&s.carol_after_removal).is_none());
     assert!(log.pending().is_empty());
-    let rejected: Vec<(EntryHash, Event)> = log
+    assert!(log
         .timeline()
-        .into_iter()
-        .filter(|n| matches!(n.event, Event::Rejected { .. }))
-        .map(|n| (n.entry, n.event))
-        .collect();
-    assert_eq!(
-        rejected,
-        vec![(
-            s.carol_after_removal,
-            Event::Rejected {
-                kind: EntryKind::Standard,
-                reason: RejectReason::NotMember
-            }
-        )]
-    );
+        .iter()
+        .all(|n| !matches!(n.event, Event::Rejected { .. })));
 }
 
 #[test]
@@ -339,7 +330,6 @@ fn every_device_ends_with_the_same_state_and_head() {
             "bob was made an admin by alice",
             "dave was added by bob",
             "carol was removed by alice",
-            "discarded a message from carol: the sender is not a member",
             "dave left",
         ]
     );
@@ -931,17 +921,15 @@ fn a_recovering_device_gets_exactly_what_its_user_was_member_for() {
         message_id: None,
         have: vec![],
     };
-    let grants = |who| {
-        let ans = logs[0].answer(&req, who, |_| None).unwrap();
-        assert_eq!(ans.entries.len(), logs[0].len());
-        ans
-    };
-    // dave's new device: the whole signed log, keys for "with dave" only.
+    let grants = |who| logs[0].answer(&req, who, |_| None).unwrap();
+    // dave's new device: the signed log up to his removal ("after dave" is
+    // not in it), keys for "with dave" only.
     let ans = grants(Requester::Member(dave.public()));
+    assert_eq!(ans.entries.len(), logs[0].len() - 1);
     let mut fresh = RoomLog::new(req.group);
     let (u, rec) = fresh.receive_answer(&ans);
     assert!(u.invalid.is_empty());
-    assert_eq!(fresh.head(), logs[0].head());
+    assert!(fresh.entry(&late.hash).is_none());
     assert_eq!(
         rec,
         vec![Recovered::Fetch {
@@ -950,9 +938,11 @@ fn a_recovering_device_gets_exactly_what_its_user_was_member_for() {
             message_key: [1; 32]
         }]
     );
-    // A platform admin gets all three; carol (member throughout) too.
+    // A platform admin gets all three; carol (member throughout) too, with
+    // the whole log.
     assert_eq!(grants(Requester::PlatformAdmin).grants.len(), 3);
-    assert_eq!(grants(Requester::Member(carol.public())).grants.len(), 3);
+    let all = grants(Requester::Member(carol.public()));
+    assert_eq!((all.grants.len(), all.entries.len()), (3, logs[0].len()));
     // Someone who never was a member gets nothing.
     let stranger = Person::new(&mut rng, "eve", 1);
     assert_eq!(
@@ -1356,9 +1346,8 @@ fn room_test_vector_matches_the_docs() {
     let device = Device::new(DeviceKey::from_bytes(&[2; 64]), cert).unwrap();
     let name = [3; 32];
     let salt = [4; 32];
-    let group = GroupId::derive(&user.public(), &salt);
-    let create = Draft {
-        group,
+    let mut create = Draft {
+        group: GroupId([0; 32]),
         message_id: [5; 16],
         parents: vec![],
         sender_name: name,
@@ -1378,8 +1367,11 @@ fn room_test_vector_matches_the_docs() {
         }),
     }
     .sign(&key, &cert)
-    .unwrap()
-    .encode();
+    .unwrap();
+    // The group id is derived from the signed create (its group zeroed).
+    let group = GroupId::of_create(&create);
+    create.group = group;
+    let create = create.encode();
     let content = MessageContent {
         salt: [6; 16],
         content_type: content::TEXT,
@@ -1438,38 +1430,59 @@ fn room_test_vector_matches_the_docs() {
 
 #[test]
 fn the_pending_set_is_bounded() {
-    let (_rng, _alice, _bob, carol, logs, entries) = small_room("bounded");
+    let (mut rng, _alice, bob, carol, logs, entries) = small_room("bounded");
     let mut log = RoomLog::new(logs[0].group());
     deliver(&mut log, &entries);
     let group = log.group();
-    let orphan = |i: u32| {
+    let orphan = |p: &Person, i: u32| {
         let mut parent = [0u8; 32];
         parent[..4].copy_from_slice(&i.to_be_bytes());
         Draft {
             group,
             message_id: [0; 16],
             parents: vec![EntryHash(parent)],
-            sender_name: carol.name,
+            sender_name: p.name,
             timestamp: T0,
             body: Body::Message { digest: [0; 32] },
         }
-        .sign(carol.devices[0].key(), carol.devices[0].cert())
+        .sign(p.devices[0].key(), p.devices[0].cert())
         .unwrap()
         .encode()
     };
-    let batch: Vec<(Vec<u8>, LocalMeta)> = (0..MAX_PENDING as u32 + 1)
-        .map(|i| (orphan(i), LocalMeta::default()))
+    // One sender holds at most MAX_PENDING_PER_SENDER; its oldest go first.
+    let batch: Vec<(Vec<u8>, LocalMeta)> = (0..MAX_PENDING_PER_SENDER as u32 + 1)
+        .map(|i| (orphan(&carol, i), LocalMeta::default()))
         .collect();
     let u = log.receive_many(batch);
-    assert_eq!(u.pending.len(), MAX_PENDING);
-    assert_eq!(u.invalid.len(), 1);
-    assert_eq!(u.invalid[0], (MAX_PENDING, RoomError::PendingFull));
+    assert_eq!(u.pending.len(), MAX_PENDING_PER_SENDER);
+    assert_eq!(u.evicted, vec![EntryHash::of(&orphan(&carol, 0))]);
+    assert!(u.invalid.is_empty());
+    assert_eq!(log.pending().len(), MAX_PENDING_PER_SENDER);
+    // In all, at most MAX_PENDING: the sender holding most loses its oldest.
+    let mut senders = Vec::new();
+    while log.pending().len() < MAX_PENDING {
+        let p = Person::new(&mut rng, "sybil", 1);
+        for i in 0..MAX_PENDING_PER_SENDER as u32 {
+            log.receive(&orphan(&p, i), LocalMeta::default()).unwrap();
+        }
+        senders.push(p);
+    }
+    let u = log.receive(&orphan(&bob, 7), LocalMeta::default()).unwrap();
+    assert_eq!(u.pending.len(), 1, "bob's entry is held");
+    assert_eq!(u.evicted.len(), 1);
     assert_eq!(log.pending().len(), MAX_PENDING);
     log.clear_pending();
     assert!(log.pending().is_empty());
     assert_eq!(log.len(), 1, "the resolved log is untouched");
-    let u = log.receive(&orphan(7), LocalMeta::default()).unwrap();
+    let u = log
+        .receive(&orphan(&carol, 7), LocalMeta::default())
+        .unwrap();
     assert_eq!(u.pending.len(), 1);
+    // Held entries whose parents never come expire.
+    assert!(log.expire(T0 + PENDING_MAX_AGE_MS).is_empty());
+    assert_eq!(log.pending().len(), 1);
+    log.expire(T0 + PENDING_MAX_AGE_MS + 1);
+    assert!(log.pending().is_empty());
 }
 
 #[test]
@@ -1606,7 +1619,16 @@ proptest! {
         for i in order {
             fresh.receive(&all[i], LocalMeta::default()).unwrap();
         }
-        prop_assert_eq!(fresh.len(), all.len());
+        // Entries rejected because their sender is not a member (and is
+        // not one now) were reported and dropped; everything else is held.
+        let st = fresh.state().unwrap();
+        for b in &all {
+            let h = EntryHash::of(b);
+            if fresh.entry(&h).is_none() {
+                let e = Entry::decode(b).unwrap();
+                prop_assert!(!st.is_member(&e.user()), "only non-members' entries are dropped");
+            }
+        }
         for l in &logs {
             prop_assert_eq!(l.head(), fresh.head());
             prop_assert_eq!(l.state(), fresh.state());

@@ -13,7 +13,11 @@
 //! kind         u8     1 authoritative control, 2 non-authoritative control, 3 standard
 //! body         kind 3: digest [32]; kind 1/2: op tag u8 + op fields (see `Op`)
 //! signature    [64]   Ed25519 by the sender device over "sotto/v1/room-entry" || all of the above
+//!                     (for a create, with the group field zeroed)
 //! ```
+//!
+//! A create's group id is SHA-256 over `"sotto/v1/room-group"` and the whole
+//! signed create with its group field zeroed ([`GroupId::of_create`]).
 //!
 //! The entry hash is SHA-256 over these exact bytes. Decoding is canonical
 //! (sorted parents and members, known tags and flags only, no trailing
@@ -73,10 +77,11 @@ macro_rules! id32 {
     };
 }
 id32!(
-    /// A room's identifier: `SHA-256("sotto/v1/room-group" || creator user
-    /// key || salt)`, where the salt is 32 random bytes the creator chose.
-    /// Random-looking to everyone else, and bound to the creator, so no other
-    /// member can start a competing log for the same room.
+    /// A room's identifier: SHA-256 over `"sotto/v1/room-group"` and the
+    /// whole signed create entry with its group field zeroed ([`GroupId::of_create`]).
+    /// It commits to everything the create says (creator, salt, time,
+    /// members, signature): any other create, even by the same creator with
+    /// the same salt, names another room.
     GroupId,
     "GroupId"
 );
@@ -90,15 +95,22 @@ id32!(
 pub type MessageId = [u8; 16];
 
 impl GroupId {
-    /// The group id a creator with this salt gets.
-    pub fn derive(creator: &UserPublic, salt: &[u8; 32]) -> GroupId {
+    /// The group id a create entry names: `SHA-256("sotto/v1/room-group" ||
+    /// encoded create with the group field zeroed)`, signature included.
+    /// The create's signature covers the same zeroed encoding, so the
+    /// signed entry fixes the id and the id fixes the entry.
+    pub fn of_create(entry: &Entry) -> GroupId {
+        let mut bytes = entry.encode();
+        bytes[GROUP_AT].fill(0);
         let mut h = Sha256::new();
         h.update(GROUP_CONTEXT);
-        h.update(creator.0);
-        h.update(salt);
+        h.update(&bytes);
         GroupId(h.finalize().into())
     }
 }
+
+/// Where the group id sits in an encoded entry (after the version byte).
+const GROUP_AT: core::ops::Range<usize> = 1..33;
 
 impl EntryHash {
     /// The hash of an encoded entry.
@@ -397,6 +409,11 @@ impl Draft {
         let mut w = Writer::with_capacity(ENTRY_CONTEXT.len() + FIXED_LEN + 64);
         w.bytes(ENTRY_CONTEXT);
         entry.write_unsigned(&mut w);
+        if entry.is_create() {
+            // A create is signed with its group zeroed: the group id is
+            // derived from the signed create ([`GroupId::of_create`]).
+            w.buf[ENTRY_CONTEXT.len() + GROUP_AT.start..ENTRY_CONTEXT.len() + GROUP_AT.end].fill(0);
+        }
         entry.signature = key.sign(&w.buf);
         Ok(entry)
     }
@@ -424,6 +441,10 @@ pub struct Entry {
 impl Entry {
     pub fn kind(&self) -> EntryKind {
         self.body.kind()
+    }
+
+    pub fn is_create(&self) -> bool {
+        matches!(self.body, Body::Control(Op::Create { .. }))
     }
 
     /// The sending user.
@@ -534,22 +555,29 @@ impl Entry {
         let mut msg = Vec::with_capacity(ENTRY_CONTEXT.len() + unsigned.len());
         msg.extend_from_slice(ENTRY_CONTEXT);
         msg.extend_from_slice(unsigned);
+        if self.is_create() {
+            let at = ENTRY_CONTEXT.len();
+            msg.get_mut(at + GROUP_AT.start..at + GROUP_AT.end)
+                .ok_or(Error::Truncated)?
+                .fill(0);
+        }
         key.verify_strict(&msg, &Signature::from_bytes(&self.signature))
             .map_err(|_| Error::BadSignature)
     }
 
     /// Checks that hold of an entry on its own, whatever else the log holds:
-    /// only a create has no parents; a create names the group its sender and
-    /// salt derive, and lists its sender, under the sender's name, as admin.
+    /// only a create has no parents; a create names the group derived from
+    /// itself ([`GroupId::of_create`]), and lists its sender, under the
+    /// sender's name, as admin.
     pub(crate) fn check_standalone(&self) -> Result<()> {
         match &self.body {
-            Body::Control(Op::Create { salt, config }) => {
+            Body::Control(Op::Create { config, .. }) => {
                 if !self.parents.is_empty() {
                     return Err(Error::Malformed {
                         what: "create with parents",
                     });
                 }
-                if GroupId::derive(&self.sender.user, salt) != self.group {
+                if GroupId::of_create(self) != self.group {
                     return Err(Error::Malformed {
                         what: "room group id",
                     });

@@ -61,14 +61,26 @@
 //! [`verify_records`] recompute it, with every hash, signature and parent
 //! link, and report the first bad entry.
 //!
-//! The group id is `SHA-256("sotto/v1/room-group" || creator || salt)` with
-//! a random salt, and the create entry must show it: no other member can
-//! start a competing log for the same room. Only a create has no parents.
+//! The group id is SHA-256 over `"sotto/v1/room-group"` and the whole signed
+//! create entry with its group field zeroed ([`GroupId::of_create`]; the
+//! create's signature covers the same zeroed encoding), and the create must
+//! show it. It commits to everything the create says, so no one, not even
+//! its creator with the same salt, can make a second create for the room:
+//! any other create names another group and is refused. Only a create has
+//! no parents, every other entry descends from it, and an entry claiming a
+//! time before the create's is rejected, so nothing sorts before it.
+//!
+//! # Names
+//!
+//! [`RoomLog::names`] gives each member's username hash from the accepted
+//! create and adds only; rejected and pending entries never name anyone.
 //!
 //! # Missing entries and history
 //!
 //! An entry whose parents are not held waits in a bounded pending set
-//! ([`MAX_PENDING`]) and is applied when they arrive; it is reported as
+//! ([`MAX_PENDING`] in all, [`MAX_PENDING_PER_SENDER`] per sender, the
+//! oldest evicted first, dropped after [`PENDING_MAX_AGE_MS`]) and is
+//! applied when they arrive; it is reported as
 //! [`PendingInfo`] so the client sends its sender a [`HistoryRequest`]
 //! (group id + message id + own heads). The same request, with no message id,
 //! recovers lost communications for a new or lagging device. The answerer's
@@ -76,7 +88,17 @@
 //! of the control history it needs and the message entries, so it can
 //! rebuild the log and head) and [`Grant`]s (message key + datagram id, or
 //! the content itself) for exactly the messages accepted while the
-//! requester was a member, or all of them for a platform administrator.
+//! requester was a member, or all of them for a platform administrator. A
+//! requester who is no longer a member gets the entries up to its removal
+//! (or leave) only; one who never was gets nothing.
+//!
+//! # Non-members and storage
+//!
+//! An entry rejected because its sender is not a member (and is not one
+//! now) is reported once and then dropped, unless a member's entry names it
+//! as parent. [`RoomLog::take_changes`] gives the records to write since the
+//! last call, and [`RoomLog::from_stored`] reloads them without checking
+//! every signature again.
 //!
 //! # TTL
 //!
@@ -101,6 +123,8 @@
 //!   [`RoomLog::answer`]; take answers in with [`RoomLog::receive_answer`].
 //! * TTL: call [`RoomLog::expire`] with the master clock and delete what it
 //!   lists.
+//! * store: [`RoomLog::take_changes`] after each change, reload with
+//!   [`RoomLog::from_stored`].
 //! * `room log --verify`: [`verify_records`] over the stored records and head.
 
 mod entry;
@@ -116,8 +140,9 @@ pub use entry::{
     RoomConfig, MAX_DESCRIPTION, MAX_ENTRY_LEN, MAX_MEMBERS, MAX_PARENTS, MAX_TITLE,
 };
 pub use log::{
-    verify_records, Author, Built, Delivery, Expiry, LocalMeta, LogHead, LogRecord, PendingInfo,
-    Problem, Recovered, Requester, RoomLog, SortKey, Update, VerifyFailure, MAX_PENDING,
+    verify_records, Author, Built, Delivery, Expiry, LocalMeta, LogChanges, LogHead, LogRecord,
+    PendingInfo, Problem, Recovered, Requester, RoomLog, SortKey, StoredRecord, Update,
+    VerifyFailure, MAX_PENDING, MAX_PENDING_PER_SENDER, PENDING_MAX_AGE_MS,
 };
 pub use state::{Event, MemberInfo, Notice, RejectReason, RoomState};
 pub use wire::{
@@ -212,8 +237,6 @@ pub enum RoomError {
     Proto(Error),
     /// The entry or message is for another room.
     WrongGroup,
-    /// Too many entries are waiting for parents ([`MAX_PENDING`]).
-    PendingFull,
     /// A local change that would be rejected (e.g. `room set` by a
     /// non-admin): nothing was signed or changed.
     Refused(RejectReason),
@@ -236,7 +259,6 @@ impl fmt::Display for RoomError {
         match self {
             RoomError::Proto(e) => write!(f, "{e}"),
             RoomError::WrongGroup => write!(f, "entry belongs to another room"),
-            RoomError::PendingFull => write!(f, "too many room entries wait for their parents"),
             RoomError::Refused(r) => write!(f, "refused: {r}"),
             RoomError::NotEntitled => write!(f, "the requester was never a member"),
             RoomError::Mismatch { what } => write!(f, "{what} does not match the room entry"),

@@ -81,6 +81,9 @@ pub enum RejectReason {
     NoChange,
     /// An add beyond [`MAX_MEMBERS`].
     RoomFull,
+    /// It claims a time before the room's create entry: nothing may sort
+    /// before the create.
+    BeforeCreate,
 }
 
 impl core::fmt::Display for RejectReason {
@@ -96,6 +99,7 @@ impl core::fmt::Display for RejectReason {
             RejectReason::TargetNotMember => "not a member",
             RejectReason::NoChange => "nothing to change",
             RejectReason::RoomFull => "the room is full",
+            RejectReason::BeforeCreate => "it claims a time before the room was created",
         })
     }
 }
@@ -239,6 +243,9 @@ pub(crate) fn apply(state: &mut Option<RoomState>, entry: &Entry) -> Event {
         (Some(_), Body::Control(Op::Create { .. })) => return reject(RejectReason::RoomExists),
         (Some(st), _) => st,
     };
+    if entry.timestamp < st.created_at {
+        return reject(RejectReason::BeforeCreate);
+    }
     if st.deleted {
         return reject(RejectReason::RoomDeleted);
     }
