@@ -108,6 +108,10 @@ pub struct RoomRecord {
     pub purged: bool,
     /// Held for missing parents (after the resolved records).
     pub pending: bool,
+    /// The place in the resolved order (`sotto_proto::room::SortKey`:
+    /// time, height, then hash); 0 while pending.
+    pub time: u64,
+    pub height: u32,
 }
 
 /// A room message's content, kept beside its log entry until its TTL
@@ -126,15 +130,18 @@ pub struct RoomMessageRow {
     pub body: Vec<u8>,
 }
 
-/// A room's whole stored log, replacing what was stored.
+/// What changed in a room's stored log: the records to insert or replace
+/// (by hash) and to delete, never the whole log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RoomSave {
     pub group: [u8; 32],
     /// For finding the room by title.
     pub title: String,
     pub head: [u8; 32],
-    /// Resolved records in order, then the pending ones.
+    /// Inserted, or replacing the record with the same hash.
     pub records: Vec<RoomRecord>,
+    /// Hashes of records to delete.
+    pub removed: Vec<[u8; 32]>,
     /// When its next message expires (master-clock ms), if any.
     pub next_expiry: Option<u64>,
 }
@@ -221,6 +228,8 @@ pub trait Store: Send + Sync {
     /// Rooms with a message that expires at or before `now_ms`.
     fn rooms_due(&self, now_ms: u64) -> StoreResult<Vec<[u8; 32]>>;
     fn room_head(&self, group: &[u8; 32]) -> StoreResult<Option<[u8; 32]>>;
+    /// A room's records in resolved order (by time, height, hash), then
+    /// the pending ones (by hash).
     fn room_records(&self, group: &[u8; 32]) -> StoreResult<Vec<RoomRecord>>;
     fn room_message(&self, entry: &[u8; 32]) -> StoreResult<Option<RoomMessageRow>>;
     /// A room's stored message contents, oldest first.

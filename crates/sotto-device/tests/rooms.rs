@@ -295,3 +295,112 @@ fn a_new_device_recovers_history_from_an_answer() {
         head(&net, &mut bob, "Plans")
     );
 }
+
+/// Issue 13, finding 2: mallory, a member, signs entries that claim bob's
+/// username (one whose parents no one has, so it waits; one that the log
+/// rejects for the name mismatch), then posts normally. Her message shows
+/// under her own name: names come only from accepted create and add
+/// entries.
+#[test]
+fn a_pending_or_rejected_entry_cannot_lend_a_member_another_name() {
+    use sotto_device::testing::ForgedEntry;
+    use sotto_proto::room::{Body, EntryHash, Op as RoomOp};
+    let mut net = net();
+    let mut alice = register(&mut net, "alice", 1);
+    let mut bob = register(&mut net, "bob", 2);
+    let mut mallory = register(&mut net, "mallory", 3);
+    create(&mut net, &mut alice, "Names", &["bob", "mallory"], &[]);
+    settle(&mut net, &mut [&mut bob, &mut mallory]);
+    let forged = [
+        // Waits forever for a parent no one has.
+        ForgedEntry {
+            parents: Some(vec![EntryHash([0x5a; 32])]),
+            claimed_name: Some("bob".into()),
+            body: Body::Control(RoomOp::SetTitle("x".into())),
+            content: None,
+        },
+        // Resolves, and is rejected: the name is not hers.
+        ForgedEntry {
+            claimed_name: Some("bob".into()),
+            body: Body::Control(RoomOp::Leave),
+            ..ForgedEntry::default()
+        },
+    ];
+    for f in forged {
+        let op = mallory
+            .machine
+            .room_forge_entry(net.now, "Names", f)
+            .unwrap();
+        net.finish(&mut mallory, &op).unwrap();
+    }
+    send(&mut net, &mut mallory, "Names", "hi from mallory");
+    settle(&mut net, &mut [&mut alice, &mut bob]);
+    for n in [&mut alice, &mut bob] {
+        assert_eq!(
+            messages(&net, n, "Names"),
+            ["mallory: hi from mallory"],
+            "{}",
+            n.machine.username()
+        );
+        let members: Vec<String> = n
+            .machine
+            .room_show(net.now, "Names")
+            .unwrap()
+            .members
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
+        assert_eq!(members, ["alice", "bob", "mallory"]);
+    }
+}
+
+/// Issue 13, finding 4: carol is removed; then the room gets a new title,
+/// a new member and messages. carol asks alice for the room's history
+/// (alice's device answers on its own): carol gets nothing from after her
+/// removal.
+#[test]
+fn a_removed_member_asking_for_history_learns_nothing_after_its_removal() {
+    let mut net = net();
+    let mut alice = register(&mut net, "alice", 1);
+    let mut bob = register(&mut net, "bob", 2);
+    let mut carol = register(&mut net, "carol", 3);
+    let mut dave = register(&mut net, "dave", 4);
+    create(&mut net, &mut alice, "Launch", &["bob", "carol"], &[]);
+    settle(&mut net, &mut [&mut bob, &mut carol]);
+    send(&mut net, &mut alice, "Launch", "before");
+    let remove = RoomChanges {
+        remove: names(&["carol"]),
+        ..Default::default()
+    };
+    change(&mut net, &mut alice, "Launch", remove);
+    settle(&mut net, &mut [&mut bob, &mut carol]);
+    let retitle = RoomChanges {
+        title: Some("Secret plans".into()),
+        ..Default::default()
+    };
+    change(&mut net, &mut alice, "Launch", retitle);
+    add(&mut net, &mut alice, "Secret plans", "dave");
+    send(&mut net, &mut alice, "Secret plans", "after carol");
+    settle(&mut net, &mut [&mut bob, &mut dave]);
+    let group = alice.machine.room_id("Secret plans").unwrap();
+    let id = hex::encode(group.0);
+    let op = carol
+        .machine
+        .room_recover(net.now, &id, Some("alice"))
+        .unwrap();
+    net.finish(&mut carol, &op).unwrap();
+    for _ in 0..3 {
+        net.sync(&mut alice);
+        net.sync(&mut carol);
+    }
+    let v = carol.machine.room_show(net.now, &id).unwrap();
+    assert_eq!(v.title, "Launch");
+    let members: Vec<String> = v.members.into_iter().map(|m| m.name).collect();
+    assert!(!members.contains(&"dave".to_string()), "{members:?}");
+    assert_eq!(messages(&net, &mut carol, &id), ["alice: before"]);
+    // bob, a member, sees it all.
+    assert_eq!(
+        messages(&net, &mut bob, &id),
+        ["alice: before", "alice: after carol"]
+    );
+}

@@ -12,7 +12,7 @@ use sotto_proto::{content, username_hash, UserPublic};
 
 use super::job::{named, RoomJob, RoomStep};
 use super::traffic::heads;
-use super::{content_row, member_names, LineContent, RoomEvent, RoomLine, RoomSummary};
+use super::{content_row, LineContent, RoomEvent, RoomLine, RoomSummary};
 use crate::error::RoomRefusal;
 use crate::ids::check_username;
 use crate::machine::Machine;
@@ -165,14 +165,14 @@ impl Machine {
         };
         let now = self.room_now();
         let mut rng = &mut *self.rng;
-        let (log, built) = RoomLog::create(&mut rng, &author, config, now)
+        let (mut log, built) = RoomLog::create(&mut rng, &author, config, now)
             .map_err(|e| Error::Room(RoomRefusal::Log(e)))?;
         let mut names: Vec<String> = members.to_vec();
         names.push(self.username.clone());
-        let to = named(self, &built.recipients, &member_names(&log));
+        let to = named(self, &built.recipients, &log.names());
         let group = log.group();
         let summary = self.summary(&log);
-        self.save_room(&log, ChangeSet::default())?;
+        self.save_room(&mut log, ChangeSet::default())?;
         self.keep_room(log);
         let steps = VecDeque::from([
             RoomStep::Names {
@@ -215,7 +215,7 @@ impl Machine {
                 .room_messages
                 .push(content_row(&log.group(), &built.hash, e, &content));
         }
-        self.save_room(&log, changes)?;
+        self.save_room(&mut log, changes)?;
         let group = log.group();
         self.keep_room(log);
         let line = RoomLine {
@@ -282,7 +282,7 @@ impl Machine {
         let mut log = self
             .load_room(&group)?
             .ok_or_else(|| Error::UnknownRoom(hex::encode(group.0)))?;
-        let names = member_names(&log);
+        let names = log.names();
         let user_of = |who: &String| -> Result<UserPublic> {
             let hash = username_hash(&who.trim().to_lowercase());
             names
@@ -348,7 +348,7 @@ impl Machine {
             all.extend(changes.add.iter().map(|a| a.trim().to_lowercase()));
             all.sort();
             all.dedup();
-            let to = named(self, &log.recipients(), &member_names(&log));
+            let to = named(self, &log.recipients(), &log.names());
             steps.push_back(RoomStep::Names {
                 group,
                 to,
@@ -368,7 +368,7 @@ impl Machine {
             steps.push_back(entry_step(group, b, None));
         }
         steps.extend(welcome);
-        self.save_room(&log, ChangeSet::default())?;
+        self.save_room(&mut log, ChangeSet::default())?;
         self.keep_room(log);
         Ok((steps, Output::Events(events)))
     }

@@ -13,7 +13,6 @@ use sotto_proto::room::{
 use sotto_proto::{content, username_hash, DeviceId, UserPublic};
 
 use super::commands::Then;
-use super::member_names;
 use crate::body::{NamesBody, ROOM_NAMES};
 use crate::deliver::{Conversation, Deliver, Delivered, Draft, Target};
 use crate::directory::directory;
@@ -331,7 +330,7 @@ impl Machine {
                     Some(_) => log.state().map_or(0, |s| s.ttl.0),
                     None => 0,
                 };
-                let to = named(self, &recipients, &member_names(&log));
+                let to = named(self, &recipients, &log.names());
                 let message_id = log.entry(&hash).map(|e| e.message_id);
                 self.keep_room(log);
                 let body = RoomWire::Entry {
@@ -350,7 +349,7 @@ impl Machine {
                 let Some(log) = self.load_room(&group)? else {
                     return Ok(None);
                 };
-                let name = member_names(&log).get(&user).copied();
+                let name = log.names().get(&user).copied();
                 let request = HistoryRequest {
                     group,
                     message_id: None,
@@ -410,7 +409,7 @@ impl Machine {
             purged: false,
         };
         if log.set_meta(hash, meta).is_ok() {
-            self.save_room(&log, ChangeSet::default())?;
+            self.save_room(&mut log, ChangeSet::default())?;
         }
         self.keep_room(log);
         Ok(())

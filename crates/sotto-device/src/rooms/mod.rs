@@ -11,7 +11,13 @@
 //! the log: a device learns the names behind them from its contacts and
 //! from a names hint (content type [`crate::body::ROOM_NAMES`]) sent with
 //! each create and add, which checks itself (a name is kept only under its
-//! own hash).
+//! own hash). Which hash belongs to which member comes only from accepted
+//! create and add entries ([`RoomLog::names`]), and a name is shown only
+//! when the directory knowledge of this device agrees.
+//!
+//! A save writes only the records that changed ([`RoomLog::take_changes`]);
+//! a load places the stored records without verifying every signature
+//! again ([`RoomLog::from_stored`]).
 
 mod commands;
 mod job;
@@ -21,8 +27,8 @@ mod views;
 use std::collections::HashMap;
 
 use sotto_proto::room::{
-    Body, Entry, EntryHash, EntryKind, Event, GroupId, LocalMeta, LogRecord, MessageContent,
-    Notice, RejectReason, RoomLog, Ttl,
+    Entry, EntryHash, EntryKind, Event, GroupId, LocalMeta, LogRecord, MessageContent, Notice,
+    RejectReason, RoomLog, Ttl,
 };
 use sotto_proto::UserPublic;
 
@@ -146,44 +152,22 @@ impl RoomNotice {
     }
 }
 
-/// The username hash of every user the log mentions (members at create,
-/// added members, senders), by user key.
-pub(crate) fn member_names(log: &RoomLog) -> HashMap<UserPublic, [u8; 32]> {
-    let mut out = HashMap::new();
-    for r in log.records() {
-        let Ok(e) = Entry::decode(&r.bytes) else {
-            continue;
-        };
-        out.insert(e.sender.user, e.sender_name);
-        match &e.body {
-            Body::Control(sotto_proto::room::Op::Create { config, .. }) => {
-                for m in &config.members {
-                    out.insert(m.user, m.name);
-                }
-            }
-            Body::Control(sotto_proto::room::Op::AddMember { user, name }) => {
-                out.insert(*user, *name);
-            }
-            _ => {}
-        }
-    }
-    out
-}
-
-/// What the store keeps of a log.
-pub(crate) fn room_save(log: &RoomLog) -> RoomSave {
-    let resolved = log.len();
-    let records = log
-        .records()
+/// What the store writes of a log: the records that changed since the
+/// last save ([`RoomLog::take_changes`]), not the whole log.
+pub(crate) fn room_save(log: &mut RoomLog) -> RoomSave {
+    let changes = log.take_changes();
+    let records = changes
+        .upserts
         .into_iter()
-        .enumerate()
-        .map(|(i, r)| RoomRecord {
-            hash: r.hash.0,
-            bytes: r.bytes,
-            message_key: r.meta.message_key,
-            datagram_id: r.meta.datagram_id,
-            purged: r.meta.purged,
-            pending: i >= resolved,
+        .map(|r| RoomRecord {
+            hash: r.record.hash.0,
+            bytes: r.record.bytes,
+            message_key: r.record.meta.message_key,
+            datagram_id: r.record.meta.datagram_id,
+            purged: r.record.meta.purged,
+            pending: r.key.is_none(),
+            time: r.key.map_or(0, |k| k.time),
+            height: r.key.map_or(0, |k| k.height),
         })
         .collect();
     RoomSave {
@@ -191,8 +175,8 @@ pub(crate) fn room_save(log: &RoomLog) -> RoomSave {
         title: log.state().map(|s| s.title.clone()).unwrap_or_default(),
         head: log.head().0,
         records,
-        // Every message not yet purged, with when it expires.
-        next_expiry: log.expired(u64::MAX).iter().map(|e| e.expired_at).min(),
+        removed: changes.removed.iter().map(|h| h.0).collect(),
+        next_expiry: log.next_expiry(),
     }
 }
 
@@ -237,8 +221,9 @@ impl Machine {
         if records.is_empty() {
             return Ok(None);
         }
-        let (log, _) =
-            RoomLog::from_records(*group, records.into_iter().map(from_record).collect());
+        // Records this device wrote to its encrypted store: placed without
+        // checking every signature again (`room log --verify` does).
+        let (log, _) = RoomLog::from_stored(*group, records.into_iter().map(from_record).collect());
         Ok(Some(log))
     }
 
@@ -250,8 +235,8 @@ impl Machine {
         self.rooms.cache.insert(log.group().0, log);
     }
 
-    /// Commits `changes` with `log` saved.
-    pub(crate) fn save_room(&mut self, log: &RoomLog, mut changes: ChangeSet) -> Result<()> {
+    /// Commits `changes` with what changed in `log`.
+    pub(crate) fn save_room(&mut self, log: &mut RoomLog, mut changes: ChangeSet) -> Result<()> {
         changes.rooms.push(room_save(log));
         self.commit(changes)
     }
@@ -294,19 +279,34 @@ impl Machine {
             .ok_or_else(|| Error::UnknownRoom(name.to_string()))
     }
 
-    /// A display name for a user of the room: this user's name, a learned
-    /// name, or `user-` and the start of the key.
+    /// A display name for a user of the room: this user's name; the name
+    /// learned for the username hash that the accepted log entries
+    /// ([`RoomLog::names`]) give the user, when what this device knows from
+    /// the directory agrees (the name is not this user's own, nor a contact
+    /// with another key); else `user-` and the start of the key.
     pub(crate) fn display_name(
         &self,
         names: &HashMap<UserPublic, [u8; 32]>,
         user: &UserPublic,
     ) -> String {
-        if *user == self.device.cert().user && !self.username.is_empty() {
+        let own = self.device.cert().user;
+        if *user == own && !self.username.is_empty() {
             return self.username.clone();
         }
         if let Some(hash) = names.get(user) {
             if let Ok(Some(n)) = self.store.name_for_hash(hash) {
-                return n;
+                let theirs = if !self.username.is_empty() && n == self.username {
+                    false
+                } else {
+                    match self.store.contact(&n) {
+                        Ok(Some(c)) => c.user_key == user.0,
+                        Ok(None) => true,
+                        Err(_) => false,
+                    }
+                };
+                if theirs {
+                    return n;
+                }
             }
         }
         format!("user-{}", &hex::encode(user.0)[..8])
@@ -336,7 +336,7 @@ impl Machine {
     /// The events of `notices` (rendered after their change set committed,
     /// so message contents and names are in the store).
     pub(crate) fn room_events(&self, log: &RoomLog, notices: &[Notice]) -> Vec<RoomEvent> {
-        let names = member_names(log);
+        let names = log.names();
         let title = log.state().map(|s| s.title.clone()).unwrap_or_default();
         notices
             .iter()
@@ -357,7 +357,7 @@ impl Machine {
     /// included).
     pub(crate) fn known_names(&self, log: &RoomLog) -> Result<Vec<String>> {
         let mut out = Vec::new();
-        for h in member_names(log).values() {
+        for h in log.names().values() {
             if let Some(n) = self.store.name_for_hash(h)? {
                 out.push(n);
             }

@@ -16,8 +16,8 @@ use sotto_proto::room::{
 };
 use sotto_proto::{DeviceId, Opened, UserPublic};
 
+use super::content_row;
 use super::job::{RoomJob, RoomStep};
-use super::{content_row, member_names};
 use crate::events::{Event as DeviceEvent, GrantProblem, Rejection};
 use crate::machine::Machine;
 use crate::ops::{expect, unexpected, Job, OpId, Output, Reply, Step};
@@ -98,7 +98,7 @@ impl Machine {
                         .push(content_row(&group, &EntryHash::of(&entry), &e, c));
                 }
                 drop_rejected(&delivery.update, changes);
-                changes.rooms.push(super::room_save(&log));
+                changes.rooms.push(super::room_save(&mut log));
                 Ok(Ok(RoomOutcome {
                     log: Some(log),
                     notices: delivery.update.notices,
@@ -112,7 +112,7 @@ impl Machine {
                     Ok(a) => self.content_for_own(&log, &requester, a),
                     Err(e) => return Ok(Err(Rejection::RoomRequestRefused(e))),
                 };
-                if let Some(name) = member_names(&log).get(&requester).copied() {
+                if let Some(name) = log.names().get(&requester).copied() {
                     let names = self.known_names(&log)?;
                     let (to, device) = (vec![(requester, name)], opened.sender.device);
                     let mut steps = VecDeque::new();
@@ -162,7 +162,7 @@ impl Machine {
                 }
                 drop_rejected(&update, changes);
                 if answer.more {
-                    if let Some(name) = member_names(&log).get(&opened.sender.user).copied() {
+                    if let Some(name) = log.names().get(&opened.sender.user).copied() {
                         self.rooms.work.push(RoomWork::Request(RoomStep::Request {
                             to: opened.sender.user,
                             name,
@@ -181,7 +181,7 @@ impl Machine {
                         notices: Vec::new(),
                     }));
                 }
-                changes.rooms.push(super::room_save(&log));
+                changes.rooms.push(super::room_save(&mut log));
                 Ok(Ok(RoomOutcome {
                     log: Some(log),
                     notices: update.notices,
@@ -205,15 +205,9 @@ impl Machine {
     /// for parents (unknown room, unknown sender, missing history).
     fn request_missing(&mut self, log: &RoomLog, update: &Update, via: DeviceId) {
         for p in &update.pending {
-            let Some(name) = log
-                .records()
-                .iter()
-                .find(|r| r.hash == p.entry)
-                .and_then(|r| Entry::decode(&r.bytes).ok())
-                .map(|e| e.sender_name)
-            else {
-                continue;
-            };
+            // The name the entry claims only addresses the request: its
+            // delivery goes only if the directory maps it to the sender.
+            let name = p.sender_name;
             let device = (p.device == via).then_some(p.device);
             let dup = self.rooms.work.iter().any(|w| {
                 matches!(w, RoomWork::Request(RoomStep::Request { request, device: d, .. })
@@ -372,7 +366,7 @@ impl FetchGranted {
                 .room_messages
                 .push(content_row(&self.group, &d.entry, e, c));
         }
-        m.save_room(&log, changes)?;
+        m.save_room(&mut log, changes)?;
         m.room_committed(RoomOutcome {
             log: Some(log),
             notices: d.update.notices,

@@ -10,7 +10,7 @@ use sotto_proto::room::{
     verify_records, EntryHash, EntryKind, GroupId, LogHead, RoomLog, Ttl, VerifyFailure,
 };
 
-use super::{from_record, member_names, LineContent, RoomLine, RoomNotice};
+use super::{from_record, LineContent, RoomLine, RoomNotice};
 use crate::machine::Machine;
 use crate::store::ChangeSet;
 use crate::{Error, Result};
@@ -111,7 +111,8 @@ impl Machine {
         for e in &expired {
             changes.room_messages_deleted.push(e.entry.0);
         }
-        !expired.is_empty()
+        // Expiring also drops held entries whose parents never came.
+        !expired.is_empty() || log.has_changes()
     }
 
     /// TTL purge of every room with a message due.
@@ -120,7 +121,7 @@ impl Machine {
             if let Some(mut log) = self.load_room(&GroupId(g))? {
                 let mut changes = ChangeSet::default();
                 if self.purge_room(&mut log, &mut changes) {
-                    self.save_room(&log, changes)?;
+                    self.save_room(&mut log, changes)?;
                 }
                 self.keep_room(log);
             }
@@ -136,7 +137,7 @@ impl Machine {
         let mut log = self.open_room(room)?;
         let mut changes = ChangeSet::default();
         if self.purge_room(&mut log, &mut changes) {
-            self.save_room(&log, changes)?;
+            self.save_room(&mut log, changes)?;
         }
         let view = self.view(&log, room);
         self.keep_room(log);
@@ -144,7 +145,7 @@ impl Machine {
     }
 
     fn view(&self, log: &RoomLog, room: &str) -> Result<RoomView> {
-        let names = member_names(log);
+        let names = log.names();
         let st = log
             .state()
             .ok_or_else(|| Error::UnknownRoom(room.to_string()))?;
@@ -216,7 +217,7 @@ impl Machine {
         };
         let mut entries = Vec::new();
         if let Some(log) = self.load_room(&group)? {
-            let names = member_names(&log);
+            let names = log.names();
             for (i, n) in log.timeline().iter().enumerate() {
                 entries.push(RoomLogLine {
                     position: i + 1,

@@ -2,14 +2,16 @@
 //! acknowledgements, a forged room entry, and looks into what the store
 //! holds for a room. None of this exists without the `testing` feature.
 
-use sotto_proto::room::{Body, Draft as EntryDraft, EntryHash, GroupId, Op as RoomOp, RoomWire};
+use sotto_proto::room::{
+    Body, Draft as EntryDraft, EntryHash, GroupId, MessageContent, Op as RoomOp, RoomWire,
+};
 use sotto_proto::{content, username_hash};
 
 use crate::deliver::{Conversation, Deliver, Draft};
 use crate::ids::random_id;
 use crate::machine::Machine;
 use crate::ops::{Job, Op};
-use crate::rooms::{member_names, RoomJob};
+use crate::rooms::RoomJob;
 use crate::{Error, Result};
 
 impl Machine {
@@ -81,27 +83,45 @@ impl Machine {
     /// device without applying it here: what a misbehaving member's client
     /// would do.
     pub fn room_forge(&mut self, now: u64, room: &str, op: RoomOp) -> Result<Op<()>> {
+        self.room_forge_entry(
+            now,
+            room,
+            ForgedEntry {
+                body: Body::Control(op),
+                ..ForgedEntry::default()
+            },
+        )
+    }
+
+    /// Signs any entry with this device's key (chosen parents, a claimed
+    /// username, any body) and sends it, with `content` beside it, to every
+    /// member device without applying it here.
+    pub fn room_forge_entry(&mut self, now: u64, room: &str, f: ForgedEntry) -> Result<Op<()>> {
         self.now = now;
         let group = self.find_room(room)?;
         let log = self
             .load_room(&group)?
             .ok_or_else(|| Error::UnknownRoom(room.to_string()))?;
+        let name = match &f.claimed_name {
+            Some(n) => username_hash(n),
+            None => username_hash(&self.require_username()?),
+        };
         let draft = EntryDraft {
             group,
             message_id: random_id(&mut *self.rng),
-            parents: log.parents_for_next(),
-            sender_name: username_hash(&self.require_username()?),
+            parents: f.parents.unwrap_or_else(|| log.parents_for_next()),
+            sender_name: name,
             timestamp: self.room_now(),
-            body: Body::Control(op),
+            body: f.body,
         };
         let message_id = draft.message_id;
         let entry = draft.sign(self.device.key(), self.device.cert())?;
         let body = RoomWire::Entry {
             entry: entry.encode(),
-            content: None,
+            content: f.content,
         }
         .encode()?;
-        let to = crate::rooms::named(self, &log.recipients(), &member_names(&log));
+        let to = crate::rooms::named(self, &log.recipients(), &log.names());
         self.keep_room(log);
         let targets = crate::rooms::room_targets(self, &to, None);
         let deliver = Deliver::new(
@@ -116,5 +136,27 @@ impl Machine {
             },
         );
         Ok(self.start(Job::Room(Box::new(RoomJob::delivering(deliver)))))
+    }
+}
+
+/// An entry for [`Machine::room_forge_entry`].
+#[derive(Clone, Debug)]
+pub struct ForgedEntry {
+    /// `None`: the log's heads.
+    pub parents: Option<Vec<EntryHash>>,
+    /// `None`: this user's own username.
+    pub claimed_name: Option<String>,
+    pub body: Body,
+    pub content: Option<MessageContent>,
+}
+
+impl Default for ForgedEntry {
+    fn default() -> Self {
+        ForgedEntry {
+            parents: None,
+            claimed_name: None,
+            body: Body::Control(RoomOp::Leave),
+            content: None,
+        }
     }
 }

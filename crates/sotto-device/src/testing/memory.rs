@@ -23,9 +23,18 @@ struct Data {
     blocked: BTreeSet<String>,
     /// In the order stored.
     messages: Vec<Message>,
-    rooms: BTreeMap<[u8; 32], RoomSave>,
+    rooms: BTreeMap<[u8; 32], StoredRoom>,
     room_messages: BTreeMap<[u8; 32], RoomMessageRow>,
     room_names: HashMap<[u8; 32], String>,
+}
+
+#[derive(Clone)]
+struct StoredRoom {
+    group: [u8; 32],
+    title: String,
+    head: [u8; 32],
+    next_expiry: Option<u64>,
+    records: HashMap<[u8; 32], RoomRecord>,
 }
 
 /// The in-memory store. `Clone` shares the state.
@@ -102,7 +111,7 @@ fn apply(d: &mut Data, c: ChangeSet) {
         }
     }
     for r in c.rooms {
-        d.rooms.insert(r.group, r);
+        save_room(d, r);
     }
     for m in c.room_messages {
         d.room_messages.entry(m.entry).or_insert(m);
@@ -112,6 +121,25 @@ fn apply(d: &mut Data, c: ChangeSet) {
     }
     for (hash, name) in c.room_names {
         d.room_names.insert(hash, name);
+    }
+}
+
+fn save_room(d: &mut Data, r: RoomSave) {
+    let room = d.rooms.entry(r.group).or_insert_with(|| StoredRoom {
+        group: r.group,
+        title: String::new(),
+        head: [0; 32],
+        next_expiry: None,
+        records: HashMap::new(),
+    });
+    room.title = r.title;
+    room.head = r.head;
+    room.next_expiry = r.next_expiry;
+    for rec in r.records {
+        room.records.insert(rec.hash, rec);
+    }
+    for h in r.removed {
+        room.records.remove(&h);
     }
 }
 
@@ -200,12 +228,14 @@ impl Store for MemoryStore {
     }
 
     fn room_records(&self, group: &[u8; 32]) -> StoreResult<Vec<RoomRecord>> {
-        Ok(self
+        let mut out: Vec<RoomRecord> = self
             .data()
             .rooms
             .get(group)
-            .map(|r| r.records.clone())
-            .unwrap_or_default())
+            .map(|r| r.records.values().cloned().collect())
+            .unwrap_or_default();
+        out.sort_by_key(|r| (r.pending, r.time, r.height, r.hash));
+        Ok(out)
     }
 
     fn room_message(&self, entry: &[u8; 32]) -> StoreResult<Option<RoomMessageRow>> {

@@ -7,6 +7,7 @@ mod memory;
 pub mod net;
 pub mod suite;
 
+pub use hooks::ForgedEntry;
 pub use memory::MemoryStore;
 pub use net::{Net, Node};
 

@@ -296,6 +296,9 @@ fn record(n: u8, pending: bool) -> RoomRecord {
         datagram_id: Some([n ^ 0xff; 32]),
         purged: n == 3,
         pending,
+        // Stored out of hash order: the store sorts by (time, height).
+        time: if pending { 0 } else { 100 - n as u64 },
+        height: n as u32,
     }
 }
 
@@ -320,6 +323,7 @@ pub fn rooms_round_trip_and_expiry(b: &mut dyn Backend) {
         title: title.into(),
         head: [head; 32],
         records,
+        removed: Vec::new(),
         next_expiry: next,
     };
     commit(
@@ -332,6 +336,7 @@ pub fn rooms_round_trip_and_expiry(b: &mut dyn Backend) {
                     title: "Alpha".into(),
                     head: [0; 32],
                     records: vec![record(4, false)],
+                    removed: Vec::new(),
                     next_expiry: None,
                 },
             ],
@@ -347,7 +352,11 @@ pub fn rooms_round_trip_and_expiry(b: &mut dyn Backend) {
     );
     assert_eq!(s.room_head(&g).unwrap(), Some([7; 32]));
     assert_eq!(s.room_head(&[9; 32]).unwrap(), None);
-    assert_eq!(s.room_records(&g).unwrap(), records);
+    assert_eq!(
+        s.room_records(&g).unwrap(),
+        vec![records[1].clone(), records[0].clone(), records[2].clone()],
+        "resolved order (time, height, hash), pending last"
+    );
     assert!(s.rooms_due(4_999).unwrap().is_empty());
     assert_eq!(s.rooms_due(5_000).unwrap(), vec![g]);
     let rows = s.room_messages(&g).unwrap();
@@ -356,14 +365,19 @@ pub fn rooms_round_trip_and_expiry(b: &mut dyn Backend) {
         vec![room_row(1, g, 10), room_row(2, g, 20)],
         "oldest first"
     );
-    // A second copy of a content row is ignored; replacing the log drops
-    // the records left out; no expiry left clears it.
+    // A second copy of a content row is ignored; a save replaces the
+    // records it names and deletes the removed ones, leaving the others;
+    // no expiry left clears it.
     let mut changed = room_row(1, g, 10);
     changed.body = b"other".to_vec();
+    let mut purged = record(1, false);
+    purged.purged = true;
+    let mut update = save("Launch 2", 8, vec![purged.clone()], None);
+    update.removed = vec![[3; 32]];
     commit(
         &mut *s,
         ChangeSet {
-            rooms: vec![save("Launch 2", 8, records[..1].to_vec(), None)],
+            rooms: vec![update],
             room_messages: vec![changed],
             room_messages_deleted: vec![[2; 32]],
             ..ChangeSet::default()
@@ -371,7 +385,10 @@ pub fn rooms_round_trip_and_expiry(b: &mut dyn Backend) {
     );
     drop(s);
     let s = b.reopen();
-    assert_eq!(s.room_records(&g).unwrap().len(), 1);
+    assert_eq!(
+        s.room_records(&g).unwrap(),
+        vec![records[1].clone(), purged]
+    );
     assert!(s.rooms_due(u64::MAX).unwrap().is_empty());
     assert_eq!(s.room_message(&[1; 32]).unwrap(), Some(room_row(1, g, 10)));
     assert_eq!(s.room_message(&[2; 32]).unwrap(), None);

@@ -1,11 +1,13 @@
-//! Rooms in the client store: each room's log records (signed entries in
-//! resolved order, with the local meta beside them), its stored head, the
+//! Rooms in the client store: each room's log records (signed entries with
+//! the local meta beside them, keyed by hash and read back in resolved
+//! order: time as 8 big-endian bytes, height, hash), its stored head, the
 //! content of its messages, and the usernames learned for username hashes.
-//! All of it lives in the same encrypted database as the rest.
+//! A save writes only the records that changed. All of it lives in the
+//! same encrypted database as the rest.
 
 use rusqlite::OptionalExtension;
 
-use super::{arr, ClientStore, Result, RoomMessageRow, RoomRecord};
+use super::{arr, ClientStore, Result, RoomMessageRow, RoomRecord, StoreError};
 
 pub(super) const ROOM_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS rooms (
@@ -13,17 +15,21 @@ CREATE TABLE IF NOT EXISTS rooms (
     title TEXT NOT NULL,
     head BLOB NOT NULL
 );
-CREATE TABLE IF NOT EXISTS room_entries (
+DROP TABLE IF EXISTS room_entries;
+CREATE TABLE IF NOT EXISTS room_records (
     group_id BLOB NOT NULL,
-    pos INTEGER NOT NULL,
     hash BLOB NOT NULL,
+    pending INTEGER NOT NULL DEFAULT 0,
+    time BLOB NOT NULL,
+    height INTEGER NOT NULL,
     bytes BLOB NOT NULL,
     message_key BLOB,
     datagram_id BLOB,
     purged INTEGER NOT NULL DEFAULT 0,
-    pending INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (group_id, pos)
+    PRIMARY KEY (group_id, hash)
 );
+CREATE INDEX IF NOT EXISTS room_records_order
+    ON room_records (group_id, pending, time, height, hash);
 CREATE TABLE IF NOT EXISTS room_messages (
     entry BLOB PRIMARY KEY,
     group_id BLOB NOT NULL,
@@ -85,12 +91,12 @@ impl ClientStore {
         .transpose()
     }
 
-    /// A room's log records in stored order.
+    /// A room's log records in resolved order, then the pending ones.
     pub fn room_records(&self, group: &[u8; 32]) -> Result<Vec<RoomRecord>> {
         let db = self.db();
         let mut stmt = db.prepare(
-            "SELECT hash, bytes, message_key, datagram_id, purged, pending FROM room_entries \
-             WHERE group_id = ?1 ORDER BY pos",
+            "SELECT hash, bytes, message_key, datagram_id, purged, pending, time, height \
+             FROM room_records WHERE group_id = ?1 ORDER BY pending, time, height, hash",
         )?;
         let rows = stmt.query_map([&group[..]], |r| {
             Ok((
@@ -100,11 +106,14 @@ impl ClientStore {
                 r.get::<_, Option<Vec<u8>>>(3)?,
                 r.get::<_, bool>(4)?,
                 r.get::<_, bool>(5)?,
+                r.get::<_, Vec<u8>>(6)?,
+                r.get::<_, i64>(7)?,
             ))
         })?;
         let mut out = Vec::new();
         for r in rows {
-            let (hash, bytes, key, dg, purged, pending) = r?;
+            let (hash, bytes, key, dg, purged, pending, time, height) = r?;
+            let time: [u8; 8] = arr(time, "room record time")?;
             out.push(RoomRecord {
                 hash: arr(hash, "entry hash")?,
                 bytes,
@@ -112,6 +121,10 @@ impl ClientStore {
                 datagram_id: opt_arr(dg, "datagram id")?,
                 purged,
                 pending,
+                time: u64::from_be_bytes(time),
+                height: u32::try_from(height).map_err(|_| {
+                    StoreError::Corrupt("room record height is out of range".into())
+                })?,
             });
         }
         Ok(out)
@@ -203,12 +216,15 @@ impl ClientStore {
     }
 
     /// Test hook: overwrites the bytes of the stored log record at `pos`
-    /// (the database is encrypted, so tests cannot edit the file).
+    /// in the order [`ClientStore::room_records`] gives (the database is
+    /// encrypted, so tests cannot edit the file).
     #[cfg(any(test, feature = "testing"))]
     pub fn tamper_room_record(&self, group: &[u8; 32], pos: usize, bytes: &[u8]) -> Result<bool> {
         let db = self.db();
         Ok(db.execute(
-            "UPDATE room_entries SET bytes = ?3 WHERE group_id = ?1 AND pos = ?2",
+            "UPDATE room_records SET bytes = ?3 WHERE group_id = ?1 AND hash = \
+             (SELECT hash FROM room_records WHERE group_id = ?1 \
+              ORDER BY pending, time, height, hash LIMIT 1 OFFSET ?2)",
             rusqlite::params![&group[..], pos as i64, bytes],
         )? == 1)
     }

@@ -231,6 +231,8 @@ fn a_stored_room_record_can_be_tampered_with_in_tests_only() {
         datagram_id: None,
         purged: false,
         pending: false,
+        time: 5,
+        height: 1,
     };
     store
         .commit(ChangeSet {
@@ -239,6 +241,7 @@ fn a_stored_room_record_can_be_tampered_with_in_tests_only() {
                 title: "Audit".into(),
                 head: [0; 32],
                 records: vec![record],
+                removed: Vec::new(),
                 next_expiry: None,
             }],
             ..ChangeSet::default()

@@ -141,7 +141,8 @@ fn insert_message(tx: &Transaction<'_>, m: &Message) -> Result<()> {
     Ok(())
 }
 
-/// Replaces a room's stored log and head, its title for lookups, and when
+/// Writes what changed in a room's log (records inserted or replaced by
+/// hash, removed ones deleted), its head, its title for lookups, and when
 /// its next message expires.
 fn save_room(tx: &Transaction<'_>, r: &RoomSave) -> Result<()> {
     let group = &r.group[..];
@@ -156,22 +157,27 @@ fn save_room(tx: &Transaction<'_>, r: &RoomSave) -> Result<()> {
         "INSERT OR REPLACE INTO rooms (group_id, title, head) VALUES (?1, ?2, ?3)",
         params![group, r.title, &r.head[..]],
     )?;
-    tx.execute("DELETE FROM room_entries WHERE group_id = ?1", [group])?;
     let mut stmt = tx.prepare(
-        "INSERT INTO room_entries (group_id, pos, hash, bytes, message_key, datagram_id, purged, pending) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT OR REPLACE INTO room_records \
+         (group_id, hash, pending, time, height, bytes, message_key, datagram_id, purged) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?;
-    for (i, rec) in r.records.iter().enumerate() {
+    for rec in &r.records {
         stmt.execute(params![
             group,
-            i as i64,
             &rec.hash[..],
+            rec.pending,
+            &rec.time.to_be_bytes()[..],
+            rec.height as i64,
             rec.bytes,
             rec.message_key.as_ref().map(|k| &k[..]),
             rec.datagram_id.as_ref().map(|k| &k[..]),
             rec.purged,
-            rec.pending
         ])?;
+    }
+    let mut del = tx.prepare("DELETE FROM room_records WHERE group_id = ?1 AND hash = ?2")?;
+    for h in &r.removed {
+        del.execute(params![group, &h[..]])?;
     }
     Ok(())
 }
