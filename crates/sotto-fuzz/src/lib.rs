@@ -28,6 +28,8 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("api_ack", targets::api_ack::run),
     ("api_block", targets::api_block::run),
     ("api_remove_device", targets::api_remove_device::run),
+    ("room_entry", targets::room_entry::run),
+    ("room_wire", targets::room_wire::run),
 ];
 
 /// The target named `name`.

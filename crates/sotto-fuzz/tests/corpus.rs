@@ -89,3 +89,17 @@ fn write_api_seeds() {
         std::fs::write(dir.join(name), body).unwrap();
     }
 }
+
+/// Writes the room targets' seeds (`seeds/room_*/`) from a genuine room:
+/// `cargo test -p sotto-fuzz -- --ignored write_room_seeds` after the
+/// entry or wire format changes.
+#[test]
+#[ignore]
+fn write_room_seeds() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("seeds");
+    for (target, name, body) in sotto_fuzz::targets::room_fixture::seeds() {
+        let dir = root.join(target);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(name), body).unwrap();
+    }
+}

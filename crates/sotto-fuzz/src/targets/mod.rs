@@ -12,3 +12,6 @@ pub mod api_register;
 pub mod api_remove_device;
 pub mod datagram_decode;
 pub mod device_open;
+pub mod room_entry;
+pub mod room_fixture;
+pub mod room_wire;
