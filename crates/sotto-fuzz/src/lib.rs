@@ -28,6 +28,8 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("api_ack", targets::api_ack::run),
     ("api_block", targets::api_block::run),
     ("api_remove_device", targets::api_remove_device::run),
+    ("link_approval", targets::link_approval::run),
+    ("link_sync", targets::link_sync::run),
 ];
 
 /// The target named `name`.

@@ -12,3 +12,5 @@ pub mod api_register;
 pub mod api_remove_device;
 pub mod datagram_decode;
 pub mod device_open;
+pub mod link_approval;
+pub mod link_sync;
