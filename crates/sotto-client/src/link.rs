@@ -13,6 +13,7 @@ use reqwest::{Method, StatusCode};
 use sotto_api::{b64, paths, LinkCreated, LinkRequest, LinkStatus};
 use sotto_device::{DeviceInfo, Home, Joining, NewDevice};
 use sotto_store::client::ClientStore;
+use zeroize::Zeroizing;
 
 use crate::exec::{b64_prekeys, lookup_user};
 use crate::net::{Api, Failure, NO_BODY};
@@ -73,7 +74,7 @@ pub struct LinkPending {
     api: Api,
     device: NewDevice,
     link_id: String,
-    code: String,
+    code: Zeroizing<String>,
 }
 
 impl LinkPending {

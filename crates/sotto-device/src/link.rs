@@ -13,6 +13,7 @@
 //! "Linking a device").
 
 use rand_core::CryptoRngCore;
+use zeroize::Zeroizing;
 use sotto_proto::{
     user_fingerprint, username_hash, Device, DeviceCert, DeviceKey, DevicePublicKeys, LinkApproval,
     LinkSecret, PrekeyKind, PrekeySecret, SignedPrekey, UserKey, UserPublic,
@@ -197,11 +198,17 @@ impl NewDevice {
     /// The code to show the user for the request waiting under `link_id`:
     /// `<link_id>-<26 letters and digits>`, the second part being the link
     /// secret (130 bits).
-    pub fn code(&self, link_id: &str) -> Result<String> {
+    /// Zeroized on drop, as the secret.
+    pub fn code(&self, link_id: &str) -> Result<Zeroizing<String>> {
         if !valid_link_id(link_id) {
             return Err(Error::BadAnswer(format!("bad link id {link_id:?}")));
         }
-        Ok(format!("{link_id}-{}", self.link_secret.text().as_str()))
+        let secret = self.link_secret.text();
+        let mut code = Zeroizing::new(String::with_capacity(link_id.len() + 1 + secret.len()));
+        code.push_str(link_id);
+        code.push('-');
+        code.push_str(&secret);
+        Ok(code)
     }
 
     /// Opens the approval the transport handed over for the request under

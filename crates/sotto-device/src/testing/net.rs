@@ -123,7 +123,7 @@ impl Net {
         let new = NewDevice::new(rng);
         self.links_made += 1;
         let id = format!("link{}", self.links_made);
-        let code = new.code(&id).expect("code");
+        let code = new.code(&id).expect("code").to_string();
         self.pools.insert(
             new.public_keys().id,
             Pool {
