@@ -13,11 +13,11 @@
 //! "Linking a device").
 
 use rand_core::CryptoRngCore;
-use zeroize::Zeroizing;
 use sotto_proto::{
     user_fingerprint, username_hash, Device, DeviceCert, DeviceKey, DevicePublicKeys, LinkApproval,
     LinkSecret, PrekeyKind, PrekeySecret, SignedPrekey, UserKey, UserPublic,
 };
+use zeroize::Zeroizing;
 
 use crate::body::{LinkSyncBody, SyncContact};
 use crate::directory::contact_record;
