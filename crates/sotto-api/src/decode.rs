@@ -7,6 +7,7 @@
 //! (`crates/sotto-fuzz`).
 
 use serde::de::DeserializeOwned;
+use sotto_proto::link::MAX_SEALED_APPROVAL;
 use sotto_proto::{DeviceCert, DeviceId, PrekeyKind, SignedPrekey};
 
 use crate::{
@@ -141,6 +142,9 @@ pub struct Link {
     pub request: LinkRequest,
     pub device: DeviceId,
     pub dh: [u8; 32],
+    /// The new device's MAC under the link code's secret (the server
+    /// cannot check it; the approving device does).
+    pub proof: [u8; 32],
 }
 
 /// The link request's shape and ids; [`link_pool`] verifies its prekeys.
@@ -148,10 +152,12 @@ pub fn link(body: &[u8]) -> Result<Link> {
     let request: LinkRequest = json(body)?;
     let device = DeviceId(hex_id("device", &request.device)?);
     let dh = hex_id("dh", &request.dh)?;
+    let proof = hex_id("proof", &request.proof)?;
     Ok(Link {
         request,
         device,
         dh,
+        proof,
     })
 }
 
@@ -164,10 +170,37 @@ pub fn link_pool(link: &Link) -> Result<Pool> {
     )
 }
 
-/// `POST /v1/link/{id}/approve`: the new device's certificate.
-pub fn link_approve(body: &[u8]) -> Result<(DeviceCert, Vec<u8>)> {
+/// `POST /v1/link/{id}/approve`.
+pub struct Approve {
+    /// The new device's certificate (its user signature verified).
+    pub cert: DeviceCert,
+    pub cert_bytes: Vec<u8>,
+    /// The sealed approval, opaque to the server.
+    pub approval: Vec<u8>,
+}
+
+/// `POST /v1/link/{id}/approve`: the new device's certificate and the
+/// sealed approval (bounded by [`MAX_SEALED_APPROVAL`]).
+pub fn link_approve(body: &[u8]) -> Result<Approve> {
     let approve: LinkApprove = json(body)?;
-    cert(&approve.cert)
+    let (cert, cert_bytes) = cert(&approve.cert)?;
+    if approve.approval.len() > MAX_SEALED_APPROVAL.div_ceil(3) * 4 {
+        return Err(BodyError::TooMany {
+            what: "approval bytes",
+            max: MAX_SEALED_APPROVAL,
+        });
+    }
+    let approval = b64::decode(&approve.approval)
+        .filter(|a| !a.is_empty() && a.len() <= MAX_SEALED_APPROVAL)
+        .ok_or(BodyError::Field {
+            field: "approval",
+            expected: "base64 of 1 to 524288 bytes",
+        })?;
+    Ok(Approve {
+        cert,
+        cert_bytes,
+        approval,
+    })
 }
 
 /// `POST /v1/users/{h}/bundles`: the devices named (all when empty; an

@@ -180,6 +180,10 @@ pub struct LinkRequest {
     pub device: String,
     /// Hex X25519 public key of the new device.
     pub dh: String,
+    /// Hex MAC over the device's keys under a key from the link code's
+    /// secret (which the server never sees): the approving device checks
+    /// it to know this request is the one of the device showing the code.
+    pub proof: String,
     pub prekeys: Vec<String>,
     pub reserve: String,
 }
@@ -200,6 +204,10 @@ pub struct LinkStatus {
     /// Hex username hash of the user the device joined, once approved.
     #[serde(default)]
     pub username_hash: Option<String>,
+    /// b64 approval sealed under the link code's secret (opaque to the
+    /// server), once approved: what the new device trusts.
+    #[serde(default)]
+    pub approval: Option<String>,
 }
 
 /// `POST /v1/link/{link_id}/approve`, signed by an existing device of the
@@ -208,6 +216,10 @@ pub struct LinkStatus {
 pub struct LinkApprove {
     /// b64 certificate of the new device, signed by the user key.
     pub cert: String,
+    /// b64 approval sealed for the new device under a key from the link
+    /// code's secret (at most 512 KiB decoded); the server stores and
+    /// hands it over without being able to read or forge it.
+    pub approval: String,
 }
 
 /// `POST /v1/blocks` and an item of `GET /v1/blocks`.

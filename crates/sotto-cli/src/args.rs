@@ -101,7 +101,10 @@ pub enum Command {
     /// Make this home a new device of an existing user.
     ///
     /// Prints "code: <code>"; approve it on a device that holds the user key
-    /// with `sotto approve <code>`. Waits until approved (10 minutes).
+    /// with `sotto approve <code>`. Waits until approved (10 minutes), checks
+    /// the approval was made with this code by the user the directory lists
+    /// under the approving key, and prints that user and its safety
+    /// fingerprint. The code is a secret: show it only to yourself.
     Link {
         /// Server URL, e.g. https://127.0.0.1:7443
         #[arg(long)]
@@ -109,6 +112,10 @@ pub enum Command {
         /// Require this server certificate fingerprint (hex SHA-256).
         #[arg(long)]
         fingerprint: Option<String>,
+        /// Join only this user's account: an approval by anyone else is
+        /// refused and nothing is stored.
+        #[arg(long)]
+        user: Option<String>,
     },
     /// Approve a new device waiting in `sotto link`.
     Approve {

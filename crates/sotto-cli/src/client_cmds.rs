@@ -38,6 +38,7 @@ pub async fn run(home: Option<PathBuf>, json: bool, command: Command) -> Result<
         Command::Link {
             server,
             fingerprint,
+            user,
         } => {
             let pass = passphrase::new()?;
             let pending = Client::link_start(&home, &pass, &server, fingerprint.as_deref())
@@ -51,8 +52,17 @@ pub async fn run(home: Option<PathBuf>, json: bool, command: Command) -> Result<
                 "approve it on a device of yours with: sotto approve {}",
                 pending.code()
             );
-            let client = pending
-                .wait(LINK_WAIT)
+            let approved = pending
+                .wait_approval(LINK_WAIT)
+                .await
+                .map_err(|e| render::error(&e))?;
+            println!(
+                "approved by {} (safety fingerprint {})",
+                approved.username(),
+                approved.fingerprint()
+            );
+            let client = approved
+                .finish(user.as_deref())
                 .await
                 .map_err(|e| render::error(&e))?;
             println!(

@@ -78,6 +78,9 @@ pub fn rejection(r: &Rejection) -> String {
             format!("a message claims to be from {claimed}, but is not signed by {claimed}'s key")
         }
         Rejection::ForeignLinkSync => "link data from another user was refused".into(),
+        Rejection::LinkSyncName { claimed } => {
+            format!("link data from one of your devices naming another user ({claimed}) was refused")
+        }
         Rejection::UnreadableRoomMessage(e) => format!("an unreadable room message: {e}"),
         Rejection::RoomEntryRefused(e) => format!("a room entry was refused: {e}"),
         Rejection::RoomRequestRefused(e) => format!("a room history request was refused: {e}"),
@@ -165,15 +168,27 @@ pub fn error(e: &Error) -> String {
             D::BadLinkCode(c) => {
                 format!("invalid link code {c:?}: type the whole code printed by `sotto link`")
             }
-            D::LinkCodeMismatch => "the link code does not match the waiting device's key: do not approve, the \
-                                    request may have been replaced"
+            D::LinkCodeMismatch => "the link code does not match the waiting request: check you typed the whole \
+                                    code; do not approve, the request may have been replaced"
+                .into(),
+            D::LinkForged => "the approval was not made with this device's link code (someone without the code, \
+                              or the server, tried to approve it): this device was not linked; run `sotto link` \
+                              again"
+                .into(),
+            D::LinkUserMismatch { username } => format!(
+                "the approval names {username}, but the directory lists another key under that name: this \
+                 device was not linked; run `sotto link` again"
+            ),
+            D::ApprovedByAnotherUser { approver, expected } => format!(
+                "approved by another user: {approver} (not {expected}); this device was not linked: run \
+                 `sotto link` again and approve the code on a device of {expected}"
+            ),
+            D::LinkIncomplete => "this device is linked but has not yet received its account data from the \
+                                  approving device: run `sotto inbox` once that device is online"
                 .into(),
             D::LinkExpired => {
                 "the link request is unknown or expired: run `sotto link` again on the new device".into()
             }
-            D::LinkIncomplete => "this device is linked but has not yet received its account data from the \
-                                  approving device: run `sotto inbox` once that device is online"
-                .into(),
             D::UnknownRoom(n) => format!(
                 "no room {n:?} on this device: see `sotto rooms` (a room is named by its title or its id)"
             ),

@@ -34,6 +34,20 @@ fn directory(ud: UserDevices) -> Result<Directory> {
     })
 }
 
+/// The directory's entry for username hash `hash` (`None`: no such user),
+/// asked as the device of `key`.
+pub(crate) async fn lookup_user(
+    api: &crate::net::Api,
+    hash: &[u8; 32],
+    key: Option<&sotto_proto::DeviceKey>,
+) -> Result<Option<Directory>> {
+    let r = api
+        .call(Method::GET, &paths::user(hash), NO_BODY, key)
+        .await;
+    let found: Option<UserDevices> = unless(r, StatusCode::NOT_FOUND, None)?;
+    found.map(directory).transpose()
+}
+
 /// `Ok(None)` for the given status (and code, if any): a "no" the core
 /// understands.
 fn unless<T>(r: ApiResult<T>, status: StatusCode, code: Option<&str>) -> Result<Option<T>> {
@@ -54,11 +68,7 @@ impl Client {
         let api = &self.api;
         let key = Some(self.core.device().key());
         Ok(match request {
-            Request::Lookup(Lookup::User(h)) => {
-                let r = api.call(Method::GET, &paths::user(h), NO_BODY, key).await;
-                let found: Option<UserDevices> = unless(r, StatusCode::NOT_FOUND, None)?;
-                Response::User(found.map(directory).transpose()?)
-            }
+            Request::Lookup(Lookup::User(h)) => Response::User(lookup_user(api, h, key).await?),
             Request::Lookup(Lookup::Own) => {
                 let ud: UserDevices = api.call(Method::GET, paths::DEVICES, NO_BODY, key).await?;
                 Response::User(Some(directory(ud)?))
@@ -140,8 +150,11 @@ impl Client {
                         .map(|w| {
                             let device = hex32(&w.device).map(DeviceId);
                             let dh = hex32(&w.dh);
-                            match (device, dh) {
-                                (Some(device), Some(dh)) => Ok(LinkWaiting { device, dh }),
+                            let proof = hex32(&w.proof);
+                            match (device, dh, proof) {
+                                (Some(device), Some(dh), Some(proof)) => {
+                                    Ok(LinkWaiting { device, dh, proof })
+                                }
                                 _ => {
                                     Err(Error::BadResponse("link request keys are not hex".into()))
                                 }
@@ -150,9 +163,14 @@ impl Client {
                         .transpose()?,
                 )
             }
-            Request::ApproveLink { link_id, cert } => {
+            Request::ApproveLink {
+                link_id,
+                cert,
+                approval,
+            } => {
                 let body = LinkApprove {
                     cert: b64::encode(&cert.encode()),
+                    approval: b64::encode(approval),
                 };
                 let r = api
                     .call(

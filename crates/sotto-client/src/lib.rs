@@ -34,7 +34,8 @@
 //! - [`Client::register`], [`Client::open`]; linking: [`Client::link_start`]
 //!   on the new device, then [`LinkPending::code`] is shown to the user, who
 //!   runs [`Client::approve`] with it on a device holding the user key;
-//!   [`LinkPending::wait`] finishes on the new device.
+//!   [`LinkPending::wait_approval`] checks the approval on the new device and
+//!   [`LinkApproved::finish`] joins the account.
 //! - [`Client::send`] (and [`Client::send_with_ttl`]), [`Client::sync`],
 //!   [`Client::listen`], [`Client::history`], [`Client::devices`].
 //! - Contacts: [`Client::verify`] (safety number), [`Client::mark_verified`],
@@ -102,12 +103,12 @@ use sotto_device::Machine;
 use sotto_store::client::ClientStore;
 
 pub use error::{Error, Result};
-pub use link::LinkPending;
+pub use link::{LinkApproved, LinkPending};
 pub use sotto_device::Error as DeviceError;
 pub use sotto_device::{
-    ContactInfo, DeviceInfo, GrantProblem, LineContent, Message, PrekeyCount, Rejection,
-    RoomChanges, RoomEvent, RoomLine, RoomLogLine, RoomLogReport, RoomMember, RoomNotice,
-    RoomRefusal, RoomSummary, RoomView, SyncReport, ROOM_NAMES,
+    ContactInfo, DeviceInfo, GrantProblem, LineContent, LinkSyncBody, Message, PrekeyCount,
+    Rejection, RoomChanges, RoomEvent, RoomLine, RoomLogLine, RoomLogReport, RoomMember,
+    RoomNotice, RoomRefusal, RoomSummary, RoomView, SyncContact, SyncReport, ROOM_NAMES,
 };
 pub use sotto_proto::room::Ttl;
 pub use sotto_proto::SafetyNumber;

@@ -556,11 +556,12 @@ async fn approving_needs_the_user_key_and_the_right_code() {
         a2.approve(&code).await,
         Err(Error::Device(D::NoUserKey))
     ));
-    // A code whose key hash does not match the waiting device.
-    let (id, suffix) = code.rsplit_once('-').unwrap();
+    // A code with another secret than the waiting device's (a guess, or a
+    // stale code under a reused link id).
+    let (id, secret) = code.rsplit_once('-').unwrap();
     let bad = format!(
         "{id}-{}",
-        if suffix.starts_with('0') { "1" } else { "0" }.repeat(12)
+        if secret.starts_with('a') { "b" } else { "a" }.repeat(26)
     );
     assert!(matches!(
         a1.approve(&bad).await,

@@ -31,15 +31,29 @@ pub enum Error {
     #[error("invalid link code {0:?}")]
     BadLinkCode(String),
     #[error(
-        "the link code does not match the waiting device's key: the request may have been replaced"
+        "the link code does not match the waiting request: mistyped, or the request was replaced"
     )]
     LinkCodeMismatch,
     #[error("the link request is unknown or expired")]
     LinkExpired,
+    /// A device linked by an older client that has not received its name
+    /// yet (a device linked now gets it in its approval).
     #[error(
         "this device is linked but has not yet received its account data from the approving device"
     )]
     LinkIncomplete,
+    /// The approval handed to a waiting device was not made with its link
+    /// code (by someone without the code, or altered, or for another link).
+    #[error("the approval was not made with this device's link code: someone without the code tried to approve it")]
+    LinkForged,
+    /// The approval names `username`, but the directory does not list the
+    /// approving user key under that name.
+    #[error("the approval names {username:?}, but the directory lists another key (or no user) under that name")]
+    LinkUserMismatch { username: String },
+    /// A user other than the one the new device was told to join approved
+    /// it (`approver`, checked against the directory).
+    #[error("approved by another user: {approver}")]
+    ApprovedByAnotherUser { approver: String, expected: String },
     #[error("no room {0:?} on this device")]
     UnknownRoom(String),
     #[error("{title:?} names several rooms")]

@@ -47,6 +47,9 @@ pub enum Rejection {
     SenderNotOwner { claimed: String },
     /// Link data from another user.
     ForeignLinkSync,
+    /// Link data from one of this user's devices naming `claimed`, which
+    /// is not this user's name (by the directory, or as already known).
+    LinkSyncName { claimed: String },
     /// A room datagram that does not decode.
     UnreadableRoomMessage(sotto_proto::Error),
     /// The room log refused an entry.

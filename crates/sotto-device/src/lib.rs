@@ -77,7 +77,7 @@ pub use body::{
 pub use error::{Error, Result, RoomRefusal, StoreError};
 pub use events::{ContactInfo, DeviceInfo, Event, GrantProblem, Rejection, SyncReport};
 pub use ids::{check_username, conversation_id};
-pub use link::{Home, NewDevice, NewUser};
+pub use link::{Approval, Home, Joining, NewDevice, NewUser};
 pub use machine::Machine;
 pub use ops::{FromOutput, Op, OpId};
 pub use prekeys::{PREKEY_BATCH, PREKEY_LOW};

@@ -223,12 +223,27 @@ impl Machine {
                 if opened.sender.user != own {
                     return Ok(Verdict::Rejected(Rejection::ForeignLinkSync));
                 }
-                match LinkSyncBody::decode(&p.body) {
-                    Some(s) if check_username(&s.username).is_ok() => self.link_sync(s, changes)?,
-                    _ => Verdict::Rejected(Rejection::UnreadableBody {
+                let Some((s, name)) = LinkSyncBody::decode(&p.body)
+                    .and_then(|s| check_username(&s.username).ok().map(|n| (s, n)))
+                else {
+                    return Ok(Verdict::Rejected(Rejection::UnreadableBody {
                         content_type: content::LINK_SYNC,
-                    }),
+                    }));
+                };
+                // The name is taken only from the directory's word: it must
+                // be registered to this device's user key.
+                if self.username.is_empty() {
+                    match answer.filter(|(n, _)| *n == name) {
+                        None => return Ok(Verdict::NeedsSender(name)),
+                        Some((_, Some(d))) if d.user == own => {}
+                        Some(_) => {
+                            return Ok(Verdict::Rejected(Rejection::LinkSyncName { claimed: name }))
+                        }
+                    }
+                } else if name != self.username {
+                    return Ok(Verdict::Rejected(Rejection::LinkSyncName { claimed: name }));
                 }
+                self.link_sync(s, name, changes)?
             }
             content::ROOM_CONTROL => match self.room_receive(opened, bytes, changes)? {
                 Ok(outcome) => Verdict::Room(Box::new(outcome)),
@@ -252,23 +267,33 @@ impl Machine {
         })
     }
 
-    /// Link sync: the user name (if this device has none yet), the
-    /// contacts it does not know, the block list.
-    fn link_sync(&mut self, s: LinkSyncBody, changes: &mut ChangeSet) -> Result<Verdict> {
+    /// Link sync sent as a datagram by another device of this user: the
+    /// user name `name` (checked against the directory by the caller) if
+    /// this device has none yet, the contacts it does not know, the block
+    /// list. Such a sync is signed by a device key, not by the user key, so
+    /// its contacts come in unverified: only the approval a new device
+    /// opens with its link code carries verified contacts.
+    fn link_sync(
+        &mut self,
+        s: LinkSyncBody,
+        name: String,
+        changes: &mut ChangeSet,
+    ) -> Result<Verdict> {
         for c in &s.contacts {
-            if check_username(&c.username).is_ok() && self.store.contact(&c.username)?.is_none() {
-                changes
-                    .contacts
-                    .push(contact_record(&c.username, &c.user_key, c.verified, &[]));
+            if let Ok(n) = check_username(&c.username) {
+                if n != name && self.store.contact(&n)?.is_none() {
+                    changes
+                        .contacts
+                        .push(contact_record(&n, &c.user_key, false, &[]));
+                }
             }
         }
         for b in s.blocked {
-            changes.blocks.push((b, true));
+            if let Ok(b) = check_username(&b) {
+                changes.blocks.push((b, true));
+            }
         }
-        let name = self
-            .username
-            .is_empty()
-            .then(|| normalize_username(&s.username));
+        let name = self.username.is_empty().then_some(name);
         changes.username.clone_from(&name);
         Ok(Verdict::LinkSync(name))
     }

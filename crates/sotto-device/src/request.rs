@@ -72,9 +72,14 @@ pub enum Request {
     /// The keys of the device waiting under a link id: answer
     /// [`Response::LinkRequest`].
     ReadLink { link_id: String },
-    /// Hand the waiting device its certificate: answer [`Response::Done`]
-    /// or [`Response::LinkGone`].
-    ApproveLink { link_id: String, cert: DeviceCert },
+    /// Hand the waiting device its certificate (registered by the
+    /// transport) and the approval sealed for it (opaque to the
+    /// transport): answer [`Response::Done`] or [`Response::LinkGone`].
+    ApproveLink {
+        link_id: String,
+        cert: DeviceCert,
+        approval: Vec<u8>,
+    },
     /// Refuse datagrams from the user with this username hash.
     Block { user: [u8; 32] },
     /// Accept them again.
@@ -146,6 +151,9 @@ pub struct PrekeyCount {
 pub struct LinkWaiting {
     pub device: DeviceId,
     pub dh: [u8; 32],
+    /// The MAC over the keys under the code's secret
+    /// ([`sotto_proto::LinkSecret::request_proof`]).
+    pub proof: [u8; 32],
 }
 
 /// The answer to a request.

@@ -16,8 +16,11 @@
 mod rng;
 pub mod targets;
 
-/// Every target: its name (the cargo-fuzz binary and seed folder) and body.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+/// A target: its name (the cargo-fuzz binary and seed folder) and body.
+pub type Target = (&'static str, fn(&[u8]));
+
+/// Every target.
+pub const TARGETS: &[Target] = &[
     ("datagram_decode", targets::datagram_decode::run),
     ("device_open", targets::device_open::run),
     ("api_register", targets::api_register::run),
@@ -30,6 +33,8 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("api_remove_device", targets::api_remove_device::run),
     ("room_entry", targets::room_entry::run),
     ("room_wire", targets::room_wire::run),
+    ("link_approval", targets::link_approval::run),
+    ("link_sync", targets::link_sync::run),
 ];
 
 /// The target named `name`.

@@ -53,6 +53,9 @@ pub enum Error {
     SenderMismatch,
     /// Sealing needs at least one recipient.
     NoRecipients,
+    /// A link request proof or approval was not made with this link code
+    /// (or for another link or other device keys).
+    LinkMismatch,
 }
 
 impl fmt::Display for Error {
@@ -79,6 +82,7 @@ impl fmt::Display for Error {
             Error::PayloadDecrypt => write!(f, "payload does not decrypt"),
             Error::SenderMismatch => write!(f, "payload sender does not match the certificate"),
             Error::NoRecipients => write!(f, "no recipients"),
+            Error::LinkMismatch => write!(f, "not made with this link code"),
         }
     }
 }

@@ -59,7 +59,7 @@ fn verifying_key(bytes: &[u8; 32]) -> Result<VerifyingKey> {
 }
 
 /// The user's secret signing key. It certifies devices.
-pub struct UserKey(SigningKey);
+pub struct UserKey(pub(crate) SigningKey);
 
 impl UserKey {
     pub fn generate<R: RngCore + CryptoRng>(rng: &mut R) -> Self {

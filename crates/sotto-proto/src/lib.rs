@@ -13,6 +13,7 @@ pub mod datagram;
 mod device;
 mod error;
 pub mod keys;
+pub mod link;
 mod names;
 pub mod room;
 pub mod safety;
@@ -25,8 +26,9 @@ pub use keys::{
     verify_device_signature, DeviceCert, DeviceId, DeviceKey, DevicePublicKeys, PrekeyBundle,
     PrekeyKind, PrekeySecret, SignedPrekey, UserKey, UserPublic, VerifiedBundle,
 };
+pub use link::{LinkApproval, LinkSecret};
 pub use names::{normalize_username, username_hash};
-pub use safety::{check_contact_key, safety_number, ContactKey, SafetyNumber};
+pub use safety::{check_contact_key, safety_number, user_fingerprint, ContactKey, SafetyNumber};
 pub use session::{Session, SessionId};
 
 /// The wire format version this build writes and reads.

@@ -65,6 +65,15 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// One user's half of every safety number it is part of: 30 digits in six
+/// groups of five. A newly linked device shows it for the account it joins
+/// (the same digits appear in any contact's `verify` with that user).
+pub fn user_fingerprint(user: &UserPublic) -> String {
+    let d = digits(&fingerprint(user));
+    let chunks: Vec<&str> = (0..d.len()).step_by(5).map(|i| &d[i..i + 5]).collect();
+    chunks.join(" ")
+}
+
 /// The safety number of two users; the same whichever side computes it.
 pub fn safety_number(a: &UserPublic, b: &UserPublic) -> SafetyNumber {
     let (fa, fb) = (fingerprint(a), fingerprint(b));

@@ -547,6 +547,7 @@ async fn a_new_device_is_linked_by_an_existing_one() {
     let req = LinkRequest {
         device: hex::encode(public.id.0),
         dh: hex::encode(public.dh),
+        proof: hex::encode([5u8; 32]),
         prekeys: pre.iter().map(|p| b64::encode(&p.encode())).collect(),
         reserve: b64::encode(&reserve.encode()),
     };
@@ -583,6 +584,7 @@ async fn a_new_device_is_linked_by_an_existing_one() {
     let approve_path = format!("/v1/link/{}/approve", created.link_id);
     let body = serde_json::to_vec(&LinkApprove {
         cert: b64::encode(&wrong.encode()),
+        approval: b64::encode(b"sealed"),
     })
     .unwrap();
     assert_eq!(
@@ -593,6 +595,7 @@ async fn a_new_device_is_linked_by_an_existing_one() {
     );
     let by_alice = serde_json::to_vec(&LinkApprove {
         cert: b64::encode(&bob.key.certify(&public, now_ms()).encode()),
+        approval: b64::encode(b"sealed"),
     })
     .unwrap();
     assert_eq!(
@@ -610,6 +613,7 @@ async fn a_new_device_is_linked_by_an_existing_one() {
             &approve_path,
             Some(&LinkApprove {
                 cert: b64::encode(&cert.encode()),
+                approval: b64::encode(b"sealed for the new device"),
             }),
         )
         .await;
@@ -625,6 +629,12 @@ async fn a_new_device_is_linked_by_an_existing_one() {
     assert!(status.approved);
     assert_eq!(status.cert, Some(b64::encode(&cert.encode())));
     assert_eq!(status.username_hash, Some(bob.hash()));
+    // The sealed approval is handed over as it came (the server cannot
+    // read it).
+    assert_eq!(
+        status.approval,
+        Some(b64::encode(b"sealed for the new device"))
+    );
 
     // Both of Bob's devices now receive what Alice sends.
     let b2 = Dev {

@@ -443,6 +443,7 @@ async fn lookups_registrations_and_links_are_rate_limited() {
     let link = LinkRequest {
         device: hex::encode(dev.id().0),
         dh: hex::encode(dev.key().public_keys().dh),
+        proof: hex::encode([0u8; 32]),
         prekeys: req.prekeys.clone(),
         reserve: req.reserve.clone(),
     };

@@ -10,8 +10,14 @@ use sotto_store::server::*;
 /// Links a second device `d` to user `u` (as an approved link does).
 fn add_device(s: &SqliteStore, u: u32, d: u32) {
     s.create_link(&format!("l{d}"), &dev(d), vec![], 1).unwrap();
-    s.approve_link(&format!("l{d}"), &user_key(u), new_device(dev(d), 0), 1)
-        .unwrap();
+    s.approve_link(
+        &format!("l{d}"),
+        &user_key(u),
+        new_device(dev(d), 0),
+        vec![1],
+        1,
+    )
+    .unwrap();
 }
 
 fn single_use(s: &SqliteStore, id: [u8; 32], expires: u64) -> Result<()> {

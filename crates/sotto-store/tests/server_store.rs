@@ -356,7 +356,7 @@ fn acked_items_are_retained_then_purged() {
     // Another device of the recipient's user (e.g. linked later) may fetch
     // it for history recovery.
     s.create_link("l3", &dev(3), b"r".to_vec(), 2_500).unwrap();
-    s.approve_link("l3", &user_key(2), new_device(dev(3), 0), 2_500)
+    s.approve_link("l3", &user_key(2), new_device(dev(3), 0), vec![1], 2_500)
         .unwrap();
     assert_eq!(
         s.datagram_for(&dev(3), &e.datagram_id).unwrap().unwrap(),
@@ -425,15 +425,24 @@ fn links_wait_get_approved_and_expire() {
         (dev(2), b"request".as_slice(), None)
     );
     let wrong = new_device(dev(3), 0);
-    assert!(s.approve_link("abc", &user_key(1), wrong, 2_000).is_err());
-    s.approve_link("abc", &user_key(1), new_device(dev(2), 4), 3_000)
-        .unwrap();
+    assert!(s
+        .approve_link("abc", &user_key(1), wrong, b"sealed".to_vec(), 2_000)
+        .is_err());
+    s.approve_link(
+        "abc",
+        &user_key(1),
+        new_device(dev(2), 4),
+        b"sealed".to_vec(),
+        3_000,
+    )
+    .unwrap();
     let l = s.link("abc", 4_000).unwrap().unwrap();
     let approved = l.approved.unwrap();
     assert_eq!(approved.username_hash, name("bob"));
     assert_eq!(approved.cert, new_device(dev(2), 0).cert);
+    assert_eq!(approved.approval, b"sealed");
     assert!(matches!(
-        s.approve_link("abc", &user_key(1), new_device(dev(2), 0), 3_000)
+        s.approve_link("abc", &user_key(1), new_device(dev(2), 0), vec![2], 3_000)
             .unwrap_err(),
         StoreError::LinkApproved
     ));
@@ -444,7 +453,7 @@ fn links_wait_get_approved_and_expire() {
         "expired"
     );
     assert!(matches!(
-        s.approve_link("zzz", &user_key(1), new_device(dev(5), 0), 1)
+        s.approve_link("zzz", &user_key(1), new_device(dev(5), 0), vec![1], 1)
             .unwrap_err(),
         StoreError::UnknownLink
     ));
@@ -471,7 +480,7 @@ fn nothing_readable_in_the_data_directory() {
         register(&s, "bob", 2, 2, 0);
         s.block(&user_key(2), &uh).unwrap();
         s.create_link("l1", &dev(9), b"r".to_vec(), 1).unwrap();
-        s.approve_link("l1", &user_key(1), new_device(dev(9), 0), 2)
+        s.approve_link("l1", &user_key(1), new_device(dev(9), 0), vec![1], 2)
             .unwrap();
         s.enqueue(&dev(2), &[dev(1)], b"ciphertext".to_vec(), 1, Q)
             .unwrap();

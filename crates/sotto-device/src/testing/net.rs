@@ -8,7 +8,9 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use rand_core::CryptoRngCore;
 use sotto_proto::room::datagram_id;
-use sotto_proto::{username_hash, DeviceCert, DeviceId, SignedPrekey, UserPublic};
+use sotto_proto::{
+    username_hash, DeviceCert, DeviceId, DevicePublicKeys, SignedPrekey, UserPublic,
+};
 
 use super::MemoryStore;
 use crate::events::SyncReport;
@@ -56,7 +58,8 @@ struct Mail {
 
 struct Waiting {
     device: NewDevice,
-    cert: Option<DeviceCert>,
+    /// The certificate the transport registered and the sealed approval.
+    approval: Option<(DeviceCert, Vec<u8>)>,
 }
 
 /// The network, with its clock (ms; every device's clock agrees with it).
@@ -73,6 +76,7 @@ pub struct Net {
     retained: HashMap<[u8; 32], (Vec<u8>, HashSet<UserPublic>)>,
     blocks: HashSet<([u8; 32], [u8; 32])>,
     links: HashMap<String, Waiting>,
+    links_made: usize,
 }
 
 impl Net {
@@ -114,19 +118,14 @@ impl Net {
         }
     }
 
-    /// Links a new device to `existing`'s user: the new device asks, the
-    /// existing one approves, the new one receives its account data.
-    pub fn link(
-        &mut self,
-        existing: &mut Node,
-        mut rng: Box<dyn CryptoRngCore + Send + Sync>,
-    ) -> Node {
-        let new = NewDevice::new(&mut *rng);
-        let id = format!("link{}", self.links.len() + 1);
-        let code = new.code(&id).expect("code");
-        let device = new.public_keys().id;
+    /// A new device asks to be linked; its link id and the code it shows.
+    pub fn link_request(&mut self, rng: &mut dyn CryptoRngCore) -> (String, String) {
+        let new = NewDevice::new(rng);
+        self.links_made += 1;
+        let id = format!("link{}", self.links_made);
+        let code = new.code(&id).expect("code").to_string();
         self.pools.insert(
-            device,
+            new.public_keys().id,
             Pool {
                 one_time: new.prekeys().iter().copied().collect(),
                 reserve: Some(*new.reserve()),
@@ -137,30 +136,93 @@ impl Net {
             id.clone(),
             Waiting {
                 device: new,
-                cert: None,
+                approval: None,
             },
         );
-        let op = existing.machine.approve(self.now, &code).expect("approve");
-        self.finish(existing, &op).expect("approved");
-        let waiting = self.links.remove(&id).expect("link");
-        let cert = waiting.cert.expect("approved with a certificate");
+        (id, code)
+    }
+
+    /// The keys of the device waiting under `link_id` (what the transport
+    /// sees of it).
+    pub fn link_keys(&self, link_id: &str) -> DevicePublicKeys {
+        self.links[link_id].device.public_keys()
+    }
+
+    /// Replaces what the transport hands the waiting device as its
+    /// approval (a malicious transport).
+    pub fn set_approval(&mut self, link_id: &str, cert: DeviceCert, approval: Vec<u8>) {
+        self.links.get_mut(link_id).expect("link").approval = Some((cert, approval));
+    }
+
+    /// Takes what the transport holds as the approval of `link_id` (to
+    /// hand it elsewhere, as a malicious transport could).
+    pub fn take_approval(&mut self, link_id: &str) -> Option<(DeviceCert, Vec<u8>)> {
+        self.links.get_mut(link_id)?.approval.take()
+    }
+
+    /// Registers `cert` in the directory as a device of `name` (created
+    /// with the certificate's user key if unknown): what a malicious
+    /// transport can do.
+    pub fn register_cert(&mut self, name: &str, cert: DeviceCert) {
+        let hash = username_hash(name);
+        self.users
+            .entry(hash)
+            .or_insert_with(|| (cert.user, Vec::new()))
+            .1
+            .push(cert);
+        self.owner.insert(cert.device, hash);
+    }
+
+    /// The device waiting under `link_id` takes its approval: opens it,
+    /// checks the account against the directory and joins it (refusing
+    /// unless it is `expected_user`'s, if given), then syncs.
+    pub fn link_finish(
+        &mut self,
+        link_id: &str,
+        expected_user: Option<&str>,
+        rng: Box<dyn CryptoRngCore + Send + Sync>,
+    ) -> Result<Node> {
+        let waiting = self.links.remove(link_id).ok_or(Error::LinkExpired)?;
+        let (_, sealed) = waiting.approval.ok_or(Error::LinkExpired)?;
+        let approval = waiting.device.open_approval(link_id, &sealed)?;
+        let dir = self
+            .users
+            .get(&approval.username_hash())
+            .map(|(u, certs)| Directory {
+                user: *u,
+                devices: certs.iter().map(|c| c.encode()).collect(),
+            });
+        let joining = approval.check_directory(dir.as_ref())?;
+        let device = waiting.device.public_keys().id;
         let store = MemoryStore::default();
-        let machine = waiting
-            .device
-            .finish(
-                &cert.encode(),
-                Box::new(store.clone()),
-                rng,
-                Home::default(),
-            )
-            .expect("finish link");
+        let machine = waiting.device.finish(
+            joining,
+            expected_user,
+            Box::new(store.clone()),
+            rng,
+            Home::default(),
+        )?;
         let mut node = Node {
             machine,
             store,
             device,
         };
         self.sync(&mut node);
-        assert!(!node.machine.username().is_empty(), "link sync arrived");
+        Ok(node)
+    }
+
+    /// Links a new device to `existing`'s user: the new device asks, the
+    /// existing one approves, the new one opens the approval and joins.
+    pub fn link(
+        &mut self,
+        existing: &mut Node,
+        mut rng: Box<dyn CryptoRngCore + Send + Sync>,
+    ) -> Node {
+        let (id, code) = self.link_request(&mut *rng);
+        let op = existing.machine.approve(self.now, &code).expect("approve");
+        self.finish(existing, &op).expect("approved");
+        let node = self.link_finish(&id, None, rng).expect("finish link");
+        assert!(!node.machine.username().is_empty(), "account data arrived");
         node
     }
 
@@ -378,14 +440,22 @@ impl Net {
                     LinkWaiting {
                         device: k.id,
                         dh: k.dh,
+                        proof: w.device.request_proof(),
                     }
                 }))
             }
-            Request::ApproveLink { link_id, cert } => {
+            Request::ApproveLink {
+                link_id,
+                cert,
+                approval,
+            } => {
                 let Some(w) = self.links.get_mut(&link_id) else {
                     return Some(Response::LinkGone);
                 };
-                w.cert = Some(cert);
+                if w.approval.is_some() {
+                    return Some(Response::LinkGone);
+                }
+                w.approval = Some((cert, approval));
                 let name = from_name?;
                 self.users.get_mut(&name)?.1.push(cert);
                 self.owner.insert(cert.device, name);

@@ -79,6 +79,7 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             json(&LinkRequest {
                 device: hex::encode(f.device.id().0),
                 dh: hex::encode(f.device.public_keys().dh),
+                proof: hex::encode([7u8; 32]),
                 prekeys: one_time.clone(),
                 reserve: reserve.clone(),
             }),
@@ -88,6 +89,7 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
             "genuine",
             json(&LinkApprove {
                 cert: b64::encode(&cert.encode()),
+                approval: b64::encode(&[9u8; 60]),
             }),
         ),
         ("api_claim", "all", Vec::new()),

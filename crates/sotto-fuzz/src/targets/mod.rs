@@ -15,3 +15,5 @@ pub mod device_open;
 pub mod room_entry;
 pub mod room_fixture;
 pub mod room_wire;
+pub mod link_approval;
+pub mod link_sync;

@@ -1,8 +1,11 @@
 //! Device linking. The new device posts its keys and waits
 //! (`POST /v1/link`, polls `GET /v1/link/{id}/status`); an existing device
 //! of the user reads the request (`GET /v1/link/{id}`) and approves it with
-//! a certificate signed by the user key (`POST /v1/link/{id}/approve`),
-//! which registers the device and its prekeys in one transaction.
+//! a certificate signed by the user key and an approval sealed under the
+//! link code's secret (`POST /v1/link/{id}/approve`), which registers the
+//! device and its prekeys in one transaction. The server never sees the
+//! code's secret: it cannot check the request's proof nor open or forge
+//! the approval; the devices do (docs/protocol.md, "Linking a device").
 //! Requests are rate-limited: creation per client address (no account
 //! yet), reading and approving per device (link ids must not be found by
 //! trying), status polls per address.
@@ -81,7 +84,11 @@ pub(super) async fn approve(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     state.rate(|l| l.link_read(caller.device.device))?;
     check_link_id(&link_id)?;
-    let (cert, cert_bytes) = decode::link_approve(&caller.body)?;
+    let decode::Approve {
+        cert,
+        cert_bytes,
+        approval,
+    } = decode::link_approve(&caller.body)?;
     if cert.user != caller.device.user {
         return Err(ApiError::forbidden(
             "the certificate is not signed by the approving device's user",
@@ -101,7 +108,7 @@ pub(super) async fn approve(
     let new = new_device(&cert, cert_bytes, decode::link_pool(&waiting)?);
     let user = caller.device.user;
     state
-        .db(move |s| s.approve_link(&link_id, &user, new, now_ms()))
+        .db(move |s| s.approve_link(&link_id, &user, new, approval, now_ms()))
         .await?;
     Ok(empty())
 }
@@ -122,11 +129,13 @@ pub(super) async fn status(
             approved: false,
             cert: None,
             username_hash: None,
+            approval: None,
         },
         Some(a) => LinkStatus {
             approved: true,
             cert: Some(b64::encode(&a.cert)),
             username_hash: Some(hex::encode(a.username_hash)),
+            approval: Some(b64::encode(&a.approval)),
         },
     }))
 }

@@ -313,6 +313,7 @@ impl User {
         let req = LinkRequest {
             device: hex::encode(keys.id.0),
             dh: hex::encode(keys.dh),
+            proof: hex::encode([0u8; 32]),
             prekeys: otks.iter().map(|p| b64::encode(&p.encode())).collect(),
             reserve: b64::encode(&reserve.encode()),
         };
@@ -321,6 +322,7 @@ impl User {
             .await;
         let approve = LinkApprove {
             cert: b64::encode(&dev.device.cert().encode()),
+            approval: b64::encode(b"sealed"),
         };
         let path = format!("/v1/link/{}/approve", created.link_id);
         let _: serde_json::Value = http

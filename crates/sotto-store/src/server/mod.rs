@@ -220,7 +220,11 @@ pub struct PendingLink {
 /// What the new device learns once its link is approved.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApprovedLink {
+    /// The certificate registered (empty if the device was removed since).
     pub cert: Vec<u8>,
+    /// The approval as the approving device sent it, sealed for the new
+    /// device (opaque to the store).
+    pub approval: Vec<u8>,
     pub username_hash: UsernameHash,
 }
 
@@ -394,12 +398,14 @@ pub trait ServerStore: Send + Sync {
     fn link(&self, link_id: &str, now_ms: u64) -> Result<Option<PendingLink>>;
 
     /// Registers `device` (verified by the caller) as a device of
-    /// `approver` and marks the link approved, in one transaction.
+    /// `approver` and marks the link approved with `approval` (kept for
+    /// the new device), in one transaction.
     fn approve_link(
         &self,
         link_id: &str,
         approver: &UserPublic,
         device: NewDevice,
+        approval: Vec<u8>,
         now_ms: u64,
     ) -> Result<()>;
 }

@@ -431,6 +431,8 @@ pub(super) fn create_link(
 }
 
 /// A live link and, once approved, (name key, sealed name) of its user.
+/// The `cert` column holds the sealed approval (it held the certificate
+/// before approvals were sealed); the certificate is the device's.
 #[allow(clippy::type_complexity)]
 pub(super) fn link(
     c: &Connection,
@@ -439,8 +441,9 @@ pub(super) fn link(
 ) -> Result<Option<(PendingLink, Option<([u8; 32], [u8; 32])>)>> {
     let row = c
         .query_row(
-            "SELECT l.device, l.request, l.created_at, l.cert, u.name_key, u.sealed_name
+            "SELECT l.device, l.request, l.created_at, l.cert, u.name_key, u.sealed_name, d.cert
              FROM links l LEFT JOIN users u ON u.id = l.user_id
+             LEFT JOIN devices d ON d.device = l.device
              WHERE l.link_id = ?1 AND l.expires_at > ?2",
             params![link_id, now as i64],
             |r| {
@@ -451,19 +454,23 @@ pub(super) fn link(
                     r.get::<_, Option<Vec<u8>>>(3)?,
                     r.get::<_, Option<[u8; 32]>>(4)?,
                     r.get::<_, Option<[u8; 32]>>(5)?,
+                    r.get::<_, Option<Vec<u8>>>(6)?,
                 ))
             },
         )
         .optional()?;
-    let Some((device, request, created_at, cert, key, sealed)) = row else {
+    let Some((device, request, created_at, approval, key, sealed, cert)) = row else {
         return Ok(None);
     };
     let user = key.zip(sealed);
     // The caller unseals the username hash; until then it holds the sealed form.
-    let approved = cert.zip(user).map(|(cert, (_, sealed))| ApprovedLink {
-        cert,
-        username_hash: sealed,
-    });
+    let approved = approval
+        .zip(user)
+        .map(|(approval, (_, sealed))| ApprovedLink {
+            cert: cert.unwrap_or_default(),
+            approval,
+            username_hash: sealed,
+        });
     let link = PendingLink {
         link_id: link_id.to_owned(),
         device,
@@ -479,6 +486,7 @@ pub(super) fn approve_link(
     link_id: &str,
     approver: &UserPublic,
     device: &NewDevice,
+    approval: &[u8],
     now: u64,
 ) -> Result<()> {
     let row: Option<(DeviceId, Option<Vec<u8>>)> = c
@@ -499,7 +507,7 @@ pub(super) fn approve_link(
     insert_device(c, user_id, device, now)?;
     c.execute(
         "UPDATE links SET cert = ?1, user_id = ?2 WHERE link_id = ?3",
-        params![device.cert, user_id, link_id],
+        params![approval, user_id, link_id],
     )?;
     Ok(())
 }

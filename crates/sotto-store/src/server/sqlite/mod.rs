@@ -406,11 +406,13 @@ impl ServerStore for SqliteStore {
         link_id: &str,
         approver: &UserPublic,
         device: NewDevice,
+        approval: Vec<u8>,
         now_ms: u64,
     ) -> Result<()> {
         let (link_id, approver) = (link_id.to_owned(), *approver);
-        self.writer
-            .write(move |c| directory::approve_link(c, &link_id, &approver, &device, now_ms))
+        self.writer.write(move |c| {
+            directory::approve_link(c, &link_id, &approver, &device, &approval, now_ms)
+        })
     }
 }
 

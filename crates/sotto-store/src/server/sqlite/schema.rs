@@ -62,7 +62,7 @@ CREATE TABLE links (
     request     BLOB NOT NULL,
     created_at  INTEGER NOT NULL,
     expires_at  INTEGER NOT NULL,
-    cert        BLOB,                  -- set on approval
+    cert        BLOB,                  -- the sealed approval, set on approval
     user_id     INTEGER REFERENCES users(id)
 );
 ";
