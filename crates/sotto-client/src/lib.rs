@@ -81,13 +81,13 @@
 // Where things are: `setup` (register, open, the lock and clock every
 // operation starts from), `exec` (carrying out the core's requests),
 // `sync` (the mailbox), `listen` (push), `link`, `commands` and `rooms`
-// (the commands), `net` and `tls` (HTTP), `lock`, `testing` (hooks).
+// (the commands), `net` and `tls` (HTTP), `testing` (hooks). The home
+// lock is the store's (`sotto_store::client::HomeLock`).
 mod commands;
 mod error;
 mod exec;
 mod link;
 mod listen;
-mod lock;
 mod net;
 mod rooms;
 mod setup;
@@ -104,6 +104,7 @@ use sotto_store::client::ClientStore;
 pub use error::{Error, Result};
 pub use link::LinkPending;
 pub use sotto_device::Error as DeviceError;
+pub use sotto_device::Event as DeviceEvent;
 pub use sotto_device::{
     ContactInfo, DeviceInfo, GrantProblem, LineContent, Message, PrekeyCount, Rejection,
     RoomChanges, RoomEvent, RoomLine, RoomLogLine, RoomLogReport, RoomMember, RoomNotice,
@@ -115,8 +116,8 @@ pub use sotto_proto::SafetyNumber;
 pub use sotto_proto::SafetyNumber as Safety;
 pub use tls::{fingerprint, parse_fingerprint};
 
-use lock::HomeLock;
 use net::Api;
+use sotto_store::client::HomeLock;
 
 /// What [`Client::listen`] reports.
 #[derive(Debug)]
@@ -143,7 +144,8 @@ pub struct Client {
     /// (in tests) tampers with it.
     #[cfg_attr(not(any(test, feature = "testing")), allow(dead_code))]
     store: ClientStore,
-    api: Api,
+    /// The server's API; `None` for a device made with no server.
+    api: Option<Api>,
     /// Serializes state-changing operations across processes on this home.
     lock: HomeLock,
 }

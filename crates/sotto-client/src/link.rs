@@ -128,7 +128,7 @@ impl LinkPending {
             clock_offset_ms: api.offset().await?,
         };
         let core = device.finish(&cert, Box::new(store.clone()), Box::new(OsRng), home)?;
-        let mut client = Client::assemble(store, core, api);
+        let mut client = Client::assemble(store, core, Some(api));
         let sync_deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             client.sync().await?;

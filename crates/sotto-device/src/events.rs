@@ -47,6 +47,11 @@ pub enum Rejection {
     SenderNotOwner { claimed: String },
     /// Link data from another user.
     ForeignLinkSync,
+    /// A group-session message that did not arrive inside that group
+    /// session (through its host): anyone could inject one otherwise.
+    OutsideGroup,
+    /// A group-session message whose signer is not a current member.
+    NotGroupMember { claimed: String },
     /// A room datagram that does not decode.
     UnreadableRoomMessage(sotto_proto::Error),
     /// The room log refused an entry.
