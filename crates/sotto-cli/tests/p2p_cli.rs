@@ -170,3 +170,73 @@ fn peers_are_remembered_in_the_home_and_dialled_again_after_a_restart() {
         || ok(&bob, &["p2p", "peers"]),
     );
 }
+
+#[test]
+fn a_group_session_message_shows_in_every_members_inbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let homes: Vec<_> = ["alice", "bob", "carol"]
+        .iter()
+        .map(|n| {
+            let h = dir.path().join(n);
+            ok(&h, &["init", n]);
+            h
+        })
+        .collect();
+    let (alice, bob, carol) = (&homes[0], &homes[1], &homes[2]);
+    let a = up(alice, &[]);
+    let _b = up(bob, &[]);
+    let _c = up(carol, &[]);
+    p2p_session(bob, alice, "alice", &a.addr);
+    p2p_session(carol, alice, "alice", &a.addr);
+    ok(
+        alice,
+        &["p2p", "group", "create", "ops", "--members", "bob,carol"],
+    );
+    for m in [bob, carol] {
+        wait_until(
+            "the invitation",
+            20,
+            || ok(m, &["p2p", "groups"]).contains("ops  invited"),
+            || ok(m, &["p2p", "groups"]),
+        );
+        ok(m, &["p2p", "group", "join", "ops"]);
+    }
+    wait_until(
+        "both members in bob's roster",
+        20,
+        || ok(bob, &["p2p", "groups"]).contains("members: alice, bob, carol"),
+        || ok(bob, &["p2p", "groups"]),
+    );
+
+    ok(alice, &["p2p", "group", "send", "ops", "standup in 5"]);
+    ok(bob, &["p2p", "group", "send", "ops", "on my way"]);
+    let inbox = |h: &std::path::Path| -> Vec<(String, String, String)> {
+        json_lines(&ok(h, &["--json", "inbox"]))
+            .iter()
+            .map(|m| {
+                let s = |k: &str| m[k].as_str().unwrap().to_string();
+                (s("from"), s("to"), s("body"))
+            })
+            .collect()
+    };
+    let want = vec![
+        (
+            "alice".to_string(),
+            "#ops".to_string(),
+            "standup in 5".to_string(),
+        ),
+        (
+            "bob".to_string(),
+            "#ops".to_string(),
+            "on my way".to_string(),
+        ),
+    ];
+    for h in [alice, bob, carol] {
+        wait_until(
+            "both group messages, once each",
+            20,
+            || inbox(h) == want,
+            || format!("{:?}", inbox(h)),
+        );
+    }
+}

@@ -16,7 +16,7 @@ use sotto_store::client::ClientStore;
 use tokio::sync::Notify;
 
 const PASS: &str = "a long enough passphrase";
-const WAIT: Duration = Duration::from_secs(30);
+const WAIT: Duration = Duration::from_secs(60);
 
 /// A device in its own home, running as a peer; what its node reported and
 /// what its core made of it.
