@@ -49,7 +49,8 @@ pub enum P2pCommand {
     Accept { user: String },
     /// Reject USER's session request (USER is told).
     Reject { user: String },
-    /// Send TEXT inside the session with USER.
+    /// Send TEXT inside the session with USER: sealed by this device's
+    /// core like any message, it shows in USER's `inbox` (and in yours).
     Send { user: String, text: String },
     /// Send a file inside the session with USER (progress on both sides;
     /// USER finds it under the home's files/ once its hash checked).
@@ -80,7 +81,8 @@ pub enum GroupCommand {
     Join { group: String },
     /// Leave GROUP (the host leaving ends it for everyone).
     Leave { group: String },
-    /// Send TEXT to every member of GROUP.
+    /// Send TEXT to every member of GROUP (sealed by you for each member;
+    /// in their `inbox` as to "#GROUP").
     Send { group: String, text: String },
 }
 

@@ -31,7 +31,8 @@
 //! ```
 //!
 //! ## Operations
-//! - [`Client::register`], [`Client::open`]; linking: [`Client::link_start`]
+//! - [`Client::register`], [`Client::open`], [`Client::init`] (a user with
+//!   no server, for peer to peer; `register` later publishes it); linking: [`Client::link_start`]
 //!   on the new device, then [`LinkPending::code`] is shown to the user, who
 //!   runs [`Client::approve`] with it on a device holding the user key;
 //!   [`LinkPending::wait`] finishes on the new device.
