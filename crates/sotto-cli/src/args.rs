@@ -86,7 +86,16 @@ pub enum Command {
         #[arg(long)]
         no_rate_limits: bool,
     },
-    /// Create a new user with this device as its first device.
+    /// Create a new user with this device as its first device, with no
+    /// server at all (for peer to peer). A later `sotto register USERNAME
+    /// --server URL` on this home publishes the same identity: contacts
+    /// keep your key and safety number.
+    Init {
+        /// The username peers will know you by.
+        username: String,
+    },
+    /// Create a new user with this device as its first device (or publish
+    /// the user made here by `sotto init`).
     Register {
         /// The username others will send to.
         username: String,
@@ -134,7 +143,9 @@ pub enum Command {
         /// Message text, or "-" for standard input.
         body: String,
     },
-    /// Fetch pending messages from the server, then list the history.
+    /// Fetch pending messages from the server, then list the history
+    /// (messages received peer to peer included). With no server, or when
+    /// it cannot be reached, lists the history this device holds.
     Inbox,
     /// Stay connected and print each message as it arrives.
     Listen,

@@ -2,7 +2,7 @@
 //! store, calls the client library and prints.
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sotto_client::{Client, Event};
@@ -32,6 +32,16 @@ pub async fn run(home: Option<PathBuf>, json: bool, command: Command) -> Result<
                 "registered {} on {} (server certificate {pinned})",
                 client.username(),
                 client.server_url()
+            );
+            Ok(())
+        }
+        Command::Init { username } => {
+            let pass = passphrase::new()?;
+            let client = Client::init(&home, &pass, &username).map_err(|e| render::error(&e))?;
+            println!(
+                "created {} on this device, with no server (user key {})",
+                client.username(),
+                client.user_key()
             );
             Ok(())
         }
@@ -76,6 +86,9 @@ pub async fn run(home: Option<PathBuf>, json: bool, command: Command) -> Result<
             let mut client = Client::open(&home, &pass)
                 .await
                 .map_err(|e| render::error(&e))?;
+            if let Command::Send { to, body } = command {
+                return send(&mut client, &home, &out, &to, body).await;
+            }
             device_command(&mut client, &out, command)
                 .await
                 .map_err(|e| render::error(&e))
@@ -104,18 +117,17 @@ async fn device_command(
             client.remove_device(&device).await?;
             println!("removed device {device}");
         }
-        Command::Send { to, body } => {
-            let body = if body == "-" { read_stdin()? } else { body };
-            let sent = client.send(&to, &body).await?;
-            if out.json {
-                out.message(&sent);
-            } else {
-                println!("sent to {} ({})", sent.to, hex::encode(sent.id));
-            }
-        }
         Command::Inbox => {
-            let report = client.sync().await?;
-            crate::room_cmds::report_problems(&report);
+            if client.has_server() {
+                match client.sync().await {
+                    Ok(report) => crate::room_cmds::report_problems(&report),
+                    Err(e @ sotto_client::Error::ServerUnreachable { .. }) => eprintln!(
+                        "sotto: {}; showing the history this device holds",
+                        render::error(&e)
+                    ),
+                    Err(e) => return Err(e),
+                }
+            }
             for m in client.history(None, None)? {
                 out.message(&m);
             }
@@ -175,6 +187,8 @@ async fn device_command(
         Command::Room { command } => crate::room_cmds::room(client, out, command).await?,
         Command::Server { .. }
         | Command::Register { .. }
+        | Command::Init { .. }
+        | Command::Send { .. }
         | Command::Link { .. }
         | Command::Rendezvous { .. }
         | Command::P2p { .. } => {
@@ -182,6 +196,50 @@ async fn device_command(
         }
     }
     Ok(())
+}
+
+/// `sotto send`: through the server; when the server cannot be reached
+/// (or this device has none) and this home's peer (`sotto p2p up`) has a
+/// session open with the recipient, the message goes peer to peer instead,
+/// and the output says so. The history is one either way.
+async fn send(
+    client: &mut Client,
+    home: &Path,
+    out: &Printer,
+    to: &str,
+    body: String,
+) -> Result<(), String> {
+    let body = if body == "-" {
+        read_stdin().map_err(|e| render::error(&e))?
+    } else {
+        body
+    };
+    let why = match client.send(to, &body).await {
+        Ok(sent) => {
+            if out.json {
+                out.message(&sent);
+            } else {
+                println!("sent to {} ({})", sent.to, hex::encode(sent.id));
+            }
+            return Ok(());
+        }
+        Err(
+            e @ (sotto_client::Error::ServerUnreachable { .. } | sotto_client::Error::NoServer),
+        ) => render::error(&e),
+        Err(e) => return Err(render::error(&e)),
+    };
+    let req = sotto_p2p::control::Request::Send {
+        name: to.to_string(),
+        text: body,
+    };
+    match sotto_p2p::control::call(home, &req, |_| {}).await {
+        Ok(_) => {
+            eprintln!("sotto: {why}");
+            println!("sent to {to} peer to peer (the server could not be used)");
+            Ok(())
+        }
+        Err(p2p) => Err(format!("{why}; and not peer to peer either: {p2p}")),
+    }
 }
 
 pub fn read_stdin() -> sotto_client::Result<String> {

@@ -8,14 +8,13 @@ use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
 use serde_json::Value;
-use sotto_p2p::control::{self, Daemon, Request};
+use sotto_p2p::control::{self, Daemon, Report, Request};
 use sotto_p2p::node::{FileEvent, GroupEvent};
-use sotto_p2p::{Event, Identity, ShellConfig, ShellEvent};
-use sotto_proto::{DeviceCert, DeviceKey, UserPublic};
-use sotto_store::client::ClientStore;
+use sotto_p2p::{Event, PeerDevice, ShellConfig, ShellEvent};
 
 use crate::args::Command;
-use crate::passphrase;
+use crate::output::Printer;
+use crate::{passphrase, render};
 
 #[derive(Subcommand, Debug)]
 pub enum P2pCommand {
@@ -50,7 +49,8 @@ pub enum P2pCommand {
     Accept { user: String },
     /// Reject USER's session request (USER is told).
     Reject { user: String },
-    /// Send TEXT inside the session with USER.
+    /// Send TEXT inside the session with USER: sealed by this device's
+    /// core like any message, it shows in USER's `inbox` (and in yours).
     Send { user: String, text: String },
     /// Send a file inside the session with USER (progress on both sides;
     /// USER finds it under the home's files/ once its hash checked).
@@ -81,7 +81,8 @@ pub enum GroupCommand {
     Join { group: String },
     /// Leave GROUP (the host leaving ends it for everyone).
     Leave { group: String },
-    /// Send TEXT to every member of GROUP.
+    /// Send TEXT to every member of GROUP (sealed by you for each member;
+    /// in their `inbox` as to "#GROUP").
     Send { group: String, text: String },
 }
 
@@ -121,30 +122,6 @@ pub async fn run(home: Option<PathBuf>, json: bool, command: Command) -> Result<
     }
 }
 
-/// This home's identity: its device key and certificate, its name, and the
-/// keys it knows by name (contacts).
-fn load_identity(home: &Path) -> Result<(Identity, Vec<(String, UserPublic)>), String> {
-    let pass = passphrase::existing()?;
-    let store = ClientStore::open(home, &pass).map_err(|e| e.to_string())?;
-    let account = store
-        .account()
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("{} holds no device yet: register it first", home.display()))?;
-    let cert = DeviceCert::decode(&account.device_cert).map_err(|e| e.to_string())?;
-    let known = store
-        .contacts()
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .map(|c| (c.username, UserPublic(c.user_key)))
-        .collect();
-    let identity = Identity {
-        name: account.username,
-        key: DeviceKey::from_bytes(&account.device_key),
-        cert,
-    };
-    Ok((identity, known))
-}
-
 async fn p2p(home: &Path, json: bool, command: P2pCommand) -> Result<(), String> {
     let req = match command {
         P2pCommand::Up {
@@ -164,6 +141,30 @@ async fn p2p(home: &Path, json: bool, command: P2pCommand) -> Result<(), String>
                     println!("{item}");
                 } else {
                     println!("{}", line(item));
+                }
+            }
+            if key == "peers" {
+                // Peers of earlier runs not connected now.
+                let connected = |n: &str| {
+                    status["peers"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|p| p["name"] == n)
+                };
+                for r in status["remembered"].as_array().into_iter().flatten() {
+                    let name = r["name"].as_str().unwrap_or("?");
+                    if connected(name) {
+                        continue;
+                    }
+                    if json {
+                        println!("{}", serde_json::json!({"name": name, "remembered": r}));
+                    } else {
+                        println!(
+                            "{name}  remembered (not connected)  last at {}",
+                            r["address"].as_str().unwrap_or("?")
+                        );
+                    }
                 }
             }
             return Ok(());
@@ -224,7 +225,15 @@ async fn up(
     rendezvous: &[String],
     no_mdns: bool,
 ) -> Result<(), String> {
-    let (identity, known) = load_identity(home)?;
+    let pass = passphrase::existing()?;
+    let device = PeerDevice::open(home, &pass).map_err(|e| match e {
+        sotto_p2p::Error::Device(sotto_client::DeviceError::NoAccount) => format!(
+            "{} holds no device yet: run `sotto init NAME` (no server) or `sotto register` first",
+            home.display()
+        ),
+        other => other.to_string(),
+    })?;
+    let known = device.contacts().map_err(|e| e.to_string())?;
     let mut config = ShellConfig::new(home.join("files"));
     config.listen = vec![multiaddr(listen)?];
     config.mdns = !no_mdns;
@@ -233,7 +242,7 @@ async fn up(
         .map(|r| multiaddr(r))
         .collect::<Result<_, _>>()?;
     config.node.known.extend(known);
-    let daemon = Daemon::start(identity, config, control::socket_path(home))
+    let daemon = Daemon::start(device, config, control::socket_path(home))
         .await
         .map_err(|e| e.to_string())?;
     for a in daemon.handle.addresses() {
@@ -242,7 +251,10 @@ async fn up(
     let _ = std::io::stdout().flush();
     let handle = daemon.handle.clone();
     tokio::select! {
-        _ = daemon.run(|ev| print_event(ev, json)) => {}
+        _ = daemon.run(|r| match r {
+            Report::Peer(ev) => print_event(ev, json),
+            Report::Device(ev) => print_device_event(ev, json),
+        }) => {}
         _ = tokio::signal::ctrl_c() => handle.shutdown().await,
     }
     Ok(())
@@ -304,6 +316,19 @@ fn group_line(g: &Value) -> String {
         g["title"].as_str().unwrap_or("?"),
         members.join(", ")
     )
+}
+
+/// What the device core made of a datagram from a peer: a message as
+/// `inbox` shows it, or why it was refused.
+fn print_device_event(ev: &sotto_client::DeviceEvent, json: bool) {
+    use sotto_client::DeviceEvent as E;
+    match ev {
+        E::Message(m) => Printer { json }.message(m),
+        E::Rejected(r) => eprintln!("sotto: refused a datagram: {}", render::rejection(r)),
+        E::Failed(e) => eprintln!("sotto: {e}"),
+        _ => return,
+    }
+    let _ = std::io::stdout().flush();
 }
 
 /// One line per event of the running peer (a JSON object with `--json`).

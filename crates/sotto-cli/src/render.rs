@@ -81,6 +81,12 @@ pub fn rejection(r: &Rejection) -> String {
         Rejection::LinkSyncName { claimed } => {
             format!("link data from one of your devices naming another user ({claimed}) was refused")
         }
+        Rejection::OutsideGroup => {
+            "a group message that did not come through its group session was refused".into()
+        }
+        Rejection::NotGroupMember { claimed } => {
+            format!("a group message from {claimed:?}, who is not a member, was refused")
+        }
         Rejection::UnreadableRoomMessage(e) => format!("an unreadable room message: {e}"),
         Rejection::RoomEntryRefused(e) => format!("a room entry was refused: {e}"),
         Rejection::RoomRequestRefused(e) => format!("a room history request was refused: {e}"),
@@ -208,6 +214,9 @@ pub fn error(e: &Error) -> String {
             format!("{} already holds a sotto account: use another --home", p.display())
         }
         Error::UsernameTaken(u) => format!("the username {u:?} is taken: choose another"),
+        Error::NoServer => "this device has no server (made with `sotto init`): use `sotto p2p` \
+                            commands, or publish it with `sotto register USERNAME --server URL`"
+            .into(),
         Error::ServerUnreachable { url, reason } => format!(
             "cannot reach the server at {url} ({reason}): check the address and that the server runs"
         ),

@@ -5,36 +5,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 
 use common::*;
-
-/// A running `p2p up` (killed on drop) and the address it printed.
-struct Up {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn up(home: &Path, extra: &[&str]) -> Up {
-    let mut child = sotto()
-        .arg("--home")
-        .arg(home)
-        .args(["p2p", "up", "--listen", "127.0.0.1:0", "--no-mdns"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let addr = first_line(&mut child, "peer: ");
-    Up { child, addr }
-}
 
 #[test]
 fn two_peers_reject_accept_send_a_file_and_close_with_no_server() {
@@ -156,4 +129,117 @@ fn rendezvous_prints_its_address_and_peers_find_each_other_there() {
     );
     let _ = rz.kill();
     let _ = rz.wait();
+}
+
+#[test]
+fn peers_are_remembered_in_the_home_and_dialled_again_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
+    ok(&alice, &["init", "alice"]);
+    ok(&bob, &["init", "bob"]);
+    // alice listens on a fixed port, as a peer others can find again.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let a = up(&alice, &["--listen", &listen]);
+    let b = up(&bob, &[]);
+    p2p_session(&bob, &alice, "alice", &a.addr);
+    drop((a, b));
+
+    // Nothing runs at alice's address: bob remembers her, not connected.
+    let b = up(&bob, &[]);
+    wait_until(
+        "alice listed as remembered",
+        20,
+        || ok(&bob, &["p2p", "peers"]).contains("alice  remembered (not connected)"),
+        || ok(&bob, &["p2p", "peers"]),
+    );
+    drop(b);
+
+    // Both again: bob dials alice by himself, and knows her key (verified,
+    // not first-seen: the name was kept in his home).
+    let _a = up(&alice, &["--listen", &listen]);
+    let _b = up(&bob, &[]);
+    wait_until(
+        "bob reconnecting to alice",
+        20,
+        || ok(&bob, &["p2p", "peers"]).contains("alice  verified  via explicit"),
+        || ok(&bob, &["p2p", "peers"]),
+    );
+}
+
+#[test]
+fn a_group_session_message_shows_in_every_members_inbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let homes: Vec<_> = ["alice", "bob", "carol"]
+        .iter()
+        .map(|n| {
+            let h = dir.path().join(n);
+            ok(&h, &["init", n]);
+            h
+        })
+        .collect();
+    let (alice, bob, carol) = (&homes[0], &homes[1], &homes[2]);
+    let a = up(alice, &[]);
+    let _b = up(bob, &[]);
+    let _c = up(carol, &[]);
+    p2p_session(bob, alice, "alice", &a.addr);
+    p2p_session(carol, alice, "alice", &a.addr);
+    ok(
+        alice,
+        &["p2p", "group", "create", "ops", "--members", "bob,carol"],
+    );
+    for m in [bob, carol] {
+        wait_until(
+            "the invitation",
+            20,
+            || ok(m, &["p2p", "groups"]).contains("ops  invited"),
+            || ok(m, &["p2p", "groups"]),
+        );
+        ok(m, &["p2p", "group", "join", "ops"]);
+    }
+    wait_until(
+        "both members in bob's roster",
+        20,
+        || {
+            let g = ok(bob, &["p2p", "groups"]);
+            g.contains("ops  member") && g.contains("carol") && g.contains("alice")
+        },
+        || ok(bob, &["p2p", "groups"]),
+    );
+
+    ok(alice, &["p2p", "group", "send", "ops", "standup in 5"]);
+    ok(bob, &["p2p", "group", "send", "ops", "on my way"]);
+    let inbox = |h: &std::path::Path| -> Vec<(String, String, String)> {
+        json_lines(&ok(h, &["--json", "inbox"]))
+            .iter()
+            .map(|m| {
+                let s = |k: &str| m[k].as_str().unwrap().to_string();
+                (s("from"), s("to"), s("body"))
+            })
+            .collect()
+    };
+    let want = vec![
+        (
+            "alice".to_string(),
+            "#ops".to_string(),
+            "standup in 5".to_string(),
+        ),
+        (
+            "bob".to_string(),
+            "#ops".to_string(),
+            "on my way".to_string(),
+        ),
+    ];
+    for h in [alice, bob, carol] {
+        wait_until(
+            "both group messages, once each",
+            20,
+            || inbox(h) == want,
+            || format!("{:?}", inbox(h)),
+        );
+    }
 }

@@ -23,6 +23,8 @@ pub enum Error {
     WeakPassphrase { min: usize },
     #[error("the username {0:?} is taken")]
     UsernameTaken(String),
+    #[error("this device is not registered with a server")]
+    NoServer,
     #[error("cannot reach the server at {url} ({reason})")]
     ServerUnreachable { url: String, reason: String },
     #[error("SERVER CERTIFICATE CHANGED: pinned {pinned}, the server presented {presented}; someone may be intercepting the connection")]

@@ -65,7 +65,7 @@ fn unless<T>(r: ApiResult<T>, status: StatusCode, code: Option<&str>) -> Result<
 impl Client {
     /// One request to the server.
     async fn execute(&self, request: &Request) -> Result<Response> {
-        let api = &self.api;
+        let api = self.api()?;
         let key = Some(self.core.device().key());
         Ok(match request {
             Request::Lookup(Lookup::User(h)) => Response::User(lookup_user(api, h, key).await?),

@@ -31,7 +31,8 @@
 //! ```
 //!
 //! ## Operations
-//! - [`Client::register`], [`Client::open`]; linking: [`Client::link_start`]
+//! - [`Client::register`], [`Client::open`], [`Client::init`] (a user with
+//!   no server, for peer to peer; `register` later publishes it); linking: [`Client::link_start`]
 //!   on the new device, then [`LinkPending::code`] is shown to the user, who
 //!   runs [`Client::approve`] with it on a device holding the user key;
 //!   [`LinkPending::wait_approval`] checks the approval on the new device and
@@ -82,13 +83,13 @@
 // Where things are: `setup` (register, open, the lock and clock every
 // operation starts from), `exec` (carrying out the core's requests),
 // `sync` (the mailbox), `listen` (push), `link`, `commands` and `rooms`
-// (the commands), `net` and `tls` (HTTP), `lock`, `testing` (hooks).
+// (the commands), `net` and `tls` (HTTP), `testing` (hooks). The home
+// lock is the store's (`sotto_store::client::HomeLock`).
 mod commands;
 mod error;
 mod exec;
 mod link;
 mod listen;
-mod lock;
 mod net;
 mod rooms;
 mod setup;
@@ -105,6 +106,7 @@ use sotto_store::client::ClientStore;
 pub use error::{Error, Result};
 pub use link::{LinkApproved, LinkPending};
 pub use sotto_device::Error as DeviceError;
+pub use sotto_device::Event as DeviceEvent;
 pub use sotto_device::{
     ContactInfo, DeviceInfo, GrantProblem, LineContent, LinkSyncBody, Message, PrekeyCount,
     Rejection, RoomChanges, RoomEvent, RoomLine, RoomLogLine, RoomLogReport, RoomMember,
@@ -116,8 +118,8 @@ pub use sotto_proto::SafetyNumber;
 pub use sotto_proto::SafetyNumber as Safety;
 pub use tls::{fingerprint, parse_fingerprint};
 
-use lock::HomeLock;
 use net::Api;
+use sotto_store::client::HomeLock;
 
 /// What [`Client::listen`] reports.
 #[derive(Debug)]
@@ -144,7 +146,8 @@ pub struct Client {
     /// (in tests) tampers with it.
     #[cfg_attr(not(any(test, feature = "testing")), allow(dead_code))]
     store: ClientStore,
-    api: Api,
+    /// The server's API; `None` for a device made with no server.
+    api: Option<Api>,
     /// Serializes state-changing operations across processes on this home.
     lock: HomeLock,
 }

@@ -195,6 +195,6 @@ impl LinkApproved {
             Box::new(OsRng),
             home,
         )?;
-        Ok(Client::assemble(store, core, api))
+        Ok(Client::assemble(store, core, Some(api)))
     }
 }

@@ -44,20 +44,17 @@ impl Client {
     async fn listen_once<F: FnMut(Event)>(&mut self, on_event: &mut F) -> Result<String> {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         use tokio_tungstenite::tungstenite::Message as Ws;
+        let api = self.api()?;
         let url = format!(
             "wss{}{}",
-            self.api
-                .base
-                .strip_prefix("https")
-                .unwrap_or(&self.api.base),
+            api.base.strip_prefix("https").unwrap_or(&api.base),
             paths::WS
         );
         let mut request = url
             .as_str()
             .into_client_request()
             .map_err(|e| Error::BadServerUrl(format!("{url}: {e}")))?;
-        for (k, v) in self
-            .api
+        for (k, v) in api
             .auth_headers("GET", paths::WS, b"", self.core.device().key())
             .await?
         {
@@ -66,7 +63,7 @@ impl Client {
                 v.parse().map_err(|_| Error::BadResponse("header".into()))?,
             );
         }
-        let connector = tokio_tungstenite::Connector::Rustls(self.api.tls.clone());
+        let connector = tokio_tungstenite::Connector::Rustls(api.tls.clone());
         let (mut ws, _) =
             tokio_tungstenite::connect_async_tls_with_config(request, None, true, Some(connector))
                 .await
@@ -76,7 +73,7 @@ impl Client {
                         code: String::new(),
                         message: "push refused".into(),
                     },
-                    other => self.api.transport_error(other.to_string()),
+                    other => api.transport_error(other.to_string()),
                 })?;
         // First what waited while we were away.
         let report = self.sync().await?;

@@ -11,9 +11,13 @@ use sotto_device::{check_username, Home, Machine, NewUser};
 use sotto_store::client::ClientStore;
 
 use crate::exec::b64_prekeys;
-use crate::lock::{Guard, HomeLock};
 use crate::net::{local_ms, Api, ApiResult, Failure};
 use crate::{parse_fingerprint, Client, Error, Result};
+use sotto_store::client::{Guard, HomeLock};
+
+/// How long an operation waits for another process's operation on the
+/// same home to end.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Opens the store in `home`, or creates it; refuses a home that already
 /// holds an account.
@@ -42,7 +46,7 @@ pub(crate) fn machine(store: &ClientStore) -> Result<Machine> {
 
 impl Client {
     /// A client over an open store and its device; locks `store.home()`.
-    pub(crate) fn assemble(store: ClientStore, core: Machine, api: Api) -> Client {
+    pub(crate) fn assemble(store: ClientStore, core: Machine, api: Option<Api>) -> Client {
         let lock = HomeLock::new(store.home());
         Client {
             core,
@@ -57,6 +61,11 @@ impl Client {
     /// (`https://host:port`). `fingerprint`: the server certificate's
     /// SHA-256 to require, or `None` to trust the one presented (TOFU).
     /// Returns the client and the pinned fingerprint, to show the user.
+    ///
+    /// A home made by [`Client::init`] (a user and device with no server)
+    /// is registered as it is: the same user key, device certificate and
+    /// prekeys are published, so contacts made peer to peer keep their
+    /// keys and safety numbers.
     pub async fn register(
         home: &Path,
         passphrase: &str,
@@ -67,6 +76,9 @@ impl Client {
         let username = check_username(username)?;
         let expected = fingerprint.map(parse_fingerprint).transpose()?;
         let api = Api::new(server_url, expected)?;
+        if let Some(client) = Client::unpublished(home, passphrase, &username)? {
+            return client.publish(api).await;
+        }
         let store = store_or_create(home, passphrase)?;
         let offset = api.offset().await?;
         let now = local_ms().saturating_add_signed(offset);
@@ -77,23 +89,7 @@ impl Client {
             prekeys: b64_prekeys(new.prekeys()),
             reserve: b64::encode(&new.reserve().encode()),
         };
-        let r: ApiResult<serde_json::Value> = api
-            .call(
-                Method::POST,
-                paths::REGISTER,
-                Some(&req),
-                Some(new.device_key()),
-            )
-            .await;
-        match r {
-            Ok(_) => {}
-            Err(Failure::Api(e))
-                if e.status == StatusCode::CONFLICT || e.code == codes::USERNAME_TAKEN =>
-            {
-                return Err(Error::UsernameTaken(username))
-            }
-            Err(e) => return Err(e.into()),
-        }
+        post_registration(&api, &req, new.device_key(), &username).await?;
         let fp = api
             .fingerprint()
             .ok_or_else(|| Error::BadResponse("no certificate seen".into()))?;
@@ -103,7 +99,60 @@ impl Client {
             clock_offset_ms: offset,
         };
         let core = new.finish(Box::new(store.clone()), Box::new(OsRng), home)?;
-        Ok((Client::assemble(store, core, api), fp))
+        Ok((Client::assemble(store, core, Some(api)), fp))
+    }
+
+    /// Makes a new user `username` with its first device in `home`, with no
+    /// server: for peer to peer. [`Client::register`] on this home later
+    /// publishes the same identity.
+    pub fn init(home: &Path, passphrase: &str, username: &str) -> Result<Client> {
+        let username = check_username(username)?;
+        let store = store_or_create(home, passphrase)?;
+        let new = NewUser::new(&mut OsRng, local_ms(), &username)?;
+        let core = new.finish(Box::new(store.clone()), Box::new(OsRng), Home::default())?;
+        Ok(Client::assemble(store, core, None))
+    }
+
+    /// The device in `home` if it was made by [`Client::init`] for
+    /// `username` and has no server yet; `None` for a home with no
+    /// account. A home registered elsewhere, or for another name, is
+    /// [`Error::AlreadyRegistered`].
+    fn unpublished(home: &Path, passphrase: &str, username: &str) -> Result<Option<Client>> {
+        if !ClientStore::exists(home) {
+            return Ok(None);
+        }
+        let store = ClientStore::open(home, passphrase)?;
+        match store.account()? {
+            None => Ok(None),
+            Some(a) if a.server_url.is_empty() && a.username == username => {
+                let core = machine(&store)?;
+                Ok(Some(Client::assemble(store, core, None)))
+            }
+            Some(_) => Err(Error::AlreadyRegistered(home.to_path_buf())),
+        }
+    }
+
+    /// Registers this device's existing identity (made by
+    /// [`Client::init`]) on the server of `api`.
+    async fn publish(mut self, api: Api) -> Result<(Client, String)> {
+        let guard = self.begin().await?;
+        let offset = api.offset().await?;
+        let now = local_ms();
+        let reg = self.core.registration(now)?;
+        let req = RegisterRequest {
+            username_hash: hex::encode(username_hash(&reg.username)),
+            cert: b64::encode(&reg.cert.encode()),
+            prekeys: b64_prekeys(&reg.one_time),
+            reserve: b64::encode(&reg.reserve.encode()),
+        };
+        post_registration(&api, &req, self.core.device().key(), &reg.username).await?;
+        let fp = api
+            .fingerprint()
+            .ok_or_else(|| Error::BadResponse("no certificate seen".into()))?;
+        self.core.set_server(&api.base, &fp, offset)?;
+        drop(guard);
+        self.api = Some(api);
+        Ok((self, fp))
     }
 
     /// Opens the device in `home`. Does not contact the server (history
@@ -112,10 +161,14 @@ impl Client {
         let store = ClientStore::open(home, passphrase)?;
         let core = machine(&store)?;
         let account = core.account()?;
-        let api = Api::new(
-            &account.server_url,
-            Some(account.server_fingerprint.clone()),
-        )?;
+        let api = if account.server_url.is_empty() {
+            None
+        } else {
+            Some(Api::new(
+                &account.server_url,
+                Some(account.server_fingerprint.clone()),
+            )?)
+        };
         Ok(Client::assemble(store, core, api))
     }
 
@@ -123,7 +176,11 @@ impl Client {
     /// lock and, unless this client already held it, reloads the state
     /// another process may have changed.
     pub(crate) async fn begin(&mut self) -> Result<Guard> {
-        let guard = self.lock.acquire().await?;
+        let guard = self
+            .lock
+            .acquire(LOCK_WAIT, tokio::time::sleep)
+            .await?
+            .ok_or_else(|| Error::HomeBusy(self.lock.home().to_path_buf()))?;
         if guard.fresh {
             self.core.reload()?;
         }
@@ -136,7 +193,7 @@ impl Client {
     /// local time to hand the core.
     pub(crate) async fn begin_online(&mut self) -> Result<(Guard, u64)> {
         let guard = self.begin().await?;
-        let offset = self.api.offset().await?;
+        let offset = self.api()?.offset().await?;
         self.core.set_clock_offset(offset)?;
         Ok((guard, local_ms()))
     }
@@ -161,9 +218,19 @@ impl Client {
         self.core.holds_user_key()
     }
 
-    /// The server URL.
+    /// The server URL (empty for a device with no server).
     pub fn server_url(&self) -> &str {
-        &self.api.base
+        self.api.as_ref().map_or("", |a| a.base.as_str())
+    }
+
+    /// True when this device is registered with a server.
+    pub fn has_server(&self) -> bool {
+        self.api.is_some()
+    }
+
+    /// The server's API, or [`Error::NoServer`].
+    pub(crate) fn api(&self) -> Result<&Api> {
+        self.api.as_ref().ok_or(Error::NoServer)
     }
 
     /// The pinned server certificate fingerprint.
@@ -178,5 +245,27 @@ impl Client {
         let fp = parse_fingerprint(fingerprint)?;
         self.store.set_server_fingerprint(&fp)?;
         Ok(())
+    }
+}
+
+/// `POST /v1/register`, signed by the new device; a taken name is
+/// [`Error::UsernameTaken`].
+async fn post_registration(
+    api: &Api,
+    req: &RegisterRequest,
+    key: &sotto_proto::DeviceKey,
+    username: &str,
+) -> Result<()> {
+    let r: ApiResult<serde_json::Value> = api
+        .call(Method::POST, paths::REGISTER, Some(req), Some(key))
+        .await;
+    match r {
+        Ok(_) => Ok(()),
+        Err(Failure::Api(e))
+            if e.status == StatusCode::CONFLICT || e.code == codes::USERNAME_TAKEN =>
+        {
+            Err(Error::UsernameTaken(username.to_string()))
+        }
+        Err(e) => Err(e.into()),
     }
 }

@@ -22,7 +22,7 @@ impl Client {
         let mut after = 0u64;
         loop {
             let batch: MailboxBatch = self
-                .api
+                .api()?
                 .call(
                     Method::GET,
                     &paths::mailbox(after, MAILBOX_PAGE),

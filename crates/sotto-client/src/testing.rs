@@ -33,7 +33,7 @@ impl Client {
     /// bundles were served.
     pub async fn claim_bundles(&self, username: &str) -> Result<usize> {
         let resp: ClaimResponse = self
-            .api
+            .api()?
             .call(
                 Method::POST,
                 &paths::bundles(&username_hash(username)),
@@ -105,7 +105,7 @@ impl Client {
         let id = sotto_api::hex32(id)
             .ok_or_else(|| crate::Error::BadResponse("datagram id is not hex".into()))?;
         Ok(self
-            .api
+            .api()?
             .send(
                 Method::GET,
                 &paths::datagram(&id),

@@ -9,6 +9,9 @@ pub const BODY_VERSION: u8 = 1;
 pub const MAX_USERNAME: usize = 64;
 /// Client content type of a names hint ([`NamesBody`]).
 pub const ROOM_NAMES: u8 = 5;
+/// Client content type of a message to a peer-to-peer group session
+/// ([`GroupTextBody`]).
+pub const GROUP_TEXT: u8 = 6;
 
 /// A text message (payload content type `TEXT`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,6 +47,20 @@ pub struct LinkSyncBody {
 /// history answer; a receiver keeps a name only under its own hash.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NamesBody(pub Vec<String>);
+
+/// A message to a peer-to-peer group session (content type
+/// [`GROUP_TEXT`]). Receivers take it only as delivered inside that group
+/// by its host, from a current member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupTextBody {
+    /// The sending user's name (checked like a text's sender).
+    pub sender: String,
+    /// The group session's id.
+    pub group: [u8; 16],
+    /// Its title (at most 64 bytes).
+    pub title: String,
+    pub text: String,
+}
 
 struct W(Vec<u8>);
 
@@ -105,6 +122,38 @@ impl TextBody {
         Some(TextBody {
             sender,
             recipient,
+            text,
+        })
+    }
+}
+
+impl GroupTextBody {
+    /// `01 | len sender | group id (16) | len title | UTF-8 text (rest)`.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = W(Vec::with_capacity(
+            19 + self.sender.len() + self.title.len() + self.text.len(),
+        ));
+        w.0.push(BODY_VERSION);
+        w.name(&self.sender);
+        w.0.extend_from_slice(&self.group);
+        w.name(&self.title);
+        w.0.extend_from_slice(self.text.as_bytes());
+        w.0
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<GroupTextBody> {
+        let mut r = R(bytes);
+        if r.u8()? != BODY_VERSION {
+            return None;
+        }
+        let sender = r.name()?;
+        let group: [u8; 16] = r.take(16)?.try_into().ok()?;
+        let title = r.name()?;
+        let text = String::from_utf8(r.0.to_vec()).ok()?;
+        Some(GroupTextBody {
+            sender,
+            group,
+            title,
             text,
         })
     }
@@ -211,6 +260,24 @@ mod tests {
         let mut v2 = enc.clone();
         v2[0] = 2;
         assert!(TextBody::decode(&v2).is_none());
+    }
+
+    #[test]
+    fn group_text_round_trip() {
+        let b = GroupTextBody {
+            sender: "alice".into(),
+            group: [7; 16],
+            title: "ops".into(),
+            text: "standup in 5".into(),
+        };
+        let enc = b.encode();
+        assert_eq!(GroupTextBody::decode(&enc).unwrap(), b);
+        for cut in 0..20 {
+            assert!(GroupTextBody::decode(&enc[..cut]).is_none(), "{cut}");
+        }
+        let mut v2 = enc;
+        v2[0] = 2;
+        assert!(GroupTextBody::decode(&v2).is_none());
     }
 
     #[test]

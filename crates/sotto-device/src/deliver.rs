@@ -424,6 +424,10 @@ pub(crate) struct SendText {
 }
 
 impl SendText {
+    pub(crate) fn new(deliver: Deliver, to: String) -> SendText {
+        SendText { deliver, to }
+    }
+
     fn done(&self, d: Option<Delivered>) -> Result<Step> {
         Ok(match d {
             None => Step::Wait,

@@ -50,6 +50,11 @@ pub enum Rejection {
     /// Link data from one of this user's devices naming `claimed`, which
     /// is not this user's name (by the directory, or as already known).
     LinkSyncName { claimed: String },
+    /// A group-session message that did not arrive inside that group
+    /// session (through its host): anyone could inject one otherwise.
+    OutsideGroup,
+    /// A group-session message whose signer is not a current member.
+    NotGroupMember { claimed: String },
     /// A room datagram that does not decode.
     UnreadableRoomMessage(sotto_proto::Error),
     /// The room log refused an entry.

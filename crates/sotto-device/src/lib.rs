@@ -62,6 +62,7 @@ mod ids;
 mod link;
 mod machine;
 mod ops;
+mod p2p;
 mod prekeys;
 mod receive;
 mod request;
@@ -72,7 +73,8 @@ pub mod store;
 pub mod testing;
 
 pub use body::{
-    LinkSyncBody, NamesBody, SyncContact, TextBody, BODY_VERSION, MAX_USERNAME, ROOM_NAMES,
+    GroupTextBody, LinkSyncBody, NamesBody, SyncContact, TextBody, BODY_VERSION, GROUP_TEXT,
+    MAX_USERNAME, ROOM_NAMES,
 };
 pub use error::{Error, Result, RoomRefusal, StoreError};
 pub use events::{ContactInfo, DeviceInfo, Event, GrantProblem, Rejection, SyncReport};
@@ -80,6 +82,7 @@ pub use ids::{check_username, conversation_id};
 pub use link::{Approval, Home, Joining, NewDevice, NewUser};
 pub use machine::Machine;
 pub use ops::{FromOutput, Op, OpId};
+pub use p2p::{group_address, group_conversation, GroupMember, GroupScope, Registration};
 pub use prekeys::{PREKEY_BATCH, PREKEY_LOW};
 pub use receive::Incoming;
 pub use request::{

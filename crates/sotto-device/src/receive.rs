@@ -11,12 +11,13 @@ use std::collections::HashSet;
 
 use sotto_proto::{check_contact_key, content, normalize_username, ContactKey, Opened, UserPublic};
 
-use crate::body::{LinkSyncBody, NamesBody, TextBody, ROOM_NAMES};
+use crate::body::{GroupTextBody, LinkSyncBody, NamesBody, TextBody, GROUP_TEXT, ROOM_NAMES};
 use crate::directory::{contact_record, directory, verified_certs};
 use crate::events::{Event, Rejection};
 use crate::ids::{check_username, conversation_id};
 use crate::machine::Machine;
 use crate::ops::Reply;
+use crate::p2p::{group_address, group_conversation, GroupScope};
 use crate::request::{DeliveryTag, Directory, Lookup, Owner, Request};
 use crate::rooms::RoomOutcome;
 use crate::store::{ChangeSet, Message};
@@ -38,6 +39,8 @@ struct Parked {
     datagram: Vec<u8>,
     received_at: u64,
     sender: String,
+    /// The group session it was delivered in, if any.
+    scope: Option<GroupScope>,
 }
 
 /// Received datagrams waiting for a sender check.
@@ -85,7 +88,20 @@ impl Machine {
     /// store failed: then nothing was committed or acknowledged.
     pub fn receive(&mut self, now: u64, incoming: Incoming<'_>) -> Result<()> {
         self.now = now;
-        self.process(incoming.tag, incoming.datagram, incoming.received_at, None)
+        self.process(incoming, None, None)
+    }
+
+    /// [`Machine::receive`] for a datagram the transport delivered inside
+    /// group session `scope` (relayed by its host). Only here is a group
+    /// message taken in, and only from a current member of that group.
+    pub fn receive_in_group(
+        &mut self,
+        now: u64,
+        incoming: Incoming<'_>,
+        scope: &GroupScope,
+    ) -> Result<()> {
+        self.now = now;
+        self.process(incoming, None, Some(scope))
     }
 
     /// Datagrams waiting for the directory.
@@ -101,11 +117,15 @@ impl Machine {
 
     fn process(
         &mut self,
-        tag: DeliveryTag,
-        bytes: &[u8],
-        received_at: u64,
+        incoming: Incoming<'_>,
         answer: Answer<'_>,
+        scope: Option<&GroupScope>,
     ) -> Result<()> {
+        let Incoming {
+            tag,
+            datagram: bytes,
+            received_at,
+        } = incoming;
         let opened = match self.device.open(bytes) {
             Ok(o) => o,
             Err(sotto_proto::Error::Replay) => {
@@ -121,10 +141,11 @@ impl Machine {
             }
         };
         let mut changes = ChangeSet::default();
-        let verdict = match self.classify(&opened, bytes, received_at, answer, &mut changes) {
+        let verdict = match self.classify(&opened, bytes, received_at, answer, scope, &mut changes)
+        {
             Ok(Verdict::NeedsSender(name)) => {
                 self.rollback()?;
-                self.park(tag, bytes, received_at, name);
+                self.park(incoming, name, scope.cloned());
                 return Ok(());
             }
             Ok(v) => v,
@@ -161,6 +182,7 @@ impl Machine {
         bytes: &[u8],
         received_at: u64,
         answer: Answer<'_>,
+        scope: Option<&GroupScope>,
         changes: &mut ChangeSet,
     ) -> Result<Verdict> {
         let own = self.device.cert().user;
@@ -210,6 +232,50 @@ impl Machine {
                     conversation,
                     from,
                     to,
+                    sent_at: p.sent_at,
+                    received_at,
+                    body: body.text,
+                    ttl: p.ttl,
+                    outgoing,
+                };
+                changes.messages.push(m.clone());
+                Verdict::Message(m)
+            }
+            GROUP_TEXT => {
+                let Some(body) = GroupTextBody::decode(&p.body) else {
+                    return Ok(Verdict::Rejected(Rejection::UnreadableBody {
+                        content_type: GROUP_TEXT,
+                    }));
+                };
+                let from = normalize_username(&body.sender);
+                let Some(scope) = scope.filter(|s| s.id == body.group) else {
+                    return Ok(Verdict::Rejected(Rejection::OutsideGroup));
+                };
+                let sender = opened.sender.user;
+                if !scope.members.contains(&sender) {
+                    return Ok(Verdict::Rejected(Rejection::NotGroupMember {
+                        claimed: from,
+                    }));
+                }
+                let outgoing = sender == own;
+                if !outgoing {
+                    if self.store.is_blocked(&from)? {
+                        return Ok(Verdict::Blocked);
+                    }
+                    match self.check_sender(&from, &sender, answer, changes)? {
+                        SenderCheck::Ok => {}
+                        SenderCheck::Refused(r) => return Ok(Verdict::Rejected(r)),
+                        SenderCheck::Unknown => return Ok(Verdict::NeedsSender(from)),
+                    }
+                }
+                if self.store.has_message(&p.message_id)? {
+                    return Ok(Verdict::Duplicate);
+                }
+                let m = Message {
+                    id: p.message_id,
+                    conversation: group_conversation(&scope.id),
+                    from,
+                    to: group_address(&scope.title),
                     sent_at: p.sent_at,
                     received_at,
                     body: body.text,
@@ -338,7 +404,7 @@ impl Machine {
         })
     }
 
-    fn park(&mut self, tag: DeliveryTag, bytes: &[u8], received_at: u64, sender: String) {
+    fn park(&mut self, incoming: Incoming<'_>, sender: String, scope: Option<GroupScope>) {
         if self.inbox.asking.insert(sender.clone()) {
             let hash = sotto_proto::username_hash(&sender);
             self.queue.push(
@@ -347,10 +413,11 @@ impl Machine {
             );
         }
         self.inbox.parked.push(Parked {
-            tag,
-            datagram: bytes.to_vec(),
-            received_at,
+            tag: incoming.tag,
+            datagram: incoming.datagram.to_vec(),
+            received_at: incoming.received_at,
             sender,
+            scope,
         });
     }
 
@@ -372,7 +439,12 @@ impl Machine {
             }
         };
         for p in mine {
-            if let Err(e) = self.process(p.tag, &p.datagram, p.received_at, Some((name, &dir))) {
+            let incoming = Incoming {
+                tag: p.tag,
+                datagram: &p.datagram,
+                received_at: p.received_at,
+            };
+            if let Err(e) = self.process(incoming, Some((name, &dir)), p.scope.as_ref()) {
                 self.events.push_back(Event::Failed(e));
             }
         }

@@ -8,17 +8,18 @@
 //! groups by title (or hex id).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, Mutex};
 
 use crate::error::{Error, Result};
-use crate::identity::Identity;
 use crate::node::{Event, FileEvent};
+use crate::peer_device::PeerDevice;
 use crate::shell::{peer_of, spawn, Handle, ShellConfig, ShellEvent, Status};
 use crate::wire::{Id, RejectReason};
 
@@ -82,9 +83,25 @@ pub enum Request {
     },
 }
 
-/// A running daemon: the node, its socket and the fan-out of its events.
+/// What the daemon reports as it runs: the node's events, and what the
+/// device core made of the datagrams peers sent (messages, refusals).
+pub enum Report<'a> {
+    Peer(&'a ShellEvent),
+    Device(&'a sotto_device::Event),
+}
+
+/// The device and the node, as the socket's connections share them.
+#[derive(Clone)]
+struct Shared {
+    handle: Handle,
+    device: Arc<Mutex<PeerDevice>>,
+}
+
+/// A running daemon: the node, the device core over it, its socket and the
+/// fan-out of its events.
 pub struct Daemon {
     pub handle: Handle,
+    device: Arc<Mutex<PeerDevice>>,
     listener: UnixListener,
     socket: PathBuf,
     events: tokio::sync::mpsc::Receiver<ShellEvent>,
@@ -92,9 +109,13 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts the node and binds `socket`; refuses when another daemon
-    /// answers there.
-    pub async fn start(identity: Identity, config: ShellConfig, socket: PathBuf) -> Result<Daemon> {
+    /// Starts the node for `device` and binds `socket`; refuses when
+    /// another daemon answers there.
+    pub async fn start(
+        mut device: PeerDevice,
+        config: ShellConfig,
+        socket: PathBuf,
+    ) -> Result<Daemon> {
         if UnixStream::connect(&socket).await.is_ok() {
             return Err(Error::Control(format!(
                 "a peer daemon already runs on {}",
@@ -108,10 +129,15 @@ impl Daemon {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
         }
-        let (handle, events) = spawn(identity, config).await?;
+        let (handle, events) = spawn(device.identity(), config).await?;
+        device.attach(handle.clone());
+        // Peers of earlier runs: dialled again (failures are reported as
+        // events, like any dial).
+        device.redial().await?;
         let (fanout, _) = broadcast::channel(4096);
         Ok(Daemon {
             handle,
+            device: Arc::new(Mutex::new(device)),
             listener,
             socket,
             events,
@@ -119,23 +145,31 @@ impl Daemon {
         })
     }
 
-    /// Serves the socket and hands every event to `on_event` until the
-    /// node stops.
-    pub async fn run(mut self, mut on_event: impl FnMut(&ShellEvent)) {
+    /// Serves the socket and reports every event to `on_report` until the
+    /// node stops. Each event goes to the device core first (sessions it
+    /// may seal for, datagrams it opens and stores), in order.
+    pub async fn run(mut self, mut on_report: impl FnMut(Report<'_>)) {
         loop {
             tokio::select! {
                 ev = self.events.recv() => match ev {
                     Some(ev) => {
-                        on_event(&ev);
+                        on_report(Report::Peer(&ev));
+                        let done = self.device.lock().await.on_event(&ev).await;
+                        for e in &done {
+                            on_report(Report::Device(e));
+                        }
                         let _ = self.fanout.send(ev);
                     }
                     None => break,
                 },
                 conn = self.listener.accept() => {
                     if let Ok((stream, _)) = conn {
-                        let handle = self.handle.clone();
+                        let shared = Shared {
+                            handle: self.handle.clone(),
+                            device: self.device.clone(),
+                        };
                         let events = self.fanout.subscribe();
-                        tokio::spawn(serve(stream, handle, events));
+                        tokio::spawn(serve(stream, shared, events));
                     }
                 }
             }
@@ -155,7 +189,7 @@ async fn write_line(w: &mut (impl AsyncWriteExt + Unpin), v: &Value) -> std::io:
     w.write_all(&line).await
 }
 
-async fn serve(stream: UnixStream, handle: Handle, events: broadcast::Receiver<ShellEvent>) {
+async fn serve(stream: UnixStream, shared: Shared, events: broadcast::Receiver<ShellEvent>) {
     let (r, mut w) = stream.into_split();
     let mut line = Vec::new();
     let mut reader = BufReader::new(r).take(MAX_REQUEST as u64);
@@ -163,7 +197,7 @@ async fn serve(stream: UnixStream, handle: Handle, events: broadcast::Receiver<S
         return;
     }
     let answer = match serde_json::from_slice::<Request>(&line) {
-        Ok(req) => execute(req, &handle, events, &mut w).await,
+        Ok(req) => execute(req, &shared, events, &mut w).await,
         Err(e) => Err(Error::Control(format!("bad request: {e}"))),
     };
     let v = match answer {
@@ -231,13 +265,22 @@ pub fn status_json(status: &Status) -> Value {
 
 async fn execute(
     req: Request,
-    handle: &Handle,
+    shared: &Shared,
     mut events: broadcast::Receiver<ShellEvent>,
     w: &mut (impl AsyncWriteExt + Unpin),
 ) -> Result<Value> {
+    let handle = &shared.handle;
     let status = handle.status().await?;
     match req {
-        Request::Status => Ok(status_json(&status)),
+        Request::Status => {
+            let mut v = status_json(&status);
+            let remembered = shared.device.lock().await.remembered()?;
+            v["remembered"] = json!(remembered
+                .iter()
+                .map(|p| json!({"name": p.name, "address": p.address, "seen_at": p.seen_at}))
+                .collect::<Vec<_>>());
+            Ok(v)
+        }
         Request::Connect { address } => {
             let addr: libp2p::Multiaddr = address
                 .parse()
@@ -270,7 +313,8 @@ async fn execute(
         }
         Request::Request { name } => {
             let peer = find_peer(&status, &name)?;
-            let request = handle.request(peer, None).await?;
+            let prekey = shared.device.lock().await.prekey().await?;
+            let request = handle.request(peer, Some(prekey)).await?;
             loop {
                 match events.recv().await {
                     Ok(ShellEvent::Node(Event::SessionOpened {
@@ -308,7 +352,8 @@ async fn execute(
                 .iter()
                 .find(|r| r.from.name == name)
                 .ok_or_else(|| Error::NoRequestFrom(name.clone()))?;
-            let session = handle.accept(r.peer, r.request, None).await?;
+            let prekey = shared.device.lock().await.prekey().await?;
+            let session = handle.accept(r.peer, r.request, Some(prekey)).await?;
             Ok(json!({"session": hex::encode(session)}))
         }
         Request::Reject { name } => {
@@ -321,9 +366,12 @@ async fn execute(
             Ok(json!("rejected"))
         }
         Request::Send { name, text } => {
-            handle
-                .send_datagram(find_session(&status, &name)?, text.into_bytes())
-                .await?;
+            find_session(&status, &name)?;
+            let mut device = shared.device.lock().await;
+            if !device.reachable(&name) {
+                return Err(Error::NoSession(name));
+            }
+            device.send_text(&name, &text).await?;
             Ok(json!("sent"))
         }
         Request::SendFile { name, path } => {
@@ -385,8 +433,12 @@ async fn execute(
             Ok(json!("left"))
         }
         Request::GroupSend { group, text } => {
-            handle
-                .group_send(find_group(&status, &group)?, text.into_bytes())
+            let group = find_group(&status, &group)?;
+            shared
+                .device
+                .lock()
+                .await
+                .send_group_text(group, &text)
                 .await?;
             Ok(json!("sent"))
         }

@@ -57,6 +57,13 @@ pub enum Error {
     NoDaemon(PathBuf),
     #[error("control: {0}")]
     Control(String),
+    #[error("{0} is in use by another sotto process that did not finish in time")]
+    HomeBusy(PathBuf),
+    /// What the device core refused or could not do.
+    #[error(transparent)]
+    Device(#[from] sotto_device::Error),
+    #[error("local store: {0}")]
+    Store(#[from] sotto_store::client::StoreError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
     #[error(transparent)]

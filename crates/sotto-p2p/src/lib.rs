@@ -14,16 +14,17 @@
 //!   sessions, file transfers and group sessions; events out, commands in;
 //! - `shell` ([`spawn`]): the libp2p swarm that runs a [`Node`], and
 //!   [`rendezvous`], the rendezvous point;
+//! - [`peer_device`]: the device core (`sotto_device::Machine`) over peer
+//!   sessions: chat and group messages are its sealed datagrams, stored in
+//!   the home's history like server-delivered ones;
 //! - [`control`]: the daemon behind `sotto p2p up` and the local socket the
 //!   other `sotto p2p` commands of the same home talk to.
-//!
-//! The payload of a session is opaque bytes: the device core seals and
-//! opens sotto datagrams; this crate carries them.
 
 pub mod control;
 pub mod error;
 pub mod identity;
 pub mod node;
+pub mod peer_device;
 pub mod rendezvous;
 pub mod session;
 pub mod shell;
@@ -35,5 +36,6 @@ pub use libp2p::{Multiaddr, PeerId};
 pub use node::{
     Config, Event, FileEvent, FileIo, GroupEvent, GroupInfo, Node, Output, PendingRequest,
 };
+pub use peer_device::PeerDevice;
 pub use shell::{spawn, Handle, PeerInfo, SessionInfo, ShellConfig, ShellEvent, Status};
-pub use wire::{GroupAd, Id, RejectReason};
+pub use wire::{GroupAd, Id, RejectReason, RosterMember};

@@ -44,6 +44,18 @@ pub struct GroupAd {
     pub title: String,
 }
 
+/// A member of a group session as the host lists it: the user key and
+/// name it proved, and its device's certificate and prekey (each signed by
+/// the member's own keys), so that members can seal datagrams for each
+/// other's devices without a session of their own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RosterMember {
+    pub user: [u8; 32],
+    pub name: String,
+    pub cert: Option<DeviceCert>,
+    pub prekey: Option<SignedPrekey>,
+}
+
 /// The device's proof of identity: its certificate (signed by the user
 /// key) and the device key's signature binding the hello to this
 /// connection's peer id.
@@ -181,7 +193,7 @@ pub enum Inner {
     GroupRoster {
         group: Id,
         title: String,
-        members: Vec<([u8; 32], String)>,
+        members: Vec<RosterMember>,
     },
     /// A member's message for the group, to the host.
     GroupPost {
@@ -428,9 +440,18 @@ impl Inner {
                 w.u8(13).bytes(group);
                 write_str(&mut w, title);
                 w.u16(members.len() as u16);
-                for (user, name) in members {
-                    w.bytes(user);
-                    write_str(&mut w, name);
+                for m in members {
+                    w.bytes(&m.user);
+                    write_str(&mut w, &m.name);
+                    match &m.cert {
+                        Some(c) => {
+                            w.u8(1).bytes(&c.encode());
+                        }
+                        None => {
+                            w.u8(0);
+                        }
+                    }
+                    write_prekey(&mut w, &m.prekey);
                 }
             }
             Inner::GroupPost { group, data } => {
@@ -503,7 +524,18 @@ impl Inner {
                 let mut members = Vec::with_capacity(n.min(bytes.len() / 33));
                 for _ in 0..n {
                     let user = r.array().map_err(malformed("roster"))?;
-                    members.push((user, read_str(&mut r, MAX_NAME, "member name")?));
+                    let name = read_str(&mut r, MAX_NAME, "member name")?;
+                    let cert = match r.u8().map_err(malformed("certificate flag"))? {
+                        0 => None,
+                        1 => Some(read_cert(&mut r)?),
+                        _ => return Err(Error::Malformed("certificate flag")),
+                    };
+                    members.push(RosterMember {
+                        user,
+                        name,
+                        cert,
+                        prekey: read_prekey(&mut r)?,
+                    });
                 }
                 Inner::GroupRoster {
                     group,
@@ -611,7 +643,20 @@ mod tests {
             Inner::GroupRoster {
                 group: [3; 16],
                 title: "ops".into(),
-                members: vec![([4; 32], "bob".into())],
+                members: vec![
+                    RosterMember {
+                        user: [4; 32],
+                        name: "bob".into(),
+                        cert: Some(cert),
+                        prekey: Some(prekey),
+                    },
+                    RosterMember {
+                        user: [5; 32],
+                        name: "carol".into(),
+                        cert: None,
+                        prekey: None,
+                    },
+                ],
             },
             Inner::GroupPost {
                 group: [3; 16],

@@ -435,6 +435,19 @@ impl Device {
         self.prekeys.get(&id).map(PrekeySecret::to_bytes)
     }
 
+    /// The signed public halves of the prekeys this device holds, oldest
+    /// first (to publish them again, e.g. when a device made with no server
+    /// registers with one).
+    pub fn held_prekeys(&self) -> Vec<SignedPrekey> {
+        let mut v: Vec<SignedPrekey> = self
+            .prekeys
+            .values()
+            .map(|p| self.key.sign_prekey(p))
+            .collect();
+        v.sort_by_key(|p| p.id);
+        v
+    }
+
     /// Number of unused one-time prekey secrets held.
     pub fn one_time_prekeys(&self) -> usize {
         self.prekeys

@@ -191,6 +191,19 @@ impl DeviceKey {
         prekey.signature = self.sign.sign(&prekey.signed_bytes(&self.id())).to_bytes();
         (prekey, PrekeySecret { id, kind, secret })
     }
+
+    /// The signed public half of a prekey this device holds (the same bytes
+    /// as when it was made: Ed25519 signatures are deterministic).
+    pub fn sign_prekey(&self, secret: &PrekeySecret) -> SignedPrekey {
+        let mut prekey = SignedPrekey {
+            id: secret.id,
+            kind: secret.kind,
+            public: DhPublic::from(&secret.secret).to_bytes(),
+            signature: [0; 64],
+        };
+        prekey.signature = self.sign.sign(&prekey.signed_bytes(&self.id())).to_bytes();
+        prekey
+    }
 }
 
 /// Verifies an Ed25519 signature made by a device (request authentication).

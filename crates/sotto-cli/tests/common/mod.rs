@@ -187,3 +187,67 @@ pub fn rendezvous(listen: &str) -> (Child, String) {
     let point = first_line(&mut child, "rendezvous: ");
     (child, point)
 }
+
+/// A running `p2p up` (killed on drop) and the address it printed.
+pub struct Up {
+    pub child: Child,
+    pub addr: String,
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `sotto p2p up` (loopback, any port unless `extra` has
+/// `--listen`, mDNS off) and reads its address.
+pub fn up(home: &Path, extra: &[&str]) -> Up {
+    let mut child = sotto()
+        .arg("--home")
+        .arg(home)
+        .args(["p2p", "up", "--no-mdns"])
+        .args(if extra.contains(&"--listen") {
+            &[][..]
+        } else {
+            &["--listen", "127.0.0.1:0"][..]
+        })
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let addr = first_line(&mut child, "peer: ");
+    Up { child, addr }
+}
+
+/// `asker` (connected to `answerer`'s running peer at `addr`) asks for a
+/// session and `answerer` accepts it.
+pub fn p2p_session(asker: &Path, answerer: &Path, answerer_name: &str, addr: &str) {
+    ok(asker, &["p2p", "connect", addr]);
+    let asking = sotto()
+        .arg("--home")
+        .arg(asker)
+        .args(["p2p", "request", answerer_name])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(
+        "the request arriving",
+        20,
+        || !ok(answerer, &["p2p", "requests"]).trim().is_empty(),
+        String::new,
+    );
+    let requests = ok(answerer, &["p2p", "requests"]);
+    let who = requests.split_whitespace().next().unwrap().to_string();
+    ok(answerer, &["p2p", "accept", &who]);
+    let out = asking.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "accepted");
+}

@@ -253,6 +253,18 @@ impl Net {
         self.finish(node, &op)
     }
 
+    /// Takes the datagrams waiting for `device` out of its mailbox, oldest
+    /// first (for a test that hands them over another way, e.g. as a peer
+    /// transport would).
+    pub fn take_mail(&mut self, device: &DeviceId) -> Vec<Vec<u8>> {
+        self.mail
+            .remove(device)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| m.datagram)
+            .collect()
+    }
+
     /// The node's unacknowledged mailbox items, oldest first.
     pub fn waiting(&self, device: &DeviceId) -> usize {
         self.mail.get(device).map_or(0, Vec::len)

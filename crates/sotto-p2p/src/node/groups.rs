@@ -16,7 +16,12 @@ use sotto_proto::UserPublic;
 
 use super::{Act, Event, Node, Session};
 use crate::error::{Error, Result};
-use crate::wire::{GroupAd, Id, Inner, MAX_ADVERTISED_GROUPS, MAX_DATAGRAM, MAX_ROSTER, MAX_TITLE};
+use crate::wire::{
+    GroupAd, Id, Inner, RosterMember, MAX_ADVERTISED_GROUPS, MAX_DATAGRAM, MAX_ROSTER, MAX_TITLE,
+};
+
+/// This node as a group sees it: user key, name, device certificate.
+pub(crate) type Me<'a> = (UserPublic, &'a str, sotto_proto::DeviceCert);
 
 /// What the application hears about group sessions.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,7 +65,7 @@ enum Role {
     Member {
         host: Id,
         joined: bool,
-        roster: Vec<([u8; 32], String)>,
+        roster: Vec<RosterMember>,
     },
 }
 
@@ -104,11 +109,41 @@ impl Groups {
         v
     }
 
+    /// The members of a group this node hosts, itself first, with the
+    /// certificates and prekeys of their sessions.
+    fn host_roster(
+        members: &BTreeMap<UserPublic, (String, Id)>,
+        me: &Me<'_>,
+        sessions: &HashMap<Id, Session>,
+    ) -> Vec<RosterMember> {
+        let mut list = vec![RosterMember {
+            user: me.0 .0,
+            name: me.1.to_string(),
+            cert: Some(me.2),
+            prekey: None,
+        }];
+        list.extend(members.iter().map(|(u, (n, sid))| {
+            let s = sessions.get(sid);
+            RosterMember {
+                user: u.0,
+                name: n.clone(),
+                cert: s.map(|s| s.cert),
+                prekey: s.and_then(|s| s.prekey),
+            }
+        }));
+        list
+    }
+
     /// The host announces the roster to every member.
-    fn roster_acts(id: Id, g: &Group, me: (UserPublic, &str), acts: &mut Vec<Act>) {
+    fn roster_acts(
+        id: Id,
+        g: &Group,
+        me: &Me<'_>,
+        sessions: &HashMap<Id, Session>,
+        acts: &mut Vec<Act>,
+    ) {
         if let Role::Host { members, .. } = &g.role {
-            let mut list = vec![(me.0 .0, me.1.to_string())];
-            list.extend(members.iter().map(|(u, (n, _))| (u.0, n.clone())));
+            let list = Self::host_roster(members, me, sessions);
             for (_, session) in members.values() {
                 acts.push(Act::Seal(
                     *session,
@@ -122,7 +157,12 @@ impl Groups {
         }
     }
 
-    pub(crate) fn session_closed(&mut self, session: Id, me: (UserPublic, &str)) -> Vec<Act> {
+    pub(crate) fn session_closed(
+        &mut self,
+        session: Id,
+        me: &Me<'_>,
+        sessions: &HashMap<Id, Session>,
+    ) -> Vec<Act> {
         let mut acts = Vec::new();
         let mut ended = Vec::new();
         for (id, g) in self.map.iter_mut() {
@@ -155,10 +195,32 @@ impl Groups {
                     title: g.title,
                 }));
             } else {
-                Self::roster_acts(id, &self.map[&id], me, &mut acts);
+                Self::roster_acts(id, &self.map[&id], me, sessions, &mut acts);
             }
         }
         acts
+    }
+
+    /// Group `id`'s title and current members (the host included), as
+    /// this node knows them; `None` for a group it is not in.
+    pub(crate) fn roster(
+        &self,
+        id: &Id,
+        me: &Me<'_>,
+        sessions: &HashMap<Id, Session>,
+    ) -> Option<(String, Vec<RosterMember>)> {
+        let g = self.map.get(id)?;
+        match &g.role {
+            Role::Host { members, .. } => {
+                Some((g.title.clone(), Self::host_roster(members, me, sessions)))
+            }
+            Role::Member {
+                joined: true,
+                roster,
+                ..
+            } => Some((g.title.clone(), roster.clone())),
+            Role::Member { .. } => None,
+        }
     }
 
     /// A group message from the peer of session `sid`.
@@ -167,7 +229,8 @@ impl Groups {
         sid: Id,
         from: &Session,
         inner: Inner,
-        me: (UserPublic, &str),
+        me: &Me<'_>,
+        sessions: &HashMap<Id, Session>,
         max_groups: usize,
     ) -> std::result::Result<Vec<Act>, &'static str> {
         let mut acts = Vec::new();
@@ -209,7 +272,7 @@ impl Groups {
                     title: g.title.clone(),
                     name: from.name.clone(),
                 }));
-                Self::roster_acts(group, g, me, &mut acts);
+                Self::roster_acts(group, g, me, sessions, &mut acts);
             }
             Inner::GroupLeave { group } => {
                 let Some(g) = self.map.get_mut(&group) else {
@@ -224,7 +287,7 @@ impl Groups {
                                 title: g.title.clone(),
                                 name: from.name.clone(),
                             }));
-                            Self::roster_acts(group, g, me, &mut acts);
+                            Self::roster_acts(group, g, me, sessions, &mut acts);
                         }
                     }
                     Role::Member { host, .. } if *host == sid => {
@@ -256,25 +319,25 @@ impl Groups {
                 if *host != sid {
                     return Err("a roster from a peer that does not host the group");
                 }
-                for (u, name) in &members {
-                    if !roster.iter().any(|(r, _)| r == u) && (*joined || *u == me.0 .0) {
+                for m in &members {
+                    if !roster.iter().any(|r| r.user == m.user) && (*joined || m.user == me.0 .0) {
                         acts.push(ev(GroupEvent::Joined {
                             group,
                             title: g.title.clone(),
-                            name: name.clone(),
+                            name: m.name.clone(),
                         }));
                     }
                 }
-                for (u, name) in roster.iter() {
-                    if !members.iter().any(|(m, _)| m == u) {
+                for r in roster.iter() {
+                    if !members.iter().any(|m| m.user == r.user) {
                         acts.push(ev(GroupEvent::Left {
                             group,
                             title: g.title.clone(),
-                            name: name.clone(),
+                            name: r.name.clone(),
                         }));
                     }
                 }
-                *joined = members.iter().any(|(u, _)| *u == me.0 .0);
+                *joined = members.iter().any(|m| m.user == me.0 .0);
                 *roster = members;
             }
             Inner::GroupPost { group, data } => {
@@ -342,6 +405,18 @@ impl Groups {
 impl Node {
     fn me(&self) -> (UserPublic, String) {
         (self.identity.user(), self.identity.name.clone())
+    }
+
+    /// Group `group`'s title and current members (the host included), as
+    /// this node knows them (host: its sessions; member: the host's last
+    /// roster); `None` unless this node hosts or joined it.
+    pub fn group_roster(&self, group: &Id) -> Option<(String, Vec<RosterMember>)> {
+        let me = (
+            self.identity.user(),
+            self.identity.name.as_str(),
+            self.identity.cert,
+        );
+        self.groups.roster(group, &me, &self.sessions)
     }
 
     /// Creates a group session hosted here and invites the peers of
@@ -513,7 +588,7 @@ impl Node {
                     Role::Member { joined, roster, .. } => (
                         false,
                         *joined,
-                        roster.iter().map(|(_, n)| n.clone()).collect(),
+                        roster.iter().map(|m| m.name.clone()).collect(),
                     ),
                 };
                 GroupInfo {

@@ -23,7 +23,7 @@ mod tests;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use libp2p::PeerId;
-use sotto_proto::{DeviceId, SignedPrekey, UserPublic};
+use sotto_proto::{DeviceCert, DeviceId, SignedPrekey, UserPublic};
 
 use crate::error::{Error, Result};
 use crate::identity::{judge_hello, make_hello, Identity, PeerIdentity};
@@ -89,6 +89,8 @@ pub enum Event {
         name: String,
         user: UserPublic,
         device: DeviceId,
+        /// The peer's device certificate (from its hello, verified).
+        cert: DeviceCert,
         prekey: Option<SignedPrekey>,
         requester: bool,
     },
@@ -140,6 +142,9 @@ pub(crate) struct Session {
     pub(crate) name: String,
     pub(crate) user: UserPublic,
     pub(crate) device: DeviceId,
+    pub(crate) cert: DeviceCert,
+    /// The prekey the peer handed over in the handshake.
+    pub(crate) prekey: Option<SignedPrekey>,
 }
 
 /// One device's peer-to-peer state.
@@ -393,10 +398,19 @@ impl Node {
             | Inner::GroupPost { .. }
             | Inner::GroupDeliver { .. } => {
                 let from = self.sessions.get(&id).expect("opened above");
-                let me = (self.identity.user(), self.identity.name.as_str());
-                let acts = self
-                    .groups
-                    .on_message(id, from, inner, me, self.config.max_groups)?;
+                let me = (
+                    self.identity.user(),
+                    self.identity.name.as_str(),
+                    self.identity.cert,
+                );
+                let acts = self.groups.on_message(
+                    id,
+                    from,
+                    inner,
+                    &me,
+                    &self.sessions,
+                    self.config.max_groups,
+                )?;
                 self.apply(acts);
             }
             file => {
@@ -457,8 +471,12 @@ impl Node {
         };
         drop(session);
         let mut acts = self.files.drop_session(id);
-        let me = (self.identity.user(), self.identity.name.as_str());
-        acts.extend(self.groups.session_closed(id, me));
+        let me = (
+            self.identity.user(),
+            self.identity.name.as_str(),
+            self.identity.cert,
+        );
+        acts.extend(self.groups.session_closed(id, &me, &self.sessions));
         self.apply(acts);
         self.event(Event::SessionClosed {
             session: id,

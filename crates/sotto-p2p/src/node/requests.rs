@@ -271,9 +271,10 @@ impl Node {
         prekey: Option<SignedPrekey>,
         requester: bool,
     ) {
-        let (user, device) = (
+        let (user, device, cert) = (
             from.user.expect("proved before a session opens"),
             from.device.expect("proved before a session opens"),
+            from.cert.expect("proved before a session opens"),
         );
         let session = keys.id;
         // Trust on first use: the name is bound to this key from now on.
@@ -286,6 +287,8 @@ impl Node {
                 name: from.name.clone(),
                 user,
                 device,
+                cert,
+                prekey,
             },
         );
         self.event(Event::SessionOpened {
@@ -294,6 +297,7 @@ impl Node {
             name: from.name.clone(),
             user,
             device,
+            cert,
             prekey,
             requester,
         });

@@ -227,6 +227,15 @@ impl Handle {
         self.call(move |s| s.node.group_send(&group, data)).await?
     }
 
+    /// Group `group`'s title and members (with their devices'
+    /// certificates and prekeys), if this node hosts or joined it.
+    pub async fn group_roster(
+        &self,
+        group: Id,
+    ) -> Result<Option<(String, Vec<crate::wire::RosterMember>)>> {
+        self.call(move |s| s.node.group_roster(&group)).await
+    }
+
     /// Peers, pending requests, sessions and groups.
     pub async fn status(&self) -> Result<Status> {
         self.call(|s| s.status()).await

@@ -416,6 +416,11 @@ impl Shell {
                 if endpoint.is_dialer() {
                     self.address
                         .insert(peer_id, endpoint.get_remote_address().clone());
+                    // An address dialled with no peer id in it (explicit,
+                    // or remembered from an earlier run).
+                    if !self.via.contains_key(&peer_id) {
+                        self.found(peer_id, "explicit");
+                    }
                 }
                 if self.rendezvous.contains(&peer_id) {
                     self.register(peer_id);

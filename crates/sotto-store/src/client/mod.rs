@@ -25,7 +25,9 @@
 //! `account` (the account and the device's protocol state), `tx` (writing
 //! a change set in one transaction), `contacts` (contacts and blocked
 //! users), `messages` (the history), `rooms`, `device_store` (the core's
-//! store trait over all of it).
+//! store trait over all of it), `peers` (peer-to-peer peers to dial
+//! again), `lock` (one operation at a time per home,
+//! across processes).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -35,12 +37,16 @@ use rusqlite::Connection;
 mod account;
 mod contacts;
 mod device_store;
+mod lock;
 mod messages;
 mod open;
+mod peers;
 mod rooms;
 mod tx;
 
+pub use lock::{Guard, HomeLock, LOCK_FILE};
 pub use open::{DB_FILE, KDF_FILE, MIN_PASSPHRASE_CHARS};
+pub use peers::{RememberedPeer, MAX_REMEMBERED_PEERS};
 /// The records are the device core's ([`sotto_device::store`]).
 pub use sotto_device::store::{
     Account, ChangeSet, Contact, HistoryQuery, Message, RoomMessageRow, RoomRecord, RoomSave,

@@ -65,6 +65,11 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 CREATE INDEX IF NOT EXISTS messages_conv ON messages (conversation, sent_at);
 CREATE TABLE IF NOT EXISTS blocked (username TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS p2p_peers (
+    name TEXT PRIMARY KEY,
+    address TEXT NOT NULL,
+    seen_at INTEGER NOT NULL
+);
 ";
 
 fn kdf_params(m: u32, t: u32, p: u32) -> Result<Params> {

@@ -1,23 +1,21 @@
 //! One operation at a time per home directory, across processes.
 //!
-//! `sotto listen` may run while the user sends from the same home in another
-//! process. Each process holds the device's protocol state in memory, so an
-//! operation that changes it (send, receive, refill, approve) takes an
-//! exclusive lock on `<home>/sotto.lock`, reloads the state from the store,
-//! and commits before releasing. Without this a stale process could write
-//! back an older session and reuse message counters.
+//! `sotto listen` and `sotto p2p up` may run while the user sends from the
+//! same home in another process. Each process holds the device's protocol
+//! state in memory, so an operation that changes it (send, receive, refill,
+//! approve) takes an exclusive lock on `<home>/sotto.lock`, reloads the
+//! state from the store, and commits before releasing. Without this a
+//! stale process could write back an older session and reuse message
+//! counters. The lock is runtime-agnostic: the caller hands in its sleep.
 
 use std::fs::{File, OpenOptions};
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-use crate::error::{Error, Result};
+use std::time::{Duration, Instant};
 
 /// The lock file in the home directory (empty).
 pub const LOCK_FILE: &str = "sotto.lock";
-/// How long an operation waits for another process's operation to end.
-const WAIT: Duration = Duration::from_secs(60);
 
 #[derive(Default)]
 struct State {
@@ -25,16 +23,17 @@ struct State {
     depth: usize,
 }
 
-/// Shared by a client and its guards; re-entrant within one client.
+/// Shared by one process's users of a home and their guards; re-entrant
+/// within them.
 #[derive(Clone)]
-pub(crate) struct HomeLock {
+pub struct HomeLock {
     path: PathBuf,
     state: Arc<Mutex<State>>,
 }
 
 /// Held while an operation runs; the lock is released when the outermost
 /// guard drops.
-pub(crate) struct Guard {
+pub struct Guard {
     state: Arc<Mutex<State>>,
     /// True for the outermost guard (the caller must reload its state).
     pub fresh: bool,
@@ -80,17 +79,28 @@ impl HomeLock {
         }
     }
 
-    /// Takes the lock (waiting for other processes), or deepens it if this
-    /// client already holds it.
-    pub async fn acquire(&self) -> Result<Guard> {
+    /// The home directory the lock guards.
+    pub fn home(&self) -> &Path {
+        self.path.parent().unwrap_or(&self.path)
+    }
+
+    /// Takes the lock (waiting up to `wait` for other processes, polling
+    /// every 20 ms with `sleep`), or deepens it if this process already
+    /// holds it through this `HomeLock`. `Ok(None)`: still busy after
+    /// `wait`.
+    pub async fn acquire<F: Future<Output = ()>>(
+        &self,
+        wait: Duration,
+        sleep: impl Fn(Duration) -> F,
+    ) -> std::io::Result<Option<Guard>> {
         {
             let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
             if st.depth > 0 {
                 st.depth += 1;
-                return Ok(Guard {
+                return Ok(Some(Guard {
                     state: self.state.clone(),
                     fresh: false,
-                });
+                }));
             }
         }
         let mut options = OpenOptions::new();
@@ -98,21 +108,19 @@ impl HomeLock {
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let file = options.open(&self.path)?;
-        let deadline = tokio::time::Instant::now() + WAIT;
+        let deadline = Instant::now() + wait;
         while !try_lock(&file)? {
-            if tokio::time::Instant::now() >= deadline {
-                return Err(Error::HomeBusy(
-                    self.path.parent().unwrap_or(&self.path).to_path_buf(),
-                ));
+            if Instant::now() >= deadline {
+                return Ok(None);
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            sleep(Duration::from_millis(20)).await;
         }
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         st.file = Some(file);
         st.depth = 1;
-        Ok(Guard {
+        Ok(Some(Guard {
             state: self.state.clone(),
             fresh: true,
-        })
+        }))
     }
 }
