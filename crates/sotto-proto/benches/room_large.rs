@@ -104,7 +104,7 @@ fn build() -> Room {
             )
             .unwrap();
         } else if i % 500 == 0 {
-            let op = if (i / 500) % 2 == 0 {
+            let op = if !log.state().unwrap().is_member(&extra) {
                 Op::AddMember {
                     user: extra,
                     name: [0xee; 32],
