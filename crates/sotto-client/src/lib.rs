@@ -89,6 +89,7 @@ mod link;
 mod listen;
 mod lock;
 mod net;
+mod phone;
 mod rooms;
 mod setup;
 mod sync;
@@ -103,6 +104,7 @@ use sotto_store::client::ClientStore;
 
 pub use error::{Error, Result};
 pub use link::LinkPending;
+pub use phone::PhoneRegistration;
 pub use sotto_device::Error as DeviceError;
 pub use sotto_device::{
     ContactInfo, DeviceInfo, GrantProblem, LineContent, Message, PrekeyCount, Rejection,
@@ -141,7 +143,6 @@ pub struct Client {
     core: Machine,
     /// The store the core writes; the shell reads the server settings and
     /// (in tests) tampers with it.
-    #[cfg_attr(not(any(test, feature = "testing")), allow(dead_code))]
     store: ClientStore,
     api: Api,
     /// Serializes state-changing operations across processes on this home.

@@ -308,6 +308,11 @@ impl Machine {
                 changes
                     .contacts
                     .push(contact_record(claimed, user, false, &certs));
+                if let Some(name) = &d.organisation {
+                    changes
+                        .organisations
+                        .push((claimed.to_string(), name.clone()));
+                }
                 SenderCheck::Ok
             }
         })

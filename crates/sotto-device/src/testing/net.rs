@@ -425,6 +425,7 @@ impl Net {
         self.users.get(name).map(|(user, certs)| Directory {
             user: *user,
             devices: certs.iter().map(|c| c.encode()).collect(),
+            organisation: None,
         })
     }
 }

@@ -37,10 +37,12 @@ mod contacts;
 mod device_store;
 mod messages;
 mod open;
+mod phone;
 mod rooms;
 mod tx;
 
 pub use open::{DB_FILE, KDF_FILE, MIN_PASSPHRASE_CHARS};
+pub use phone::PendingPhone;
 /// The records are the device core's ([`sotto_device::store`]).
 pub use sotto_device::store::{
     Account, ChangeSet, Contact, HistoryQuery, Message, RoomMessageRow, RoomRecord, RoomSave,
