@@ -548,3 +548,52 @@ fn twilio_signature(token: &str, url: &str, params: &[(String, String)]) -> Stri
     mac.update(data.as_bytes());
     base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
+
+#[test]
+fn a_held_message_expires_and_the_webhook_hears_it_once_even_across_a_server_kill() {
+    let Setup {
+        dir,
+        data,
+        sink,
+        server,
+    } = setup(&[]);
+    let hook = Receiver::start("/replies");
+    hook.respond.store(503, std::sync::atomic::Ordering::SeqCst);
+    let (key, secret) = add_sender(&data, "acme", "Acme Clinic", &hook.url);
+    let a = send(
+        &server,
+        &key,
+        &format!(r#"{{"to": "{NUMBER}", "body": "{BODY}", "ttl": 1}}"#),
+    );
+    assert_eq!(a.status, 202, "{}", a.body);
+    let id = a.json()["id"].as_str().unwrap().to_string();
+    wait_until(
+        "status expired",
+        20,
+        || status(&server, &key, &id).json()["status"] == "expired",
+        || status(&server, &key, &id).body,
+    );
+    assert!(json_lines(&admin(&data, &["held", "--json"])).is_empty());
+    // The webhook is down; the server is killed with the event queued.
+    server.kill9();
+    let server = Server::start_with(
+        &data,
+        "127.0.0.1:0",
+        &["--sms-sink", sink.to_str().unwrap()],
+    );
+    hook.respond.store(200, std::sync::atomic::Ordering::SeqCst);
+    let event = hook.wait("the expired event", |r| r.body.contains("\"expired\""));
+    assert!(signature_ok(&event, &secret));
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let expired = hook
+        .all()
+        .into_iter()
+        .filter(|r| r.body.contains(&id) && r.body.contains("\"expired\""))
+        .count();
+    assert_eq!(expired, 1, "told once");
+    // The number registering later gets nothing: the message is gone.
+    let pat = dir.path().join("pat");
+    register_phone(&pat, &server, NUMBER);
+    let out = ok(&pat, &["verify-phone", &otp_for(&sink, NUMBER)]);
+    assert!(out.contains("0 held messages"), "{out}");
+}
