@@ -174,6 +174,9 @@ pub(super) async fn verify(
     };
     if kind == OtpKind::Server {
         state.rate(|l| l.verify(addr))?;
+    } else {
+        // A device waiting for its SMS polls: limited like link polls.
+        state.rate(|l| l.link_poll(addr))?;
     }
     let phone = state.phone.clone();
     let (n, otp) = (req.number.clone(), req.otp.clone());
