@@ -12,6 +12,7 @@
 mod auth;
 pub mod decode;
 pub mod paths;
+pub mod phone;
 #[cfg(feature = "pinned-tls")]
 pub mod pin;
 mod types;

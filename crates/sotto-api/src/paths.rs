@@ -21,6 +21,11 @@ pub const LINK_APPROVE: &str = "/v1/link/:link_id/approve";
 pub const LINK_STATUS: &str = "/v1/link/:link_id/status";
 pub const BLOCKS: &str = "/v1/blocks";
 pub const BLOCK: &str = "/v1/blocks/:username_hash";
+pub const SENDER_MESSAGES: &str = "/v1/sender/messages";
+pub const SENDER_MESSAGE: &str = "/v1/sender/messages/:id";
+pub const PHONE_REGISTER: &str = "/v1/phone/register";
+pub const PHONE_VERIFY: &str = "/v1/phone/verify";
+pub const SMS_INBOUND: &str = "/v1/sms/inbound";
 pub const OPENAPI: &str = crate::OPENAPI_PATH;
 
 /// Every route, for the server's check that each is documented.
@@ -43,6 +48,11 @@ pub const ALL: &[&str] = &[
     LINK_STATUS,
     BLOCKS,
     BLOCK,
+    SENDER_MESSAGES,
+    SENDER_MESSAGE,
+    PHONE_REGISTER,
+    PHONE_VERIFY,
+    SMS_INBOUND,
     OPENAPI,
 ];
 
@@ -68,6 +78,11 @@ pub fn device(device: &[u8; 32]) -> String {
 /// [`BUNDLES`] for a username hash.
 pub fn bundles(username_hash: &[u8; 32]) -> String {
     fill(BUNDLES, &hex::encode(username_hash))
+}
+
+/// [`SENDER_MESSAGE`] for a message id.
+pub fn sender_message(id: &str) -> String {
+    fill(SENDER_MESSAGE, id)
 }
 
 /// [`DATAGRAM`] for a datagram id.

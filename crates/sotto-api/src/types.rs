@@ -67,6 +67,11 @@ pub struct UserDevices {
     pub user: String,
     /// b64 device certificates.
     pub devices: Vec<String>,
+    /// Set when the user is an organisation's sender account (a handle
+    /// the server operator created): its display name, vouched for by the
+    /// server. No ordinary user can have it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organisation: Option<String>,
 }
 
 /// `POST /v1/users/{username_hash}/bundles`: claim one prekey for each

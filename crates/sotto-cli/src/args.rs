@@ -85,6 +85,80 @@ pub enum Command {
         /// never on a server others use).
         #[arg(long)]
         no_rate_limits: bool,
+        /// Development SMS gateway: append each SMS to FILE as one JSON line
+        /// {"to": "+1...", "text": "..."}; inbound SMS are accepted unsigned.
+        /// Never on a server others use.
+        #[arg(long, value_name = "FILE", conflicts_with = "twilio_account_sid")]
+        sms_sink: Option<PathBuf>,
+        /// Send SMS through Twilio with this account SID (auth token from
+        /// SOTTO_TWILIO_AUTH_TOKEN); inbound SMS must carry Twilio's
+        /// signature. Needs --twilio-from and --sms-inbound-url.
+        #[arg(long, value_name = "SID", requires_all = ["twilio_from", "sms_inbound_url"])]
+        twilio_account_sid: Option<String>,
+        /// The Twilio number SMS come from (and handsets text codes to).
+        #[arg(long, value_name = "NUMBER")]
+        twilio_from: Option<String>,
+        /// Twilio's API base URL.
+        #[arg(long, value_name = "URL", default_value = "https://api.twilio.com")]
+        twilio_base_url: String,
+        /// The public URL of this server's /v1/sms/inbound exactly as
+        /// configured at the provider (its signature covers it).
+        #[arg(long, value_name = "URL")]
+        sms_inbound_url: Option<String>,
+        /// How long a one-time password is valid: e.g. 30s, 10m.
+        #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = duration)]
+        otp_ttl: std::time::Duration,
+        /// The hold key (32 bytes) that seals messages held for phone
+        /// numbers and the senders' keys; made there on first start.
+        /// SOTTO_HOLD_KEY (64 hex digits) overrides it. Default: hold_key
+        /// in --data; keep it elsewhere so a copy of --data reveals nothing.
+        #[arg(long, env = "SOTTO_HOLD_KEY_FILE", value_name = "FILE")]
+        hold_key_file: Option<PathBuf>,
+        /// The URL handsets are told to register at (in the invitation
+        /// SMS). Default: https://<--listen>.
+        #[arg(long, value_name = "URL")]
+        public_url: Option<String>,
+    },
+    /// Operate on a server's data directory: sender accounts (organisations
+    /// sending to phone numbers) and the messages held for numbers.
+    ///
+    ///   sotto admin --data ./srv sender add acme --name "Acme Clinic" --webhook http://127.0.0.1:9000/replies
+    ///   sotto admin --data ./srv held --json
+    #[command(verbatim_doc_comment)]
+    Admin {
+        /// The server's data directory.
+        #[arg(long, default_value = "./sotto-server-data", value_name = "DIR")]
+        data: PathBuf,
+        /// The server secret, if not in --data (as `sotto server`).
+        #[arg(long, env = "SOTTO_SECRET_FILE", value_name = "FILE")]
+        secret_file: Option<PathBuf>,
+        /// The hold key, if not in --data (as `sotto server`).
+        #[arg(long, env = "SOTTO_HOLD_KEY_FILE", value_name = "FILE")]
+        hold_key_file: Option<PathBuf>,
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Register this new device for a phone number. The server texts a
+    /// code to the number; finish with `sotto verify-phone CODE`. With
+    /// --by-sms the app makes the code and prints the SMS to send from the
+    /// handset; it finishes by itself when the server receives that SMS.
+    RegisterPhone {
+        /// The number in international form, e.g. +15551234567.
+        number: String,
+        /// Server URL, e.g. https://127.0.0.1:7443
+        #[arg(long)]
+        server: String,
+        /// Require this server certificate fingerprint (hex SHA-256).
+        #[arg(long)]
+        fingerprint: Option<String>,
+        /// The handset sends the code by SMS instead of receiving one.
+        #[arg(long)]
+        by_sms: bool,
+    },
+    /// Finish `sotto register-phone` with the code the server texted.
+    VerifyPhone {
+        /// The code from the SMS.
+        otp: String,
     },
     /// Create a new user with this device as its first device, with no
     /// server at all (for peer to peer). A later `sotto register USERNAME
@@ -188,6 +262,40 @@ pub enum Command {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Sender accounts and their API keys.
+    Sender {
+        #[command(subcommand)]
+        command: SenderCommand,
+    },
+    /// Messages held for numbers that have not registered: id, sender,
+    /// status, created, expires (never the body or the number).
+    Held,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SenderCommand {
+    /// Add an organisation that sends to phone numbers; prints its API key
+    /// and webhook signing secret once.
+    Add {
+        /// The handle users see and reply to (taken in the directory).
+        handle: String,
+        /// Display name shown with its messages.
+        #[arg(long)]
+        name: String,
+        /// Where replies and status changes are posted.
+        #[arg(long)]
+        webhook: String,
+    },
+    /// Make another API key for HANDLE (printed once).
+    AddKey { handle: String },
+    /// Revoke an API key of HANDLE: calls with it are refused at once.
+    RevokeKey { handle: String, key: String },
+    /// List sender accounts.
+    List,
+}
+
+#[derive(Subcommand, Debug)]
 pub enum DevicesCommand {
     /// Remove a lost or stolen device of your account: the server forgets
     /// it (others stop encrypting to it) and refuses it from then on. Run
@@ -196,6 +304,24 @@ pub enum DevicesCommand {
         /// The device id, as `sotto devices` (or `--json`, "id") lists it.
         device: String,
     },
+}
+
+/// A duration: a number with s, m, h or d (e.g. 30s, 10m).
+fn duration(s: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("invalid duration {s:?}: use e.g. 30s, 10m, 1h");
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?);
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        "d" => n.saturating_mul(86_400),
+        _ => return Err(bad()),
+    };
+    if secs == 0 {
+        return Err(bad());
+    }
+    Ok(std::time::Duration::from_secs(secs))
 }
 
 /// TTLs: off, 10m, 1h, 1d, 1w, 30d (or a number with s/m/h/d/w).

@@ -81,6 +81,63 @@ pub async fn run(home: Option<PathBuf>, json: bool, command: Command) -> Result<
             );
             Ok(())
         }
+        Command::RegisterPhone {
+            number,
+            server,
+            fingerprint,
+            by_sms,
+        } => {
+            let pass = passphrase::new()?;
+            let started = Client::phone_register(
+                &home,
+                &pass,
+                &number,
+                &server,
+                fingerprint.as_deref(),
+                by_sms,
+            )
+            .await
+            .map_err(|e| render::error(&e))?;
+            println!("server certificate {}", started.fingerprint);
+            match started.sms {
+                None => {
+                    println!(
+                        "a code was texted to {number}; it expires in {} minutes",
+                        started.expires_in.div_ceil(60)
+                    );
+                    println!(
+                        "finish with: sotto --home {} verify-phone <code>",
+                        home.display()
+                    );
+                    Ok(())
+                }
+                Some((text, to)) => {
+                    println!("send SMS: {text} to {to}");
+                    println!("waiting for the server to receive it...");
+                    let wait = Duration::from_secs(started.expires_in.max(1));
+                    let (client, delivered) = Client::phone_verify(&home, &pass, None, wait)
+                        .await
+                        .map_err(|e| render::error(&e))?;
+                    println!(
+                        "registered {number} on this device (user {}); {delivered} held messages delivered: run `sotto inbox`",
+                        client.username()
+                    );
+                    Ok(())
+                }
+            }
+        }
+        Command::VerifyPhone { otp } => {
+            let pass = passphrase::existing()?;
+            let (client, delivered) =
+                Client::phone_verify(&home, &pass, Some(&otp), Duration::ZERO)
+                    .await
+                    .map_err(|e| render::error(&e))?;
+            println!(
+                "registered this device for the number (user {}); {delivered} held messages delivered: run `sotto inbox`",
+                client.username()
+            );
+            Ok(())
+        }
         command => {
             let pass = passphrase::existing()?;
             let mut client = Client::open(&home, &pass)
@@ -128,8 +185,10 @@ async fn device_command(
                     Err(e) => return Err(e),
                 }
             }
+            let organisations = client.organisations()?;
             for m in client.history(None, None)? {
-                out.message(&m);
+                let org = (!m.outgoing).then(|| organisations.get(&m.from)).flatten();
+                out.message_from(&m, org.map(String::as_str));
             }
         }
         Command::Listen => {
@@ -186,6 +245,9 @@ async fn device_command(
         Command::Rooms => crate::room_cmds::rooms(client, out).await?,
         Command::Room { command } => crate::room_cmds::room(client, out, command).await?,
         Command::Server { .. }
+        | Command::Admin { .. }
+        | Command::RegisterPhone { .. }
+        | Command::VerifyPhone { .. }
         | Command::Register { .. }
         | Command::Init { .. }
         | Command::Send { .. }

@@ -1,6 +1,7 @@
 //! `sotto`: parses the command line, wires it to the client and server
 //! libraries, and prints. No protocol logic lives here.
 
+mod admin_cmds;
 mod args;
 mod client_cmds;
 mod output;
@@ -49,6 +50,14 @@ async fn run(cli: Cli) -> Result<(), String> {
             read_timeout,
             max_connections_per_ip,
             no_rate_limits,
+            sms_sink,
+            twilio_account_sid,
+            twilio_from,
+            twilio_base_url,
+            sms_inbound_url,
+            otp_ttl,
+            hold_key_file,
+            public_url,
         } => {
             logs();
             let mut config = sotto_server::Config::new(listen, data);
@@ -67,6 +76,27 @@ async fn run(cli: Cli) -> Result<(), String> {
             if no_rate_limits {
                 limits.rates = None;
             }
+            let phone = &mut config.phone;
+            phone.otp_ttl = otp_ttl;
+            phone.hold_key_file = hold_key_file;
+            phone.public_url = public_url;
+            if let Some(sink) = sms_sink {
+                phone.sms = sotto_server::phone::sms::SmsConfig::Sink(sink);
+            } else if let Some(account_sid) = twilio_account_sid {
+                let auth_token = std::env::var("SOTTO_TWILIO_AUTH_TOKEN").map_err(|_| {
+                    "--twilio-account-sid needs the auth token in SOTTO_TWILIO_AUTH_TOKEN"
+                        .to_string()
+                })?;
+                phone.sms = sotto_server::phone::sms::SmsConfig::Twilio(
+                    sotto_server::phone::sms::TwilioConfig {
+                        account_sid,
+                        auth_token,
+                        from: twilio_from.unwrap_or_default(),
+                        base_url: twilio_base_url,
+                        inbound_url: sms_inbound_url.unwrap_or_default(),
+                    },
+                );
+            }
             let running = sotto_server::start(config)
                 .await
                 .map_err(|e| e.to_string())?;
@@ -78,6 +108,12 @@ async fn run(cli: Cli) -> Result<(), String> {
                 _ = shutdown => Ok(()),
             }
         }
+        Command::Admin {
+            data,
+            secret_file,
+            hold_key_file,
+            command,
+        } => admin_cmds::run(&data, secret_file, hold_key_file, cli.json, command),
         command @ (Command::Rendezvous { .. } | Command::P2p { .. }) => {
             p2p_cmds::run(cli.home, cli.json, command).await
         }

@@ -24,6 +24,9 @@ struct MessageJson<'a> {
     body: &'a str,
     ttl: u32,
     outgoing: bool,
+    /// The sender's display name when it is an organisation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    organisation: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -142,6 +145,12 @@ impl Printer {
     }
 
     pub fn message(&self, m: &Message) {
+        self.message_from(m, None)
+    }
+
+    /// A message; `organisation`: the display name of its sender, an
+    /// organisation, shown as `acme ("Acme Clinic")`.
+    pub fn message_from(&self, m: &Message, organisation: Option<&str>) {
         if self.json {
             self.json_line(&MessageJson {
                 id: hex::encode(m.id),
@@ -153,7 +162,16 @@ impl Printer {
                 body: &m.body,
                 ttl: m.ttl,
                 outgoing: m.outgoing,
+                organisation,
             });
+        } else if let Some(name) = organisation {
+            println!(
+                "{}  {} ({name:?}) -> {}: {}",
+                time(m.sent_at),
+                m.from,
+                m.to,
+                m.body
+            );
         } else {
             println!("{}  {} -> {}: {}", time(m.sent_at), m.from, m.to, m.body);
         }
@@ -310,7 +328,7 @@ impl Printer {
 }
 
 /// `YYYY-MM-DD HH:MM:SS` (UTC) from milliseconds since the epoch.
-fn time(ms: u64) -> String {
+pub fn time(ms: u64) -> String {
     let secs = ms / 1000;
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);

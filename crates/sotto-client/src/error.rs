@@ -21,6 +21,10 @@ pub enum Error {
     AlreadyRegistered(PathBuf),
     #[error("the passphrase is too short: use at least {min} characters (anyone holding a copy of the store can try passphrases offline, and a short one is soon found)")]
     WeakPassphrase { min: usize },
+    #[error("invalid phone number {0:?}: use the international form, + and 8 to 15 digits, e.g. +15551234567")]
+    BadNumber(String),
+    #[error("no phone registration is waiting in this home")]
+    NoPendingPhone,
     #[error("the username {0:?} is taken")]
     UsernameTaken(String),
     #[error("this device is not registered with a server")]

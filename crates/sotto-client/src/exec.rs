@@ -31,6 +31,7 @@ fn directory(ud: UserDevices) -> Result<Directory> {
     Ok(Directory {
         user,
         devices: ud.devices.iter().filter_map(|d| b64::decode(d)).collect(),
+        organisation: ud.organisation.clone(),
     })
 }
 

@@ -91,6 +91,7 @@ mod exec;
 mod link;
 mod listen;
 mod net;
+mod phone;
 mod rooms;
 mod setup;
 mod sync;
@@ -105,6 +106,7 @@ use sotto_store::client::ClientStore;
 
 pub use error::{Error, Result};
 pub use link::{LinkApproved, LinkPending};
+pub use phone::PhoneRegistration;
 pub use sotto_device::Error as DeviceError;
 pub use sotto_device::Event as DeviceEvent;
 pub use sotto_device::{
@@ -144,7 +146,6 @@ pub struct Client {
     core: Machine,
     /// The store the core writes; the shell reads the server settings and
     /// (in tests) tampers with it.
-    #[cfg_attr(not(any(test, feature = "testing")), allow(dead_code))]
     store: ClientStore,
     /// The server's API; `None` for a device made with no server.
     api: Option<Api>,

@@ -132,6 +132,7 @@ impl Machine {
         let dir = Directory {
             user,
             devices: vec![cert.encode()],
+            organisation: None,
         };
         self.accept_directory(&name, &dir).map(|_| ())
     }

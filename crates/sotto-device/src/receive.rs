@@ -399,6 +399,11 @@ impl Machine {
                 changes
                     .contacts
                     .push(contact_record(claimed, user, false, &certs));
+                if let Some(name) = &d.organisation {
+                    changes
+                        .organisations
+                        .push((claimed.to_string(), name.clone()));
+                }
                 SenderCheck::Ok
             }
         })

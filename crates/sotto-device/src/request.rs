@@ -128,6 +128,9 @@ pub struct OutgoingRequest {
 pub struct Directory {
     pub user: UserPublic,
     pub devices: Vec<Vec<u8>>,
+    /// The display name of an organisation's sender account, as the
+    /// server vouches for it (no ordinary user has one).
+    pub organisation: Option<String>,
 }
 
 /// One claimed prekey bundle, encoded (the core verifies it).

@@ -178,6 +178,8 @@ pub struct ChangeSet {
     pub room_messages_deleted: Vec<[u8; 32]>,
     /// Username hash -> username (the caller checked the hash).
     pub room_names: Vec<([u8; 32], String)>,
+    /// Username -> display name of an organisation (from the directory).
+    pub organisations: Vec<(String, String)>,
 }
 
 impl ChangeSet {
@@ -191,6 +193,7 @@ impl ChangeSet {
             && self.sessions.is_empty()
             && self.prekeys.is_empty()
             && self.messages.is_empty()
+            && self.organisations.is_empty()
             && self.messages_deleted.is_empty()
             && self.expire_messages_at.is_none()
             && self.contacts.is_empty()

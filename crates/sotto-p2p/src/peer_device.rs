@@ -369,6 +369,7 @@ impl PeerDevice {
                 Response::User(Some(Directory {
                     user: cert.user,
                     devices: vec![cert.encode()],
+                    organisation: None,
                 }))
             }
             Request::Lookup(Lookup::User(hash)) => Response::User(self.directory(hash)),
@@ -446,6 +447,8 @@ impl PeerDevice {
                 .filter(|k| k.user == user)
                 .map(|k| k.cert.encode())
                 .collect(),
+            // Peers vouch for no organisation: only a server does.
+            organisation: None,
         })
     }
 

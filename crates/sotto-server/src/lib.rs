@@ -29,6 +29,7 @@ mod auth;
 mod error;
 mod hub;
 pub mod limits;
+pub mod phone;
 mod purge;
 mod rate;
 mod serve;
@@ -42,6 +43,7 @@ use std::time::Duration;
 
 pub use error::ServerError;
 pub use limits::{Limits, Rate, Rates};
+pub use phone::PhoneConfig;
 pub use serve::Running;
 #[cfg(feature = "testing")]
 pub use state::testing;
@@ -66,6 +68,8 @@ pub struct Config {
     pub secret_file: Option<PathBuf>,
     /// Timeouts, connection caps, queues, quotas and rates.
     pub limits: Limits,
+    /// Delivery to phone numbers: SMS gateway, OTP lifetime, hold key.
+    pub phone: PhoneConfig,
 }
 
 impl Config {
@@ -78,6 +82,7 @@ impl Config {
             retention: DEFAULT_RETENTION,
             secret_file: None,
             limits: Limits::default(),
+            phone: PhoneConfig::default(),
         }
     }
 }

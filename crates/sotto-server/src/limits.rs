@@ -181,6 +181,26 @@ pub struct Rates {
     /// client address; a waiting device polls about twice a second.
     /// Default 120 at once, then 5 a second.
     pub link_polls_per_address: Rate,
+    /// Sender API calls per API key. Default 1000 at once, then 200 a
+    /// second.
+    pub sender_calls_per_key: Rate,
+    /// Sender API calls per client address, counted before the key is
+    /// checked (a stranger guessing keys). Default 2000 at once, then 400
+    /// a second.
+    pub sender_calls_per_address: Rate,
+    /// One-time passwords asked for one number (`POST
+    /// /v1/phone/register`; each may send an SMS). Default 3 at once, then
+    /// one a minute.
+    pub otp_per_number: Rate,
+    /// One-time passwords asked per client address. Default 10 at once,
+    /// then one every 30 s.
+    pub otp_per_address: Rate,
+    /// `POST /v1/phone/verify` per client address (each OTP also allows 5
+    /// attempts only). Default 20 at once, then one every 10 s.
+    pub verify_per_address: Rate,
+    /// `POST /v1/sms/inbound` per client address (the provider's). Default
+    /// 200 at once, then 50 a second.
+    pub sms_inbound_per_address: Rate,
 }
 
 impl Default for Rates {
@@ -194,6 +214,12 @@ impl Default for Rates {
             accounts_per_address: Rate::new(20, ms(30_000)),
             link_reads_per_device: Rate::new(20, ms(5_000)),
             link_polls_per_address: Rate::new(120, ms(200)),
+            sender_calls_per_key: Rate::new(1000, ms(5)),
+            sender_calls_per_address: Rate::new(2000, ms(2)),
+            otp_per_number: Rate::new(3, ms(60_000)),
+            otp_per_address: Rate::new(10, ms(30_000)),
+            verify_per_address: Rate::new(20, ms(10_000)),
+            sms_inbound_per_address: Rate::new(200, ms(20)),
         }
     }
 }

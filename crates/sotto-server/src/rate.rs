@@ -52,6 +52,12 @@ pub(crate) struct Limiters {
     accounts_per_address: Keyed<IpAddr>,
     link_reads_per_device: Keyed<DeviceId>,
     link_polls_per_address: Keyed<IpAddr>,
+    sender_calls_per_key: Keyed<[u8; 32]>,
+    sender_calls_per_address: Keyed<IpAddr>,
+    otp_per_number: Keyed<[u8; 32]>,
+    otp_per_address: Keyed<IpAddr>,
+    verify_per_address: Keyed<IpAddr>,
+    sms_inbound_per_address: Keyed<IpAddr>,
 }
 
 /// Checks one key against one limiter: a 429 with the wait on refusal.
@@ -73,6 +79,12 @@ impl Limiters {
             accounts_per_address: keyed(rates.accounts_per_address),
             link_reads_per_device: keyed(rates.link_reads_per_device),
             link_polls_per_address: keyed(rates.link_polls_per_address),
+            sender_calls_per_key: keyed(rates.sender_calls_per_key),
+            sender_calls_per_address: keyed(rates.sender_calls_per_address),
+            otp_per_number: keyed(rates.otp_per_number),
+            otp_per_address: keyed(rates.otp_per_address),
+            verify_per_address: keyed(rates.verify_per_address),
+            sms_inbound_per_address: keyed(rates.sms_inbound_per_address),
         }
     }
 
@@ -106,6 +118,34 @@ impl Limiters {
         check(&self.link_polls_per_address, &addr.key())
     }
 
+    /// A sender API call: per client address before the key is checked
+    /// (guessing keys), then per key.
+    pub fn sender_address(&self, addr: ClientAddr) -> Result<(), ApiError> {
+        check(&self.sender_calls_per_address, &addr.key())
+    }
+
+    pub fn sender_key(&self, key_hash: [u8; 32]) -> Result<(), ApiError> {
+        check(&self.sender_calls_per_key, &key_hash)
+    }
+
+    /// A request for a one-time password for a number (an SMS costs
+    /// money and bothers the number's owner): per number (hashed) and
+    /// per client address.
+    pub fn otp(&self, number: [u8; 32], addr: ClientAddr) -> Result<(), ApiError> {
+        check(&self.otp_per_address, &addr.key())?;
+        check(&self.otp_per_number, &number)
+    }
+
+    /// A one-time password tried, per client address (each OTP also
+    /// allows only a few attempts).
+    pub fn verify(&self, addr: ClientAddr) -> Result<(), ApiError> {
+        check(&self.verify_per_address, &addr.key())
+    }
+
+    pub fn sms_inbound(&self, addr: ClientAddr) -> Result<(), ApiError> {
+        check(&self.sms_inbound_per_address, &addr.key())
+    }
+
     /// Forgets keys whose limiter is back to a full burst (no information
     /// lost), so the maps hold only recently active devices and addresses.
     pub fn forget_idle(&self) {
@@ -117,6 +157,12 @@ impl Limiters {
         self.accounts_per_address.retain_recent();
         self.link_reads_per_device.retain_recent();
         self.link_polls_per_address.retain_recent();
+        self.sender_calls_per_key.retain_recent();
+        self.sender_calls_per_address.retain_recent();
+        self.otp_per_number.retain_recent();
+        self.otp_per_address.retain_recent();
+        self.verify_per_address.retain_recent();
+        self.sms_inbound_per_address.retain_recent();
     }
 }
 

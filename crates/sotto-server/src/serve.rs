@@ -104,7 +104,9 @@ pub(crate) async fn start(config: Config) -> Result<Running, ServerError> {
     // Opening the database and reading or generating the certificate is
     // blocking file work.
     let secret_file = config.secret_file.clone();
-    let (store, tls) = tokio::task::spawn_blocking(move || {
+    let hold_key =
+        crate::phone::hold_key_path(&config.data_dir, config.phone.hold_key_file.as_deref());
+    let (store, tls, vault) = tokio::task::spawn_blocking(move || {
         let store = SqliteStore::open_with(&dir, secret_file.as_deref()).map_err(|e| {
             ServerError::DataDir {
                 dir: dir.clone(),
@@ -124,7 +126,11 @@ pub(crate) async fn start(config: Config) -> Result<Running, ServerError> {
             }
         }
         let tls = tls::load(&tls_config, &dir)?;
-        Ok::<_, ServerError>((store, tls))
+        let vault = crate::phone::vault::Vault::load(&hold_key).map_err(|e| ServerError::DataDir {
+            dir: dir.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok::<_, ServerError>((store, tls, vault))
     })
     .await
     .map_err(|e| ServerError::Fatal(e.to_string()))??;
@@ -142,10 +148,36 @@ pub(crate) async fn start(config: Config) -> Result<Running, ServerError> {
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let retention_ms = config.retention.as_millis().min(u64::MAX as u128) as u64;
-    let store: Arc<dyn ServerStore> = Arc::new(store);
-    let state = AppState::new(store, retention_ms, config.limits, shutdown_rx.clone());
+    let store = Arc::new(store);
+    let sms = crate::phone::sms::gateway(&config.phone.sms);
+    if let Some(g) = &sms {
+        if g.is_development() {
+            tracing::warn!("SMS go to the development sink: development only, inbound SMS are accepted unsigned");
+        }
+    }
+    let public_url = config
+        .phone
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("https://{addr}"));
+    let phone = Arc::new(crate::phone::Phone::new(
+        store.clone(),
+        vault,
+        sms,
+        config.phone.otp_ttl,
+        public_url,
+    ));
+    let store: Arc<dyn ServerStore> = store;
+    let state = AppState::new(
+        store,
+        retention_ms,
+        config.limits,
+        shutdown_rx.clone(),
+        phone.clone(),
+    );
     let router = api::router(state.clone());
     let purge_task = tokio::spawn(purge::run(state.clone()));
+    tokio::spawn(crate::phone::worker::run(state.clone(), phone));
     let acceptor = TlsAcceptor::from(tls.config);
     let task = tokio::spawn(accept_loop(
         listener,

@@ -26,6 +26,8 @@ pub(crate) struct Inner {
     pub limiters: Option<Limiters>,
     /// Becomes true when the server shuts down (WebSockets close on it).
     pub shutdown: watch::Receiver<bool>,
+    /// Delivery to phone numbers.
+    pub phone: Arc<crate::phone::Phone>,
     /// Registered devices, so authenticating a request costs no database
     /// read. A device removed here leaves the cache at once; one removed
     /// through another node sharing the database is refused here once its
@@ -51,6 +53,7 @@ impl AppState {
         retention_ms: u64,
         limits: Limits,
         shutdown: watch::Receiver<bool>,
+        phone: Arc<crate::phone::Phone>,
     ) -> AppState {
         AppState(Arc::new(Inner {
             store,
@@ -59,6 +62,7 @@ impl AppState {
             limiters: limits.rates.as_ref().map(Limiters::new),
             limits,
             shutdown,
+            phone,
             devices: Mutex::new(HashMap::new()),
         }))
     }

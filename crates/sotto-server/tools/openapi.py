@@ -142,6 +142,62 @@ for path, ops in paths.items():
         if "requestBody" in o:
             r["408"] = err("`timeout`: the body stopped arriving for the read timeout (10 s by default); the connection is closed")
 
+
+# Delivery to phone numbers (docs/api.md, "Sender API", "Phone numbers").
+SENDER = [{"senderKey": []}]
+def sender_op(summary, ok_code, ok, extra, body=None, params=None):
+    o = {"summary": summary, "security": SENDER, "responses": {ok_code: ok,
+         "401": err("missing, unknown or revoked API key (`unauthorized`); the body is not read"), **limited("calls with this key or from this address"), **extra}}
+    if body: o["requestBody"] = {"required": True, **body}
+    if params: o["parameters"] = params
+    return o
+paths["/v1/sender/messages"] = {"post": sender_op(
+    "Send a message to a phone number: sealed at once to its devices (`sent`) or held under the hold key until the number registers (`held`; the number gets one SMS per sender)",
+    "202", {"description": "accepted", **js("SenderMessageCreated")},
+    {"400": err("malformed JSON, an unknown field, a number not in E.164 form, an empty body, a bad ttl (`bad_request`)"),
+     "413": err("a body over 16 KiB, or a request over 1 MiB (`too_large`)"),
+     "408": err("`timeout`: the body stopped arriving")}, body=js("SenderMessage"))}
+paths["/v1/sender/messages/{id}"] = {"get": sender_op(
+    "A message's status: held, sent, delivered (a device acknowledged it) or expired", "200",
+    {"description": "OK", **js("SenderMessageState")}, {"404": err("no such message of this sender (`not_found`)")},
+    params=[path_param("id", "the id POST /v1/sender/messages returned")])}
+OTP_401 = "`otp_wrong` (the message says how many attempts are left), `otp_expired`, `otp_used`, `otp_missing`; or a bad signature (`unauthorized`)"
+paths["/v1/phone/register"] = {"post": {"summary": "Ask to register a phone number: without `otp` the server texts a 6-digit code; with `otp` (made by the app) the answer names the SMS the handset must send",
+    "security": [], "requestBody": {"required": True, **js("PhoneStart")},
+    "responses": {"200": {"description": "OK", **js("PhoneStarted")}, "400": err("a number not in E.164 form, a bad otp (`bad_request`)"),
+        **limited("code requests for this number (3, then one a minute) or from this address"),
+        "503": err("no SMS gateway configured (`unavailable`)")}}}
+paths["/v1/phone/verify"] = {"post": {"summary": "Check the code and register a new user for the number (signed by its first device); messages held for the number are then sealed to it",
+    "security": SIGNED, "requestBody": {"required": True, **js("PhoneVerify")},
+    "responses": {"200": {"description": "OK", **js("PhoneVerified")}, "400": err("malformed body (`bad_request`)"), "401": err(OTP_401),
+        "409": err("`sms_pending`: the handset's SMS has not arrived yet (app-made code: poll again); `username_taken`, `already_registered`; or " + REPLAYED),
+        "429": err("`otp_attempts`: 5 wrong attempts on this code, ask for a new one; or `rate_limited`")}}}
+paths["/v1/sms/inbound"] = {"post": {"summary": "An SMS the gateway received, in the provider's webhook form (From, Body). With a real provider the X-Twilio-Signature is checked and an unsigned or mis-signed request refused; with the development sink it is accepted unsigned",
+    "security": [], "requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": s("object", required=["From", "Body"], properties={"From": s("string"), "Body": s("string")})}}},
+    "responses": {"200": {"description": "`{\"matched\": bool}`: whether it confirmed an app-made code", **EMPTY},
+        "400": err("From or Body missing, From not in E.164 form (`bad_request`)"), "403": err("missing or wrong provider signature (`unauthorized`)"),
+        "404": err("no SMS gateway configured (`not_found`)"), **limited("inbound SMS from this address")}}}
+paths["/openapi.json"] = paths.pop("/openapi.json")
+E164 = s("string", pattern="^\\+[1-9][0-9]{7,14}$", description="E.164: + and 8 to 15 digits")
+schemas.update({
+  "SenderMessage": s("object", required=["to", "body"], additionalProperties=False, properties={"to": E164,
+      "body": s("string", maxLength=16384, description="UTF-8 text, at most 16 KiB"),
+      "ttl": s("integer", description="seconds the message may be held (default 604800, 7 days; at most 30 days)")}),
+  "SenderMessageCreated": s("object", required=["id", "status"], properties={"id": s("string"), "status": s("string", enum=["held", "sent"])}),
+  "SenderMessageState": s("object", required=["id", "status", "created_at", "expires_at", "updated_at"], properties={"id": s("string"),
+      "status": s("string", enum=["held", "sent", "delivered", "expired"]), "created_at": s("integer", format="int64"),
+      "expires_at": s("integer", format="int64"), "updated_at": s("integer", format="int64")}),
+  "PhoneStart": s("object", required=["number"], additionalProperties=False, properties={"number": E164,
+      "otp": s("string", pattern="^[0-9]{6,10}$", description="app-made code (`--by-sms`)")}),
+  "PhoneStarted": s("object", required=["expires_in"], properties={"expires_in": s("integer"),
+      "sms_to": s("string", description="app-made code: the number the handset texts"), "sms_text": s("string", description="app-made code: the text, `sotto <code>`")}),
+  "PhoneVerify": s("object", required=["number", "otp", "username", "registration"], additionalProperties=False, properties={"number": E164,
+      "otp": s("string"), "by_sms": s("boolean"), "username": s("string", description="the new user's (random) name; must hash to registration.username_hash"),
+      "registration": ref("RegisterRequest")}),
+  "PhoneVerified": s("object", required=["delivered"], properties={"delivered": s("integer", description="held messages sealed to this device")}),
+})
+schemas["UserDevices"]["properties"]["organisation"] = s("string", description="display name of an organisation's sender account (set only for those, by the server operator)")
+
 doc = {
   "openapi": "3.0.3",
   "info": {"title": "sotto security platform", "version": "1",
@@ -149,7 +205,8 @@ doc = {
                "(Ed25519 over request_signing_bytes); state-changing ones are single-use. Limits (docs/api.md, 'Limits and behaviour'): read and write "
                "timeouts, connections per address, rate limits (429 with Retry-After), mailbox quotas (409 mailbox_full), datagram size (413)."},
   "paths": paths,
-  "components": {"schemas": schemas, "securitySchemes": {"deviceSignature": {"type": "apiKey", "in": "header", "name": "x-sotto-signature",
+  "components": {"schemas": schemas, "securitySchemes": {"senderKey": {"type": "http", "scheme": "bearer",
+      "description": "a sender API key (`sotto admin sender add` / `add-key`): stored hashed, shown once, revocable"}, "deviceSignature": {"type": "apiKey", "in": "header", "name": "x-sotto-signature",
       "description": "hex Ed25519 signature by the device in x-sotto-device over \"sotto/v1/request\\n\" METHOD \"\\n\" PATH_AND_QUERY \"\\n\" TIME \"\\n\" hex(SHA-256(body)); x-sotto-time within 5 minutes of the server clock"}}},
 }
 out = pathlib.Path(__file__).resolve().parent.parent / "src/api/openapi.json"

@@ -31,9 +31,15 @@ impl Server {
     }
 
     pub fn start_on(data: &Path, listen: &str) -> Server {
+        Server::start_with(data, listen, &[])
+    }
+
+    /// Starts `sotto server` with `extra` flags.
+    pub fn start_with(data: &Path, listen: &str, extra: &[&str]) -> Server {
         let mut child = sotto()
             .args(["server", "--listen", listen, "--data"])
             .arg(data)
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -191,6 +191,7 @@ impl Net {
             .map(|(u, certs)| Directory {
                 user: *u,
                 devices: certs.iter().map(|c| c.encode()).collect(),
+                organisation: None,
             });
         let joining = approval.check_directory(dir.as_ref())?;
         let device = waiting.device.public_keys().id;
@@ -507,6 +508,7 @@ impl Net {
         self.users.get(name).map(|(user, certs)| Directory {
             user: *user,
             devices: certs.iter().map(|c| c.encode()).collect(),
+            organisation: None,
         })
     }
 }

@@ -13,10 +13,11 @@ use crate::auth::Caller;
 use crate::rate::ClientAddr;
 use crate::state::AppState;
 
-fn answer(user: UserRecord) -> Json<UserDevices> {
+fn answer(user: UserRecord, organisation: Option<String>) -> Json<UserDevices> {
     Json(UserDevices {
         user: hex::encode(user.user.0),
         devices: user.devices.iter().map(|d| b64::encode(&d.cert)).collect(),
+        organisation,
     })
 }
 
@@ -32,7 +33,13 @@ pub(super) async fn user(
         .db(move |s| s.user(&hash))
         .await?
         .ok_or(sotto_store::server::StoreError::UnknownUser)?;
-    Ok(answer(user))
+    let key = user.user;
+    let organisation = state
+        .phone
+        .db(move |s| s.sender_by_user(&key))
+        .await?
+        .map(|s| s.name);
+    Ok(answer(user, organisation))
 }
 
 pub(super) async fn own(
@@ -44,5 +51,5 @@ pub(super) async fn own(
         .db(move |s| s.user_by_key(&key))
         .await?
         .ok_or(sotto_store::server::StoreError::UnknownUser)?;
-    Ok(answer(user))
+    Ok(answer(user, None))
 }

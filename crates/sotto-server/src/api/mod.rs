@@ -13,8 +13,11 @@ mod link;
 mod mailbox;
 mod messages;
 mod openapi;
+mod phone;
 mod prekeys;
 mod register;
+mod sender;
+mod sms;
 mod ws;
 
 use axum::extract::DefaultBodyLimit;
@@ -60,6 +63,11 @@ pub(crate) fn router(state: AppState) -> Router {
         .route(paths::LINK_STATUS, get(link::status))
         .route(paths::BLOCKS, get(blocks::list).post(blocks::add))
         .route(paths::BLOCK, delete(blocks::remove))
+        .route(paths::SENDER_MESSAGES, post(sender::send))
+        .route(paths::SENDER_MESSAGE, get(sender::status))
+        .route(paths::PHONE_REGISTER, post(phone::register))
+        .route(paths::PHONE_VERIFY, post(phone::verify))
+        .route(paths::SMS_INBOUND, post(sms::inbound))
         .route(paths::OPENAPI, get(openapi::get))
         .layer(DefaultBodyLimit::max(JSON_LIMIT));
     // Datagrams are raw bytes and may be far larger than any JSON body.

@@ -41,12 +41,14 @@ mod lock;
 mod messages;
 mod open;
 mod peers;
+mod phone;
 mod rooms;
 mod tx;
 
 pub use lock::{Guard, HomeLock, LOCK_FILE};
 pub use open::{DB_FILE, KDF_FILE, MIN_PASSPHRASE_CHARS};
 pub use peers::{RememberedPeer, MAX_REMEMBERED_PEERS};
+pub use phone::PendingPhone;
 /// The records are the device core's ([`sotto_device::store`]).
 pub use sotto_device::store::{
     Account, ChangeSet, Contact, HistoryQuery, Message, RoomMessageRow, RoomRecord, RoomSave,

@@ -70,6 +70,17 @@ CREATE TABLE IF NOT EXISTS p2p_peers (
     address TEXT NOT NULL,
     seen_at INTEGER NOT NULL
 );
+-- Organisations (sender accounts) by username, with the display name the
+-- directory vouched for.
+CREATE TABLE IF NOT EXISTS organisations (username TEXT PRIMARY KEY, name TEXT NOT NULL);
+-- A phone registration waiting for its code (register-phone, verify-phone).
+CREATE TABLE IF NOT EXISTS pending_phone (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    number TEXT NOT NULL,
+    server_url TEXT NOT NULL,
+    server_fingerprint TEXT NOT NULL,
+    otp TEXT
+);
 ";
 
 fn kdf_params(m: u32, t: u32, p: u32) -> Result<Params> {

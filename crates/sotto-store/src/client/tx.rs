@@ -80,6 +80,12 @@ pub(super) fn apply(tx: &Transaction<'_>, c: ChangeSet) -> Result<()> {
             [now.min(i64::MAX as u64) as i64],
         )?;
     }
+    for (username, name) in &c.organisations {
+        tx.execute(
+            "INSERT OR REPLACE INTO organisations (username, name) VALUES (?1, ?2)",
+            rusqlite::params![super::normalize(username), name],
+        )?;
+    }
     for contact in &c.contacts {
         write_contact(tx, contact)?;
     }

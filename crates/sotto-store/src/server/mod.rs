@@ -38,6 +38,7 @@
 //! is zero, or kept until `acked_at + retention` (history recovery); a
 //! datagram goes when no row points at it any more.
 
+pub mod phone;
 mod secret;
 mod sqlite;
 mod writer;

@@ -72,6 +72,17 @@ impl ServerSecret {
         self.mac(b"sotto/server/name-key\0", &[username_hash])
     }
 
+    /// The key a phone number is stored under.
+    pub(crate) fn number_key(&self, number: &str) -> [u8; 32] {
+        self.mac(b"sotto/server/number-key\0", &[number.as_bytes()])
+    }
+
+    /// How a one-time password is stored: keyed, so a copy of the database
+    /// does not let anyone try the million codes offline.
+    pub(crate) fn otp_hash(&self, number_key: &[u8; 32], otp: &str) -> [u8; 32] {
+        self.mac(b"sotto/server/otp\0", &[number_key, otp.as_bytes()])
+    }
+
     /// The username hash XOR-ed with a pad unique to the user (its name
     /// key); [`ServerSecret::seal_name`] is its own inverse.
     pub(crate) fn seal_name(&self, name_key: &[u8; 32], username_hash: &UsernameHash) -> [u8; 32] {

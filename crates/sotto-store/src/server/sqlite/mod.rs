@@ -5,6 +5,7 @@
 
 mod directory;
 mod mailbox;
+mod phone;
 mod schema;
 
 use std::path::{Path, PathBuf};
@@ -67,8 +68,14 @@ impl SqliteStore {
         if version == 0 {
             schema::create_v1(&conn)?;
         }
-        if version < schema::VERSION {
+        if version < 2 {
             migrate_v2(&conn, &secret)?;
+        }
+        if version < 3 {
+            conn.execute_batch(&format!(
+                "BEGIN; {} PRAGMA user_version = 3; COMMIT;",
+                schema::SCHEMA_V3
+            ))?;
         }
         let check: Option<[u8; 32]> = conn
             .query_row(
@@ -171,7 +178,7 @@ fn migrate_v2(c: &Connection, secret: &ServerSecret) -> Result<()> {
             "INSERT INTO meta (key, value) VALUES ('secret_check', ?1)",
             [&secret.check_value()[..]],
         )?;
-        c.execute_batch(&format!("PRAGMA user_version = {}", schema::VERSION))?;
+        c.execute_batch("PRAGMA user_version = 2")?;
         Ok(())
     })();
     match migrated {

@@ -5,7 +5,7 @@ use rusqlite::Connection;
 use super::super::Result;
 
 /// Schema version in `PRAGMA user_version`.
-pub(super) const VERSION: i64 = 2;
+pub(super) const VERSION: i64 = 3;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE users (
@@ -102,11 +102,99 @@ CREATE TABLE meta (
 );
 ";
 
+/// Version 3: delivery to phone numbers (see `server::phone`). Numbers
+/// appear only as `HMAC(secret, number)`; bodies, sender secrets and
+/// queued posts only as blobs sealed under the hold key (not in the
+/// database).
+pub(super) const SCHEMA_V3: &str = "
+CREATE TABLE senders (
+    id         INTEGER PRIMARY KEY,
+    handle     TEXT NOT NULL UNIQUE,
+    name       TEXT NOT NULL,
+    webhook    TEXT NOT NULL,
+    user_id    INTEGER NOT NULL UNIQUE REFERENCES users(id),
+    device     BLOB NOT NULL,
+    cert       BLOB NOT NULL,
+    secrets    BLOB NOT NULL,          -- sealed: device key, prekey secrets, webhook secret
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE sender_keys (
+    key_hash   BLOB PRIMARY KEY,       -- SHA-256 of the API key
+    sender_id  INTEGER NOT NULL REFERENCES senders(id),
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER
+) WITHOUT ROWID;
+CREATE TABLE sender_sessions (
+    sender_id INTEGER NOT NULL REFERENCES senders(id),
+    session   BLOB NOT NULL,
+    peer      BLOB NOT NULL,
+    sealed    BLOB NOT NULL,
+    PRIMARY KEY (sender_id, session)
+) WITHOUT ROWID;
+CREATE INDEX sender_sessions_peer ON sender_sessions(sender_id, peer);
+CREATE TABLE sender_messages (
+    id         TEXT PRIMARY KEY,
+    sender_id  INTEGER NOT NULL REFERENCES senders(id),
+    number_key BLOB,                   -- HMAC(secret, number) while held
+    sealed     BLOB,                   -- number and body under a per-message key, while held
+    status     TEXT NOT NULL,
+    digest     BLOB,                   -- the datagram, once sent
+    recipients INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX sender_messages_held ON sender_messages(number_key) WHERE status = 'held';
+CREATE INDEX sender_messages_status ON sender_messages(status, expires_at);
+CREATE TABLE sender_invites (
+    sender_id  INTEGER NOT NULL REFERENCES senders(id),
+    number_key BLOB NOT NULL,
+    PRIMARY KEY (sender_id, number_key)
+) WITHOUT ROWID;
+-- The last message a sender sent each user: what a reply answers.
+CREATE TABLE sender_threads (
+    sender_id  INTEGER NOT NULL REFERENCES senders(id),
+    user_key   BLOB NOT NULL,
+    message_id TEXT NOT NULL,
+    PRIMARY KEY (sender_id, user_key)
+) WITHOUT ROWID;
+CREATE TABLE phone_users (
+    number_key BLOB NOT NULL,
+    user_id    INTEGER NOT NULL REFERENCES users(id),
+    username   TEXT NOT NULL,
+    PRIMARY KEY (number_key, user_id)
+) WITHOUT ROWID;
+CREATE TABLE otps (
+    number_key BLOB NOT NULL,
+    kind       TEXT NOT NULL,          -- server | app
+    otp_hash   BLOB NOT NULL,          -- HMAC(secret, number, code)
+    expires_at INTEGER NOT NULL,
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    used       INTEGER NOT NULL DEFAULT 0,
+    confirmed  INTEGER NOT NULL DEFAULT 0, -- app-made: its SMS arrived
+    PRIMARY KEY (number_key, kind)
+) WITHOUT ROWID;
+CREATE TABLE outbox (
+    id         INTEGER PRIMARY KEY,
+    kind       TEXT NOT NULL,          -- webhook | sms
+    sender_id  INTEGER NOT NULL,
+    sealed     BLOB NOT NULL,
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    next_at    INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX outbox_due ON outbox(kind, next_at);
+";
+
 /// Settings of every connection. `synchronous=FULL` in WAL mode fsyncs the
 /// log at each commit: a send is durable before it is acknowledged.
 pub(super) fn configure(conn: &Connection) -> Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")?;
+    // secure_delete=FAST zeroes deleted rows in the pages a write touches
+    // anyway: an erased held message leaves no readable copy in the file.
+    conn.execute_batch(
+        "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; PRAGMA secure_delete = FAST;",
+    )?;
     Ok(())
 }
 
