@@ -22,6 +22,8 @@ pub const LINK_STATUS: &str = "/v1/link/:link_id/status";
 pub const BLOCKS: &str = "/v1/blocks";
 pub const BLOCK: &str = "/v1/blocks/:username_hash";
 pub const OPENAPI: &str = crate::OPENAPI_PATH;
+/// The node's metrics (Prometheus text), unauthenticated.
+pub const METRICS: &str = "/metrics";
 
 /// Every route, for the server's check that each is documented.
 pub const ALL: &[&str] = &[
@@ -44,6 +46,7 @@ pub const ALL: &[&str] = &[
     BLOCKS,
     BLOCK,
     OPENAPI,
+    METRICS,
 ];
 
 /// Replaces the one `:param` segment of `template` with `value`.

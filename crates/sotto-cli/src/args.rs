@@ -51,6 +51,12 @@ pub enum Command {
         /// Data directory (database, TLS certificate, server secret).
         #[arg(long, default_value = "./sotto-server-data", value_name = "DIR")]
         data: PathBuf,
+        /// A PostgreSQL database (postgres://user@host:port/name) instead
+        /// of SQLite in --data: several nodes can share it (give them the
+        /// same --secret-file and --cert/--key; README.md, "Several
+        /// nodes"). Migrated at start; created if missing.
+        #[arg(long, env = "SOTTO_DATABASE", value_name = "URL")]
+        database: Option<String>,
         /// PEM certificate chain to serve instead of the self-signed one.
         #[arg(long, requires = "key", value_name = "FILE")]
         cert: Option<PathBuf>,
@@ -120,6 +126,11 @@ pub enum Command {
         #[command(subcommand)]
         command: Option<DevicesCommand>,
     },
+    /// Server administration.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
     /// Send a message. BODY "-" reads it from standard input.
     Send {
         /// Recipient username.
@@ -166,6 +177,18 @@ pub enum Command {
     P2p {
         #[command(subcommand)]
         command: crate::p2p_cmds::P2pCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Bring a PostgreSQL database to this version's schema (creating the
+    /// database if missing). Idempotent; `sotto server --database` does it
+    /// at start too. Prints "schema version N (was M)".
+    Migrate {
+        /// postgres://user@host:port/name
+        #[arg(long, env = "SOTTO_DATABASE", value_name = "URL")]
+        database: String,
     },
 }
 

@@ -164,6 +164,7 @@ async fn device_command(
         Command::Rooms => crate::room_cmds::rooms(client, out).await?,
         Command::Room { command } => crate::room_cmds::room(client, out, command).await?,
         Command::Server { .. }
+        | Command::Admin { .. }
         | Command::Register { .. }
         | Command::Link { .. }
         | Command::Rendezvous { .. }

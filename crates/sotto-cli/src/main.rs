@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use args::{Cli, Command};
+use args::{AdminCommand, Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -40,6 +40,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Server {
             listen,
             data,
+            database,
             cert,
             key,
             retention_days,
@@ -52,6 +53,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         } => {
             logs();
             let mut config = sotto_server::Config::new(listen, data);
+            config.database = database;
             if let (Some(cert), Some(key)) = (cert, key) {
                 config.tls = sotto_server::Tls::Files { cert, key };
             }
@@ -77,6 +79,19 @@ async fn run(cli: Cli) -> Result<(), String> {
                 r = running.wait() => r.map_err(|e| e.to_string()),
                 _ = shutdown => Ok(()),
             }
+        }
+        Command::Admin {
+            command: AdminCommand::Migrate { database },
+        } => {
+            logs();
+            let (before, after) = tokio::task::spawn_blocking(move || {
+                sotto_store::server::migrate_postgres(&database)
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("cannot migrate the database: {e}"))?;
+            println!("{}", render::schema_version(before, after));
+            Ok(())
         }
         command @ (Command::Rendezvous { .. } | Command::P2p { .. }) => {
             p2p_cmds::run(cli.home, cli.json, command).await

@@ -16,7 +16,7 @@ use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use sotto_store::server::{ServerStore, SqliteStore, StoreError};
+use sotto_store::server::{PostgresStore, ServerStore, SqliteStore, StoreError};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
@@ -25,6 +25,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::error::io_reason;
 use crate::limits::Limits;
 use crate::rate::ClientAddr;
+use crate::relay::PgRelay;
 use crate::stall::StallGuard;
 use crate::state::AppState;
 use crate::{api, purge, tls, Config, ServerError};
@@ -104,16 +105,33 @@ pub(crate) async fn start(config: Config) -> Result<Running, ServerError> {
     // Opening the database and reading or generating the certificate is
     // blocking file work.
     let secret_file = config.secret_file.clone();
+    let database = config.database.clone();
     let (store, tls) = tokio::task::spawn_blocking(move || {
-        let store = SqliteStore::open_with(&dir, secret_file.as_deref()).map_err(|e| {
-            ServerError::DataDir {
-                dir: dir.clone(),
-                reason: match e {
-                    StoreError::Io(io) => io_reason(&io),
-                    other => other.to_string(),
-                },
+        let data_dir_error = |e: StoreError| ServerError::DataDir {
+            dir: dir.clone(),
+            reason: match e {
+                StoreError::Io(io) => io_reason(&io),
+                other => other.to_string(),
+            },
+        };
+        let store: Arc<dyn ServerStore> = match &database {
+            None => Arc::new(
+                SqliteStore::open_with(&dir, secret_file.as_deref()).map_err(data_dir_error)?,
+            ),
+            Some(url) => {
+                create_private_dir(&dir).map_err(|e| data_dir_error(e.into()))?;
+                let secret = secret_file
+                    .clone()
+                    .unwrap_or_else(|| dir.join(sotto_store::server::SECRET_FILE));
+                Arc::new(PostgresStore::open(url, &secret).map_err(|e| match e {
+                    StoreError::Io(io) => ServerError::DataDir {
+                        dir: secret.clone(),
+                        reason: io_reason(&io),
+                    },
+                    other => ServerError::Database(other.to_string()),
+                })?)
             }
-        })?;
+        };
         if let Some(file) = &secret_file {
             let copy = dir.join(sotto_store::server::SECRET_FILE);
             if copy.exists() && copy != *file {
@@ -142,8 +160,13 @@ pub(crate) async fn start(config: Config) -> Result<Running, ServerError> {
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let retention_ms = config.retention.as_millis().min(u64::MAX as u128) as u64;
-    let store: Arc<dyn ServerStore> = Arc::new(store);
     let state = AppState::new(store, retention_ms, config.limits, shutdown_rx.clone());
+    if let Some(url) = &config.database {
+        // Listening before serving: no push published from now on is
+        // missed.
+        let relay = PgRelay::start(url, state.clone(), shutdown_rx.clone()).await?;
+        state.hub.set_relay(Box::new(relay));
+    }
     let router = api::router(state.clone());
     let purge_task = tokio::spawn(purge::run(state.clone()));
     let acceptor = TlsAcceptor::from(tls.config);
@@ -197,7 +220,9 @@ async fn accept_loop(
                     let _ = tcp.set_nodelay(true);
                     let (acceptor, router, shutdown, drain, limits) =
                         (acceptor.clone(), router.clone(), shutdown.clone(), drain.clone(), limits.clone());
+                    let open = crate::metrics::Open::new(&state.metrics.connections);
                     tokio::spawn(async move {
+                        let _open = open;
                         connection(tcp, addr, acceptor, router, &limits, shutdown, drain).await;
                         drop(held);
                         drop(slot);
@@ -305,4 +330,13 @@ async fn connection(
             let _ = conn.await;
         }
     }
+}
+
+/// The data directory (mode 0700), as the SQLite store makes it.
+fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
 }

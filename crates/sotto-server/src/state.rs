@@ -12,6 +12,7 @@ use tokio::sync::{oneshot, watch};
 use crate::api::ApiError;
 use crate::hub::Hub;
 use crate::limits::Limits;
+use crate::metrics::{Metrics, Timer};
 use crate::rate::Limiters;
 
 #[derive(Clone)]
@@ -20,6 +21,7 @@ pub(crate) struct AppState(Arc<Inner>);
 pub(crate) struct Inner {
     pub store: Arc<dyn ServerStore>,
     pub hub: Hub,
+    pub metrics: Metrics,
     pub retention_ms: u64,
     pub limits: Limits,
     /// `None` when rate limits are off ([`Limits::rates`]).
@@ -52,11 +54,16 @@ impl AppState {
         limits: Limits,
         shutdown: watch::Receiver<bool>,
     ) -> AppState {
+        let metrics = Metrics::new();
         AppState(Arc::new(Inner {
             store,
-            hub: Hub::new(&limits),
+            hub: Hub::new(&limits, metrics.pushes.clone()),
             retention_ms,
-            limiters: limits.rates.as_ref().map(Limiters::new),
+            limiters: limits
+                .rates
+                .as_ref()
+                .map(|r| Limiters::new(r, metrics.rate_limited.clone())),
+            metrics,
             limits,
             shutdown,
             devices: Mutex::new(HashMap::new()),
@@ -106,9 +113,11 @@ impl AppState {
         F: FnOnce(&dyn ServerStore, Reply<T>),
     {
         let (tx, rx) = oneshot::channel();
+        let (histogram, started) = (self.metrics.store_seconds.clone(), Instant::now());
         f(
             &*self.store,
             Box::new(move |answer| {
+                histogram.observe(started.elapsed().as_secs_f64());
                 let _ = tx.send(answer);
             }),
         );
@@ -123,6 +132,7 @@ impl AppState {
         F: FnOnce(&dyn ServerStore) -> sotto_store::server::Result<T> + Send + 'static,
     {
         let store = self.store.clone();
+        let _timer = Timer::start(&self.metrics.store_seconds);
         match tokio::task::spawn_blocking(move || f(&*store)).await {
             Ok(result) => result.map_err(ApiError::from),
             Err(_) => Err(ApiError::internal("a store call failed")),

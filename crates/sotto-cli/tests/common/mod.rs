@@ -31,9 +31,19 @@ impl Server {
     }
 
     pub fn start_on(data: &Path, listen: &str) -> Server {
+        Server::start_with(&[
+            "--listen".as_ref(),
+            listen.as_ref(),
+            "--data".as_ref(),
+            data.as_os_str(),
+        ])
+    }
+
+    /// `sotto server ARGS`, once it prints its two start lines.
+    pub fn start_with(args: &[&std::ffi::OsStr]) -> Server {
         let mut child = sotto()
-            .args(["server", "--listen", listen, "--data"])
-            .arg(data)
+            .arg("server")
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

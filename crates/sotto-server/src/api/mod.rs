@@ -61,6 +61,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route(paths::BLOCKS, get(blocks::list).post(blocks::add))
         .route(paths::BLOCK, delete(blocks::remove))
         .route(paths::OPENAPI, get(openapi::get))
+        .route(paths::METRICS, get(crate::metrics::get))
         .layer(DefaultBodyLimit::max(JSON_LIMIT));
     // Datagrams are raw bytes and may be far larger than any JSON body.
     let datagrams = Router::new()
