@@ -335,3 +335,52 @@ fn a_node_killed_under_load_loses_and_duplicates_nothing_acknowledged() {
         }
     }
 }
+
+#[test]
+fn admin_migrate_makes_the_database_is_idempotent_and_a_node_with_another_secret_is_refused() {
+    let Some(db) = TestDb::create() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let version = sotto_store::server::POSTGRES_SCHEMA_VERSION;
+    let out = ok(dir.path(), &["admin", "migrate", "--database", &db.url]);
+    assert_eq!(out.trim(), format!("schema version {version} (was 0)"));
+    let out = ok(dir.path(), &["admin", "migrate", "--database", &db.url]);
+    assert_eq!(out.trim(), format!("schema version {version} (up to date)"));
+    let unreachable = err(
+        dir.path(),
+        &[
+            "admin",
+            "migrate",
+            "--database",
+            "postgres://postgres@127.0.0.1:1/sotto",
+        ],
+    );
+    assert!(
+        unreachable.contains("cannot migrate the database"),
+        "{unreachable}"
+    );
+
+    // A node made the secret; one started with another is refused with
+    // one line, before it serves anything.
+    let n1 = node(&db, dir.path(), 1, "127.0.0.1:0");
+    let other = dir.path().join("other_secret");
+    std::fs::write(&other, [9u8; 32]).unwrap();
+    let out = sotto()
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--database",
+            &db.url,
+            "--data",
+        ])
+        .arg(dir.path().join("node3"))
+        .arg("--secret-file")
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("does not match this database"), "{stderr}");
+    assert!(out.stdout.is_empty(), "never listened");
+    drop(n1);
+}

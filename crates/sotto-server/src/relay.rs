@@ -181,7 +181,12 @@ async fn hear(
                 Some(payload) => match decode(&payload) {
                     Some((from, _)) if from == node => {}
                     Some((_, Relayed::Push { device, frame })) => state.hub.deliver(&device, frame),
-                    Some((_, Relayed::Close { device })) => state.hub.close_local(&device),
+                    // A removed device: refused here at once too (not
+                    // only once its cache entry expires).
+                    Some((_, Relayed::Close { device })) => {
+                        state.forget_device(&device);
+                        state.hub.close_local(&device);
+                    }
                     None => tracing::warn!("malformed push relay notification ignored"),
                 },
                 None => {

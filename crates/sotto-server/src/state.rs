@@ -29,9 +29,10 @@ pub(crate) struct Inner {
     /// Becomes true when the server shuts down (WebSockets close on it).
     pub shutdown: watch::Receiver<bool>,
     /// Registered devices, so authenticating a request costs no database
-    /// read. A device removed here leaves the cache at once; one removed
-    /// through another node sharing the database is refused here once its
-    /// entry is older than [`DEVICE_CACHE_TTL`].
+    /// read. A device removed here leaves the cache at once, and so does
+    /// one removed through another node (the relay tells); were that
+    /// message lost, it is refused here once its entry is older than
+    /// [`DEVICE_CACHE_TTL`].
     devices: Mutex<HashMap<DeviceId, (DeviceRecord, Instant)>>,
 }
 
