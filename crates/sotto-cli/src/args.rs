@@ -42,8 +42,10 @@ pub enum Command {
     ///
     /// The first run creates the SQLite database and a self-signed TLS
     /// certificate in --data, and prints the certificate fingerprint that
-    /// clients pin. Logs go to standard error, filtered by RUST_LOG
-    /// (default "info"; e.g. RUST_LOG=sotto_server=debug).
+    /// clients pin. With --database, several nodes share one PostgreSQL
+    /// database instead (README.md, "Several nodes"). GET /metrics gives
+    /// the node's counters (Prometheus text). Logs go to standard error,
+    /// filtered by RUST_LOG (default "info"; e.g. RUST_LOG=sotto_server=debug).
     Server {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:7443")]
