@@ -27,6 +27,8 @@ pub const PHONE_REGISTER: &str = "/v1/phone/register";
 pub const PHONE_VERIFY: &str = "/v1/phone/verify";
 pub const SMS_INBOUND: &str = "/v1/sms/inbound";
 pub const OPENAPI: &str = crate::OPENAPI_PATH;
+/// The node's metrics (Prometheus text), unauthenticated.
+pub const METRICS: &str = "/metrics";
 
 /// Every route, for the server's check that each is documented.
 pub const ALL: &[&str] = &[
@@ -54,6 +56,7 @@ pub const ALL: &[&str] = &[
     PHONE_VERIFY,
     SMS_INBOUND,
     OPENAPI,
+    METRICS,
 ];
 
 /// Replaces the one `:param` segment of `template` with `value`.

@@ -58,6 +58,10 @@ pub fn run(
                 }
             }
         }
+        // Handled before the data directory is opened (main.rs).
+        AdminCommand::Migrate { .. } => {
+            return Err("`sotto admin migrate` takes --database URL, not --data".into())
+        }
         AdminCommand::Held => {
             for m in admin.held().map_err(err)? {
                 if json {

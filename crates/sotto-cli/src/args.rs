@@ -42,8 +42,10 @@ pub enum Command {
     ///
     /// The first run creates the SQLite database and a self-signed TLS
     /// certificate in --data, and prints the certificate fingerprint that
-    /// clients pin. Logs go to standard error, filtered by RUST_LOG
-    /// (default "info"; e.g. RUST_LOG=sotto_server=debug).
+    /// clients pin. With --database, several nodes share one PostgreSQL
+    /// database instead (README.md, "Several nodes"). GET /metrics gives
+    /// the node's counters (Prometheus text). Logs go to standard error,
+    /// filtered by RUST_LOG (default "info"; e.g. RUST_LOG=sotto_server=debug).
     Server {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:7443")]
@@ -51,6 +53,12 @@ pub enum Command {
         /// Data directory (database, TLS certificate, server secret).
         #[arg(long, default_value = "./sotto-server-data", value_name = "DIR")]
         data: PathBuf,
+        /// A PostgreSQL database (postgres://user@host:port/name) instead
+        /// of SQLite in --data: several nodes can share it (give them the
+        /// same --secret-file and --cert/--key; README.md, "Several
+        /// nodes"). Migrated at start; created if missing.
+        #[arg(long, env = "SOTTO_DATABASE", value_name = "URL")]
+        database: Option<String>,
         /// PEM certificate chain to serve instead of the self-signed one.
         #[arg(long, requires = "key", value_name = "FILE")]
         cert: Option<PathBuf>,
@@ -271,6 +279,14 @@ pub enum AdminCommand {
     /// Messages held for numbers that have not registered: id, sender,
     /// status, created, expires (never the body or the number).
     Held,
+    /// Bring a PostgreSQL database to this version's schema (creating the
+    /// database if missing). Idempotent; `sotto server --database` does it
+    /// at start too. Prints "schema version N (was M)".
+    Migrate {
+        /// postgres://user@host:port/name
+        #[arg(long, env = "SOTTO_DATABASE", value_name = "URL")]
+        database: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

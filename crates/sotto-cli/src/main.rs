@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use args::{Cli, Command};
+use args::{AdminCommand, Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -41,6 +41,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Server {
             listen,
             data,
+            database,
             cert,
             key,
             retention_days,
@@ -61,6 +62,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         } => {
             logs();
             let mut config = sotto_server::Config::new(listen, data);
+            config.database = database;
             if let (Some(cert), Some(key)) = (cert, key) {
                 config.tls = sotto_server::Tls::Files { cert, key };
             }
@@ -107,6 +109,20 @@ async fn run(cli: Cli) -> Result<(), String> {
                 r = running.wait() => r.map_err(|e| e.to_string()),
                 _ = shutdown => Ok(()),
             }
+        }
+        Command::Admin {
+            command: AdminCommand::Migrate { database },
+            ..
+        } => {
+            logs();
+            let (before, after) = tokio::task::spawn_blocking(move || {
+                sotto_store::server::migrate_postgres(&database)
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("cannot migrate the database: {e}"))?;
+            println!("{}", render::schema_version(before, after));
+            Ok(())
         }
         Command::Admin {
             data,

@@ -235,3 +235,12 @@ pub fn error(e: &Error) -> String {
         other => other.to_string(),
     }
 }
+
+/// `sotto admin migrate`'s line: the schema version now and before.
+pub fn schema_version(before: i64, after: i64) -> String {
+    if before == after {
+        format!("schema version {after} (up to date)")
+    } else {
+        format!("schema version {after} (was {before})")
+    }
+}

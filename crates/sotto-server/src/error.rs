@@ -9,6 +9,8 @@ pub enum ServerError {
     Listen { addr: SocketAddr, reason: String },
     #[error("cannot open the data directory {dir}: {reason}")]
     DataDir { dir: PathBuf, reason: String },
+    #[error("cannot open the database: {0}")]
+    Database(String),
     #[error("TLS certificate {path}: {reason}")]
     Certificate { path: PathBuf, reason: String },
     #[error("server stopped: {0}")]

@@ -7,18 +7,21 @@
 //! [`Limits::websockets_per_device`] connections (a new one replaces its
 //! oldest), and the server at most [`Limits::max_websockets`].
 //!
-//! This registry is process-local by nature; with several server nodes a
-//! push would be relayed to the node holding the socket.
+//! This registry is process-local by nature; with several server nodes
+//! every push also goes to the [`Relay`], which delivers it to the sockets
+//! other nodes hold ([`crate::relay`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
+use prometheus_client::metrics::counter::Counter;
 use sotto_api::Push;
 use sotto_proto::DeviceId;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::limits::Limits;
+use crate::relay::{Relay, Relayed};
 
 pub(crate) struct Hub {
     next_id: AtomicU64,
@@ -27,6 +30,10 @@ pub(crate) struct Hub {
     /// One permit per upgraded socket.
     sockets: Arc<Semaphore>,
     connections: Mutex<Connections>,
+    /// Set when this node shares its database with others.
+    relay: OnceLock<Box<dyn Relay>>,
+    /// Frames queued to sockets (metrics).
+    pushes: Counter,
 }
 
 /// One connection's sending end.
@@ -57,13 +64,29 @@ impl Pushes {
 }
 
 impl Hub {
-    pub fn new(limits: &Limits) -> Hub {
+    pub fn new(limits: &Limits, pushes: Counter) -> Hub {
         Hub {
             next_id: AtomicU64::new(0),
             queue_bytes: limits.push_queue_bytes,
             per_device: limits.websockets_per_device.max(1),
             sockets: Arc::new(Semaphore::new(limits.max_websockets)),
             connections: Mutex::new(HashMap::new()),
+            relay: OnceLock::new(),
+            pushes,
+        }
+    }
+
+    /// From now on every push and close also goes to the other nodes.
+    pub fn set_relay(&self, relay: Box<dyn Relay>) {
+        let _ = self.relay.set(relay);
+    }
+
+    /// Largest datagram to push inline: `configured`, or less when pushes
+    /// must fit the relay ([`crate::relay::INLINE_BYTES`]).
+    pub fn inline_bytes(&self, configured: usize) -> usize {
+        match self.relay.get() {
+            Some(_) => configured.min(crate::relay::INLINE_BYTES),
+            None => configured,
         }
     }
 
@@ -102,21 +125,48 @@ impl Hub {
         }
     }
 
-    /// Closes every connection of `device` (a removed device).
+    /// Closes every connection of `device` (a removed device), here and
+    /// on the other nodes.
     pub fn disconnect_all(&self, device: &DeviceId) {
+        self.close_local(device);
+        if let Some(relay) = self.relay.get() {
+            relay.publish(Relayed::Close { device: *device });
+        }
+    }
+
+    /// Closes the connections of `device` this node holds.
+    pub fn close_local(&self, device: &DeviceId) {
         self.lock().remove(device);
     }
 
-    /// Sends `make()` to every connection of `device`; `make` runs only if
-    /// the device is connected, and outside the lock (serialising a
+    /// Closes every connection (their devices reconnect and fetch).
+    pub fn close_everyone(&self) {
+        self.lock().clear();
+    }
+
+    /// Sends `make()` to every connection of `device`, here and through
+    /// the relay; `make` runs only if it is needed (the device is connected
+    /// here, or a relay is on), and outside the lock (serialising a
     /// datagram is not free).
     pub fn push(&self, device: &DeviceId, make: impl FnOnce() -> Push) {
-        if !self.lock().contains_key(device) {
+        let relay = self.relay.get();
+        if relay.is_none() && !self.lock().contains_key(device) {
             return;
         }
         let Ok(frame) = serde_json::to_string(&make()) else {
             return;
         };
+        if let Some(relay) = relay {
+            relay.publish(Relayed::Push {
+                device: *device,
+                frame: frame.clone(),
+            });
+        }
+        self.deliver(device, frame);
+    }
+
+    /// Sends a ready frame to the connections of `device` this node holds.
+    pub fn deliver(&self, device: &DeviceId, frame: String) {
         let mut map = self.lock();
         let Some(conns) = map.get_mut(device) else {
             return;
@@ -129,7 +179,11 @@ impl Hub {
                 tracing::debug!(device = %hex::encode(device.0), "push queue full: dropping the socket");
                 return false;
             }
-            c.frames.send(frame.clone()).is_ok()
+            let sent = c.frames.send(frame.clone()).is_ok();
+            if sent {
+                self.pushes.inc();
+            }
+            sent
         });
         if conns.is_empty() {
             map.remove(device);

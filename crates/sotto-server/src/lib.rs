@@ -29,9 +29,11 @@ mod auth;
 mod error;
 mod hub;
 pub mod limits;
+mod metrics;
 pub mod phone;
 mod purge;
 mod rate;
+mod relay;
 mod serve;
 mod stall;
 mod state;
@@ -56,8 +58,14 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 pub struct Config {
     /// Address to listen on; port 0 picks a free port (see [`Running::addr`]).
     pub listen: SocketAddr,
-    /// Holds the database, the server secret and the generated certificate.
+    /// Holds the database (SQLite), the server secret and the generated
+    /// certificate (unless given elsewhere).
     pub data_dir: PathBuf,
+    /// A PostgreSQL URL: the store is that database, shared with other
+    /// nodes, instead of SQLite in `data_dir` (which then holds only what
+    /// the node was not given: the secret and the certificate). See
+    /// README.md, "Several nodes".
+    pub database: Option<String>,
     pub tls: Tls,
     /// How long acknowledged datagrams are kept; zero deletes them on
     /// delivery.
@@ -78,6 +86,7 @@ impl Config {
         Config {
             listen,
             data_dir,
+            database: None,
             tls: Tls::SelfSigned,
             retention: DEFAULT_RETENTION,
             secret_file: None,

@@ -2,7 +2,10 @@
 //! limiters, one per rate. A refused request is a 429 whose `Retry-After`
 //! says when the first refusing limiter would let it through. The state is
 //! this node's memory (local limits, see `Rates`); the retention task
-//! drops idle keys every minute, so memory follows the active keys.
+//! drops idle keys every minute, so memory follows the active keys. Each
+//! node has its own: with several nodes a client spreading its requests
+//! over them gets each node's allowance (a load balancer that keeps a
+//! client on one node keeps the limits as configured).
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
@@ -10,6 +13,7 @@ use std::time::Duration;
 use governor::clock::{Clock, DefaultClock};
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
+use prometheus_client::metrics::counter::Counter;
 use sotto_proto::DeviceId;
 
 use crate::api::ApiError;
@@ -58,6 +62,8 @@ pub(crate) struct Limiters {
     otp_per_address: Keyed<IpAddr>,
     verify_per_address: Keyed<IpAddr>,
     sms_inbound_per_address: Keyed<IpAddr>,
+    /// Refusals (metrics).
+    refused: Counter,
 }
 
 /// Checks one key against one limiter: a 429 with the wait on refusal.
@@ -69,7 +75,17 @@ fn check<K: std::hash::Hash + Eq + Clone>(limiter: &Keyed<K>, key: &K) -> Result
 }
 
 impl Limiters {
-    pub fn new(rates: &Rates) -> Limiters {
+    /// Counts a refusal.
+    fn counted(&self, result: Result<(), ApiError>) -> Result<(), ApiError> {
+        if result.is_err() {
+            self.refused.inc();
+        }
+        result
+    }
+}
+
+impl Limiters {
+    pub fn new(rates: &Rates, refused: Counter) -> Limiters {
         Limiters {
             claims_per_device: keyed(rates.claims_per_device),
             claims_per_target: keyed(rates.claims_per_target),
@@ -85,6 +101,7 @@ impl Limiters {
             otp_per_address: keyed(rates.otp_per_address),
             verify_per_address: keyed(rates.verify_per_address),
             sms_inbound_per_address: keyed(rates.sms_inbound_per_address),
+            refused,
         }
     }
 
@@ -95,55 +112,59 @@ impl Limiters {
         target: [u8; 32],
         addr: ClientAddr,
     ) -> Result<(), ApiError> {
-        check(&self.claims_per_address, &addr.key())?;
-        check(&self.claims_per_device, &device)?;
-        check(&self.claims_per_target, &(device, target))
+        self.counted((|| {
+            check(&self.claims_per_address, &addr.key())?;
+            check(&self.claims_per_device, &device)?;
+            check(&self.claims_per_target, &(device, target))
+        })())
     }
 
     pub fn lookup(&self, device: DeviceId, addr: ClientAddr) -> Result<(), ApiError> {
-        check(&self.lookups_per_address, &addr.key())?;
-        check(&self.lookups_per_device, &device)
+        self.counted(
+            check(&self.lookups_per_address, &addr.key())
+                .and_then(|()| check(&self.lookups_per_device, &device)),
+        )
     }
 
     /// A registration or a link request (no account yet).
     pub fn account(&self, addr: ClientAddr) -> Result<(), ApiError> {
-        check(&self.accounts_per_address, &addr.key())
+        self.counted(check(&self.accounts_per_address, &addr.key()))
     }
 
     pub fn link_read(&self, device: DeviceId) -> Result<(), ApiError> {
-        check(&self.link_reads_per_device, &device)
+        self.counted(check(&self.link_reads_per_device, &device))
     }
 
     pub fn link_poll(&self, addr: ClientAddr) -> Result<(), ApiError> {
-        check(&self.link_polls_per_address, &addr.key())
+        self.counted(check(&self.link_polls_per_address, &addr.key()))
     }
 
     /// A sender API call: per client address before the key is checked
     /// (guessing keys), then per key.
     pub fn sender_address(&self, addr: ClientAddr) -> Result<(), ApiError> {
-        check(&self.sender_calls_per_address, &addr.key())
+        self.counted(check(&self.sender_calls_per_address, &addr.key()))
     }
 
     pub fn sender_key(&self, key_hash: [u8; 32]) -> Result<(), ApiError> {
-        check(&self.sender_calls_per_key, &key_hash)
+        self.counted(check(&self.sender_calls_per_key, &key_hash))
     }
 
     /// A request for a one-time password for a number (an SMS costs
     /// money and bothers the number's owner): per number (hashed) and
     /// per client address.
     pub fn otp(&self, number: [u8; 32], addr: ClientAddr) -> Result<(), ApiError> {
-        check(&self.otp_per_address, &addr.key())?;
-        check(&self.otp_per_number, &number)
+        self.counted(check(&self.otp_per_address, &addr.key()))?;
+        self.counted(check(&self.otp_per_number, &number))
     }
 
     /// A one-time password tried, per client address (each OTP also
     /// allows only a few attempts).
     pub fn verify(&self, addr: ClientAddr) -> Result<(), ApiError> {
-        check(&self.verify_per_address, &addr.key())
+        self.counted(check(&self.verify_per_address, &addr.key()))
     }
 
     pub fn sms_inbound(&self, addr: ClientAddr) -> Result<(), ApiError> {
-        check(&self.sms_inbound_per_address, &addr.key())
+        self.counted(check(&self.sms_inbound_per_address, &addr.key()))
     }
 
     /// Forgets keys whose limiter is back to a full burst (no information

@@ -16,7 +16,8 @@ use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use sotto_store::server::{ServerStore, SqliteStore, StoreError};
+use sotto_store::server::phone::PhoneStore;
+use sotto_store::server::{PostgresStore, ServerStore, SqliteStore, StoreError};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
@@ -25,6 +26,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::error::io_reason;
 use crate::limits::Limits;
 use crate::rate::ClientAddr;
+use crate::relay::PgRelay;
 use crate::stall::StallGuard;
 use crate::state::AppState;
 use crate::{api, purge, tls, Config, ServerError};
@@ -106,16 +108,42 @@ pub(crate) async fn start(config: Config) -> Result<Running, ServerError> {
     let secret_file = config.secret_file.clone();
     let hold_key =
         crate::phone::hold_key_path(&config.data_dir, config.phone.hold_key_file.as_deref());
-    let (store, tls, vault) = tokio::task::spawn_blocking(move || {
-        let store = SqliteStore::open_with(&dir, secret_file.as_deref()).map_err(|e| {
-            ServerError::DataDir {
-                dir: dir.clone(),
-                reason: match e {
-                    StoreError::Io(io) => io_reason(&io),
-                    other => other.to_string(),
-                },
-            }
-        })?;
+    let database = config.database.clone();
+    let (store, phone_store, tls, vault) = tokio::task::spawn_blocking(move || {
+        let data_dir_error = |e: StoreError| ServerError::DataDir {
+            dir: dir.clone(),
+            reason: match e {
+                StoreError::Io(io) => io_reason(&io),
+                other => other.to_string(),
+            },
+        };
+        // Delivery to phone numbers keeps its tables in the SQLite store
+        // only, for now: a PostgreSQL-backed node answers its endpoints
+        // with 503 (docs/api.md).
+        let (store, phone_store): (Arc<dyn ServerStore>, Option<Arc<dyn PhoneStore>>) =
+            match &database {
+                None => {
+                    let sqlite = Arc::new(
+                        SqliteStore::open_with(&dir, secret_file.as_deref())
+                            .map_err(data_dir_error)?,
+                    );
+                    (sqlite.clone(), Some(sqlite))
+                }
+                Some(url) => {
+                    create_private_dir(&dir).map_err(|e| data_dir_error(e.into()))?;
+                    let secret = secret_file
+                        .clone()
+                        .unwrap_or_else(|| dir.join(sotto_store::server::SECRET_FILE));
+                    let pg = PostgresStore::open(url, &secret).map_err(|e| match e {
+                        StoreError::Io(io) => ServerError::DataDir {
+                            dir: secret.clone(),
+                            reason: io_reason(&io),
+                        },
+                        other => ServerError::Database(other.to_string()),
+                    })?;
+                    (Arc::new(pg), None)
+                }
+            };
         if let Some(file) = &secret_file {
             let copy = dir.join(sotto_store::server::SECRET_FILE);
             if copy.exists() && copy != *file {
@@ -130,7 +158,7 @@ pub(crate) async fn start(config: Config) -> Result<Running, ServerError> {
             dir: dir.clone(),
             reason: e.to_string(),
         })?;
-        Ok::<_, ServerError>((store, tls, vault))
+        Ok::<_, ServerError>((store, phone_store, tls, vault))
     })
     .await
     .map_err(|e| ServerError::Fatal(e.to_string()))??;
@@ -148,12 +176,16 @@ pub(crate) async fn start(config: Config) -> Result<Running, ServerError> {
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let retention_ms = config.retention.as_millis().min(u64::MAX as u128) as u64;
-    let store = Arc::new(store);
     let sms = crate::phone::sms::gateway(&config.phone.sms);
     if let Some(g) = &sms {
         if g.is_development() {
             tracing::warn!("SMS go to the development sink: development only, inbound SMS are accepted unsigned");
         }
+    }
+    if phone_store.is_none() {
+        tracing::warn!(
+            "delivery to phone numbers is not available with --database (PostgreSQL) yet"
+        );
     }
     let public_url = config
         .phone
@@ -161,13 +193,12 @@ pub(crate) async fn start(config: Config) -> Result<Running, ServerError> {
         .clone()
         .unwrap_or_else(|| format!("https://{addr}"));
     let phone = Arc::new(crate::phone::Phone::new(
-        store.clone(),
+        phone_store,
         vault,
         sms,
         config.phone.otp_ttl,
         public_url,
     ));
-    let store: Arc<dyn ServerStore> = store;
     let state = AppState::new(
         store,
         retention_ms,
@@ -175,6 +206,12 @@ pub(crate) async fn start(config: Config) -> Result<Running, ServerError> {
         shutdown_rx.clone(),
         phone.clone(),
     );
+    if let Some(url) = &config.database {
+        // Listening before serving: no push published from now on is
+        // missed.
+        let relay = PgRelay::start(url, state.clone(), shutdown_rx.clone()).await?;
+        state.hub.set_relay(Box::new(relay));
+    }
     let router = api::router(state.clone());
     let purge_task = tokio::spawn(purge::run(state.clone()));
     tokio::spawn(crate::phone::worker::run(state.clone(), phone));
@@ -229,7 +266,9 @@ async fn accept_loop(
                     let _ = tcp.set_nodelay(true);
                     let (acceptor, router, shutdown, drain, limits) =
                         (acceptor.clone(), router.clone(), shutdown.clone(), drain.clone(), limits.clone());
+                    let open = crate::metrics::Open::new(&state.metrics.connections);
                     tokio::spawn(async move {
+                        let _open = open;
                         connection(tcp, addr, acceptor, router, &limits, shutdown, drain).await;
                         drop(held);
                         drop(slot);
@@ -337,4 +376,13 @@ async fn connection(
             let _ = conn.await;
         }
     }
+}
+
+/// The data directory (mode 0700), as the SQLite store makes it.
+fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
 }

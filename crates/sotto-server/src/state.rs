@@ -12,6 +12,7 @@ use tokio::sync::{oneshot, watch};
 use crate::api::ApiError;
 use crate::hub::Hub;
 use crate::limits::Limits;
+use crate::metrics::{Metrics, Timer};
 use crate::rate::Limiters;
 
 #[derive(Clone)]
@@ -20,6 +21,7 @@ pub(crate) struct AppState(Arc<Inner>);
 pub(crate) struct Inner {
     pub store: Arc<dyn ServerStore>,
     pub hub: Hub,
+    pub metrics: Metrics,
     pub retention_ms: u64,
     pub limits: Limits,
     /// `None` when rate limits are off ([`Limits::rates`]).
@@ -29,9 +31,10 @@ pub(crate) struct Inner {
     /// Delivery to phone numbers.
     pub phone: Arc<crate::phone::Phone>,
     /// Registered devices, so authenticating a request costs no database
-    /// read. A device removed here leaves the cache at once; one removed
-    /// through another node sharing the database is refused here once its
-    /// entry is older than [`DEVICE_CACHE_TTL`].
+    /// read. A device removed here leaves the cache at once, and so does
+    /// one removed through another node (the relay tells); were that
+    /// message lost, it is refused here once its entry is older than
+    /// [`DEVICE_CACHE_TTL`].
     devices: Mutex<HashMap<DeviceId, (DeviceRecord, Instant)>>,
 }
 
@@ -55,11 +58,16 @@ impl AppState {
         shutdown: watch::Receiver<bool>,
         phone: Arc<crate::phone::Phone>,
     ) -> AppState {
+        let metrics = Metrics::new();
         AppState(Arc::new(Inner {
             store,
-            hub: Hub::new(&limits),
+            hub: Hub::new(&limits, metrics.pushes.clone()),
             retention_ms,
-            limiters: limits.rates.as_ref().map(Limiters::new),
+            limiters: limits
+                .rates
+                .as_ref()
+                .map(|r| Limiters::new(r, metrics.rate_limited.clone())),
+            metrics,
             limits,
             shutdown,
             phone,
@@ -110,9 +118,11 @@ impl AppState {
         F: FnOnce(&dyn ServerStore, Reply<T>),
     {
         let (tx, rx) = oneshot::channel();
+        let (histogram, started) = (self.metrics.store_seconds.clone(), Instant::now());
         f(
             &*self.store,
             Box::new(move |answer| {
+                histogram.observe(started.elapsed().as_secs_f64());
                 let _ = tx.send(answer);
             }),
         );
@@ -127,6 +137,7 @@ impl AppState {
         F: FnOnce(&dyn ServerStore) -> sotto_store::server::Result<T> + Send + 'static,
     {
         let store = self.store.clone();
+        let _timer = Timer::start(&self.metrics.store_seconds);
         match tokio::task::spawn_blocking(move || f(&*store)).await {
             Ok(result) => result.map_err(ApiError::from),
             Err(_) => Err(ApiError::internal("a store call failed")),

@@ -128,6 +128,7 @@ paths = {
       "post": op("Block a user", EMPTY, body=js("Block"), extra={"404": err("`unknown_user`")})},
   "/v1/blocks/{username_hash}": {"delete": op("Unblock a user", EMPTY, params=[UH], extra={"404": err("`unknown_user`")})},
   "/openapi.json": {"get": op("This document", {"content": {"application/json": {"schema": {"type": "object"}}}}, auth=False)},
+  "/metrics": {"get": op("This node's counters (Prometheus/OpenMetrics text: connections, push sockets, sends, pushes, acks, mailbox depth, store latency, rate-limit refusals); aggregates only", {"content": {"application/openmetrics-text": {"schema": {"type": "string"}}}}, auth=False)},
 }
 
 # Every state-changing request is single-use, and a body that stops

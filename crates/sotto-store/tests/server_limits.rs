@@ -7,8 +7,18 @@ mod common;
 use common::*;
 use sotto_store::server::*;
 
+store_tests!(
+    a_full_mailbox_refuses_new_datagrams_and_keeps_what_it_holds,
+    unacknowledged_items_expire_after_their_time_to_live,
+    a_request_id_is_accepted_once_within_its_window,
+    a_prekey_id_is_never_published_twice,
+    a_removed_device_leaves_the_directory_with_its_prekeys_and_mailbox,
+    the_secret_can_live_elsewhere_and_a_wrong_or_missing_one_is_refused,
+    the_block_list_names_no_user_in_the_database,
+);
+
 /// Links a second device `d` to user `u` (as an approved link does).
-fn add_device(s: &SqliteStore, u: u32, d: u32) {
+fn add_device<S: ServerStore>(s: &S, u: u32, d: u32) {
     s.create_link(&format!("l{d}"), &dev(d), vec![], 1).unwrap();
     s.approve_link(
         &format!("l{d}"),
@@ -20,7 +30,7 @@ fn add_device(s: &SqliteStore, u: u32, d: u32) {
     .unwrap();
 }
 
-fn single_use(s: &SqliteStore, id: [u8; 32], expires: u64) -> Result<()> {
+fn single_use<S: ServerStore>(s: &S, id: [u8; 32], expires: u64) -> Result<()> {
     let (tx, rx) = std::sync::mpsc::channel();
     s.single_use(
         &id,
@@ -32,10 +42,8 @@ fn single_use(s: &SqliteStore, id: [u8; 32], expires: u64) -> Result<()> {
     rx.recv().unwrap()
 }
 
-#[test]
-fn a_full_mailbox_refuses_new_datagrams_and_keeps_what_it_holds() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = SqliteStore::open(dir.path()).unwrap();
+fn a_full_mailbox_refuses_new_datagrams_and_keeps_what_it_holds<B: Backend>(b: B) {
+    let s = b.open();
     register(&s, "mallory", 1, 1, 0);
     register(&s, "bob", 2, 2, 0);
     add_device(&s, 2, 3);
@@ -71,20 +79,15 @@ fn a_full_mailbox_refuses_new_datagrams_and_keeps_what_it_holds() {
     s.ack(&dev(2), &[items[0].seq], 3, 60_000).unwrap();
     s.enqueue(&dev(1), &[dev(2)], vec![10; 300], 1, &quota)
         .unwrap();
-    let pending: i64 = raw(dir.path())
-        .query_row(
-            "SELECT pending_bytes FROM devices WHERE device = ?1",
-            [&dev(2).0[..]],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let pending = b.int(
+        "SELECT pending_bytes FROM devices WHERE device = $1",
+        Some(&dev(2).0[..]),
+    );
     assert_eq!(pending, 700);
 }
 
-#[test]
-fn unacknowledged_items_expire_after_their_time_to_live() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = SqliteStore::open(dir.path()).unwrap();
+fn unacknowledged_items_expire_after_their_time_to_live<B: Backend>(b: B) {
+    let s = b.open();
     register(&s, "alice", 1, 1, 0);
     register(&s, "bob", 2, 2, 0);
     let quota = MailboxQuota {
@@ -106,10 +109,8 @@ fn unacknowledged_items_expire_after_their_time_to_live() {
         .unwrap();
 }
 
-#[test]
-fn a_request_id_is_accepted_once_within_its_window() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = SqliteStore::open(dir.path()).unwrap();
+fn a_request_id_is_accepted_once_within_its_window<B: Backend>(b: B) {
+    let s = b.open();
     single_use(&s, [1; 32], 5_000).unwrap();
     assert!(matches!(
         single_use(&s, [1; 32], 5_000),
@@ -118,7 +119,7 @@ fn a_request_id_is_accepted_once_within_its_window() {
     single_use(&s, [2; 32], 5_000).unwrap();
     // Remembered across a restart (another node would see it too).
     drop(s);
-    let s = SqliteStore::open(dir.path()).unwrap();
+    let s = b.open();
     assert!(matches!(
         single_use(&s, [2; 32], 5_000),
         Err(StoreError::Replayed)
@@ -128,10 +129,8 @@ fn a_request_id_is_accepted_once_within_its_window() {
     assert_eq!(s.purge(5_000, 0, u64::MAX).unwrap().requests, 2);
 }
 
-#[test]
-fn a_prekey_id_is_never_published_twice() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = SqliteStore::open(dir.path()).unwrap();
+fn a_prekey_id_is_never_published_twice<B: Backend>(b: B) {
+    let s = b.open();
     register(&s, "bob", 1, 1, 3); // ids 1..=3, reserve 4
     let (_, claimed) = s.claim_prekeys(&name("bob"), &[], &user_key(9)).unwrap();
     assert_eq!(claimed[0].prekey, b"otk-1");
@@ -169,10 +168,8 @@ fn a_prekey_id_is_never_published_twice() {
         .is_err());
 }
 
-#[test]
-fn a_removed_device_leaves_the_directory_with_its_prekeys_and_mailbox() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = SqliteStore::open(dir.path()).unwrap();
+fn a_removed_device_leaves_the_directory_with_its_prekeys_and_mailbox<B: Backend>(b: B) {
+    let s = b.open();
     register(&s, "alice", 1, 1, 0);
     register(&s, "bob", 2, 2, 2);
     add_device(&s, 2, 3);
@@ -193,67 +190,50 @@ fn a_removed_device_leaves_the_directory_with_its_prekeys_and_mailbox() {
         bob.devices.iter().map(|d| d.device).collect::<Vec<_>>(),
         vec![dev(2)]
     );
-    let c = raw(dir.path());
-    let n = |sql: &str| -> i64 { c.query_row(sql, [], |r| r.get(0)).unwrap() };
-    assert_eq!(n("SELECT COUNT(*) FROM prekeys"), 2, "bob's first device's");
-    assert_eq!(n("SELECT COUNT(*) FROM mailbox"), 1);
-    assert_eq!(n("SELECT COUNT(*) FROM datagrams"), 1, "'only 3' is gone");
+    assert_eq!(b.count("prekeys"), 2, "bob's first device's");
+    assert_eq!(b.count("mailbox"), 1);
+    assert_eq!(b.count("datagrams"), 1, "'only 3' is gone");
     assert!(matches!(
         s.enqueue(&dev(1), &[dev(3)], b"x".to_vec(), 1, Q),
         Err(StoreError::UnknownDevice(_))
     ));
 }
 
-#[test]
-fn the_secret_can_live_elsewhere_and_a_wrong_or_missing_one_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let secret = dir.path().join("vault").join("secret");
+fn the_secret_can_live_elsewhere_and_a_wrong_or_missing_one_is_refused<B: Backend>(b: B) {
+    let secret = b.scratch().join("vault").join("secret");
     std::fs::create_dir_all(secret.parent().unwrap()).unwrap();
     {
-        let s = SqliteStore::open_with(&data, Some(&secret)).unwrap();
+        let s = b.open_with(Some(&secret)).unwrap();
         register(&s, "alice", 1, 1, 0);
     }
     assert!(secret.exists());
     assert!(
-        !data.join(SECRET_FILE).exists(),
+        !b.default_secret().exists(),
         "nothing secret in the data directory"
     );
     // Without the secret file the users would be orphaned: refused.
-    let err = SqliteStore::open(&data).err().unwrap();
+    let err = b.open_with(None).err().unwrap();
     assert!(matches!(err, StoreError::NoSecret(_)), "{err}");
     // Another secret: refused too.
-    let other = dir.path().join("other");
+    let other = b.scratch().join("other");
     std::fs::write(&other, [7u8; 32]).unwrap();
-    let err = SqliteStore::open_with(&data, Some(&other)).err().unwrap();
+    let err = b.open_with(Some(&other)).err().unwrap();
     assert!(matches!(err, StoreError::WrongSecret(_)), "{err}");
     // The right one finds alice.
-    let s = SqliteStore::open_with(&data, Some(&secret)).unwrap();
+    let s = b.open_with(Some(&secret)).unwrap();
     assert!(s.user(&name("alice")).unwrap().is_some());
 }
 
-#[test]
-fn the_block_list_names_no_user_in_the_database() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = SqliteStore::open(dir.path()).unwrap();
+fn the_block_list_names_no_user_in_the_database<B: Backend>(b: B) {
+    let s = b.open();
     register(&s, "alice", 1, 1, 0);
     register(&s, "carol", 3, 3, 0);
     s.block(&user_key(3), &name("alice")).unwrap();
     drop(s);
-    let c = raw(dir.path());
-    let row: (Vec<u8>, Vec<u8>, Vec<u8>) = c
-        .query_row("SELECT pair, owner, sealed FROM block_list", [], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })
-        .unwrap();
-    let stored_users: Vec<Vec<u8>> = c
-        .prepare("SELECT user_key FROM users UNION ALL SELECT name_key FROM users")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    for value in [&row.0, &row.1, &row.2] {
+    let row = b.blobs("SELECT pair FROM block_list UNION ALL SELECT owner FROM block_list UNION ALL SELECT sealed FROM block_list");
+    assert_eq!(row.len(), 3, "one block");
+    let stored_users = b.blobs("SELECT user_key FROM users UNION ALL SELECT name_key FROM users");
+    for value in &row {
         assert!(!stored_users.contains(value));
         assert_ne!(value.as_slice(), &name("alice")[..]);
     }

@@ -34,12 +34,23 @@ impl Server {
         Server::start_with(data, listen, &[])
     }
 
-    /// Starts `sotto server` with `extra` flags.
+    /// Starts `sotto server --listen LISTEN --data DATA` with `extra` flags.
     pub fn start_with(data: &Path, listen: &str, extra: &[&str]) -> Server {
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "--listen".as_ref(),
+            listen.as_ref(),
+            "--data".as_ref(),
+            data.as_os_str(),
+        ];
+        args.extend(extra.iter().map(|a| std::ffi::OsStr::new(*a)));
+        Server::start_args(&args)
+    }
+
+    /// `sotto server ARGS`, once it prints its two start lines.
+    pub fn start_args(args: &[&std::ffi::OsStr]) -> Server {
         let mut child = sotto()
-            .args(["server", "--listen", listen, "--data"])
-            .arg(data)
-            .args(extra)
+            .arg("server")
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

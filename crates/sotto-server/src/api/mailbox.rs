@@ -57,7 +57,21 @@ pub(crate) fn submit_ack(
     seqs: Vec<u64>,
 ) -> Pending<u32> {
     let retention = state.retention_ms;
-    state.submit(move |s, reply| s.ack_with(&device, &seqs, now_ms(), retention, reply))
+    let acks = state.metrics.acks.clone();
+    state.submit(move |s, reply| {
+        s.ack_with(
+            &device,
+            &seqs,
+            now_ms(),
+            retention,
+            Box::new(move |answer| {
+                if let Ok(n) = &answer {
+                    acks.inc_by(u64::from(*n));
+                }
+                reply(answer)
+            }),
+        )
+    })
 }
 
 pub(super) async fn ack(

@@ -66,10 +66,11 @@ pub(super) async fn send(
     });
     let task = tokio::spawn(async move {
         let enqueued = answer(pending).await?;
+        state.metrics.sends.inc();
         // Durable: now push, encoding the frame once, and only if a
         // recipient is connected. Pushes of concurrent sends may reach a
         // device out of sequence order; the mailbox fetch is ordered.
-        let inline = body.len() <= state.limits.push_inline_bytes;
+        let inline = body.len() <= state.hub.inline_bytes(state.limits.push_inline_bytes);
         let mut encoded: Option<String> = None;
         for d in &enqueued.deliveries {
             state.hub.push(&d.device, || {

@@ -69,6 +69,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route(paths::PHONE_VERIFY, post(phone::verify))
         .route(paths::SMS_INBOUND, post(sms::inbound))
         .route(paths::OPENAPI, get(openapi::get))
+        .route(paths::METRICS, get(crate::metrics::get))
         .layer(DefaultBodyLimit::max(JSON_LIMIT));
     // Datagrams are raw bytes and may be far larger than any JSON body.
     let datagrams = Router::new()

@@ -80,6 +80,7 @@ async fn session(
     socket: WebSocket,
     _slot: OwnedSemaphorePermit,
 ) {
+    let _open = crate::metrics::Open::new(&state.metrics.sockets);
     let (id, mut pushes) = state.hub.connect(device);
     let (mut sink, mut stream) = socket.split();
     let mut shutdown = state.shutdown.clone();

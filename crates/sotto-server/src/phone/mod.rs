@@ -55,7 +55,9 @@ impl Default for PhoneConfig {
 
 /// What the phone features share.
 pub(crate) struct Phone {
-    pub store: Arc<dyn PhoneStore>,
+    /// `None` on a PostgreSQL-backed node (no phone tables there yet):
+    /// every phone call is then refused with 503.
+    pub store: Option<Arc<dyn PhoneStore>>,
     pub vault: Vault,
     pub sms: Option<Arc<dyn SmsGateway>>,
     pub otp_ttl: Duration,
@@ -68,8 +70,13 @@ pub(crate) struct Phone {
 }
 
 impl Phone {
+    /// Whether this node can deliver to phone numbers.
+    pub fn available(&self) -> bool {
+        self.store.is_some()
+    }
+
     pub fn new(
-        store: Arc<dyn PhoneStore>,
+        store: Option<Arc<dyn PhoneStore>>,
         vault: Vault,
         sms: Option<Arc<dyn SmsGateway>>,
         otp_ttl: Duration,
@@ -110,7 +117,13 @@ impl Phone {
         T: Send + 'static,
         F: FnOnce(&dyn PhoneStore) -> sotto_store::server::Result<T> + Send + 'static,
     {
-        let store = self.store.clone();
+        let Some(store) = self.store.clone() else {
+            return Err(crate::api::ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "phone_unavailable",
+                "delivery to phone numbers is not available on a server with a PostgreSQL database yet",
+            ));
+        };
         match tokio::task::spawn_blocking(move || f(&*store)).await {
             Ok(result) => result.map_err(crate::api::ApiError::from),
             Err(_) => Err(crate::api::ApiError::internal("a store call failed")),

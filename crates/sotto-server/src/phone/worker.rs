@@ -19,6 +19,9 @@ const BATCH: u32 = 64;
 const MAX_BACKOFF_MS: u64 = 10 * 60 * 1000;
 
 pub(crate) async fn run(state: AppState, phone: Arc<Phone>) {
+    if !phone.available() {
+        return;
+    }
     let mut shutdown = state.shutdown.clone();
     let http = super::http_client(Duration::from_secs(10));
     let mut tick = tokio::time::interval(EVERY);

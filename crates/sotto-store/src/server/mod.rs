@@ -1,5 +1,6 @@
-//! The server store: the [`ServerStore`] trait and its SQLite backend
-//! ([`SqliteStore`]).
+//! The server store: the [`ServerStore`] trait and its backends, SQLite
+//! ([`SqliteStore`], embedded, the default) and PostgreSQL
+//! ([`PostgresStore`], shared by several server nodes).
 //!
 //! # Shape
 //! The trait is synchronous and small; the server calls it from blocking
@@ -7,9 +8,9 @@
 //! hand the work to the writer and answer through a callback once it is
 //! committed, so no thread waits for the commit. Nothing in it relies on state kept in the serving process:
 //! mailbox sequence numbers, pending device links and prekey pools all live
-//! in the database, so a PostgreSQL backend shared by several server nodes
-//! can implement the same trait later (pushing to devices connected to
-//! another node would then need a notification channel, e.g. LISTEN/NOTIFY).
+//! in the database, so the PostgreSQL backend shared by several server nodes
+//! implements the same trait (pushing to devices connected to another node
+//! is the server's job: `sotto-server`'s relay).
 //!
 //! # Privacy at rest
 //! Users are keyed by `HMAC-SHA-256(server_secret, username_hash)`; the
@@ -39,10 +40,12 @@
 //! datagram goes when no row points at it any more.
 
 pub mod phone;
+mod postgres;
 mod secret;
 mod sqlite;
 mod writer;
 
+pub use postgres::{migrate_postgres, PostgresStore, SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION};
 pub use sotto_proto::{DeviceId, UserPublic};
 pub use sqlite::{SqliteStore, DB_FILE, SECRET_FILE};
 
@@ -116,6 +119,9 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
     #[error("database: {0}")]
     Db(#[from] rusqlite::Error),
+    /// A PostgreSQL error (the server's message when there is one).
+    #[error("database: {}", postgres::reason(.0))]
+    Postgres(#[from] tokio_postgres::Error),
     /// A failure reported to every request of a batch (e.g. the commit
     /// failed), or the writer thread is gone.
     #[error("database: {0}")]
@@ -409,4 +415,8 @@ pub trait ServerStore: Send + Sync {
         approval: Vec<u8>,
         now_ms: u64,
     ) -> Result<()>;
+
+    /// Unacknowledged mailbox items of all devices (the mailbox depth of
+    /// `/metrics`).
+    fn pending_items(&self) -> Result<u64>;
 }

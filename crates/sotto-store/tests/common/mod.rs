@@ -1,10 +1,36 @@
 //! Fixtures of the server store tests: made-up ids, keys and names (any
-//! bytes do for the store) and a registration shortcut.
+//! bytes do for the store), a registration shortcut, and the backends the
+//! suite runs on ([`backend`], [`store_tests!`]).
 #![allow(dead_code)]
 
-use std::path::Path;
+pub mod backend;
 
+#[allow(unused_imports)] // each test binary uses its own subset
+pub use backend::{Backend, Postgres, Sqlite};
 use sotto_store::server::*;
+
+/// Expands each named generic test `fn name<B: Backend>(b: B)` into
+/// `sqlite::name` and `postgres::name` (which prints why it is skipped
+/// when `SOTTO_TEST_POSTGRES_URL` is unset).
+#[macro_export]
+macro_rules! store_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test]
+            fn $name() {
+                super::$name($crate::common::Sqlite::new())
+            })*
+        }
+        mod postgres {
+            $(#[test]
+            fn $name() {
+                if let Some(b) = $crate::common::Postgres::new() {
+                    super::$name(b)
+                }
+            })*
+        }
+    };
+}
 
 /// No quota: the tests of quotas set their own.
 pub const Q: &MailboxQuota = &MailboxQuota::UNLIMITED;
@@ -45,7 +71,7 @@ pub fn new_device(d: DeviceId, prekeys: u32) -> NewDevice {
     }
 }
 
-pub fn register(s: &SqliteStore, username: &str, u: u32, d: u32, prekeys: u32) {
+pub fn register<S: ServerStore + ?Sized>(s: &S, username: &str, u: u32, d: u32, prekeys: u32) {
     let user = NewUser {
         username_hash: name(username),
         user: user_key(u),
@@ -54,6 +80,9 @@ pub fn register(s: &SqliteStore, username: &str, u: u32, d: u32, prekeys: u32) {
     s.register(user, 1_000).unwrap();
 }
 
-pub fn raw(dir: &Path) -> rusqlite::Connection {
+/// A plain connection to the SQLite database in `dir` (to look at what is
+/// stored, as someone who copied the directory would).
+#[allow(dead_code)]
+pub fn raw(dir: &std::path::Path) -> rusqlite::Connection {
     rusqlite::Connection::open(dir.join(DB_FILE)).unwrap()
 }

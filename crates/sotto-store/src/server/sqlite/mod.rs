@@ -421,6 +421,17 @@ impl ServerStore for SqliteStore {
             directory::approve_link(c, &link_id, &approver, &device, &approval, now_ms)
         })
     }
+
+    fn pending_items(&self) -> Result<u64> {
+        self.read(|c| {
+            let n: i64 = c.query_row(
+                "SELECT COUNT(*) FROM mailbox WHERE acked_at IS NULL",
+                [],
+                |r| r.get(0),
+            )?;
+            Ok(n as u64)
+        })
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,572 @@
+//! The PostgreSQL backend: one database shared by any number of server
+//! nodes. Every trait call is one transaction on a pooled connection
+//! (READ COMMITTED, with row locks where a call reads what it then
+//! changes); a transaction that loses a race the database detects
+//! (serialization failure, deadlock, a row deleted under it) is run again,
+//! a few times. `COMMIT` returning is the durability point (PostgreSQL's
+//! `synchronous_commit`, on by default: the WAL is flushed).
+//!
+//! The calls are synchronous, as the trait is: the store runs its
+//! connections on a small tokio runtime of its own, so sync calls block on
+//! it and the non-blocking ones (`enqueue_with`, `ack_with`, `single_use`)
+//! are tasks on it that answer through their callback. It must therefore be
+//! called from plain threads (the server's blocking pool), not from inside
+//! an async task, except for those three calls.
+//!
+//! The server secret is a file, never in the database (as with SQLite);
+//! every node sharing the database must be given the same one
+//! (`--secret-file`): the check value stored in `meta` makes a node with
+//! another secret refuse to start.
+
+mod directory;
+mod mailbox;
+mod pool;
+mod schema;
+
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::sync::{Arc, Condvar, Mutex};
+
+use tokio::runtime::Runtime;
+use tokio_postgres::error::SqlState;
+
+use super::secret::ServerSecret;
+use super::*;
+use pool::{Conn, Pool};
+
+pub use schema::VERSION as SCHEMA_VERSION;
+
+/// Connections one node keeps to the database at most.
+const POOL_SIZE: usize = 16;
+/// Tries of a transaction that lost a race the database detected.
+const TRIES: u32 = 5;
+
+/// The shared server store. Dropping it closes its connections.
+pub struct PostgresStore {
+    /// `None` only while dropping.
+    rt: Option<Runtime>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    secret: ServerSecret,
+    /// Non-blocking writes not yet answered: dropping the store waits for
+    /// them (as the SQLite writer finishes its queue).
+    in_flight: Mutex<usize>,
+    idle: Condvar,
+}
+
+/// Most time a drop waits for writes in flight.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Counts one non-blocking write until it is answered.
+struct Flight(Arc<Inner>);
+
+impl Flight {
+    fn new(inner: &Arc<Inner>) -> Flight {
+        *inner.in_flight.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        Flight(inner.clone())
+    }
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        let mut n = self.0.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        *n -= 1;
+        if *n == 0 {
+            self.0.idle.notify_all();
+        }
+    }
+}
+
+/// A transaction body: borrows the connection for one attempt.
+type Body<'c, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'c>>;
+
+/// Applies the schema migrations to the database at `url` (creating the
+/// database if it does not exist), as `sotto admin migrate` does and every
+/// server start does. Idempotent; several nodes may run it at once.
+/// Returns (version before, version after).
+pub fn migrate_postgres(url: &str) -> Result<(i64, i64)> {
+    let config = parse(url)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut conn = pool::connect_creating(&config).await?;
+        schema::migrate(&mut conn).await
+    })
+}
+
+fn parse(url: &str) -> Result<tokio_postgres::Config> {
+    let mut config = tokio_postgres::Config::from_str(url)
+        .map_err(|e| StoreError::Backend(format!("not a PostgreSQL URL ({e})")))?;
+    if config.get_application_name().is_none() {
+        config.application_name("sotto-server");
+    }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(std::time::Duration::from_secs(10));
+    }
+    Ok(config)
+}
+
+/// The server's message of a PostgreSQL error (what `Display` of the
+/// client's error leaves out).
+pub(crate) fn reason(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (creating it if it does not
+    /// exist), applies the migrations and loads the server secret from
+    /// `secret_file`, made there if missing while the database holds no
+    /// user ([`StoreError::NoSecret`] otherwise; [`StoreError::WrongSecret`]
+    /// if the database was made with another secret).
+    pub fn open(url: &str, secret_file: &Path) -> Result<PostgresStore> {
+        let config = parse(url)?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("sotto-store-pg")
+            .enable_all()
+            .build()?;
+        let secret = rt.block_on(async {
+            let mut conn = pool::connect_creating(&config).await?;
+            schema::migrate(&mut conn).await?;
+            let has_users = conn
+                .one("SELECT EXISTS (SELECT 1 FROM users)", &[])
+                .await?
+                .get::<_, bool>(0);
+            let secret = match ServerSecret::load(secret_file, !has_users) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(StoreError::NoSecret(secret_file.to_path_buf()))
+                }
+                other => other?,
+            };
+            // The first node to start stores its check value; every other
+            // node must hold the same secret.
+            let check = secret.check_value();
+            conn.exec(
+                "INSERT INTO meta (key, value) VALUES ('secret_check', $1) ON CONFLICT DO NOTHING",
+                &[&&check[..]],
+            )
+            .await?;
+            let stored: Vec<u8> = conn
+                .one("SELECT value FROM meta WHERE key = 'secret_check'", &[])
+                .await?
+                .get(0);
+            if stored != check {
+                return Err(StoreError::WrongSecret(secret_file.to_path_buf()));
+            }
+            Ok(secret)
+        })?;
+        Ok(PostgresStore {
+            rt: Some(rt),
+            inner: Arc::new(Inner {
+                pool: Pool::new(config, POOL_SIZE),
+                secret,
+                in_flight: Mutex::new(0),
+                idle: Condvar::new(),
+            }),
+        })
+    }
+
+    fn rt(&self) -> &Runtime {
+        self.rt.as_ref().expect("the runtime lives until drop")
+    }
+
+    /// Runs `body` as one transaction and waits for it.
+    fn tx<T: Send + 'static>(
+        &self,
+        body: impl for<'c> Fn(&'c mut Conn, &'c ServerSecret) -> Body<'c, T> + Send + Sync + 'static,
+    ) -> Result<T> {
+        let inner = self.inner.clone();
+        self.rt().block_on(async move { inner.tx(body).await })
+    }
+
+    /// Runs `body` outside a transaction (reads whose statements need no
+    /// common snapshot): two round trips fewer.
+    fn read<T: Send + 'static>(
+        &self,
+        body: impl for<'c> Fn(&'c mut Conn, &'c ServerSecret) -> Body<'c, T> + Send + Sync + 'static,
+    ) -> Result<T> {
+        let inner = self.inner.clone();
+        self.rt().block_on(async move {
+            let mut conn = inner.pool.get().await?;
+            body(&mut conn, &inner.secret).await
+        })
+    }
+
+    /// Runs `body` as one transaction on the store's runtime; `reply` gets
+    /// the answer once it is committed (or refused).
+    fn tx_with<T: Send + 'static>(
+        &self,
+        body: impl for<'c> Fn(&'c mut Conn, &'c ServerSecret) -> Body<'c, T> + Send + Sync + 'static,
+        reply: Reply<T>,
+    ) {
+        let flight = Flight::new(&self.inner);
+        self.rt().spawn(async move {
+            reply(flight.0.tx(body).await);
+            drop(flight);
+        });
+    }
+
+    fn name_key(&self, username_hash: &UsernameHash) -> [u8; 32] {
+        self.inner.secret.name_key(username_hash)
+    }
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        // Writes handed over are committed and answered first (for a
+        // bounded time; they run on the store's own threads).
+        let n = self
+            .inner
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let _ = self.inner.idle.wait_timeout_while(n, DRAIN, |n| *n > 0);
+        // Allowed anywhere (dropping a runtime inside another is not):
+        // tasks still running past the wait are abandoned; their
+        // transactions were not committed, so nothing half-done remains.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Inner {
+    async fn tx<T>(
+        &self,
+        body: impl for<'c> Fn(&'c mut Conn, &'c ServerSecret) -> Body<'c, T>,
+    ) -> Result<T> {
+        let mut conn = self.pool.get().await?;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            conn.in_tx = true;
+            conn.batch("BEGIN").await?;
+            let result = body(&mut conn, &self.secret).await;
+            let result = match result {
+                Ok(v) => conn
+                    .batch("COMMIT")
+                    .await
+                    .map(|()| v)
+                    .map_err(StoreError::from),
+                Err(e) => {
+                    // A failed statement leaves the transaction aborted.
+                    conn.batch("ROLLBACK").await?;
+                    Err(e)
+                }
+            };
+            // (A COMMIT that failed ends the transaction too.)
+            conn.in_tx = false;
+            match result {
+                Err(e) if tries < TRIES && retryable(&e) => {
+                    tracing::debug!(error = %e, tries, "transaction lost a race; running it again");
+                    tokio::time::sleep(std::time::Duration::from_millis(2 << tries)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// Races the database detects and that running again resolves.
+fn retryable(e: &StoreError) -> bool {
+    let StoreError::Postgres(e) = e else {
+        return false;
+    };
+    matches!(
+        e.code(),
+        Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE
+            || *c == SqlState::T_R_DEADLOCK_DETECTED
+            // A datagram deleted (its last row acknowledged) while a resend
+            // pointed a new row at it.
+            || *c == SqlState::FOREIGN_KEY_VIOLATION
+    )
+}
+
+/// 32 bytes from a `bytea` column.
+fn key32(v: Vec<u8>) -> Result<[u8; 32]> {
+    v.try_into()
+        .map_err(|_| StoreError::Backend("a key column does not hold 32 bytes".into()))
+}
+
+/// `u64` values go into `bigint` columns; times and sizes fit.
+fn int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl ServerStore for PostgresStore {
+    fn register(&self, user: NewUser, now_ms: u64) -> Result<()> {
+        let name_key = self.name_key(&user.username_hash);
+        let sealed = self.inner.secret.seal_name(&name_key, &user.username_hash);
+        let user = Arc::new(user);
+        self.tx(move |c, _| {
+            let user = user.clone();
+            Box::pin(async move {
+                directory::register(c, &name_key, &sealed, &user.user, &user.device, now_ms).await
+            })
+        })
+    }
+
+    fn user(&self, username_hash: &UsernameHash) -> Result<Option<UserRecord>> {
+        let name_key = self.name_key(username_hash);
+        self.read(move |c, _| Box::pin(directory::user_where(c, true, name_key)))
+    }
+
+    fn user_by_key(&self, user: &UserPublic) -> Result<Option<UserRecord>> {
+        let key = user.0;
+        self.read(move |c, _| Box::pin(directory::user_where(c, false, key)))
+    }
+
+    fn device(&self, device: &DeviceId) -> Result<Option<DeviceRecord>> {
+        let device = *device;
+        self.read(move |c, _| Box::pin(directory::device(c, device)))
+    }
+
+    fn claim_prekeys(
+        &self,
+        username_hash: &UsernameHash,
+        devices: &[DeviceId],
+        claimant: &UserPublic,
+    ) -> Result<(UserPublic, Vec<ClaimedPrekey>)> {
+        let name_key = self.name_key(username_hash);
+        let (devices, claimant) = (Arc::new(devices.to_vec()), *claimant);
+        self.tx(move |c, secret| {
+            let devices = devices.clone();
+            Box::pin(
+                async move { directory::claim(c, secret, &name_key, &devices, &claimant).await },
+            )
+        })
+    }
+
+    fn add_prekeys(
+        &self,
+        device: &DeviceId,
+        prekeys: Vec<(u32, Vec<u8>)>,
+        reserve: Option<(u32, Vec<u8>)>,
+    ) -> Result<PrekeyCount> {
+        let device = *device;
+        let upload = Arc::new((prekeys, reserve));
+        self.tx(move |c, _| {
+            let upload = upload.clone();
+            Box::pin(async move {
+                directory::add_prekeys(c, &device, &upload.0, upload.1.as_ref()).await
+            })
+        })
+    }
+
+    fn prekey_count(&self, device: &DeviceId) -> Result<PrekeyCount> {
+        let device = *device;
+        self.read(move |c, _| Box::pin(directory::prekey_count(c, device)))
+    }
+
+    fn enqueue(
+        &self,
+        sender: &DeviceId,
+        recipients: &[DeviceId],
+        datagram: Vec<u8>,
+        now_ms: u64,
+        quota: &MailboxQuota,
+    ) -> Result<Enqueued> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.enqueue_with(
+            sender,
+            recipients,
+            datagram,
+            now_ms,
+            quota,
+            None,
+            Box::new(move |answer| {
+                let _ = tx.send(answer);
+            }),
+        );
+        rx.recv()
+            .unwrap_or_else(|_| Err(StoreError::Backend("the store is closed".into())))
+    }
+
+    fn enqueue_with(
+        &self,
+        sender: &DeviceId,
+        recipients: &[DeviceId],
+        datagram: Vec<u8>,
+        now_ms: u64,
+        quota: &MailboxQuota,
+        request: Option<RequestId>,
+        reply: Reply<Enqueued>,
+    ) {
+        let send = Arc::new(mailbox::Outgoing {
+            digest: mailbox::digest(&datagram),
+            sender: *sender,
+            recipients: recipients.to_vec(),
+            datagram,
+            now: now_ms,
+            quota: *quota,
+        });
+        self.tx_with(
+            move |c, secret| {
+                let send = send.clone();
+                Box::pin(async move {
+                    if let Some(r) = request {
+                        mailbox::single_use(c, &r.id, r.expires_at).await?;
+                    }
+                    mailbox::enqueue(c, secret, &send).await
+                })
+            },
+            reply,
+        )
+    }
+
+    fn fetch(
+        &self,
+        device: &DeviceId,
+        after: u64,
+        limit: u32,
+        max_bytes: usize,
+    ) -> Result<(Vec<MailboxEntry>, bool)> {
+        let device = *device;
+        self.read(move |c, _| Box::pin(mailbox::fetch(c, device, after, limit, max_bytes)))
+    }
+
+    fn ack(&self, device: &DeviceId, seqs: &[u64], now_ms: u64, retention_ms: u64) -> Result<u32> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.ack_with(
+            device,
+            seqs,
+            now_ms,
+            retention_ms,
+            Box::new(move |answer| {
+                let _ = tx.send(answer);
+            }),
+        );
+        rx.recv()
+            .unwrap_or_else(|_| Err(StoreError::Backend("the store is closed".into())))
+    }
+
+    fn ack_with(
+        &self,
+        device: &DeviceId,
+        seqs: &[u64],
+        now_ms: u64,
+        retention_ms: u64,
+        reply: Reply<u32>,
+    ) {
+        let device = *device;
+        let seqs: Arc<Vec<i64>> = Arc::new(seqs.iter().map(|s| int(*s)).collect());
+        self.tx_with(
+            move |c, _| {
+                let seqs = seqs.clone();
+                Box::pin(async move { mailbox::ack(c, device, &seqs, now_ms, retention_ms).await })
+            },
+            reply,
+        )
+    }
+
+    fn datagram_for(&self, device: &DeviceId, datagram_id: &[u8; 32]) -> Result<Option<Vec<u8>>> {
+        let (device, id) = (*device, *datagram_id);
+        self.read(move |c, _| Box::pin(mailbox::datagram_for(c, device, id)))
+    }
+
+    fn purge(&self, now_ms: u64, retention_ms: u64, unacked_ttl_ms: u64) -> Result<Purged> {
+        self.tx(move |c, _| Box::pin(mailbox::purge(c, now_ms, retention_ms, unacked_ttl_ms)))
+    }
+
+    fn single_use(&self, request_id: &[u8; 32], expires_at: u64, reply: Reply<()>) {
+        let id = *request_id;
+        self.tx_with(
+            move |c, _| Box::pin(async move { mailbox::single_use(c, &id, expires_at).await }),
+            reply,
+        )
+    }
+
+    fn remove_device(&self, owner: &UserPublic, device: &DeviceId) -> Result<()> {
+        let (owner, device) = (*owner, *device);
+        self.tx(move |c, _| Box::pin(directory::remove_device(c, owner, device)))
+    }
+
+    fn block(&self, blocker: &UserPublic, blocked: &UsernameHash) -> Result<()> {
+        let (blocker, blocked) = (*blocker, self.name_key(blocked));
+        self.tx(move |c, secret| Box::pin(directory::block(c, secret, blocker, blocked, true)))
+    }
+
+    fn unblock(&self, blocker: &UserPublic, blocked: &UsernameHash) -> Result<()> {
+        let (blocker, blocked) = (*blocker, self.name_key(blocked));
+        self.tx(move |c, secret| Box::pin(directory::block(c, secret, blocker, blocked, false)))
+    }
+
+    fn is_blocked(&self, blocker: &UsernameHash, blocked: &UserPublic) -> Result<bool> {
+        let (blocker, blocked) = (self.name_key(blocker), *blocked);
+        self.read(move |c, secret| Box::pin(directory::is_blocked(c, secret, blocker, blocked)))
+    }
+
+    fn blocks(&self, blocker: &UserPublic) -> Result<Vec<UsernameHash>> {
+        let blocker = *blocker;
+        self.read(move |c, secret| Box::pin(directory::blocks(c, secret, blocker)))
+    }
+
+    fn create_link(
+        &self,
+        link_id: &str,
+        device: &DeviceId,
+        request: Vec<u8>,
+        now_ms: u64,
+    ) -> Result<()> {
+        let (link_id, device) = (Arc::new(link_id.to_owned()), *device);
+        let request = Arc::new(request);
+        self.tx(move |c, _| {
+            let (link_id, request) = (link_id.clone(), request.clone());
+            Box::pin(
+                async move { directory::create_link(c, &link_id, &device, &request, now_ms).await },
+            )
+        })
+    }
+
+    fn link(&self, link_id: &str, now_ms: u64) -> Result<Option<PendingLink>> {
+        let link_id = Arc::new(link_id.to_owned());
+        let link = self.read(move |c, _| {
+            let link_id = link_id.clone();
+            Box::pin(async move { directory::link(c, &link_id, now_ms).await })
+        })?;
+        Ok(link.map(|(mut link, sealed)| {
+            if let (Some(approved), Some((key, sealed))) = (link.approved.as_mut(), sealed) {
+                approved.username_hash = self.inner.secret.seal_name(&key, &sealed);
+            }
+            link
+        }))
+    }
+
+    fn approve_link(
+        &self,
+        link_id: &str,
+        approver: &UserPublic,
+        device: NewDevice,
+        approval: Vec<u8>,
+        now_ms: u64,
+    ) -> Result<()> {
+        let (link_id, approver) = (Arc::new(link_id.to_owned()), *approver);
+        let (device, approval) = (Arc::new(device), Arc::new(approval));
+        self.tx(move |c, _| {
+            let (link_id, device, approval) = (link_id.clone(), device.clone(), approval.clone());
+            Box::pin(async move {
+                directory::approve_link(c, &link_id, &approver, &device, &approval, now_ms).await
+            })
+        })
+    }
+
+    fn pending_items(&self) -> Result<u64> {
+        self.read(|c, _| {
+            Box::pin(async move {
+                let row = c
+                    .one("SELECT COUNT(*) FROM mailbox WHERE acked_at IS NULL", &[])
+                    .await?;
+                Ok(row.get::<_, i64>(0) as u64)
+            })
+        })
+    }
+}

@@ -1,0 +1,82 @@
+//! What only the PostgreSQL backend has: versioned migrations of a
+//! database shared by several nodes, and nodes that must agree on the
+//! server secret. (Everything else runs in the shared suite.)
+
+use std::sync::Arc;
+
+mod common;
+
+use common::*;
+use sotto_store::server::*;
+
+/// A database left at the previous schema version (what version 1 made,
+/// with users, mailboxes and a block in it) is upgraded in place when a
+/// node opens it, and keeps all of it; migrating again changes nothing.
+#[test]
+fn a_database_at_the_previous_version_is_upgraded_with_its_data() {
+    let Some(b) = Postgres::new() else { return };
+    {
+        let s = b.open();
+        register(&s, "alice", 1, 1, 2);
+        register(&s, "bob", 2, 2, 0);
+        register(&s, "carol", 3, 3, 0);
+        s.enqueue(&dev(1), &[dev(2)], b"kept".to_vec(), 1, Q)
+            .unwrap();
+        s.block(&user_key(2), &name("carol")).unwrap();
+    }
+    // Back to version 1: version 2 only added the request table.
+    b.exec("DELETE FROM sotto_schema WHERE version = 2; DROP TABLE requests");
+    assert_eq!(b.int("SELECT MAX(version) FROM sotto_schema", None), 1);
+
+    assert_eq!(
+        migrate_postgres(b.url()).unwrap(),
+        (1, POSTGRES_SCHEMA_VERSION)
+    );
+    assert_eq!(
+        migrate_postgres(b.url()).unwrap(),
+        (POSTGRES_SCHEMA_VERSION, POSTGRES_SCHEMA_VERSION),
+        "idempotent"
+    );
+    let s = b.open();
+    assert_eq!(s.user(&name("alice")).unwrap().unwrap().user, user_key(1));
+    assert_eq!(s.prekey_count(&dev(1)).unwrap().one_time, 2);
+    let (items, _) = s.fetch(&dev(2), 0, 10, usize::MAX).unwrap();
+    assert_eq!(items[0].datagram, b"kept");
+    assert_eq!(s.blocks(&user_key(2)).unwrap(), vec![name("carol")]);
+    // What version 2 brought works.
+    let (tx, rx) = std::sync::mpsc::channel();
+    for _ in 0..2 {
+        let tx = tx.clone();
+        s.single_use(&[5; 32], 10, Box::new(move |r| tx.send(r.is_ok()).unwrap()));
+    }
+    let mut answers = [rx.recv().unwrap(), rx.recv().unwrap()];
+    answers.sort();
+    assert_eq!(answers, [false, true], "a request id is used once");
+}
+
+/// Two nodes opening a fresh database at the same moment: one schema, one
+/// secret check value; a node started with another secret is refused.
+#[test]
+fn nodes_starting_together_agree_on_schema_and_secret() {
+    let Some(b) = Postgres::new() else { return };
+    let secret = b.default_secret();
+    std::fs::write(&secret, [1u8; 32]).unwrap();
+    let b = Arc::new(b);
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let b = b.clone();
+            std::thread::spawn(move || b.open_with(None).map(|_| ()))
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap().unwrap();
+    }
+    assert_eq!(
+        b.int("SELECT COUNT(*) FROM sotto_schema", None),
+        POSTGRES_SCHEMA_VERSION
+    );
+    let other = b.scratch().join("other");
+    std::fs::write(&other, [2u8; 32]).unwrap();
+    let err = b.open_with(Some(&other)).err().unwrap();
+    assert!(matches!(err, StoreError::WrongSecret(_)), "{err}");
+}
