@@ -343,6 +343,17 @@ async fn group_messages_are_sealed_by_their_author_for_every_member_and_stored_o
         })
         .await;
         p.handle.group_join(g).await.unwrap();
+        // In the roster before the next member joins: a member takes the
+        // members already there at its first roster as the group, and is
+        // told only of those who join after it.
+        let me = p.name.clone();
+        p.wait("itself in the roster", |e| match e {
+            ShellEvent::Node(Event::Group(GroupEvent::Joined { name, .. })) if *name == me => {
+                Some(())
+            }
+            _ => None,
+        })
+        .await;
     }
     bob.wait("carol in the roster", |e| match e {
         ShellEvent::Node(Event::Group(GroupEvent::Joined { name, .. })) if name == "carol" => {

@@ -34,11 +34,16 @@ pub(super) async fn user(
         .await?
         .ok_or(sotto_store::server::StoreError::UnknownUser)?;
     let key = user.user;
-    let organisation = state
-        .phone
-        .db(move |s| s.sender_by_user(&key))
-        .await?
-        .map(|s| s.name);
+    // No sender accounts on a node without phone delivery (PostgreSQL).
+    let organisation = if state.phone.available() {
+        state
+            .phone
+            .db(move |s| s.sender_by_user(&key))
+            .await?
+            .map(|s| s.name)
+    } else {
+        None
+    };
     Ok(answer(user, organisation))
 }
 

@@ -84,6 +84,17 @@ pub const LINK_TTL_MS: u64 = 10 * 60 * 1000;
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Answers a non-blocking store call (`enqueue_with`, `ack_with`).
+/// Calls `start` with a [`Reply`] and blocks until it is answered (the
+/// blocking form of a `*_with` call).
+pub fn wait_for<T: Send + 'static>(start: impl FnOnce(Reply<T>)) -> Result<T> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    start(Box::new(move |answer| {
+        let _ = tx.send(answer);
+    }));
+    rx.recv()
+        .unwrap_or_else(|_| Err(StoreError::Backend("the store is closed".into())))
+}
+
 pub type Reply<T> = Box<dyn FnOnce(Result<T>) + Send>;
 
 /// Everything the store can refuse or fail with.
@@ -305,7 +316,11 @@ pub trait ServerStore: Send + Sync {
         datagram: Vec<u8>,
         now_ms: u64,
         quota: &MailboxQuota,
-    ) -> Result<Enqueued>;
+    ) -> Result<Enqueued> {
+        wait_for(|reply| {
+            self.enqueue_with(sender, recipients, datagram, now_ms, quota, None, reply)
+        })
+    }
 
     /// [`ServerStore::enqueue`] without blocking the caller: `reply` gets
     /// the answer once the datagram is durable (or refused). With

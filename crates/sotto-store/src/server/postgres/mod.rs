@@ -367,30 +367,6 @@ impl ServerStore for PostgresStore {
         self.read(move |c, _| Box::pin(directory::prekey_count(c, device)))
     }
 
-    fn enqueue(
-        &self,
-        sender: &DeviceId,
-        recipients: &[DeviceId],
-        datagram: Vec<u8>,
-        now_ms: u64,
-        quota: &MailboxQuota,
-    ) -> Result<Enqueued> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.enqueue_with(
-            sender,
-            recipients,
-            datagram,
-            now_ms,
-            quota,
-            None,
-            Box::new(move |answer| {
-                let _ = tx.send(answer);
-            }),
-        );
-        rx.recv()
-            .unwrap_or_else(|_| Err(StoreError::Backend("the store is closed".into())))
-    }
-
     fn enqueue_with(
         &self,
         sender: &DeviceId,
@@ -435,18 +411,7 @@ impl ServerStore for PostgresStore {
     }
 
     fn ack(&self, device: &DeviceId, seqs: &[u64], now_ms: u64, retention_ms: u64) -> Result<u32> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.ack_with(
-            device,
-            seqs,
-            now_ms,
-            retention_ms,
-            Box::new(move |answer| {
-                let _ = tx.send(answer);
-            }),
-        );
-        rx.recv()
-            .unwrap_or_else(|_| Err(StoreError::Backend("the store is closed".into())))
+        wait_for(|reply| self.ack_with(device, seqs, now_ms, retention_ms, reply))
     }
 
     fn ack_with(

@@ -253,30 +253,6 @@ impl ServerStore for SqliteStore {
         self.read(|c| directory::prekey_count(c, device))
     }
 
-    fn enqueue(
-        &self,
-        sender: &DeviceId,
-        recipients: &[DeviceId],
-        datagram: Vec<u8>,
-        now_ms: u64,
-        quota: &MailboxQuota,
-    ) -> Result<Enqueued> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.enqueue_with(
-            sender,
-            recipients,
-            datagram,
-            now_ms,
-            quota,
-            None,
-            Box::new(move |answer| {
-                let _ = tx.send(answer);
-            }),
-        );
-        rx.recv()
-            .unwrap_or_else(|_| Err(StoreError::Backend("the store is closed".into())))
-    }
-
     fn enqueue_with(
         &self,
         sender: &DeviceId,
