@@ -4,48 +4,15 @@
 //! member's name, a removed member asking for history, a non-member
 //! flooding entries.
 
-use rand_core::{CryptoRng, RngCore};
+mod common;
+
 use sha2::{Digest, Sha256};
+
 use sotto_proto::room::*;
 use sotto_proto::*;
 
-/// Deterministic test RNG: SHA-256 in counter mode over a label.
-struct Rng {
-    seed: Vec<u8>,
-    n: u64,
-}
-impl Rng {
-    fn new(label: &str) -> Self {
-        Rng {
-            seed: label.as_bytes().to_vec(),
-            n: 0,
-        }
-    }
-}
-impl RngCore for Rng {
-    fn next_u32(&mut self) -> u32 {
-        self.next_u64() as u32
-    }
-    fn next_u64(&mut self) -> u64 {
-        let mut b = [0u8; 8];
-        self.fill_bytes(&mut b);
-        u64::from_le_bytes(b)
-    }
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
-        for chunk in dest.chunks_mut(32) {
-            let mut h = Sha256::new();
-            h.update(&self.seed);
-            h.update(self.n.to_be_bytes());
-            self.n += 1;
-            chunk.copy_from_slice(&h.finalize()[..chunk.len()]);
-        }
-    }
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> std::result::Result<(), rand_core::Error> {
-        self.fill_bytes(dest);
-        Ok(())
-    }
-}
-impl CryptoRng for Rng {}
+/// The suite's deterministic RNG (tests/common).
+use common::TestRng as Rng;
 
 struct Person {
     user: UserKey,
