@@ -11,6 +11,7 @@
 
 mod auth;
 pub mod decode;
+pub mod frame;
 pub mod paths;
 pub mod phone;
 #[cfg(feature = "pinned-tls")]

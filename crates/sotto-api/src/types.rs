@@ -163,7 +163,8 @@ pub struct Notice {
     pub received_at: u64,
 }
 
-/// Server -> device WebSocket text frames.
+/// Server -> device WebSocket text frames (a device sends `Ack` text
+/// frames and binary send frames, [`crate::frame`]).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Push {
@@ -175,6 +176,21 @@ pub enum Push {
     /// The device's one-time prekey pool is low (or empty: the reserve key
     /// is being served); the device should upload more.
     PrekeysLow(PrekeyStatus),
+    /// The answer to a send frame ([`crate::frame`]), once the datagram is
+    /// durable or refused. Only a socket that sent gets these.
+    SendResult(SendResult),
+}
+
+/// The answer to one send frame on the WebSocket: exactly one of `ok`
+/// (what `POST /v1/messages` answers) and `error` (what it would refuse
+/// with). Answers may come in any order; `req` says which send it is.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SendResult {
+    pub req: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ok: Option<SendResponse>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
 }
 
 /// `POST /v1/link`: a new device asks to join a user. Signed by the new

@@ -110,7 +110,8 @@ impl Client {
                     Ok(Push::PrekeysLow(_)) => {
                         self.refill_prekeys_if_low().await?;
                     }
-                    Err(_) => {}
+                    // This socket sends nothing, so it is answered nothing.
+                    Ok(Push::SendResult(_)) | Err(_) => {}
                 },
                 Ws::Close(_) => return Ok("the server closed the push channel".into()),
                 _ => {}

@@ -31,6 +31,7 @@ pub const TARGETS: &[Target] = &[
     ("api_ack", targets::api_ack::run),
     ("api_block", targets::api_block::run),
     ("api_remove_device", targets::api_remove_device::run),
+    ("api_send_frame", targets::api_send_frame::run),
     ("room_entry", targets::room_entry::run),
     ("room_wire", targets::room_wire::run),
     ("link_approval", targets::link_approval::run),

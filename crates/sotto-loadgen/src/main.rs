@@ -3,9 +3,11 @@
 //!
 //! Scenarios (subcommands):
 //!   relay   - S subscriber devices hold a WebSocket (`GET /v1/ws`) and ack each
-//!             push; P publisher devices send N datagrams (`POST /v1/messages`)
-//!             with a B-byte body, round-robin over the subscribers, at most
-//!             --inflight requests in flight per publisher; `--rate R` paces
+//!             push; P publisher devices send N datagrams with a B-byte body,
+//!             round-robin over the subscribers, at most --inflight unanswered
+//!             per publisher: as send frames on the publisher's own WebSocket
+//!             (`--send-over ws`, default) or as `POST /v1/messages` requests
+//!             (`--send-over http`); `--rate R` paces
 //!             the total at R msgs/s for latency. Reports delivered msgs/s,
 //!             latency p50/p99/max from send to push receipt, lost/duplicate/
 //!             misrouted counts.
@@ -32,6 +34,7 @@
 mod index;
 mod mailbox;
 mod publish;
+mod publish_ws;
 mod receive;
 mod report;
 mod scenarios;

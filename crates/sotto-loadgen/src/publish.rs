@@ -1,5 +1,7 @@
 //! Publishers: each sends its pre-signed `POST /v1/messages` requests over
-//! its own pool of HTTP connections, a bounded number in flight.
+//! its own pool of HTTP connections, a bounded number in flight
+//! (`--send-over http`), or its datagrams over its device's WebSocket
+//! (`--send-over ws`, the default; [`crate::publish_ws`]).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -13,6 +15,65 @@ use sotto_loadgen::stats::{now_ns, Tracker, ACCEPTED, SENT};
 use tokio::task::JoinHandle;
 
 use crate::setup::{bounded, Ctx, Msg, Sealed};
+
+/// How publishers send.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendOver {
+    /// Binary send frames on the device's authenticated WebSocket, up to
+    /// --inflight unanswered (one signature per publisher, at connect).
+    Ws,
+    /// One signed `POST /v1/messages` per datagram, --inflight HTTP/1.1
+    /// connections per publisher.
+    Http,
+}
+
+impl SendOver {
+    pub fn name(self) -> &'static str {
+        match self {
+            SendOver::Ws => "ws",
+            SendOver::Http => "http",
+        }
+    }
+}
+
+/// The publishers' connections, opened before the timed phase.
+pub enum Publishers {
+    Http(Vec<Api>),
+    Ws(Vec<sotto_loadgen::net::Ws>),
+}
+
+impl Publishers {
+    pub async fn connect(
+        ctx: &Ctx,
+        over: SendOver,
+        sealed: &[Sealed],
+        inflight: usize,
+    ) -> Result<Publishers> {
+        Ok(match over {
+            SendOver::Http => {
+                Publishers::Http(connect_publishers(ctx, sealed.len(), inflight).await?)
+            }
+            SendOver::Ws => Publishers::Ws(crate::publish_ws::connect(ctx, sealed).await?),
+        })
+    }
+
+    /// Starts every publisher's send loop (see [`start_publishers`]).
+    pub fn start(
+        self,
+        sealed: &mut [Sealed],
+        inflight: usize,
+        rate: u64,
+        deadline: Instant,
+        t: &Arc<Tracker>,
+    ) -> Vec<JoinHandle<Vec<u32>>> {
+        match self {
+            Publishers::Http(apis) => start_publishers(sealed, inflight, rate, deadline, t, &apis),
+            Publishers::Ws(sockets) => {
+                crate::publish_ws::start(sealed, sockets, inflight, rate, deadline, t)
+            }
+        }
+    }
+}
 
 /// One HTTP client (connection pool) per publisher, connections opened
 /// before the timed phase (bounded by --setup-timeout).

@@ -67,7 +67,8 @@ fn on_frame(text: &str, sub: usize, c: &Conn, out: &mut SubOut) -> Option<u64> {
         }
         // The load generator's datagrams are far below the server's inline
         // push limit: a notice is not what it expects.
-        Ok(Push::Notice(_)) | Err(_) => {
+        // Nor is an answer to a send: subscribers do not send.
+        Ok(Push::Notice(_) | Push::SendResult(_)) | Err(_) => {
             c.t.malformed.fetch_add(1, Relaxed);
             None
         }

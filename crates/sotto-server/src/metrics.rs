@@ -29,6 +29,8 @@ pub(crate) struct Metrics {
     pub sockets: Gauge,
     /// Datagrams accepted (committed).
     pub sends: Counter,
+    /// Of those, sent over a WebSocket.
+    pub ws_sends: Counter,
     /// Frames queued to push sockets of this node.
     pub pushes: Counter,
     /// Mailbox items acknowledged.
@@ -49,6 +51,7 @@ impl Metrics {
             connections: Gauge::default(),
             sockets: Gauge::default(),
             sends: Counter::default(),
+            ws_sends: Counter::default(),
             pushes: Counter::default(),
             acks: Counter::default(),
             mailbox_depth: Gauge::default(),
@@ -64,6 +67,11 @@ impl Metrics {
             m.sockets.clone(),
         );
         registry.register("sends", "Datagrams accepted (committed)", m.sends.clone());
+        registry.register(
+            "ws_sends",
+            "Datagrams accepted (committed) that came over a WebSocket",
+            m.ws_sends.clone(),
+        );
         registry.register(
             "pushes",
             "Frames queued to this node's push sockets",

@@ -10,6 +10,7 @@ pub mod api_link_approve;
 pub mod api_prekey_upload;
 pub mod api_register;
 pub mod api_remove_device;
+pub mod api_send_frame;
 pub mod datagram_decode;
 pub mod device_open;
 pub mod link_approval;

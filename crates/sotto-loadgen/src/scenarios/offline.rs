@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::index::Index;
 use crate::mailbox::{fetch_page, mailbox_left, more_after};
-use crate::publish::{connect_publishers, start_publishers, warm_client};
+use crate::publish::{warm_client, Publishers, SendOver};
 use crate::receive::{open_received, SubOut};
 use crate::report::ResultLine;
 use crate::setup::{key_of, prepare_traffic, Ctx, Shape};
@@ -38,6 +38,9 @@ pub struct OfflineArgs {
     timeout: u64,
     #[arg(long, default_value_t = 100)]
     inflight: usize,
+    /// How publishers send: frames on their WebSocket, or HTTP requests.
+    #[arg(long, value_enum, default_value_t = SendOver::Ws)]
+    send_over: SendOver,
     /// Mailbox page size (`limit`) when draining.
     #[arg(long, default_value_t = 500)]
     page: usize,
@@ -50,7 +53,7 @@ pub async fn offline(ctx: &Ctx, a: &OfflineArgs) -> Result<()> {
     let mut tr = prepare_traffic(ctx, &shape).await?;
     let limit = Duration::from_secs(a.timeout);
     let keep = !a.no_verify;
-    let pub_apis = connect_publishers(ctx, a.publishers, a.inflight).await?;
+    let pubs = Publishers::connect(ctx, a.send_over, &tr.sealed, a.inflight).await?;
     println!(
         "offline: {} subscribers offline; sending {} x {} B body ({} B datagram)",
         a.subscribers, a.messages, a.bytes, tr.dg_len
@@ -60,7 +63,7 @@ pub async fn offline(ctx: &Ctx, a: &OfflineArgs) -> Result<()> {
     let rss_s = RssSampler::start(ctx.pid);
     let cpu = CpuMeter::start(ctx.pid);
     let t0 = Instant::now();
-    let ph = start_publishers(&mut tr.sealed, a.inflight, 0, t0 + limit, &tr.t, &pub_apis);
+    let ph = pubs.start(&mut tr.sealed, a.inflight, 0, t0 + limit, &tr.t);
     let mut send_lats = Vec::new();
     for h in ph {
         if let Ok(Ok(v)) =
@@ -72,7 +75,6 @@ pub async fn offline(ctx: &Ctx, a: &OfflineArgs) -> Result<()> {
     send_lats.sort_unstable();
     let pub_secs = t0.elapsed().as_secs_f64();
     let (pub_scpu, _) = cpu.stop();
-    drop(pub_apis);
     let published = tr.t.sent.load(Relaxed);
     let accepted = tr.t.accepted.load(Relaxed);
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -134,6 +136,7 @@ pub async fn offline(ctx: &Ctx, a: &OfflineArgs) -> Result<()> {
         .kv("N", a.messages)
         .kv("B", a.bytes)
         .kv("datagram_B", tr.dg_len)
+        .kv("send_over", a.send_over.name())
         .delivery(published, accepted, recv, &tr.t)
         .kv("drain_errors", drain_errors)
         .kv("unacked_left", unacked_left)

@@ -12,7 +12,7 @@ use sotto_loadgen::stats::{now_ns, rss_kb, CpuMeter, RssSampler};
 use tokio::sync::watch;
 
 use crate::mailbox::mailbox_left;
-use crate::publish::{connect_publishers, start_publishers};
+use crate::publish::{Publishers, SendOver};
 use crate::receive::open_received;
 use crate::report::ResultLine;
 use crate::setup::{bounded, key_of, prepare_traffic, Ctx, Shape};
@@ -36,9 +36,16 @@ pub struct RelayArgs {
     /// Hard wall-clock limit for the send+deliver phase, seconds.
     #[arg(short = 'T', long, default_value_t = 60)]
     timeout: u64,
-    /// Requests in flight per publisher (each on its own HTTP/1.1 connection).
+    /// Sends in flight per publisher (over HTTP, each on its own HTTP/1.1
+    /// connection).
     #[arg(long, default_value_t = 100)]
     inflight: usize,
+    /// How publishers send: frames on their WebSocket, or HTTP requests.
+    #[arg(long, value_enum, default_value_t = SendOver::Ws)]
+    send_over: SendOver,
+    /// How publishers send: frames on their WebSocket, or HTTP requests.
+    #[arg(long, value_enum, default_value_t = SendOver::Ws)]
+    send_over: SendOver,
     /// Do not open the received datagrams after the timed phase.
     #[arg(long)]
     no_verify: bool,
@@ -68,12 +75,13 @@ pub async fn relay(ctx: &Ctx, a: &RelayArgs) -> Result<()> {
         .enumerate()
         .map(|(s, ws)| spawn_subscriber(conn.clone(), key_of(&tr.subs[s]), ws, s, stop_rx.clone()))
         .collect();
-    let pub_apis = connect_publishers(ctx, a.publishers, a.inflight).await?;
+    let pubs = Publishers::connect(ctx, a.send_over, &tr.sealed, a.inflight).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     println!(
-        "relay: {} subs (WebSocket) + {} pubs ({} connections each) connected; sending {} x {} B body ({} B datagram), rate {}",
+        "relay: {} subs (WebSocket) + {} pubs (over {}, {} in flight each) connected; sending {} x {} B body ({} B datagram), rate {}",
         a.subscribers,
         a.publishers,
+        a.send_over.name(),
         a.inflight,
         a.messages,
         a.bytes,
@@ -85,14 +93,7 @@ pub async fn relay(ctx: &Ctx, a: &RelayArgs) -> Result<()> {
     let cpu = CpuMeter::start(ctx.pid);
     let t_start_ns = now_ns();
     let deadline = Instant::now() + Duration::from_secs(a.timeout);
-    let ph = start_publishers(
-        &mut tr.sealed,
-        a.inflight,
-        a.rate,
-        deadline,
-        &tr.t,
-        &pub_apis,
-    );
+    let ph = pubs.start(&mut tr.sealed, a.inflight, a.rate, deadline, &tr.t);
     let mut last_print = Instant::now();
     loop {
         let all_sent = ph.iter().all(|h| h.is_finished());
@@ -156,6 +157,7 @@ pub async fn relay(ctx: &Ctx, a: &RelayArgs) -> Result<()> {
         .kv("B", a.bytes)
         .kv("rate", a.rate)
         .kv("datagram_B", tr.dg_len)
+        .kv("send_over", a.send_over.name())
         .delivery(
             tr.t.sent.load(Relaxed),
             tr.t.accepted.load(Relaxed),

@@ -3,12 +3,15 @@
 //! cryptography), stores it durably in every recipient mailbox (within the
 //! mailbox quotas; up to `Limits::max_datagram` bytes), answers, and then
 //! pushes it to the recipients that are connected: inline when small, as a
-//! notice (id and size) the device fetches when large.
+//! notice (id and size) the device fetches when large. A send frame on
+//! the device's WebSocket ([`super::ws`]) goes through the same [`accept`].
 
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::Json;
 use sotto_api::{b64, MailboxItem, Notice, Push, SendResponse};
 use sotto_proto::{Datagram, DeviceId};
+use sotto_store::server::{DeviceRecord, RequestId};
 
 use super::ApiError;
 use crate::auth::Caller;
@@ -18,7 +21,19 @@ pub(super) async fn send(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<SendResponse>, ApiError> {
-    let body = caller.body;
+    Ok(Json(accept(state, &caller.device, caller.body, caller.once).await?))
+}
+
+/// Checks a datagram from `caller` (a registered device), stores it and
+/// pushes it: what `POST /v1/messages` and a WebSocket send frame do. The
+/// answer comes once the datagram is committed. `once` is the request id
+/// to remember in the same transaction (the HTTP route's), if any.
+pub(super) async fn accept(
+    state: AppState,
+    caller: &DeviceRecord,
+    body: Bytes,
+    once: Option<RequestId>,
+) -> Result<SendResponse, ApiError> {
     let (sender, mut recipients) = {
         let dg = Datagram::decode(&body)
             .map_err(|e| ApiError::bad_request(format!("not a datagram: {e}")))?;
@@ -31,12 +46,12 @@ pub(super) async fn send(
     // the certificate registered for it: a device cannot send in another's
     // name, even though the server cannot check the datagram's inner
     // signature for it (recipients do).
-    if sender.device != caller.device.device {
+    if sender.device != caller.device {
         return Err(ApiError::forbidden(
             "the datagram's sender is not the calling device",
         ));
     }
-    if sender.encode() != caller.device.cert {
+    if sender.encode() != caller.cert {
         return Err(ApiError::forbidden(
             "the datagram carries a certificate other than the registered one",
         ));
@@ -47,7 +62,7 @@ pub(super) async fn send(
     let delivered_to = recipients.len() as u32;
     let datagram = body.to_vec();
     let device = sender.device;
-    let (quota, once) = (state.limits.quota(), caller.once);
+    let quota = state.limits.quota();
     // Store and push in a task of its own: if the sender hangs up while
     // waiting, the datagram is still committed, so it must still be pushed
     // (dropping this handler must not drop the push).
@@ -95,8 +110,8 @@ pub(super) async fn send(
     let datagram_id = task
         .await
         .map_err(|_| ApiError::internal("send task failed"))??;
-    Ok(Json(SendResponse {
+    Ok(SendResponse {
         datagram_id: hex::encode(datagram_id),
         delivered_to,
-    }))
+    })
 }

@@ -1,11 +1,24 @@
-//! `GET /v1/ws`: push to a connected device. The upgrade request carries
-//! the usual signature headers (single-use, as a state-changing request:
-//! the socket can acknowledge). The server sends `Push` JSON text frames;
-//! the device may send `Ack` text frames. Anything else (binary, bad JSON,
+//! `GET /v1/ws`: push to a connected device, and sends from it. The
+//! upgrade request carries the usual signature headers (single-use, as a
+//! state-changing request: the socket can acknowledge and send). The server
+//! sends `Push` JSON text frames; the device may send `Ack` text frames and
+//! binary send frames ([`sotto_api::frame`]), each answered by a
+//! `send_result` frame once the datagram is committed (or refused), in any
+//! order. Anything else (bad JSON, an unknown or short binary frame,
 //! oversized frames) closes that socket only. On connect the device fetches
 //! what is pending over HTTP; push covers what arrives afterwards. What a
 //! socket may hold is bounded (`Limits`: sockets in all and per device,
-//! queued bytes per socket, the write timeout of every connection).
+//! queued bytes per socket, the write timeout of every connection; sends
+//! in flight by count and bytes, below).
+//!
+//! A send frame is checked as `POST /v1/messages` is (the same
+//! [`super::messages::accept`]), with the socket's device as the caller:
+//! the device must still be registered (read per send, through the device
+//! cache), and the datagram must name it, with its registered certificate,
+//! as sender. Where the HTTP route makes each signed request single-use,
+//! the socket makes each `req` single-use: it must be greater than every
+//! `req` before it on the socket, so a frame replayed on the socket is
+//! refused (`replayed`) without a store write and with one `u64` of state.
 
 use std::time::Duration;
 
@@ -13,20 +26,37 @@ use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpg
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::body::Bytes;
+use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
-use futures_util::{SinkExt, StreamExt};
-use sotto_api::codes;
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use sotto_api::decode::{self, BodyError};
+use sotto_api::frame::{self, DeviceFrame, FrameError};
+use sotto_api::{codes, ErrorBody, Push, SendResponse, SendResult};
 use sotto_proto::DeviceId;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::mailbox::submit_ack;
+use super::messages::accept;
 use super::ApiError;
-use crate::auth::Caller;
+use crate::auth::{registered_device, Caller};
 use crate::state::{AppState, Pending};
 
-/// Largest frame a device may send (an `Ack` of many sequence numbers).
+/// Largest text frame a device may send (an `Ack` of many sequence
+/// numbers); binary send frames may be as large as a datagram
+/// (`Limits::max_datagram`) plus [`frame::HEADER`].
 const MAX_FRAME: usize = 256 * 1024;
+/// Sends taken from one socket and not yet answered. Past this many the
+/// session stops reading the socket until one is answered (TCP then slows
+/// the device down). 64 is what keeps the writer's group commits full from
+/// a few busy devices (a commit takes a few ms; 4 sockets x 64 is more
+/// than a batch), while a device holds at most 64 store jobs and
+/// spawned tasks, as many as 64 concurrent HTTP sends would.
+const SENDS_IN_FLIGHT: usize = 64;
+/// Frame bytes of the sends in flight on one socket: past this the session
+/// stops reading too (it always takes one send, so a socket holds at most
+/// this plus one largest frame).
+const SEND_BYTES_IN_FLIGHT: usize = 4 << 20;
 /// Pings keep idle connections (and NAT mappings) alive and detect dead
 /// peers.
 const PING_EVERY: Duration = Duration::from_secs(30);
@@ -47,6 +77,7 @@ pub(super) async fn upgrade(
     caller: Caller,
 ) -> Response {
     let device = caller.device.device;
+    let max_message = MAX_FRAME.max(state.limits.max_datagram.saturating_add(frame::HEADER));
     let Some(slot) = state.hub.socket_slot() else {
         tracing::warn!("WebSocket refused: the server holds its maximum of sockets");
         let mut e = ApiError::new(
@@ -58,8 +89,8 @@ pub(super) async fn upgrade(
         return e.into_response();
     };
     upgrade
-        .max_message_size(MAX_FRAME)
-        .max_frame_size(MAX_FRAME)
+        .max_message_size(max_message)
+        .max_frame_size(max_message)
         .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(MAX_WRITE_BUFFER)
         .on_upgrade(move |socket| session(state, device, socket, slot))
@@ -87,8 +118,26 @@ async fn session(
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
     let mut acks: FuturesUnordered<Pending<u32>> = FuturesUnordered::new();
+    let mut sends = Sends::default();
     loop {
         tokio::select! {
+            Some(sent) = sends.running.next(), if !sends.running.is_empty() => {
+                // A group commit answers many sends at once: write every
+                // answer that is ready, then flush once.
+                let mut next = Some(sent);
+                let mut failed = false;
+                while let Some((req, len, result)) = next.take() {
+                    sends.bytes -= len;
+                    if sink.feed(Message::Text(result_frame(req, result))).await.is_err() {
+                        failed = true;
+                        break;
+                    }
+                    next = sends.running.next().now_or_never().flatten();
+                }
+                if failed || sink.flush().await.is_err() {
+                    break;
+                }
+            }
             // A refused or failed ack closes the connection, as before.
             Some(done) = acks.next(), if !acks.is_empty() => {
                 if !matches!(done, Ok(Ok(_))) {
@@ -108,7 +157,7 @@ async fn session(
                     break;
                 }
             },
-            frame = stream.next() => match frame {
+            frame = stream.next(), if sends.has_room() => match frame {
                 Some(Ok(Message::Text(text))) => match decode::ack(text.as_bytes()) {
                     Ok(seqs) => {
                         acks.push(submit_ack(&state, device, seqs));
@@ -134,12 +183,31 @@ async fn session(
                         break;
                     }
                 },
-                Some(Ok(Message::Binary(_))) => {
-                    close(&mut sink, close_code::UNSUPPORTED, "binary frames are not accepted").await;
+                Some(Ok(Message::Binary(bytes))) => match sends.take(&state, device, bytes) {
+                    Ok(None) => {}
+                    Ok(Some(refused)) => {
+                        if sink.send(Message::Text(refused)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        let code = match e {
+                            FrameError::UnknownType(_) => close_code::UNSUPPORTED,
+                            FrameError::Short(_) => close_code::INVALID,
+                        };
+                        tracing::debug!(device = %hex::encode(device.0), error = %e, "bad send frame");
+                        close(&mut sink, code, "expected a send frame (see docs/api.md)").await;
+                        break;
+                    }
+                },
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Err(e)) => {
+                    if too_large(e) {
+                        close(&mut sink, close_code::SIZE, "frame too large").await;
+                    }
                     break;
                 }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                Some(Ok(Message::Close(_))) | None => break,
             },
             _ = ping.tick() => {
                 if sink.send(Message::Ping(Vec::new())).await.is_err() {
@@ -153,4 +221,123 @@ async fn session(
         }
     }
     state.hub.disconnect(&device, id);
+}
+
+/// What a sent datagram comes to: its `req`, its frame's length, and the
+/// answer.
+type Sent = (u64, usize, Result<SendResponse, ApiError>);
+
+/// The sends of one socket that are not answered yet.
+#[derive(Default)]
+struct Sends {
+    running: FuturesUnordered<BoxFuture<'static, Sent>>,
+    /// Frame bytes of `running`.
+    bytes: usize,
+    /// The greatest `req` taken on this socket.
+    last_req: Option<u64>,
+}
+
+impl Sends {
+    fn has_room(&self) -> bool {
+        self.running.len() < SENDS_IN_FLIGHT && self.bytes < SEND_BYTES_IN_FLIGHT
+    }
+
+    /// Starts the send in a binary frame; a frame to answer at once when
+    /// it is refused before reaching the store (a `req` used before), an
+    /// error when the frame is not a send frame.
+    fn take(
+        &mut self,
+        state: &AppState,
+        device: DeviceId,
+        bytes: Vec<u8>,
+    ) -> Result<Option<String>, FrameError> {
+        let DeviceFrame::Send { req, .. } = frame::decode(&bytes)?;
+        if self.last_req.is_some_and(|last| req <= last) {
+            let replayed = ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                codes::REPLAYED,
+                format!("req {req} is not greater than every req before it on this socket"),
+            );
+            return Ok(Some(result_frame(req, Err(replayed))));
+        }
+        self.last_req = Some(req);
+        let len = bytes.len();
+        // As the HTTP route's body limit (the frame limit may be larger:
+        // text frames may be 256 KiB).
+        if len - frame::HEADER > state.limits.max_datagram {
+            let too_large = ApiError::new(
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                codes::TOO_LARGE,
+                "the datagram is larger than the server accepts",
+            );
+            return Ok(Some(result_frame(req, Err(too_large))));
+        }
+        let body = Bytes::from(bytes).slice(frame::HEADER..);
+        let state = state.clone();
+        self.bytes += len;
+        self.running.push(
+            async move {
+                // Removed since the upgrade: refused like its HTTP request.
+                let result = match registered_device(&state, device).await {
+                    Ok(record) => accept(state.clone(), &record, body, None).await,
+                    Err(e) => Err(e),
+                };
+                if result.is_ok() {
+                    state.metrics.ws_sends.inc();
+                }
+                (req, len, result)
+            }
+            .boxed(),
+        );
+        Ok(None)
+    }
+}
+
+/// The `send_result` frame for `req`.
+fn result_frame(req: u64, result: Result<SendResponse, ApiError>) -> String {
+    let (ok, error) = match result {
+        Ok(ok) => (Some(ok), None),
+        Err(e) => (
+            None,
+            Some(ErrorBody {
+                error: e.message,
+                code: e.code.to_string(),
+            }),
+        ),
+    };
+    serde_json::to_string(&Push::SendResult(SendResult { req, ok, error }))
+        .unwrap_or_else(|_| String::from("{}"))
+}
+
+/// Whether a read failed on a message over the size limit.
+fn too_large(e: axum::Error) -> bool {
+    matches!(
+        e.into_inner().downcast_ref::<tungstenite::Error>(),
+        Some(tungstenite::Error::Capacity(_))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held() -> BoxFuture<'static, Sent> {
+        futures_util::future::pending().boxed()
+    }
+
+    #[test]
+    fn a_socket_stops_taking_sends_at_its_count_and_byte_budgets() {
+        let sends = Sends::default();
+        for _ in 0..SENDS_IN_FLIGHT {
+            assert!(sends.has_room());
+            sends.running.push(held());
+        }
+        assert!(!sends.has_room(), "more than {SENDS_IN_FLIGHT} in flight");
+        let mut sends = Sends::default();
+        sends.running.push(held());
+        sends.bytes = SEND_BYTES_IN_FLIGHT;
+        assert!(!sends.has_room(), "more than the byte budget in flight");
+        sends.bytes -= 1;
+        assert!(sends.has_room());
+    }
 }
