@@ -58,6 +58,37 @@ fn relay_delivers_everything_once_and_acks_it() {
     }
     assert_eq!(r["unacked_left"], "0", "{r:?}");
     assert_ne!(r["p99_ms"], "NA");
+    // By default publishers send on their WebSocket.
+    assert_eq!(r["send_over"], "ws", "{r:?}");
+    assert_eq!(r["send_errors"], "0", "{r:?}");
+}
+
+#[test]
+fn relay_over_http_requests_still_works() {
+    let r = run(&[
+        "relay",
+        "--send-over",
+        "http",
+        "-P",
+        "2",
+        "-S",
+        "3",
+        "-N",
+        "40",
+        "--inflight",
+        "4",
+        "-T",
+        "30",
+    ]);
+    for (k, v) in [
+        ("send_over", "http"),
+        ("received", "40"),
+        ("lost", "0"),
+        ("dup", "0"),
+        ("opened", "40"),
+    ] {
+        assert_eq!(r[k], v, "{k}: {r:?}");
+    }
 }
 
 #[test]
@@ -70,6 +101,8 @@ fn relay_at_a_rate_and_offline_drain() {
         "offline", "-P", "2", "-S", "3", "-M", "60", "--page", "7", "-T", "30",
     ]);
     for (k, v) in [
+        ("send_over", "ws"),
+        ("acked", "60"),
         ("received", "60"),
         ("lost", "0"),
         ("dup", "0"),

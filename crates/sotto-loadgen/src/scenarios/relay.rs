@@ -43,9 +43,6 @@ pub struct RelayArgs {
     /// How publishers send: frames on their WebSocket, or HTTP requests.
     #[arg(long, value_enum, default_value_t = SendOver::Ws)]
     send_over: SendOver,
-    /// How publishers send: frames on their WebSocket, or HTTP requests.
-    #[arg(long, value_enum, default_value_t = SendOver::Ws)]
-    send_over: SendOver,
     /// Do not open the received datagrams after the timed phase.
     #[arg(long)]
     no_verify: bool,
