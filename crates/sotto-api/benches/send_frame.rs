@@ -2,7 +2,7 @@
 //! (`sotto_api::frame`, what the server takes) against the same datagram
 //! in a JSON text frame with base64 (what it would take had sends been JSON
 //! like acks), and what each costs the device to build. Datagram sizes: the
-//! load generator's 256-byte body (a 492-byte datagram), and 64 KiB.
+//! load generator's 256-byte body (a 760-byte datagram), and 64 KiB.
 //!
 //!     cargo bench -p sotto-api --bench send_frame
 
@@ -20,7 +20,7 @@ struct JsonSend {
 
 fn frames(c: &mut Criterion) {
     let mut g = c.benchmark_group("send_frame");
-    for size in [492usize, 64 * 1024] {
+    for size in [760usize, 64 * 1024] {
         let datagram: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
         let binary = frame::encode_send(7, &datagram);
         let json = serde_json::to_string(&JsonSend {

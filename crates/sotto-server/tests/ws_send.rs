@@ -216,6 +216,14 @@ async fn oversized_and_malformed_frames_close_the_socket_with_a_clear_code() {
     // 256 KiB of text frames): 1009, closed.
     let _ = ws.send(Message::Binary(encode_send(1, &vec![7; 300_000]))).await;
     assert_eq!(close_code(&mut ws).await, Some(CloseCode::Size));
+    // A text frame over 256 KiB, though within the binary limit: 1009.
+    let server2 = start_with(dir.path().join("big").as_path(), |_| {}).await;
+    let http2 = Http::of(&server2);
+    let c = User::new("carol").register(&http2, 1).await;
+    let mut ws = websocket(&http2, &c).await;
+    let _ = ws.send(Message::Text(" ".repeat(300_000))).await;
+    assert_eq!(close_code(&mut ws).await, Some(CloseCode::Size));
+    server2.shutdown().await;
     // A frame type the server does not know (0x02, sealed sender, is
     // reserved): 1003.
     let mut ws = websocket(&http, &b).await;

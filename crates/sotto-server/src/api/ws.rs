@@ -158,6 +158,11 @@ async fn session(
                 }
             },
             frame = stream.next(), if sends.has_room() => match frame {
+                // The socket's limit is a datagram's; text stays small.
+                Some(Ok(Message::Text(text))) if text.len() > MAX_FRAME => {
+                    close(&mut sink, close_code::SIZE, "frame too large").await;
+                    break;
+                }
                 Some(Ok(Message::Text(text))) => match decode::ack(text.as_bytes()) {
                     Ok(seqs) => {
                         acks.push(submit_ack(&state, device, seqs));
