@@ -12,10 +12,10 @@ use sotto_loadgen::stats::{now_ns, rss_kb, CpuMeter, RssSampler};
 use tokio::sync::watch;
 
 use crate::mailbox::mailbox_left;
-use crate::publish::{connect_publishers, start_publishers};
+use crate::publish::start_publishers;
 use crate::receive::open_received;
 use crate::report::ResultLine;
-use crate::setup::{bounded, key_of, prepare_traffic, Ctx, Shape};
+use crate::setup::{bounded, key_of, prepare_traffic, publisher_clients, Ctx, Shape};
 use crate::subscribe::{connect_all, spawn_subscriber, Conn};
 
 #[derive(Args, Clone)]
@@ -66,9 +66,16 @@ pub async fn relay(ctx: &Ctx, a: &RelayArgs) -> Result<()> {
     let sub_h: Vec<_> = wss
         .into_iter()
         .enumerate()
-        .map(|(s, ws)| spawn_subscriber(conn.clone(), key_of(&tr.subs[s]), ws, s, stop_rx.clone()))
+        .map(|(s, ws)| {
+            // reconnects and fetches go to the subscriber's own node
+            let conn = Conn {
+                api: ctx.node(s).clone(),
+                ..conn.clone()
+            };
+            spawn_subscriber(conn, key_of(&tr.subs[s]), ws, s, stop_rx.clone())
+        })
         .collect();
-    let pub_apis = connect_publishers(ctx, a.publishers, a.inflight).await?;
+    let pub_apis = publisher_clients(ctx, a.publishers, a.inflight).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     println!(
         "relay: {} subs (WebSocket) + {} pubs ({} connections each) connected; sending {} x {} B body ({} B datagram), rate {}",
@@ -81,8 +88,8 @@ pub async fn relay(ctx: &Ctx, a: &RelayArgs) -> Result<()> {
         if a.rate == 0 { "max".to_string() } else { format!("{}/s", a.rate) }
     );
 
-    let rss = RssSampler::start(ctx.pid);
-    let cpu = CpuMeter::start(ctx.pid);
+    let rss = RssSampler::start(&ctx.pids);
+    let cpu = CpuMeter::start(&ctx.pids);
     let t_start_ns = now_ns();
     let deadline = Instant::now() + Duration::from_secs(a.timeout);
     let ph = start_publishers(
@@ -128,7 +135,7 @@ pub async fn relay(ctx: &Ctx, a: &RelayArgs) -> Result<()> {
     send_lats.sort_unstable();
     tokio::time::sleep(Duration::from_millis(300)).await; // late duplicates, acks
     let rss_peak = rss.finish().await;
-    let rss_loaded = rss_kb(ctx.pid);
+    let rss_loaded = rss_kb(&ctx.pids);
     let (unacked_left, never_pushed) = bounded(ctx.setup, "mailbox check", async {
         Ok(mailbox_left(&ctx.api, &tr.subs, &tr.index, &tr.t).await)
     })
