@@ -13,6 +13,7 @@
 #   scripts/bench-vs-mosquitto.sh            # full run (long: four targets)
 #   QUICK=1 scripts/bench-vs-mosquitto.sh    # small counts, a smoke test
 #   TARGETS="sqlite pg2" scripts/...         # a subset of the sotto targets
+#   T_LIMIT=180 scripts/...                  # longer timed phases (a busy machine)
 #
 # Needs: Mosquitto listening on 127.0.0.1:1883 (`persistence true`), the
 # mqtt-loadgen sources (MQTT_LOADGEN, default ../shared/tools/mqtt-loadgen),
@@ -33,6 +34,9 @@ OUT=${OUT:-target/bench-vs-mosquitto}
 PORT=${SOTTO_BENCH_PORT:-7443}
 PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432}
 TARGETS=${TARGETS:-sqlite pg pg2}
+# wall-clock limit of each timed phase, s (-T of both load generators; at
+# most 240, as sotto-loadgen signs its requests before the timed phase)
+T_LIMIT=${T_LIMIT:-60}
 
 if [[ -n "${QUICK:-}" ]]; then
     N_SAT=2000 N_RATE=2000 RATE=1000 RATE2=500 M_OFF=2000 C_IDLE=200 HOLD=1
@@ -151,12 +155,12 @@ scenario() {
         run ${S[sotto-$t]} "$@"
     done
 }
-scenario r1 relay -P 4 -S 100 -N "$N_SAT" -B 256
-scenario r2 relay -P 4 -S 100 -N "$N_RATE" -B 256 --rate "$RATE"
+scenario r1 relay -P 4 -S 100 -N "$N_SAT" -B 256 -T "$T_LIMIT"
+scenario r2 relay -P 4 -S 100 -N "$N_RATE" -B 256 --rate "$RATE" -T "$T_LIMIT"
 # latency at a rate both keep up with (not in the mqtt-loadgen README)
-scenario r3 relay -P 4 -S 100 -N "$N_RATE" -B 256 --rate "$RATE2"
-scenario o1 offline -P 4 -S 100 -M "$M_OFF" -B 256
-scenario i1 idle -C "$C_IDLE" --hold "$HOLD"
+scenario r3 relay -P 4 -S 100 -N "$N_RATE" -B 256 --rate "$RATE2" -T "$T_LIMIT"
+scenario o1 offline -P 4 -S 100 -M "$M_OFF" -B 256 -T "$T_LIMIT"
+scenario i1 idle -C "$C_IDLE" --hold "$HOLD" -T "$T_LIMIT"
 
 grep '^RESULT' "$OUT/log" >"$OUT/results.txt"
 if command -v python3 >/dev/null; then
