@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Turns the RESULT lines of scripts/bench-vs-mosquitto.sh into a markdown
-table: Mosquitto and sotto side by side, and the ratio sotto / Mosquitto."""
+table: one column per target (Mosquitto first, then each sotto target in the
+order they ran), and each sotto target's ratio to Mosquitto."""
 import sys
 
 
@@ -34,57 +35,89 @@ def num(v):
         return None
 
 
-def row(name, m, s, key, unit="", better="higher"):
-    a, b = num(m.get(key)), num(s.get(key))
-    ratio = f"{b / a:.2f}x" if a and b is not None else "n/a"
-    fa = m.get(key, "n/a")
-    fb = s.get(key, "n/a")
-    return f"| {name} | {fa}{unit} | {fb}{unit} | {ratio} ({better} is better) |"
+def ratio(base, v):
+    a, b = num(base), num(v)
+    return f"{b / a:.2f}x" if a and b is not None else "n/a"
 
 
-def cpu_rows(name, m, s, mkey="broker_cpu", skey="server_cpu", rate_key="msgs_per_s"):
-    a, b = num(m.get(mkey)), num(s.get(skey))
-    ratio = f"{b / a:.2f}x" if a and b is not None else "n/a"
-    rows = [f"| {name}: server CPU, cores | {m.get(mkey, 'n/a')} | {s.get(skey, 'n/a')} | {ratio} |"]
-    ra, rb = num(m.get(rate_key)), num(s.get(rate_key))
-    if a is not None and b is not None and ra and rb:
-        pa, pb = a / ra * 1e6, b / rb * 1e6
-        rows.append(f"| {name}: server CPU per message, us | {pa:.1f} | {pb:.1f} | {pb / pa:.1f}x (lower is better) |")
-    return rows
+class Table:
+    def __init__(self, runs, labels):
+        self.runs, self.labels = runs, labels
+        self.sotto = [l for l in labels if l != "mosquitto"]
+        head = ["scenario, figure"] + labels + [f"{l} / Mosquitto" for l in self.sotto]
+        self.out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def pick(self, scenario, rated=False):
+        return [pick(self.runs, l, scenario, rated) for l in self.labels]
+
+    def row(self, name, rs, key, better="higher", keys=None):
+        """`keys`: per-label key (Mosquitto and sotto name some figures
+        differently)."""
+        vals = [r.get((keys or {}).get(l, key), "n/a") for r, l in zip(rs, self.labels)]
+        base = vals[0]
+        ratios = [f"{ratio(base, v)}" for v in vals[1:]]
+        if better:
+            name = f"{name} ({better} is better)"
+        self.out.append("| " + " | ".join([name] + vals + ratios) + " |")
+
+    def text(self, name, vals):
+        self.out.append("| " + " | ".join([name] + vals + [""] * len(self.sotto)) + " |")
+
+    def per_message(self, name, rs, cpu_keys, rate_key):
+        vals = []
+        for r, l in zip(rs, self.labels):
+            cpu, rate = num(r.get(cpu_keys[l == "mosquitto"])), num(r.get(rate_key))
+            vals.append(f"{cpu / rate * 1e6:.1f}" if cpu is not None and rate else "n/a")
+        ratios = [ratio(vals[0], v) for v in vals[1:]]
+        self.out.append("| " + " | ".join([f"{name} (lower is better)"] + vals + ratios) + " |")
+
+
+def lost_dup(rs):
+    return [f"{r.get('lost')} / {r.get('dup')}" for r in rs]
 
 
 def main():
     runs = parse(sys.argv[1] if len(sys.argv) > 1 else "target/bench-vs-mosquitto/results.txt")
-    out = ["| scenario, figure | Mosquitto | sotto | sotto / Mosquitto |", "|---|---|---|---|"]
-    m, s = pick(runs, "mosquitto", "relay", False), pick(runs, "sotto", "relay", False)
-    out.append(row("relay saturation: delivered msgs/s", m, s, "msgs_per_s"))
-    out.append(row("relay saturation: p50 ms", m, s, "p50_ms", better="lower"))
-    out.append(row("relay saturation: p99 ms", m, s, "p99_ms", better="lower"))
-    out += cpu_rows("relay saturation", m, s)
-    out.append(f"| relay saturation: lost / dup | {m.get('lost')} / {m.get('dup')} | {s.get('lost')} / {s.get('dup')} | |")
+    labels = ["mosquitto"]
+    for r in runs:
+        if r.get("label") and r["label"] not in labels:
+            labels.append(r["label"])
+    t = Table(runs, labels)
+    cpu = {l: ("broker_cpu" if l == "mosquitto" else "server_cpu") for l in labels}
+    rs = t.pick("relay")
+    t.row("relay saturation: delivered msgs/s", rs, "msgs_per_s")
+    t.row("relay saturation: p50 ms", rs, "p50_ms", "lower")
+    t.row("relay saturation: p99 ms", rs, "p99_ms", "lower")
+    t.row("relay saturation: server CPU, cores", rs, "server_cpu", None, cpu)
+    t.per_message("relay saturation: server CPU per message, us", rs, ("server_cpu", "broker_cpu"), "msgs_per_s")
+    t.text("relay saturation: lost / dup", lost_dup(rs))
     for nth in (1, 2):
-        m, s = pick(runs, "mosquitto", "relay", nth), pick(runs, "sotto", "relay", nth)
-        if not m and not s:
+        rs = t.pick("relay", nth)
+        if not any(rs):
             continue
-        rate = m.get("rate", s.get("rate", "?"))
-        out.append(row(f"relay at {rate} msgs/s: delivered msgs/s", m, s, "msgs_per_s"))
-        out.append(row(f"relay at {rate} msgs/s: p50 ms", m, s, "p50_ms", better="lower"))
-        out.append(row(f"relay at {rate} msgs/s: p99 ms", m, s, "p99_ms", better="lower"))
-        out.append(row(f"relay at {rate} msgs/s: max ms", m, s, "max_ms", better="lower"))
-        out.append(f"| relay at {rate} msgs/s: lost / dup | {m.get('lost')} / {m.get('dup')} | {s.get('lost')} / {s.get('dup')} | |")
-    m, s = pick(runs, "mosquitto", "offline", False), pick(runs, "sotto", "offline", False)
-    out.append(row("offline: publish msgs/s (queued)", m, s, "publish_msgs_per_s"))
-    out.append(row("offline: drain msgs/s", m, s, "msgs_per_s"))
-    out.append(row("offline: drain s", m, s, "secs", better="lower"))
-    out += cpu_rows("offline publish", m, s, "broker_cpu_publish", "server_cpu_publish", "publish_msgs_per_s")
-    out.append(f"| offline: lost / dup | {m.get('lost')} / {m.get('dup')} | {s.get('lost')} / {s.get('dup')} | |")
-    m, s = pick(runs, "mosquitto", "idle", False), pick(runs, "sotto", "idle", False)
-    out.append(f"| idle: connections up | {m.get('C')} ({m.get('all_connected')}) | {s.get('C')} ({s.get('all_connected')}) | |")
-    out.append(row("idle: server RSS while holding, kB", m, s, "rss_hold_kb", better="lower"))
-    out.append(row("idle: RSS per connection, kB", m, s, "kb_per_client", better="lower"))
-    cpu_m, cpu_s = m.get("broker_cpu_idle", "n/a"), s.get("server_cpu_idle", "n/a")
-    out.append(f"| idle: server CPU while holding, cores | {cpu_m} | {cpu_s} | |")
-    print("\n".join(out))
+        rate = next((r["rate"] for r in rs if r.get("rate")), "?")
+        t.row(f"relay at {rate} msgs/s: delivered msgs/s", rs, "msgs_per_s")
+        t.row(f"relay at {rate} msgs/s: p50 ms", rs, "p50_ms", "lower")
+        t.row(f"relay at {rate} msgs/s: p99 ms", rs, "p99_ms", "lower")
+        t.row(f"relay at {rate} msgs/s: max ms", rs, "max_ms", "lower")
+        t.text(f"relay at {rate} msgs/s: lost / dup", lost_dup(rs))
+    rs = t.pick("offline")
+    t.row("offline: publish msgs/s (queued)", rs, "publish_msgs_per_s")
+    t.row("offline: drain msgs/s", rs, "msgs_per_s")
+    t.row("offline: drain s", rs, "secs", "lower")
+    pub_cpu = {l: ("broker_cpu_publish" if l == "mosquitto" else "server_cpu_publish") for l in labels}
+    t.row("offline publish: server CPU, cores", rs, "server_cpu_publish", None, pub_cpu)
+    t.per_message("offline publish: server CPU per message, us", rs,
+                  ("server_cpu_publish", "broker_cpu_publish"), "publish_msgs_per_s")
+    t.text("offline: lost / dup", lost_dup(rs))
+    rs = t.pick("idle")
+    t.text("idle: connections up", [f"{r.get('C')} ({r.get('all_connected')})" for r in rs])
+    t.row("idle: server RSS while holding, kB", rs, "rss_hold_kb", "lower")
+    t.row("idle: RSS per connection, kB", rs, "kb_per_client", "lower")
+    idle_cpu = {l: ("broker_cpu_idle" if l == "mosquitto" else "server_cpu_idle") for l in labels}
+    t.text("idle: server CPU while holding, cores",
+           [r.get(idle_cpu[l], "n/a") for r, l in zip(rs, labels)])
+    print("\n".join(t.out))
 
 
 if __name__ == "__main__":

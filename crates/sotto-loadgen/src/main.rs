@@ -27,6 +27,10 @@
 //! datagram; subscribers open every received datagram after the timed
 //! phase, `--no-verify` skips that).
 //!
+//! Several nodes of one deployment (one database, one certificate): give
+//! `--server` more than once; devices are spread round-robin over them and
+//! the `--server-pid`s' RSS and CPU are summed.
+//!
 //! Only loopback targets are accepted; every phase is bounded by a count and
 //! a wall-clock limit, and a watchdog ends the process after --max-secs.
 //! Output: human lines and one `RESULT key=value ...` line per run.
@@ -57,8 +61,16 @@ use setup::Ctx;
 #[command(about = "Bounded load generator for a running sotto server (loopback only)")]
 struct Cli {
     /// The server, https://HOST:PORT; HOST must be a loopback address.
-    #[arg(long, default_value = "https://127.0.0.1:7443")]
-    server: String,
+    /// Several nodes (sharing one database and one certificate): repeat it
+    /// or give a comma-separated list; devices are spread round-robin over
+    /// them (subscriber s on node s mod n, publisher p on node p mod n).
+    #[arg(
+        long,
+        default_value = "https://127.0.0.1:7443",
+        value_delimiter = ',',
+        num_args = 1
+    )]
+    server: Vec<String>,
     /// SHA-256 fingerprint (hex) of the server's TLS certificate, as
     /// `sotto server` prints it: the connection is refused on any other.
     #[arg(long, env = "SOTTO_FINGERPRINT")]
@@ -67,8 +79,10 @@ struct Cli {
     #[arg(long, conflicts_with = "fingerprint")]
     insecure_loopback: bool,
     /// PID of the server: its RSS (/proc/PID/status) and CPU are sampled.
-    #[arg(long)]
-    server_pid: Option<u32>,
+    /// Repeat it (or a comma-separated list) for several nodes: their RSS
+    /// and CPU are summed.
+    #[arg(long, value_delimiter = ',', num_args = 1)]
+    server_pid: Vec<u32>,
     /// Start an in-process server with its data in DIR (convenience; built
     /// with `--features spawn-server`). RSS/CPU then include the load
     /// generator itself.
@@ -124,10 +138,10 @@ async fn spawn_server(_dir: &std::path::Path) -> Result<(String, [u8; 32])> {
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    let (base, check) = match &cli.spawn_server {
+    let (bases, check) = match &cli.spawn_server {
         Some(dir) => {
             let (url, fp) = spawn_server(dir).await?;
-            (url, CertCheck::Pinned(fp))
+            (vec![url], CertCheck::Pinned(fp))
         }
         None => {
             let check = match (&cli.fingerprint, cli.insecure_loopback) {
@@ -138,28 +152,43 @@ async fn run(cli: Cli) -> Result<()> {
                         .into(),
                 ),
             };
-            (cli.server.trim_end_matches('/').to_string(), check)
+            let bases: Vec<String> = cli
+                .server
+                .iter()
+                .map(|s| s.trim().trim_end_matches('/').to_string())
+                .collect();
+            (bases, check)
         }
     };
-    let (host, port) = net::parse_server(&base)?;
-    net::check_loopback(&host, port)?;
     let tls = net::tls_config(check)?;
-    let mut api = Api::new(&base, tls.clone(), 256)?;
-    api.sync_clock().await?;
-    let pid = if cli.spawn_server.is_some() {
-        cli.server_pid.or(Some(std::process::id()))
+    let mut nodes = Vec::with_capacity(bases.len());
+    for base in &bases {
+        let (host, port) = net::parse_server(base)?;
+        net::check_loopback(&host, port)?;
+        nodes.push(Api::new(base, tls.clone(), 256)?);
+    }
+    // One clock (one machine); every node gets its offset.
+    nodes[0].sync_clock().await?;
+    let offset = nodes[0].clock_offset_ms;
+    for api in &mut nodes[1..] {
+        api.clock_offset_ms = offset;
+        api.clock().await?; // reachable before any setup
+    }
+    let pids = if cli.spawn_server.is_some() && cli.server_pid.is_empty() {
+        vec![std::process::id()]
     } else {
-        cli.server_pid
+        cli.server_pid.clone()
     };
     let prefix = cli
         .prefix
         .clone()
         .unwrap_or_else(|| format!("lg{:08x}", OsRng.next_u32()));
     let ctx = Ctx {
-        api,
+        api: nodes[0].clone(),
         tls,
-        base,
-        pid,
+        base: bases[0].clone(),
+        nodes,
+        pids,
         label: cli.label.clone(),
         prefix,
         setup: Duration::from_secs(cli.setup_timeout),

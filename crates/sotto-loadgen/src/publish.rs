@@ -51,7 +51,7 @@ impl Publishers {
     ) -> Result<Publishers> {
         Ok(match over {
             SendOver::Http => {
-                Publishers::Http(connect_publishers(ctx, sealed.len(), inflight).await?)
+                Publishers::Http(crate::setup::publisher_clients(ctx, sealed.len(), inflight).await?)
             }
             SendOver::Ws => Publishers::Ws(crate::publish_ws::connect(ctx, sealed).await?),
         })

@@ -23,8 +23,9 @@ use crate::setup::{bounded, join_all, key_of, Ctx, Msg, Sealed};
 pub async fn connect(ctx: &Ctx, sealed: &[Sealed]) -> Result<Vec<Ws>> {
     bounded(ctx.setup, "publisher sockets", async {
         let mut hs = Vec::new();
-        for s in sealed {
-            let (api, tls, key) = (ctx.api.clone(), ctx.tls.clone(), key_of(&s.device));
+        // publisher p sends through node p mod n, as its HTTP twin does
+        for (p, s) in sealed.iter().enumerate() {
+            let (api, tls, key) = (ctx.node(p).clone(), ctx.tls.clone(), key_of(&s.device));
             hs.push(tokio::spawn(async move { api.websocket(&key, tls).await }));
         }
         join_all(hs).await

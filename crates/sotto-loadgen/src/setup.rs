@@ -25,14 +25,40 @@ pub const HDR: usize = 12;
 pub const MAX_TIMED_SECS: u64 = 240;
 
 /// What every scenario runs with.
+#[derive(Clone)]
 pub struct Ctx {
+    /// The first node's API ([`Ctx::node`] spreads devices over all).
     pub api: Api,
     pub tls: Arc<rustls::ClientConfig>,
+    /// The first node's URL.
     pub base: String,
-    pub pid: Option<u32>,
+    /// One API per `--server` (nodes sharing one database and certificate).
+    pub nodes: Vec<Api>,
+    /// The server processes (`--server-pid`, one per node): their RSS and
+    /// CPU are summed.
+    pub pids: Vec<u32>,
     pub label: String,
     pub prefix: String,
     pub setup: Duration,
+}
+
+impl Ctx {
+    /// The node the `i`-th device of a role uses: round-robin over the
+    /// `--server` URLs.
+    pub fn node(&self, i: usize) -> &Api {
+        &self.nodes[i % self.nodes.len()]
+    }
+
+    /// This context aimed at the node of the `i`-th device (its `api` and
+    /// `base`), for code that talks to one node.
+    pub fn on_node(&self, i: usize) -> Ctx {
+        let api = self.node(i).clone();
+        Ctx {
+            base: api.base.clone(),
+            api,
+            ..self.clone()
+        }
+    }
 }
 
 /// Runs `f`, failing with "`what`: not done within ..." after `limit`.
@@ -56,7 +82,8 @@ pub async fn join_all<T>(hs: Vec<tokio::task::JoinHandle<Result<T>>>) -> Result<
     Ok(out)
 }
 
-/// Registers one device per name, `concurrency` at a time, in order.
+/// Registers one device per name, `concurrency` at a time, in order; the
+/// `i`-th through the node it will use ([`Ctx::node`]).
 pub async fn register_many(
     ctx: &Ctx,
     names: Vec<String>,
@@ -65,8 +92,8 @@ pub async fn register_many(
 ) -> Result<Vec<SimDevice>> {
     let sem = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut hs = Vec::with_capacity(names.len());
-    for name in names {
-        let (api, sem) = (ctx.api.clone(), sem.clone());
+    for (i, name) in names.into_iter().enumerate() {
+        let (api, sem) = (ctx.node(i).clone(), sem.clone());
         hs.push(tokio::spawn(async move {
             let _permit = sem.acquire_owned().await;
             sim::register(&api, &name, one_time).await
@@ -115,7 +142,7 @@ async fn prepare_publishers(
     let subs = Arc::new(subs.to_vec());
     let mut hs = Vec::new();
     for (p, mut dev) in pubs.into_iter().enumerate() {
-        let api = ctx.api.clone();
+        let api = ctx.node(p).clone();
         let subs = subs.clone();
         hs.push(tokio::spawn(async move {
             let share = if (p as u64) < n {
@@ -258,7 +285,7 @@ pub async fn prepare_traffic(ctx: &Ctx, shape: &Shape) -> Result<Traffic> {
         return Err("need at least one publisher and one subscriber".into());
     }
     let t = Tracker::new(shape.messages as usize);
-    let rss_idle = rss_kb(ctx.pid);
+    let rss_idle = rss_kb(&ctx.pids);
     let (subs, sealed, index) = bounded(ctx.setup, "setup", setup_devices(ctx, shape)).await?;
     let dg_len = datagram_len(&sealed);
     Ok(Traffic {
@@ -309,6 +336,16 @@ async fn setup_devices(
         datagram_len(&sealed)
     );
     Ok((subs, sealed, index))
+}
+
+/// One HTTP client per publisher, the `p`-th on its node ([`Ctx::node`]),
+/// connections opened before the timed phase.
+pub async fn publisher_clients(ctx: &Ctx, npub: usize, inflight: usize) -> Result<Vec<Api>> {
+    let mut out = Vec::with_capacity(npub);
+    for p in 0..npub {
+        out.extend(crate::publish::connect_publishers(&ctx.on_node(p), 1, inflight).await?);
+    }
+    Ok(out)
 }
 
 /// An owned copy of a device's signing key (for a spawned task).

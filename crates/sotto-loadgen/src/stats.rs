@@ -105,12 +105,29 @@ pub fn fmt(v: f64) -> String {
     }
 }
 
-pub fn rss_kb(pid: Option<u32>) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
+/// The summed RSS of the server processes (several nodes), kB; `None`
+/// when there are none or one cannot be read.
+pub fn rss_kb(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&p| rss_one(p)).sum()
+}
+
+fn rss_one(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     s.lines()
         .find(|l| l.starts_with("VmRSS:"))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
+}
+
+/// utime+stime in clock ticks summed over the server processes.
+fn servers_cpu_ticks(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|p| cpu_ticks(&p.to_string())).sum()
 }
 
 /// utime+stime in clock ticks for a pid ("self" allowed).
@@ -121,21 +138,22 @@ fn cpu_ticks(pid: &str) -> Option<u64> {
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
-/// Server and own CPU, in cores used on average over an interval.
+/// Server (summed over its processes) and own CPU, in cores used on
+/// average over an interval.
 pub struct CpuMeter {
     t0: Instant,
     server: Option<u64>,
     me: Option<u64>,
-    pid: Option<u32>,
+    pids: Vec<u32>,
 }
 
 impl CpuMeter {
-    pub fn start(pid: Option<u32>) -> CpuMeter {
+    pub fn start(pids: &[u32]) -> CpuMeter {
         CpuMeter {
             t0: Instant::now(),
-            server: pid.and_then(|p| cpu_ticks(&p.to_string())),
+            server: servers_cpu_ticks(pids),
             me: cpu_ticks("self"),
-            pid,
+            pids: pids.to_vec(),
         }
     }
 
@@ -143,10 +161,7 @@ impl CpuMeter {
     pub fn stop(&self) -> (f64, f64) {
         let wall = self.t0.elapsed().as_secs_f64().max(1e-9);
         let hz = 100.0; // USER_HZ
-        let s = match (
-            self.server,
-            self.pid.and_then(|p| cpu_ticks(&p.to_string())),
-        ) {
+        let s = match (self.server, servers_cpu_ticks(&self.pids)) {
             (Some(a), Some(b)) => b.saturating_sub(a) as f64 / hz / wall,
             _ => f64::NAN,
         };
@@ -158,7 +173,8 @@ impl CpuMeter {
     }
 }
 
-/// Samples the server's RSS every 100 ms; keeps the peak.
+/// Samples the server's RSS (summed over its processes) every 100 ms;
+/// keeps the peak.
 pub struct RssSampler {
     peak: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
@@ -166,13 +182,14 @@ pub struct RssSampler {
 }
 
 impl RssSampler {
-    pub fn start(pid: Option<u32>) -> RssSampler {
-        let peak = Arc::new(AtomicU64::new(rss_kb(pid).unwrap_or(0)));
+    pub fn start(pids: &[u32]) -> RssSampler {
+        let pids = pids.to_vec();
+        let peak = Arc::new(AtomicU64::new(rss_kb(&pids).unwrap_or(0)));
         let stop = Arc::new(AtomicBool::new(false));
         let (p2, s2) = (peak.clone(), stop.clone());
         let h = tokio::spawn(async move {
             while !s2.load(Relaxed) {
-                if let Some(r) = rss_kb(pid) {
+                if let Some(r) = rss_kb(&pids) {
                     p2.fetch_max(r, Relaxed);
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;

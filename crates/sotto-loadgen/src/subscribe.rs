@@ -31,13 +31,14 @@ pub struct Conn {
     pub keep: bool,
 }
 
-/// Opens one WebSocket per device, `concurrency` at a time, in order.
+/// Opens one WebSocket per device, `concurrency` at a time, in order; the
+/// `i`-th to its node ([`Ctx::node`]).
 pub async fn connect_all(ctx: &Ctx, devs: &[SimDevice], concurrency: usize) -> Result<Vec<Ws>> {
     let sem = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut hs = Vec::new();
-    for d in devs {
+    for (i, d) in devs.iter().enumerate() {
         let key = key_of(d);
-        let (api, tls, sem) = (ctx.api.clone(), ctx.tls.clone(), sem.clone());
+        let (api, tls, sem) = (ctx.node(i).clone(), ctx.tls.clone(), sem.clone());
         hs.push(tokio::spawn(async move {
             let _p = sem.acquire_owned().await;
             api.websocket(&key, tls).await

@@ -1,6 +1,9 @@
 //! The devices connected over WebSocket, for push. Each connection gets a
 //! queue of ready-to-send JSON frames bounded in bytes
-//! ([`Limits::push_queue_bytes`]); a connection that does not keep up is
+//! ([`Limits::push_queue_bytes`]) that allocates nothing until a frame is
+//! queued (most sockets are idle most of the time; a tokio channel would
+//! preallocate a block of 32 slots, about 1 kB, per socket); a connection
+//! that does not keep up is
 //! dropped rather than buffered without limit (its device then reconnects
 //! and fetches what it missed over HTTP: nothing is lost, the mailbox is the
 //! source of truth). A device holds at most
@@ -11,14 +14,14 @@
 //! every push also goes to the [`Relay`], which delivers it to the sockets
 //! other nodes hold ([`crate::relay`]).
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use prometheus_client::metrics::counter::Counter;
 use sotto_api::Push;
 use sotto_proto::DeviceId;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::limits::Limits;
 use crate::relay::{Relay, Relayed};
@@ -36,12 +39,40 @@ pub(crate) struct Hub {
     pushes: Counter,
 }
 
-/// One connection's sending end.
+/// One connection's frames, shared by the hub (which appends) and the
+/// session (which takes them).
+#[derive(Default)]
+struct Queue {
+    frames: Mutex<VecDeque<String>>,
+    /// Bytes queued and not yet taken by the session.
+    queued: AtomicUsize,
+    /// Set once the hub dropped the connection.
+    closed: AtomicBool,
+    /// Wakes the session (a permit is kept if it is not waiting).
+    ready: Notify,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<String>> {
+        self.frames.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Queues no longer than this keep their memory once drained.
+const KEPT_CAPACITY: usize = 16;
+
+/// One connection's sending end; dropping it (the hub forgets the
+/// connection) closes the queue.
 struct Conn {
     id: u64,
-    frames: mpsc::UnboundedSender<String>,
-    /// Bytes sent to `frames` and not yet taken by the session.
-    queued: Arc<AtomicUsize>,
+    queue: Arc<Queue>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.queue.closed.store(true, Ordering::Release);
+        self.queue.ready.notify_one();
+    }
 }
 
 /// Each connected device's connections, oldest first.
@@ -49,17 +80,31 @@ type Connections = HashMap<DeviceId, Vec<Conn>>;
 
 /// A session's receiving end: frames for its socket, in order.
 pub(crate) struct Pushes {
-    frames: mpsc::UnboundedReceiver<String>,
-    queued: Arc<AtomicUsize>,
+    queue: Arc<Queue>,
 }
 
 impl Pushes {
     /// The next frame; `None` once the hub dropped the connection (too far
     /// behind, replaced by a newer one of its device) and it is drained.
+    /// Cancel-safe (a frame is taken only when this returns it).
     pub async fn recv(&mut self) -> Option<String> {
-        let frame = self.frames.recv().await?;
-        self.queued.fetch_sub(frame.len(), Ordering::Relaxed);
-        Some(frame)
+        loop {
+            {
+                let mut frames = self.queue.lock();
+                if let Some(frame) = frames.pop_front() {
+                    if frames.is_empty() && frames.capacity() > KEPT_CAPACITY {
+                        *frames = VecDeque::new(); // after a burst
+                    }
+                    drop(frames);
+                    self.queue.queued.fetch_sub(frame.len(), Ordering::Relaxed);
+                    return Some(frame);
+                }
+            }
+            if self.queue.closed.load(Ordering::Acquire) {
+                return None;
+            }
+            self.queue.ready.notified().await;
+        }
     }
 }
 
@@ -100,8 +145,7 @@ impl Hub {
     /// per-device limit; frames for it arrive on the returned [`Pushes`].
     pub fn connect(&self, device: DeviceId) -> (u64, Pushes) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::unbounded_channel();
-        let queued = Arc::new(AtomicUsize::new(0));
+        let queue = Arc::new(Queue::default());
         let mut map = self.lock();
         let conns = map.entry(device).or_default();
         while conns.len() >= self.per_device {
@@ -109,10 +153,9 @@ impl Hub {
         }
         conns.push(Conn {
             id,
-            frames: tx,
-            queued: queued.clone(),
+            queue: queue.clone(),
         });
-        (id, Pushes { frames: rx, queued })
+        (id, Pushes { queue })
     }
 
     pub fn disconnect(&self, device: &DeviceId, id: u64) {
@@ -174,16 +217,19 @@ impl Hub {
         // Over its byte budget means a stuck connection: drop it (see the
         // module doc).
         conns.retain(|c| {
-            let before = c.queued.fetch_add(frame.len(), Ordering::Relaxed);
+            // The session is gone (it forgets itself right after).
+            if Arc::strong_count(&c.queue) == 1 {
+                return false;
+            }
+            let before = c.queue.queued.fetch_add(frame.len(), Ordering::Relaxed);
             if before + frame.len() > self.queue_bytes {
                 tracing::debug!(device = %hex::encode(device.0), "push queue full: dropping the socket");
                 return false;
             }
-            let sent = c.frames.send(frame.clone()).is_ok();
-            if sent {
-                self.pushes.inc();
-            }
-            sent
+            c.queue.lock().push_back(frame.clone());
+            c.queue.ready.notify_one();
+            self.pushes.inc();
+            true
         });
         if conns.is_empty() {
             map.remove(device);
@@ -192,5 +238,73 @@ impl Hub {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connections> {
         self.connections.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hub(queue_bytes: usize, per_device: usize) -> Hub {
+        let limits = Limits {
+            push_queue_bytes: queue_bytes,
+            websockets_per_device: per_device,
+            ..Limits::default()
+        };
+        Hub::new(&limits, Counter::default())
+    }
+
+    const DEV: DeviceId = DeviceId([7; 32]);
+
+    #[tokio::test]
+    async fn frames_arrive_in_order_and_wake_a_waiting_session() {
+        let hub = Arc::new(hub(1 << 20, 2));
+        let (_, mut pushes) = hub.connect(DEV);
+        let waiting = tokio::spawn(async move {
+            let mut got = Vec::new();
+            for _ in 0..3 {
+                got.push(pushes.recv().await.unwrap());
+            }
+            got
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        for f in ["a", "b", "c"] {
+            hub.deliver(&DEV, f.to_string());
+        }
+        assert_eq!(waiting.await.unwrap(), ["a", "b", "c"]);
+    }
+
+    #[tokio::test]
+    async fn a_connection_over_its_byte_budget_gets_what_was_queued_then_closes() {
+        let hub = hub(10, 2);
+        let (_, mut pushes) = hub.connect(DEV);
+        hub.deliver(&DEV, "12345".into());
+        hub.deliver(&DEV, "67890".into());
+        hub.deliver(&DEV, "x".into()); // 11 bytes: dropped
+        assert_eq!(pushes.recv().await.as_deref(), Some("12345"));
+        assert_eq!(pushes.recv().await.as_deref(), Some("67890"));
+        assert_eq!(pushes.recv().await, None);
+        assert!(!hub.lock().contains_key(&DEV));
+    }
+
+    #[tokio::test]
+    async fn a_newer_connection_replaces_the_oldest_beyond_the_per_device_limit() {
+        let hub = hub(1 << 20, 1);
+        let (_, mut old) = hub.connect(DEV);
+        let (_, mut new) = hub.connect(DEV);
+        assert_eq!(old.recv().await, None);
+        hub.deliver(&DEV, "f".into());
+        assert_eq!(new.recv().await.as_deref(), Some("f"));
+    }
+
+    #[tokio::test]
+    async fn a_taken_frame_frees_its_bytes_of_the_budget() {
+        let hub = hub(10, 1);
+        let (_, mut pushes) = hub.connect(DEV);
+        for _ in 0..5 {
+            hub.deliver(&DEV, "123456".into());
+            assert_eq!(pushes.recv().await.as_deref(), Some("123456"));
+        }
+        assert!(hub.lock().contains_key(&DEV));
     }
 }

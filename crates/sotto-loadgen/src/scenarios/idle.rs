@@ -52,7 +52,7 @@ pub async fn idle(ctx: &Ctx, a: &IdleArgs) -> Result<()> {
         t0.elapsed().as_secs_f64()
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let rss_before = rss_kb(ctx.pid);
+    let rss_before = rss_kb(&ctx.pids);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let sem = Arc::new(Semaphore::new(a.concurrency.max(1)));
@@ -60,10 +60,10 @@ pub async fn idle(ctx: &Ctx, a: &IdleArgs) -> Result<()> {
     let t1 = Instant::now();
     let limit = Duration::from_secs(a.timeout);
     let mut hs = Vec::with_capacity(a.clients);
-    for d in &devs {
+    for (i, d) in devs.iter().enumerate() {
         let key = key_of(d);
         let (api, tls, sem, up, t, mut stop) = (
-            ctx.api.clone(),
+            ctx.node(i).clone(),
             ctx.tls.clone(),
             sem.clone(),
             up.clone(),
@@ -117,11 +117,11 @@ pub async fn idle(ctx: &Ctx, a: &IdleArgs) -> Result<()> {
         a.clients
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let rss_conn = rss_kb(ctx.pid);
-    let cpu = CpuMeter::start(ctx.pid);
+    let rss_conn = rss_kb(&ctx.pids);
+    let cpu = CpuMeter::start(&ctx.pids);
     tokio::time::sleep(Duration::from_secs(a.hold)).await;
     let (scpu, _) = cpu.stop();
-    let rss_hold = rss_kb(ctx.pid);
+    let rss_hold = rss_kb(&ctx.pids);
     let still_up = up.load(Relaxed) - hs.iter().filter(|h| h.is_finished()).count() as u64;
     let _ = stop_tx.send(true);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -132,7 +132,7 @@ pub async fn idle(ctx: &Ctx, a: &IdleArgs) -> Result<()> {
         }
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss_after = rss_kb(ctx.pid);
+    let rss_after = rss_kb(&ctx.pids);
     let per_client = match (rss_before, rss_hold) {
         (Some(b), Some(h)) if a.clients > 0 => (h as f64 - b as f64) / a.clients as f64,
         _ => f64::NAN,

@@ -60,8 +60,8 @@ pub async fn offline(ctx: &Ctx, a: &OfflineArgs) -> Result<()> {
     );
 
     // phase 1: send while the subscribers are offline
-    let rss_s = RssSampler::start(ctx.pid);
-    let cpu = CpuMeter::start(ctx.pid);
+    let rss_s = RssSampler::start(&ctx.pids);
+    let cpu = CpuMeter::start(&ctx.pids);
     let t0 = Instant::now();
     let ph = pubs.start(&mut tr.sealed, a.inflight, 0, t0 + limit, &tr.t);
     let mut send_lats = Vec::new();
@@ -78,15 +78,21 @@ pub async fn offline(ctx: &Ctx, a: &OfflineArgs) -> Result<()> {
     let published = tr.t.sent.load(Relaxed);
     let accepted = tr.t.accepted.load(Relaxed);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let rss_queued = rss_kb(ctx.pid);
+    let rss_queued = rss_kb(&ctx.pids);
     println!(
         "offline: sent {published} (accepted, durable: {accepted}) in {pub_secs:.3}s; server RSS with queue {} kB",
         rss_queued.unwrap_or(0)
     );
 
     // phase 2: drain with GET /v1/mailbox + POST /v1/mailbox/ack
-    let drain_api = warm_client(ctx, 2 * a.subscribers, a.subscribers).await?;
-    let cpu = CpuMeter::start(ctx.pid);
+    // one pool per node; subscriber s drains on its node
+    let nodes = ctx.nodes.len().min(a.subscribers).max(1);
+    let mut drain_apis = Vec::with_capacity(nodes);
+    for n in 0..nodes {
+        let per_node = a.subscribers.div_ceil(nodes);
+        drain_apis.push(warm_client(&ctx.on_node(n), 2 * per_node, per_node).await?);
+    }
+    let cpu = CpuMeter::start(&ctx.pids);
     let t1_ns = now_ns();
     let t1 = Instant::now();
     let deadline = t1 + limit;
@@ -94,7 +100,7 @@ pub async fn offline(ctx: &Ctx, a: &OfflineArgs) -> Result<()> {
     let mut hs = Vec::new();
     for (s, d) in tr.subs.iter().enumerate() {
         hs.push(tokio::spawn(drain_one(
-            drain_api.clone(),
+            drain_apis[s % nodes].clone(),
             key_of(d),
             s,
             a.page,
@@ -127,7 +133,7 @@ pub async fn offline(ctx: &Ctx, a: &OfflineArgs) -> Result<()> {
     }
     let rss_peak = rss_s.finish().await;
     let (unacked_left, never_fetched) = mailbox_left(&ctx.api, &tr.subs, &tr.index, &tr.t).await;
-    let rss_after = rss_kb(ctx.pid);
+    let rss_after = rss_kb(&ctx.pids);
     let (opened, open_failed) = open_received(keep, tr.subs, outs).await;
     let recv = tr.t.received.load(Relaxed);
     ResultLine::new(&ctx.label, "offline")

@@ -70,7 +70,14 @@ pub async fn relay(ctx: &Ctx, a: &RelayArgs) -> Result<()> {
     let sub_h: Vec<_> = wss
         .into_iter()
         .enumerate()
-        .map(|(s, ws)| spawn_subscriber(conn.clone(), key_of(&tr.subs[s]), ws, s, stop_rx.clone()))
+        .map(|(s, ws)| {
+            // reconnects and fetches go to the subscriber's own node
+            let conn = Conn {
+                api: ctx.node(s).clone(),
+                ..conn.clone()
+            };
+            spawn_subscriber(conn, key_of(&tr.subs[s]), ws, s, stop_rx.clone())
+        })
         .collect();
     let pubs = Publishers::connect(ctx, a.send_over, &tr.sealed, a.inflight).await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -86,8 +93,8 @@ pub async fn relay(ctx: &Ctx, a: &RelayArgs) -> Result<()> {
         if a.rate == 0 { "max".to_string() } else { format!("{}/s", a.rate) }
     );
 
-    let rss = RssSampler::start(ctx.pid);
-    let cpu = CpuMeter::start(ctx.pid);
+    let rss = RssSampler::start(&ctx.pids);
+    let cpu = CpuMeter::start(&ctx.pids);
     let t_start_ns = now_ns();
     let deadline = Instant::now() + Duration::from_secs(a.timeout);
     let ph = pubs.start(&mut tr.sealed, a.inflight, a.rate, deadline, &tr.t);
@@ -126,7 +133,7 @@ pub async fn relay(ctx: &Ctx, a: &RelayArgs) -> Result<()> {
     send_lats.sort_unstable();
     tokio::time::sleep(Duration::from_millis(300)).await; // late duplicates, acks
     let rss_peak = rss.finish().await;
-    let rss_loaded = rss_kb(ctx.pid);
+    let rss_loaded = rss_kb(&ctx.pids);
     let (unacked_left, never_pushed) = bounded(ctx.setup, "mailbox check", async {
         Ok(mailbox_left(&ctx.api, &tr.subs, &tr.index, &tr.t).await)
     })
