@@ -335,7 +335,13 @@ async fn a_busy_application_does_not_stall_the_node_under_a_flood() {
             .unwrap();
     let bob = peer("bob").await;
     bob.handle.dial(alice.addresses()[0].clone()).await.unwrap();
-    let q = bob.handle.request(alice.peer_id(), None).await.unwrap();
+    let a = alice.peer_id();
+    bob.wait("alice's hello", |e| match e {
+        ShellEvent::Node(Event::PeerFound { peer, .. }) if *peer == a => Some(()),
+        _ => None,
+    })
+    .await;
+    let q = bob.handle.request(a, None).await.unwrap();
     // alice's application reads until the request, accepts, then is busy.
     loop {
         let ev = tokio::time::timeout(WAIT, alice_rx.recv())
