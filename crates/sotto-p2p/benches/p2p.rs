@@ -5,7 +5,7 @@
 //! - messages inside a session: one-way throughput and echo latency;
 //! - file throughput against a plain TCP copy of the same file, same run.
 //!
-//! `cargo bench -p sotto-p2p --bench p2p [-- --file-mb N]`; figures and the
+//! `cargo bench -p sotto-p2p --bench p2p [-- --file-mb N] [--window-mb N]`; figures and the
 //! machine in docs/PERFORMANCE.md.
 
 use std::io::Write;
@@ -21,8 +21,15 @@ fn identity(name: &str) -> Identity {
     Identity::new_device(&mut OsRng, name, &UserKey::generate(&mut OsRng), 1)
 }
 
-async fn node(name: &str, dir: &std::path::Path) -> (Handle, mpsc::Receiver<ShellEvent>) {
+async fn node(
+    name: &str,
+    dir: &std::path::Path,
+    window_mb: Option<u64>,
+) -> (Handle, mpsc::Receiver<ShellEvent>) {
     let mut c = ShellConfig::new(dir.join(name));
+    if let Some(w) = window_mb {
+        c.node.file_window = w << 20;
+    }
     c.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
     c.mdns = false;
     // The bench floods on purpose; the limit guards against strangers.
@@ -58,9 +65,15 @@ async fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
+    // The sender's file window (default: the node's default).
+    let window_mb: Option<u64> = args
+        .iter()
+        .position(|a| a == "--window-mb")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok());
     let dir = tempfile::tempdir().unwrap();
-    let (alice, mut alice_rx) = node("alice", dir.path()).await;
-    let (bob, mut bob_rx) = node("bob", dir.path()).await;
+    let (alice, mut alice_rx) = node("alice", dir.path(), window_mb).await;
+    let (bob, mut bob_rx) = node("bob", dir.path(), window_mb).await;
 
     // alice accepts every request and echoes every datagram.
     let a = alice.clone();
@@ -192,11 +205,19 @@ async fn main() {
         next_matching(&mut bob_rx, |e| matches!(e, ShellEvent::Node(Event::File(FileEvent::Complete { file: f, ok: true, .. })) if *f == file).then_some(())).await;
         p2p.push(t.elapsed());
         std::fs::remove_file(saved).unwrap();
+        let c0 = cpu_ms();
         tcp.push(plain_tcp_copy(&path, &dir.path().join("tcp-copy.bin")).await);
+        if std::env::var("P2P_BENCH_PHASES").is_ok() {
+            eprintln!("plain TCP copy: cpu {} ms", cpu_ms() - c0);
+        }
     }
     let mut raw = Vec::new();
     for _ in 0..3 {
+        let c0 = cpu_ms();
         raw.push(raw_libp2p_stream(file_mb << 20).await);
+        if std::env::var("P2P_BENCH_PHASES").is_ok() {
+            eprintln!("bare transport: cpu {} ms", cpu_ms() - c0);
+        }
     }
     let best = |v: &[Duration]| v.iter().min().copied().unwrap();
     println!(

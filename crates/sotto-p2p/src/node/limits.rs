@@ -69,7 +69,7 @@ impl Default for Config {
             max_sessions: 128,
             max_file_size: 4 << 30,
             max_incoming_files: 8,
-            file_window: 8 << 20,
+            file_window: 32 << 20,
             ack_every: 1 << 20,
             file_stall_ms: 60_000,
             max_groups: 32,
