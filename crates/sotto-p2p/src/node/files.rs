@@ -326,7 +326,10 @@ impl Files {
             Inner::FileChunk { id, offset, data } => {
                 let inn = match self.inn.get_mut(&id) {
                     Some(i) if i.session == session => i,
-                    _ => return Err("a chunk for no transfer"),
+                    Some(_) => return Err("a chunk for another session's transfer"),
+                    // The transfer ended here (cancelled, failed, checked)
+                    // while the sender still had chunks on the way.
+                    None => return Ok(acts),
                 };
                 // A chunk other than the next one (sent before a want
                 // moved the sender) is ignored.

@@ -724,6 +724,16 @@ fn a_peer_that_stops_acking_or_sending_is_cancelled_after_the_stall_time() {
     net.node(a).handle_timeout(now);
     net.run();
     assert!(!net.disk[&a].partial.contains_key(&id), "discarded");
+    // A chunk that was on its way when the receiver gave up is dropped,
+    // not held against the sender.
+    let late = Inner::FileChunk {
+        id,
+        offset: 10,
+        data: vec![1; 10],
+    };
+    inject(&mut net, b, &sid, late);
+    assert!(!net.disk[&a].partial.contains_key(&id));
+    assert!(net.disconnects.is_empty(), "{:?}", net.disconnects);
     assert!(net.events(a).contains(&Event::File(FileEvent::Complete {
         file: id,
         name: "slow.bin".into(),

@@ -257,8 +257,12 @@ fn read_worker(
         if pos != offset {
             f.seek(SeekFrom::Start(offset))?;
         }
-        let mut data = vec![0u8; len];
-        f.read_exact(&mut data)?;
+        // Read into spare capacity: no zeroing of a buffer about to be filled.
+        let mut data = Vec::with_capacity(len);
+        (&mut f).take(len as u64).read_to_end(&mut data)?;
+        if data.len() != len {
+            return Err(std::io::Error::other("the file shrank"));
+        }
         pos = offset + len as u64;
         if hashed < pos {
             h.update(&data[(hashed - offset) as usize..]);

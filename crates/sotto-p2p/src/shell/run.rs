@@ -283,7 +283,7 @@ impl Shell {
                 Ok(have) => self.node.file_opened(&file, have),
                 Err(e) => {
                     tracing::warn!(file = %hex::encode(file), error = %e, "cannot create a received file");
-                    self.node.file_opened(&file, 0);
+                    // Refused before any want: the sender sends nothing.
                     self.node.file_failed(&file);
                 }
             },
