@@ -119,17 +119,17 @@ impl Disk {
     }
 
     pub(crate) fn write(&mut self, file: &Id, offset: u64, data: Vec<u8>) {
-        self.to_writer(file, WriteCmd::Write { offset, data });
+        self.send_to_writer(file, WriteCmd::Write { offset, data });
     }
 
     /// Checks the partial copy (hashed while written) against `sha256`;
     /// the answer is a [`DiskMsg::Checked`].
     pub(crate) fn check(&mut self, file: &Id, name: String, sha256: [u8; 32]) {
-        self.to_writer(file, WriteCmd::Check { name, sha256 });
+        self.send_to_writer(file, WriteCmd::Check { name, sha256 });
         self.writers.remove(file);
     }
 
-    fn to_writer(&mut self, file: &Id, cmd: WriteCmd) {
+    fn send_to_writer(&mut self, file: &Id, cmd: WriteCmd) {
         let sent = self.writers.get(file).map(|w| w.send(cmd).is_ok());
         if sent != Some(true) {
             let _ = self.tx.send(DiskMsg::Failed { file: *file });
