@@ -5,7 +5,7 @@
 //! - messages inside a session: one-way throughput and echo latency;
 //! - file throughput against a plain TCP copy of the same file, same run.
 //!
-//! `cargo bench -p sotto-p2p --bench p2p [-- --file-mb N]`; figures and the
+//! `cargo bench -p sotto-p2p --bench p2p [--features bench-quic] [-- --file-mb N] [--window-mb N]`; figures and the
 //! machine in docs/PERFORMANCE.md.
 
 use std::io::Write;
@@ -21,8 +21,15 @@ fn identity(name: &str) -> Identity {
     Identity::new_device(&mut OsRng, name, &UserKey::generate(&mut OsRng), 1)
 }
 
-async fn node(name: &str, dir: &std::path::Path) -> (Handle, mpsc::Receiver<ShellEvent>) {
+async fn node(
+    name: &str,
+    dir: &std::path::Path,
+    window_mb: Option<u64>,
+) -> (Handle, mpsc::Receiver<ShellEvent>) {
     let mut c = ShellConfig::new(dir.join(name));
+    if let Some(w) = window_mb {
+        c.node.file_window = w << 20;
+    }
     c.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
     c.mdns = false;
     // The bench floods on purpose; the limit guards against strangers.
@@ -58,9 +65,15 @@ async fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
+    // The sender's file window (default: the node's default).
+    let window_mb: Option<u64> = args
+        .iter()
+        .position(|a| a == "--window-mb")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok());
     let dir = tempfile::tempdir().unwrap();
-    let (alice, mut alice_rx) = node("alice", dir.path()).await;
-    let (bob, mut bob_rx) = node("bob", dir.path()).await;
+    let (alice, mut alice_rx) = node("alice", dir.path(), window_mb).await;
+    let (bob, mut bob_rx) = node("bob", dir.path(), window_mb).await;
 
     // alice accepts every request and echoes every datagram.
     let a = alice.clone();
@@ -192,20 +205,43 @@ async fn main() {
         next_matching(&mut bob_rx, |e| matches!(e, ShellEvent::Node(Event::File(FileEvent::Complete { file: f, ok: true, .. })) if *f == file).then_some(())).await;
         p2p.push(t.elapsed());
         std::fs::remove_file(saved).unwrap();
+        let c0 = cpu_ms();
         tcp.push(plain_tcp_copy(&path, &dir.path().join("tcp-copy.bin")).await);
+        if std::env::var("P2P_BENCH_PHASES").is_ok() {
+            eprintln!("plain TCP copy: cpu {} ms", cpu_ms() - c0);
+        }
     }
     let mut raw = Vec::new();
+    let mut quic = Vec::new();
     for _ in 0..3 {
-        raw.push(raw_libp2p_stream(file_mb << 20).await);
+        let c0 = cpu_ms();
+        raw.push(raw_libp2p_stream(file_mb << 20, false).await);
+        let c1 = cpu_ms();
+        if cfg!(feature = "bench-quic") {
+            quic.push(raw_libp2p_stream(file_mb << 20, true).await);
+        }
+        if std::env::var("P2P_BENCH_PHASES").is_ok() {
+            eprintln!(
+                "bare transport: TCP+Noise+Yamux cpu {} ms, QUIC cpu {} ms",
+                c1 - c0,
+                cpu_ms() - c1
+            );
+        }
     }
     let best = |v: &[Duration]| v.iter().min().copied().unwrap();
     println!(
         "the transport alone: {file_mb} MB over one libp2p stream (TCP+Noise+Yamux, memory to memory, best of 3): {:.0} MB/s",
         bytes / 1e6 / best(&raw).as_secs_f64()
     );
+    if !quic.is_empty() {
+        println!(
+            "the same over libp2p QUIC (rustls, one AES-GCM layer; not what sotto-p2p uses), best of 3: {:.0} MB/s",
+            bytes / 1e6 / best(&quic).as_secs_f64()
+        );
+    }
     let (p, t) = (best(&p2p), best(&tcp));
     println!(
-        "file {file_mb} MB (best of 3): sotto-p2p {:.0} MB/s ({:?}; hash, offer, chunks, ack, hash check), plain TCP copy {:.0} MB/s ({:?}); ratio {:.2}",
+        "file {file_mb} MB (best of 3): sotto-p2p {:.0} MB/s ({:?}; offer, chunks hashed and written on both sides, end, check), plain TCP copy {:.0} MB/s ({:?}); ratio {:.2}",
         bytes / 1e6 / p.as_secs_f64(),
         p,
         bytes / 1e6 / t.as_secs_f64(),
@@ -259,14 +295,22 @@ async fn plain_tcp_copy(src: &std::path::Path, dst: &std::path::Path) -> Duratio
 
 /// `len` bytes from memory to memory over one `/bench` libp2p stream
 /// (TCP + Noise + Yamux, the transport sotto-p2p uses): its ceiling.
-async fn raw_libp2p_stream(len: usize) -> Duration {
+async fn raw_libp2p_stream(len: usize, quic: bool) -> Duration {
     use futures_util::io::{AsyncReadExt as _, AsyncWriteExt as _};
     use futures_util::StreamExt;
     const P: libp2p::StreamProtocol = libp2p::StreamProtocol::new("/bench");
     let swarm = || {
-        libp2p::SwarmBuilder::with_new_identity()
-            .with_tokio()
-            .with_tcp(
+        let b = libp2p::SwarmBuilder::with_new_identity().with_tokio();
+        #[cfg(feature = "bench-quic")]
+        if quic {
+            return b
+                .with_quic()
+                .with_behaviour(|_| libp2p_stream::Behaviour::new())
+                .unwrap()
+                .build();
+        }
+        {
+            b.with_tcp(
                 libp2p::tcp::Config::default().nodelay(true),
                 libp2p::noise::Config::new,
                 libp2p::yamux::Config::default,
@@ -275,10 +319,15 @@ async fn raw_libp2p_stream(len: usize) -> Duration {
             .with_behaviour(|_| libp2p_stream::Behaviour::new())
             .unwrap()
             .build()
+        }
     };
     let (mut a, mut b) = (swarm(), swarm());
-    a.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-        .unwrap();
+    let listen = if quic {
+        "/ip4/127.0.0.1/udp/0/quic-v1"
+    } else {
+        "/ip4/127.0.0.1/tcp/0"
+    };
+    a.listen_on(listen.parse().unwrap()).unwrap();
     let addr = loop {
         if let libp2p::swarm::SwarmEvent::NewListenAddr { address, .. } = a.select_next_some().await
         {

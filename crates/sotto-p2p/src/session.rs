@@ -19,7 +19,7 @@
 //! and the AAD is `session id || counter`, so a message cannot be replayed,
 //! moved to another session or to the other direction.
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use hkdf::Hkdf;
 use libp2p::PeerId;
@@ -31,7 +31,9 @@ use x25519_dalek::{EphemeralSecret, PublicKey};
 use zeroize::Zeroizing;
 
 use crate::identity::Identity;
-use crate::wire::{write_prekey, Accept, Id, Request};
+use crate::wire::{
+    seal_frame_finish, sealed_frame_start, write_prekey, Accept, Id, Inner, Request, SEALED_HEADER,
+};
 
 const REQUEST_CONTEXT: &[u8] = b"sotto/v1/p2p-request";
 const ACCEPT_CONTEXT: &[u8] = b"sotto/v1/p2p-accept";
@@ -263,6 +265,48 @@ impl SessionKeys {
         (counter, ct)
     }
 
+    /// Seals `inner` as the next message straight into its encoded
+    /// [`crate::wire::Frame::Sealed`] (the same bytes as sealing its encoding and
+    /// encoding that frame, with no copy of the ciphertext).
+    pub fn seal_frame(&mut self, inner: &Inner, capacity: usize) -> Vec<u8> {
+        let counter = self.send_next;
+        self.send_next += 1;
+        let mut w = sealed_frame_start(&self.id, counter, capacity + 16);
+        inner.encode_into(&mut w);
+        let cipher = Aes256Gcm::new_from_slice(&self.send_key[..]).expect("32-byte key");
+        let tag = cipher
+            .encrypt_in_place_detached(
+                Nonce::from_slice(&nonce(counter)),
+                &aad(&self.id, counter),
+                &mut w.buf[SEALED_HEADER..],
+            )
+            .expect("AES-GCM seals any length below 64 GiB");
+        w.buf.extend_from_slice(&tag);
+        seal_frame_finish(&mut w);
+        w.buf
+    }
+
+    /// [`SessionKeys::open`], decrypting in the ciphertext's own buffer.
+    pub fn open_owned(&mut self, counter: u64, mut buf: Vec<u8>) -> Option<Zeroizing<Vec<u8>>> {
+        if self.recv_last.is_some_and(|last| counter <= last) || buf.len() < 16 {
+            return None;
+        }
+        let tag_at = buf.len() - 16;
+        let tag = aes_gcm::aead::generic_array::GenericArray::clone_from_slice(&buf[tag_at..]);
+        buf.truncate(tag_at);
+        let cipher = Aes256Gcm::new_from_slice(&self.recv_key[..]).expect("32-byte key");
+        cipher
+            .decrypt_in_place_detached(
+                Nonce::from_slice(&nonce(counter)),
+                &aad(&self.id, counter),
+                &mut buf,
+                &tag,
+            )
+            .ok()?;
+        self.recv_last = Some(counter);
+        Some(Zeroizing::new(buf))
+    }
+
     /// Opens a message; `None` if it does not authenticate or its counter
     /// is not above every counter opened before (replay). Nothing changes
     /// on failure.
@@ -338,6 +382,35 @@ mod tests {
         // An accept made for another requester peer does not finish.
         let (acc, _) = accept(&mut OsRng, &b, &pm, &pb, &out.request, None).unwrap();
         assert!(out.finish(&pa, &pb, &b.cert, &acc).is_none());
+    }
+
+    #[test]
+    fn a_frame_sealed_in_place_opens_like_any_sealed_message() {
+        let (mut ka, mut kb) = pair();
+        let inner = Inner::FileChunk {
+            id: [1; 16],
+            offset: 9,
+            data: vec![7; 1000],
+        };
+        let bytes = ka.seal_frame(&inner, 1100);
+        let crate::wire::Frame::Sealed {
+            session,
+            counter,
+            ciphertext,
+        } = crate::wire::Frame::decode(&bytes).unwrap()
+        else {
+            panic!("a sealed frame");
+        };
+        assert_eq!((session, counter), (ka.id, 0));
+        let mut tampered = ciphertext.clone();
+        tampered[3] ^= 1;
+        assert!(kb.open_owned(counter, tampered).is_none());
+        assert!(kb.open_owned(counter, vec![0; 15]).is_none(), "shorter than a tag");
+        let plain = kb.open_owned(counter, ciphertext.clone()).unwrap();
+        assert_eq!(Inner::decode(&plain).unwrap(), inner);
+        assert!(kb.open_owned(counter, ciphertext).is_none(), "replayed");
+        let (c2, _) = ka.seal(b"next");
+        assert_eq!(c2, 1, "one counter for both ways of sealing");
     }
 
     #[test]

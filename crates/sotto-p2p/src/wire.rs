@@ -20,6 +20,11 @@ pub const MAX_DATAGRAM: usize = 1024 * 1024;
 /// File chunk size: large enough that the per-chunk AES-GCM and framing
 /// cost is noise, small enough that a dropped connection loses little.
 pub const CHUNK: usize = 256 * 1024;
+/// Bytes a file sender may have in flight beyond the receiver's last ack
+/// (plus one chunk it may start before the limit): the receiver
+/// disconnects a sender whose chunks go further, so an incoming transfer
+/// never holds more than this in memory.
+pub const MAX_FILE_WINDOW: u64 = 32 << 20;
 /// Largest frame: a datagram (or a group delivery of one) with its headers
 /// and the AES-GCM tag, rounded up.
 pub const MAX_FRAME: usize = MAX_DATAGRAM + 1024;
@@ -150,11 +155,12 @@ pub enum Inner {
     /// Opaque bytes for the device core (a sotto datagram).
     Datagram(Vec<u8>),
     Close,
+    /// A file is coming; its SHA-256 follows the last chunk
+    /// ([`Inner::FileEnd`]): the sender hashes while it reads.
     FileOffer {
         id: Id,
         name: String,
         size: u64,
-        sha256: [u8; 32],
     },
     /// The receiver wants the file from `offset` (its first answer to an
     /// offer, and its resume after a link came back).
@@ -179,6 +185,12 @@ pub enum Inner {
     },
     FileCancel {
         id: Id,
+    },
+    /// The SHA-256 of the whole file, sent after its last chunk (again
+    /// after a resume); the receiver checks its copy against it.
+    FileEnd {
+        id: Id,
+        sha256: [u8; 32],
     },
     GroupInvite {
         group: Id,
@@ -271,6 +283,23 @@ impl Hello {
             write_str(w, &g.title);
         }
     }
+}
+
+/// The bytes of a [`Frame::Sealed`] before its ciphertext: the length
+/// field is patched by [`seal_frame_finish`].
+pub(crate) fn sealed_frame_start(session: &Id, counter: u64, capacity: usize) -> Writer {
+    let mut w = Writer::with_capacity(capacity + SEALED_HEADER);
+    w.u8(WIRE_VERSION).u8(5).bytes(session).u64(counter).u32(0);
+    w
+}
+
+/// Bytes of a sealed frame before its ciphertext.
+pub(crate) const SEALED_HEADER: usize = 2 + 16 + 8 + 4;
+
+/// Writes the ciphertext length (everything after the header).
+pub(crate) fn seal_frame_finish(w: &mut Writer) {
+    let len = (w.buf.len() - SEALED_HEADER) as u32;
+    w.buf[SEALED_HEADER - 4..SEALED_HEADER].copy_from_slice(&len.to_be_bytes());
 }
 
 impl Frame {
@@ -388,6 +417,12 @@ impl Frame {
 impl Inner {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::with_capacity(64);
+        self.encode_into(&mut w);
+        w.buf
+    }
+
+    /// Appends the encoding to `w` (a sealed frame encrypts it in place).
+    pub(crate) fn encode_into(&self, w: &mut Writer) {
         match self {
             Inner::Datagram(d) => {
                 w.buf.reserve(d.len() + 8);
@@ -396,15 +431,10 @@ impl Inner {
             Inner::Close => {
                 w.u8(2);
             }
-            Inner::FileOffer {
-                id,
-                name,
-                size,
-                sha256,
-            } => {
+            Inner::FileOffer { id, name, size } => {
                 w.u8(3).bytes(id);
-                write_str(&mut w, name);
-                w.u64(*size).bytes(sha256);
+                write_str(w, name);
+                w.u64(*size);
             }
             Inner::FileWant { id, offset } => {
                 w.u8(4).bytes(id).u64(*offset);
@@ -422,9 +452,12 @@ impl Inner {
             Inner::FileCancel { id } => {
                 w.u8(8).bytes(id);
             }
+            Inner::FileEnd { id, sha256 } => {
+                w.u8(9).bytes(id).bytes(sha256);
+            }
             Inner::GroupInvite { group, title } => {
                 w.u8(10).bytes(group);
-                write_str(&mut w, title);
+                write_str(w, title);
             }
             Inner::GroupJoin { group } => {
                 w.u8(11).bytes(group);
@@ -438,11 +471,11 @@ impl Inner {
                 members,
             } => {
                 w.u8(13).bytes(group);
-                write_str(&mut w, title);
+                write_str(w, title);
                 w.u16(members.len() as u16);
                 for m in members {
                     w.bytes(&m.user);
-                    write_str(&mut w, &m.name);
+                    write_str(w, &m.name);
                     match &m.cert {
                         Some(c) => {
                             w.u8(1).bytes(&c.encode());
@@ -451,7 +484,7 @@ impl Inner {
                             w.u8(0);
                         }
                     }
-                    write_prekey(&mut w, &m.prekey);
+                    write_prekey(w, &m.prekey);
                 }
             }
             Inner::GroupPost { group, data } => {
@@ -466,11 +499,10 @@ impl Inner {
             } => {
                 w.buf.reserve(data.len() + 128);
                 w.u8(15).bytes(group).bytes(from_user);
-                write_str(&mut w, from_name);
+                write_str(w, from_name);
                 w.var_bytes(data);
             }
         }
-        w.buf
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Inner> {
@@ -484,7 +516,6 @@ impl Inner {
                 id: id(&mut r)?,
                 name: read_str(&mut r, MAX_FILE_NAME, "file name")?,
                 size: u64_(&mut r)?,
-                sha256: r.array().map_err(malformed("file hash"))?,
             },
             4 => Inner::FileWant {
                 id: id(&mut r)?,
@@ -508,6 +539,10 @@ impl Inner {
                 },
             },
             8 => Inner::FileCancel { id: id(&mut r)? },
+            9 => Inner::FileEnd {
+                id: id(&mut r)?,
+                sha256: r.array().map_err(malformed("file hash"))?,
+            },
             10 => Inner::GroupInvite {
                 group: id(&mut r)?,
                 title: read_str(&mut r, MAX_TITLE, "group title")?,
@@ -614,7 +649,6 @@ mod tests {
                 id: [1; 16],
                 name: "a.pdf".into(),
                 size: 5,
-                sha256: [2; 32],
             },
             Inner::FileWant {
                 id: [1; 16],
@@ -634,6 +668,10 @@ mod tests {
                 ok: true,
             },
             Inner::FileCancel { id: [1; 16] },
+            Inner::FileEnd {
+                id: [1; 16],
+                sha256: [2; 32],
+            },
             Inner::GroupInvite {
                 group: [3; 16],
                 title: "ops".into(),

@@ -317,3 +317,70 @@ async fn peers_dialing_each_other_at_once_end_up_with_one_working_link() {
         );
     }
 }
+
+/// The node's loop never waits for its application. An application that
+/// calls the node while it handles an event (the `p2p up` daemon does, with
+/// the device core locked) used to stall for good once the event channel
+/// was full: the loop waited for the application, which waited for the
+/// loop. A peer that floods datagrams at a node whose application is busy
+/// must leave the node answering calls; the flood is held back on the
+/// network instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_application_does_not_stall_the_node_under_a_flood() {
+    let dir = tempfile::tempdir().unwrap();
+    let user = UserKey::generate(&mut OsRng);
+    let (alice, mut alice_rx) =
+        sotto_p2p::spawn(identity("alice", &user), loopback_config(dir.path()))
+            .await
+            .unwrap();
+    let bob = peer("bob").await;
+    bob.handle.dial(alice.addresses()[0].clone()).await.unwrap();
+    let a = alice.peer_id();
+    bob.wait("alice's hello", |e| match e {
+        ShellEvent::Node(Event::PeerFound { peer, .. }) if *peer == a => Some(()),
+        _ => None,
+    })
+    .await;
+    let q = bob.handle.request(a, None).await.unwrap();
+    // alice's application reads until the request, accepts, then is busy.
+    loop {
+        let ev = tokio::time::timeout(WAIT, alice_rx.recv())
+            .await
+            .expect("a request in time")
+            .expect("node running");
+        if matches!(ev, ShellEvent::Node(Event::SessionRequested { request, .. }) if request == q) {
+            break;
+        }
+    }
+    let s = alice.accept(bob.id(), q, None).await.unwrap();
+    assert_eq!(bob.opened().await, s);
+    // Far more events than the application's channel (4 096) holds.
+    for i in 0..8_000u32 {
+        if bob
+            .handle
+            .send_datagram(s, i.to_be_bytes().to_vec())
+            .await
+            .is_err()
+        {
+            break; // alice stopped reading and bob dropped the link: fine
+        }
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let status = tokio::time::timeout(std::time::Duration::from_secs(10), alice.status())
+        .await
+        .expect("the node answers calls while its application is busy")
+        .unwrap();
+    assert_eq!(status.sessions.len(), 1);
+    // The application comes back: the events it missed are there, in order.
+    let mut got = 0u32;
+    while got < 3_000 {
+        match tokio::time::timeout(WAIT, alice_rx.recv()).await {
+            Ok(Some(ShellEvent::Node(Event::Datagram { data, .. }))) => {
+                assert_eq!(data, got.to_be_bytes(), "in order, none lost");
+                got += 1;
+            }
+            Ok(Some(_)) => {}
+            other => panic!("datagram {got} missing: {other:?}"),
+        }
+    }
+}

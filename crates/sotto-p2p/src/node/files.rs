@@ -1,10 +1,13 @@
 //! File transfer inside a session: offered, chunked (each chunk a sealed,
-//! authenticated message), flow-controlled by the receiver's acks, resumed
-//! from the receiver's want after a dropped link, and checked against the
-//! offered SHA-256 before the receiver's shell makes it visible.
+//! authenticated message), flow-controlled by the receiver's acks of bytes
+//! it has written, resumed from the receiver's want after a dropped link,
+//! and checked against the SHA-256 the sender sends after the last chunk
+//! before the receiver's shell makes it visible.
 //!
 //! The node never touches a file: it asks the shell to read, write, check
-//! and discard ([`FileIo`]) and is told the results.
+//! and discard ([`FileIo`]) and is told the results. The shell hashes as it
+//! goes: the sender while it reads (and tells [`Node::file_hashed`]), the
+//! receiver while it writes, so neither side reads the file twice.
 
 use std::collections::HashMap;
 
@@ -12,7 +15,7 @@ use rand_core::{OsRng, RngCore};
 
 use super::{Act, Config, Event, Node};
 use crate::error::{Error, Result};
-use crate::wire::{Id, Inner, CHUNK, MAX_FILE_NAME};
+use crate::wire::{Id, Inner, CHUNK, MAX_FILE_NAME, MAX_FILE_WINDOW};
 
 /// A file operation for the shell.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,15 +23,17 @@ pub enum FileIo {
     /// Receiver: open (or create) the partial copy of `file`; answer with
     /// [`Node::file_opened`] and the bytes it already holds.
     Open { file: Id, name: String, size: u64 },
-    /// Receiver: write `data` at `offset` of the partial copy.
+    /// Receiver: write `data` at `offset` of the partial copy (writes come
+    /// in order, each where the last ended); answer with
+    /// [`Node::file_written`] once the bytes are written.
     Write {
         file: Id,
         offset: u64,
         data: Vec<u8>,
     },
-    /// Receiver: every byte arrived. Hash the partial copy; if it is
-    /// `sha256`, make it visible under `name`. Answer with
-    /// [`Node::file_checked`].
+    /// Receiver: every byte was written. If the SHA-256 of the partial copy
+    /// (hashed while writing) is `sha256`, make it visible under `name`.
+    /// Answer with [`Node::file_checked`].
     Check {
         file: Id,
         name: String,
@@ -37,6 +42,9 @@ pub enum FileIo {
     /// Receiver: the transfer ended unfinished; delete the partial copy.
     Discard { file: Id },
     /// Sender: read `len` bytes at `offset`; answer with [`Node::file_data`].
+    /// The shell hashes the file in order as it reads (reading any bytes a
+    /// read skips over) and calls [`Node::file_hashed`] once it has hashed
+    /// the last byte. `len` is 0 when the node only needs that hash.
     Read { file: Id, offset: u64, len: usize },
     /// Sender: the transfer ended; the file can be closed.
     Release { file: Id },
@@ -73,24 +81,34 @@ struct Out {
     session: Id,
     name: String,
     size: u64,
-    sha256: [u8; 32],
+    /// Known once the shell has read and hashed the last byte.
+    sha256: Option<[u8; 32]>,
     /// Everything before `next` has been asked of the shell.
     next: u64,
     /// Everything before `acked` is written on the receiver's side.
     acked: u64,
     /// The receiver asked for data (cleared while the link is down).
     wanted: bool,
+    /// Unix ms of the receiver's last want or ack (see `file_stall_ms`).
+    heard: u64,
 }
 
 struct In {
     session: Id,
     name: String,
     size: u64,
-    sha256: [u8; 32],
+    /// From the sender's [`Inner::FileEnd`].
+    sha256: Option<[u8; 32]>,
+    /// Everything before `next` has arrived (and is queued for writing).
     next: u64,
+    /// Everything before `written` is on disk.
+    written: u64,
+    /// The last ack (or want) sent: the sender's window starts there.
     acked: u64,
     opened: bool,
     checking: bool,
+    /// Unix ms of the last chunk (or of the offer or resume).
+    heard: u64,
 }
 
 #[derive(Default)]
@@ -115,8 +133,26 @@ pub fn valid_file_name(name: &str) -> bool {
             .any(|c| c == '/' || c == '\\' || c.is_control())
 }
 
+impl In {
+    /// Every byte arrived and the hash is known: the shell checks (after
+    /// the writes it already has, which it runs in order).
+    fn check_if_complete(&mut self, id: Id, acts: &mut Vec<Act>) {
+        if let Some(sha256) = self.sha256 {
+            if self.opened && !self.checking && self.next == self.size {
+                self.checking = true;
+                acts.push(Act::File(FileIo::Check {
+                    file: id,
+                    name: self.name.clone(),
+                    sha256,
+                }));
+            }
+        }
+    }
+}
+
 impl Files {
-    fn pump(out: &mut Out, id: Id, window: u64, acts: &mut Vec<Act>) {
+    fn pump(out: &mut Out, id: Id, config: &Config, acts: &mut Vec<Act>) {
+        let window = config.file_window.min(MAX_FILE_WINDOW);
         while out.wanted && out.next < out.size && out.next - out.acked < window {
             let len = (out.size - out.next).min(CHUNK as u64) as usize;
             acts.push(Act::File(FileIo::Read {
@@ -142,9 +178,10 @@ impl Files {
 
     /// The link of `session` is back: receivers ask for the rest, senders
     /// whose offer may have been lost offer again.
-    pub(crate) fn resume_session(&mut self, session: Id) -> Vec<Act> {
+    pub(crate) fn resume_session(&mut self, session: Id, now: u64) -> Vec<Act> {
         let mut acts = Vec::new();
         for (id, inn) in self.inn.iter_mut().filter(|(_, i)| i.session == session) {
+            inn.heard = now;
             if inn.opened && !inn.checking {
                 inn.acked = inn.next;
                 acts.push(Act::Seal(
@@ -156,7 +193,8 @@ impl Files {
                 ));
             }
         }
-        for (id, out) in self.out.iter().filter(|(_, o)| o.session == session) {
+        for (id, out) in self.out.iter_mut().filter(|(_, o)| o.session == session) {
+            out.heard = now;
             if !out.wanted && out.acked == 0 {
                 acts.push(Act::Seal(session, offer(*id, out)));
             }
@@ -184,21 +222,64 @@ impl Files {
         acts
     }
 
+    /// When the oldest transfer that waits on its peer stalls (Unix ms).
+    pub(crate) fn next_deadline(&self, stall_ms: u64) -> Option<u64> {
+        let outs = self
+            .out
+            .values()
+            .filter(|o| o.wanted && o.next > o.acked)
+            .map(|o| o.heard);
+        let ins = self
+            .inn
+            .values()
+            .filter(|i| i.opened && !i.checking)
+            .map(|i| i.heard);
+        outs.chain(ins).min().map(|t| t.saturating_add(stall_ms))
+    }
+
+    /// Cancels the transfers on linked sessions whose peer has not moved
+    /// them for `stall_ms`: a sender that stops sending, or a receiver that
+    /// stops acknowledging, holds a file and a transfer slot no longer.
+    pub(crate) fn expire(
+        &mut self,
+        now: u64,
+        stall_ms: u64,
+        linked: impl Fn(&Id) -> bool,
+    ) -> Vec<Act> {
+        let late = |heard: u64, session: &Id| heard.saturating_add(stall_ms) <= now && linked(session);
+        let mut acts = Vec::new();
+        self.out.retain(|id, o| {
+            let stalled = o.wanted && o.next > o.acked && late(o.heard, &o.session);
+            if stalled {
+                tracing::info!(file = %hex::encode(id), "receiver stopped acknowledging; transfer cancelled");
+                acts.push(Act::Seal(o.session, Inner::FileCancel { id: *id }));
+                acts.extend(failed(*id, o.name.clone(), false));
+            }
+            !stalled
+        });
+        self.inn.retain(|id, i| {
+            let stalled = i.opened && !i.checking && late(i.heard, &i.session);
+            if stalled {
+                tracing::info!(file = %hex::encode(id), "sender stopped sending; transfer cancelled");
+                acts.push(Act::Seal(i.session, Inner::FileCancel { id: *id }));
+                acts.extend(failed(*id, i.name.clone(), true));
+            }
+            !stalled
+        });
+        acts
+    }
+
     /// A file message from the peer of `session`.
     pub(crate) fn on_message(
         &mut self,
         session: Id,
         inner: Inner,
         config: &Config,
+        now: u64,
     ) -> std::result::Result<Vec<Act>, &'static str> {
         let mut acts = Vec::new();
         match inner {
-            Inner::FileOffer {
-                id,
-                name,
-                size,
-                sha256,
-            } => {
+            Inner::FileOffer { id, name, size } => {
                 if let Some(inn) = self.inn.get(&id) {
                     if inn.session != session {
                         return Err("an offer reusing another session's file id");
@@ -232,18 +313,23 @@ impl Files {
                         session,
                         name,
                         size,
-                        sha256,
+                        sha256: None,
                         next: 0,
+                        written: 0,
                         acked: 0,
                         opened: false,
                         checking: false,
+                        heard: now,
                     },
                 );
             }
             Inner::FileChunk { id, offset, data } => {
                 let inn = match self.inn.get_mut(&id) {
                     Some(i) if i.session == session => i,
-                    _ => return Err("a chunk for no transfer"),
+                    Some(_) => return Err("a chunk for another session's transfer"),
+                    // The transfer ended here (cancelled, failed, checked)
+                    // while the sender still had chunks on the way.
+                    None => return Ok(acts),
                 };
                 // A chunk other than the next one (sent before a want
                 // moved the sender) is ignored.
@@ -253,36 +339,35 @@ impl Files {
                 if data.len() as u64 > inn.size - inn.next {
                     return Err("a chunk past the end of the file");
                 }
-                inn.next += data.len() as u64;
+                // The sender may start one chunk before its window is
+                // full; anything further would be memory this node holds
+                // for a peer that does not wait for acks.
+                let end = inn.next + data.len() as u64;
+                if end > inn.acked + MAX_FILE_WINDOW + CHUNK as u64 {
+                    return Err("a chunk beyond the window");
+                }
+                inn.next = end;
+                inn.heard = now;
                 acts.push(Act::File(FileIo::Write {
                     file: id,
                     offset,
                     data,
                 }));
-                if inn.next - inn.acked >= config.ack_every || inn.next == inn.size {
-                    inn.acked = inn.next;
-                    acts.push(Act::Seal(
-                        session,
-                        Inner::FileAck {
-                            id,
-                            offset: inn.next,
-                        },
-                    ));
-                    acts.push(ev(FileEvent::Progress {
-                        file: id,
-                        done: inn.next,
-                        total: inn.size,
-                        incoming: true,
-                    }));
+                inn.check_if_complete(id, &mut acts);
+            }
+            Inner::FileEnd { id, sha256 } => {
+                let inn = match self.inn.get_mut(&id) {
+                    Some(i) if i.session == session => i,
+                    // Late (the transfer ended) or resent: nothing to do.
+                    _ => return Ok(acts),
+                };
+                match inn.sha256 {
+                    Some(known) if known != sha256 => {
+                        return Err("a file end that changes the hash")
+                    }
+                    _ => inn.sha256 = Some(sha256),
                 }
-                if inn.next == inn.size {
-                    inn.checking = true;
-                    acts.push(Act::File(FileIo::Check {
-                        file: id,
-                        name: inn.name.clone(),
-                        sha256: inn.sha256,
-                    }));
-                }
+                inn.check_if_complete(id, &mut acts);
             }
             Inner::FileWant { id, offset } => {
                 let out = match self.out.get_mut(&id) {
@@ -295,7 +380,19 @@ impl Files {
                 out.next = offset;
                 out.acked = offset;
                 out.wanted = true;
-                Self::pump(out, id, config.file_window, &mut acts);
+                out.heard = now;
+                if offset == out.size {
+                    match out.sha256 {
+                        Some(sha256) => acts.push(Act::Seal(session, Inner::FileEnd { id, sha256 })),
+                        // Nothing to send but the hash: the shell hashes.
+                        None => acts.push(Act::File(FileIo::Read {
+                            file: id,
+                            offset,
+                            len: 0,
+                        })),
+                    }
+                }
+                Self::pump(out, id, config, &mut acts);
             }
             Inner::FileAck { id, offset } => {
                 let out = match self.out.get_mut(&id) {
@@ -306,13 +403,14 @@ impl Files {
                     return Err("an ack of bytes not sent");
                 }
                 out.acked = offset;
+                out.heard = now;
                 acts.push(ev(FileEvent::Progress {
                     file: id,
                     done: offset,
                     total: out.size,
                     incoming: false,
                 }));
-                Self::pump(out, id, config.file_window, &mut acts);
+                Self::pump(out, id, config, &mut acts);
             }
             Inner::FileResult { id, ok } => {
                 if let Some(out) = self.out.remove(&id) {
@@ -362,20 +460,13 @@ fn offer(id: Id, out: &Out) -> Inner {
         id,
         name: out.name.clone(),
         size: out.size,
-        sha256: out.sha256,
     }
 }
 
 impl Node {
-    /// Offers a file on session `session`. The shell knows the file's
-    /// `size` and `sha256` (it hashed it) and serves the reads.
-    pub fn send_file(
-        &mut self,
-        session: &Id,
-        name: &str,
-        size: u64,
-        sha256: [u8; 32],
-    ) -> Result<Id> {
+    /// Offers a file of `size` bytes on session `session`. The shell serves
+    /// the reads and hashes as it reads ([`FileIo::Read`]).
+    pub fn send_file(&mut self, session: &Id, name: &str, size: u64) -> Result<Id> {
         if !valid_file_name(name) {
             return Err(Error::BadFileName(name.to_string()));
         }
@@ -385,10 +476,11 @@ impl Node {
             session: *session,
             name: name.to_string(),
             size,
-            sha256,
+            sha256: None,
             next: 0,
             acked: 0,
             wanted: false,
+            heard: self.now,
         };
         self.seal(session, &offer(id, &out))?;
         self.files.out.insert(id, out);
@@ -397,19 +489,22 @@ impl Node {
 
     /// Receiver: the partial copy of `file` is open and holds `have` bytes.
     pub fn file_opened(&mut self, file: &Id, have: u64) {
+        let now = self.now;
         let Some(inn) = self.files.inn.get_mut(file) else {
             return;
         };
         let have = have.min(inn.size);
         inn.opened = true;
         inn.next = have;
+        inn.written = have;
         inn.acked = have;
+        inn.heard = now;
         let (session, name, size) = (inn.session, inn.name.clone(), inn.size);
-        let mut acts = vec![
+        let acts = vec![
             ev(FileEvent::Offered {
                 session,
                 file: *file,
-                name: name.clone(),
+                name,
                 size,
             }),
             Act::Seal(
@@ -420,14 +515,32 @@ impl Node {
                 },
             ),
         ];
-        if have == size {
-            inn.checking = true;
-            acts.push(Act::File(FileIo::Check {
-                file: *file,
-                name,
-                sha256: inn.sha256,
-            }));
+        self.apply(acts);
+    }
+
+    /// Receiver: everything before `upto` of `file` is written. Acks
+    /// (which let the sender go on) follow the disk, not the network, so a
+    /// slow disk holds at most the window in memory.
+    pub fn file_written(&mut self, file: &Id, upto: u64) {
+        let ack_every = self.config.ack_every;
+        let Some(inn) = self.files.inn.get_mut(file) else {
+            return;
+        };
+        inn.written = inn.written.max(upto.min(inn.next));
+        let w = inn.written;
+        if w <= inn.acked || (w - inn.acked < ack_every && w != inn.size) {
+            return;
         }
+        inn.acked = w;
+        let acts = vec![
+            Act::Seal(inn.session, Inner::FileAck { id: *file, offset: w }),
+            ev(FileEvent::Progress {
+                file: *file,
+                done: w,
+                total: inn.size,
+                incoming: true,
+            }),
+        ];
         self.apply(acts);
     }
 
@@ -455,18 +568,37 @@ impl Node {
         let Some(out) = self.files.out.get(file) else {
             return;
         };
-        if !out.wanted || offset >= out.next {
+        if !out.wanted || offset >= out.next || data.is_empty() {
             return; // asked before the link dropped: the want re-asks
         }
         let session = out.session;
-        self.apply(vec![Act::Seal(
+        let mut acts = Vec::with_capacity(2);
+        let last = offset + data.len() as u64 == out.size;
+        acts.push(Act::Seal(
             session,
             Inner::FileChunk {
                 id: *file,
                 offset,
                 data,
             },
-        )]);
+        ));
+        if let (true, Some(sha256)) = (last, out.sha256) {
+            acts.push(Act::Seal(session, Inner::FileEnd { id: *file, sha256 }));
+        }
+        self.apply(acts);
+    }
+
+    /// Sender: the shell has read and hashed the whole file. The hash
+    /// follows the last chunk.
+    pub fn file_hashed(&mut self, file: &Id, sha256: [u8; 32]) {
+        let Some(out) = self.files.out.get_mut(file) else {
+            return;
+        };
+        out.sha256 = Some(sha256);
+        if out.wanted && out.next == out.size {
+            let session = out.session;
+            self.apply(vec![Act::Seal(session, Inner::FileEnd { id: *file, sha256 })]);
+        }
     }
 
     /// Sender: reading failed (the file changed or vanished): the transfer

@@ -38,10 +38,14 @@ pub struct Config {
     /// Incoming transfers at once, over all sessions.
     pub max_incoming_files: usize,
     /// Bytes a sender has in flight before the receiver acknowledges them
-    /// (flow control: bounds the memory a transfer takes on both sides).
+    /// (flow control: bounds the memory a transfer takes on both sides;
+    /// at most [`crate::wire::MAX_FILE_WINDOW`], which receivers enforce).
     pub file_window: u64,
     /// The receiver acknowledges (and reports progress) at least this often.
     pub ack_every: u64,
+    /// A transfer whose peer, while linked, neither sends (receiver's
+    /// view) nor acknowledges (sender's view) for this long is cancelled.
+    pub file_stall_ms: u64,
     /// Group sessions hosted or joined.
     pub max_groups: usize,
     /// Frames per second a peer may send (burst: twice as many). Above it
@@ -65,8 +69,9 @@ impl Default for Config {
             max_sessions: 128,
             max_file_size: 4 << 30,
             max_incoming_files: 8,
-            file_window: 8 << 20,
+            file_window: 32 << 20,
             ack_every: 1 << 20,
+            file_stall_ms: 60_000,
             max_groups: 32,
             frames_per_second: NonZeroU32::new(20_000).unwrap(),
             requests_per_minute: NonZeroU32::new(30).unwrap(),

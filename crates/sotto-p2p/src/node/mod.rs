@@ -316,7 +316,7 @@ impl Node {
                 session,
                 counter,
                 ciphertext,
-            } => self.on_sealed(peer, session, counter, &ciphertext),
+            } => self.on_sealed(peer, session, counter, ciphertext),
         } {
             self.disconnect(peer, why);
         }
@@ -357,7 +357,7 @@ impl Node {
                     .map(|(id, _)| *id)
                     .collect();
                 for id in resume {
-                    let acts = self.files.resume_session(id);
+                    let acts = self.files.resume_session(id, self.now);
                     self.apply(acts);
                 }
             }
@@ -371,7 +371,7 @@ impl Node {
         peer: PeerId,
         id: Id,
         counter: u64,
-        ciphertext: &[u8],
+        ciphertext: Vec<u8>,
     ) -> std::result::Result<(), &'static str> {
         let session = self
             .sessions
@@ -382,7 +382,7 @@ impl Node {
         }
         let plain = session
             .keys
-            .open(counter, ciphertext)
+            .open_owned(counter, ciphertext)
             .ok_or("a message that does not open")?;
         let inner = Inner::decode(&plain).map_err(|_| "a malformed message")?;
         drop(plain);
@@ -414,7 +414,7 @@ impl Node {
                 self.apply(acts);
             }
             file => {
-                let acts = self.files.on_message(id, file, &self.config)?;
+                let acts = self.files.on_message(id, file, &self.config, self.now)?;
                 self.apply(acts);
             }
         }
@@ -430,14 +430,16 @@ impl Node {
         if !self.peers.contains_key(&session.peer) {
             return Err(Error::UnknownPeer(session.peer.to_string()));
         }
-        let (counter, ciphertext) = session.keys.seal(&inner.encode());
-        let frame = Frame::Sealed {
-            session: *id,
-            counter,
-            ciphertext,
+        let capacity = match inner {
+            Inner::FileChunk { data, .. }
+            | Inner::Datagram(data)
+            | Inner::GroupPost { data, .. }
+            | Inner::GroupDeliver { data, .. } => data.len() + 160,
+            _ => 256,
         };
+        let frame = session.keys.seal_frame(inner, capacity);
         let peer = session.peer;
-        self.send(peer, &frame);
+        self.outputs.push_back(Output::Send { peer, frame });
         Ok(())
     }
 
@@ -498,7 +500,8 @@ impl Node {
             .filter(|p| p.identity.is_none())
             .map(|p| p.linked_at + self.config.hello_timeout_ms)
             .min();
-        [Some(self.next_hello), hello, self.requests.next_deadline()]
+        let files = self.files.next_deadline(self.config.file_stall_ms);
+        [Some(self.next_hello), hello, self.requests.next_deadline(), files]
             .into_iter()
             .flatten()
             .min()
@@ -518,6 +521,13 @@ impl Node {
             self.disconnect(peer, "no hello in time");
         }
         self.expire_requests();
+        let (peers, sessions) = (&self.peers, &self.sessions);
+        let acts = self.files.expire(self.now, self.config.file_stall_ms, |id| {
+            sessions
+                .get(id)
+                .is_some_and(|s| peers.contains_key(&s.peer))
+        });
+        self.apply(acts);
         if self.now >= self.next_hello {
             self.next_hello = self.now + self.config.advert_ttl_ms / 2;
             self.advertise();

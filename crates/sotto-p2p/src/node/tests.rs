@@ -10,7 +10,7 @@ use sotto_proto::UserKey;
 
 use super::*;
 use crate::identity::Trust;
-use crate::wire::{Hello, Proof};
+use crate::wire::{Hello, Proof, CHUNK, MAX_FILE_WINDOW};
 
 fn identity_of(name: &str, user: &UserKey) -> Identity {
     Identity::new_device(&mut OsRng, name, user, 1)
@@ -21,6 +21,7 @@ struct Disk {
     partial: HashMap<Id, Vec<u8>>,
     done: HashMap<String, Vec<u8>>,
     sources: HashMap<Id, Vec<u8>>,
+    reads: usize,
 }
 
 struct Net {
@@ -29,6 +30,8 @@ struct Net {
     events: HashMap<PeerId, Vec<Event>>,
     disk: HashMap<PeerId, Disk>,
     disconnects: Vec<(PeerId, PeerId, &'static str)>,
+    /// Nodes whose disk never finishes a write (so they never ack).
+    stuck: HashSet<PeerId>,
     now: u64,
 }
 
@@ -40,6 +43,7 @@ impl Net {
             events: HashMap::new(),
             disk: HashMap::new(),
             disconnects: Vec::new(),
+            stuck: HashSet::new(),
             now: 1_000_000,
         }
     }
@@ -125,6 +129,10 @@ impl Net {
                 let buf = disk.partial.get_mut(&file).unwrap();
                 assert_eq!(buf.len() as u64, offset, "writes are contiguous");
                 buf.extend_from_slice(&data);
+                let upto = buf.len() as u64;
+                if !self.stuck.contains(&p) {
+                    self.node(p).file_written(&file, upto);
+                }
             }
             FileIo::Check { file, name, sha256 } => {
                 let buf = disk.partial.remove(&file).unwrap();
@@ -140,7 +148,14 @@ impl Net {
             FileIo::Read { file, offset, len } => {
                 let src = &disk.sources[&file];
                 let data = src[offset as usize..offset as usize + len].to_vec();
+                // The shell hashes as it reads; here, once it reaches the end.
+                let hash = (offset as usize + len == src.len())
+                    .then(|| <[u8; 32]>::from(Sha256::digest(src)));
+                disk.reads += 1;
                 self.node(p).file_data(&file, offset, data);
+                if let Some(hash) = hash {
+                    self.node(p).file_hashed(&file, hash);
+                }
             }
             FileIo::Release { .. } => {}
         }
@@ -450,10 +465,9 @@ fn a_file_survives_a_dropped_link_and_is_checked_whole() {
     net.connect(a, b);
     let sid = net.open_session(b, a);
     let data: Vec<u8> = (0..5_000_000u32).map(|i| (i * 7 + i / 13) as u8).collect();
-    let hash: [u8; 32] = Sha256::digest(&data).into();
     let file = net
         .node(b)
-        .send_file(&sid, "report.pdf", data.len() as u64, hash)
+        .send_file(&sid, "report.pdf", data.len() as u64)
         .unwrap();
     net.disk
         .get_mut(&b)
@@ -486,26 +500,246 @@ fn a_file_survives_a_dropped_link_and_is_checked_whole() {
     }
 }
 
+/// Seals `inner` from `from` on session `s` and runs the network.
+fn inject(net: &mut Net, from: PeerId, s: &Id, inner: Inner) {
+    net.node(from).seal(s, &inner).unwrap();
+    net.run();
+}
+
 #[test]
-fn a_file_whose_bytes_do_not_match_the_offered_hash_is_not_made_visible() {
+fn a_file_whose_bytes_do_not_match_the_senders_hash_is_not_made_visible() {
     let mut net = Net::new();
     let (a, _) = net.user("alice");
-    let (b, _) = net.user("bob");
+    let (m, _) = net.user("mallory");
+    net.connect(a, m);
+    let s = net.open_session(m, a);
+    let id = [5u8; 16];
+    let offer = Inner::FileOffer {
+        id,
+        name: "x.bin".into(),
+        size: 6,
+    };
+    inject(&mut net, m, &s, offer);
+    let chunk = Inner::FileChunk {
+        id,
+        offset: 0,
+        data: b"sotto!".to_vec(),
+    };
+    inject(&mut net, m, &s, chunk);
+    assert_eq!(net.disk[&a].partial[&id], b"sotto!", "written");
+    assert!(net.disk[&a].done.is_empty(), "not visible before the hash");
+    let wrong = Inner::FileEnd {
+        id,
+        sha256: [0; 32],
+    };
+    inject(&mut net, m, &s, wrong);
+    assert!(net.disk[&a].done.is_empty());
+    assert!(net.disk[&a].partial.is_empty(), "the partial copy is discarded");
+    assert!(net.events(a).contains(&Event::File(FileEvent::Complete {
+        file: id,
+        name: "x.bin".into(),
+        incoming: true,
+        ok: false
+    })));
+    assert!(net.disconnects.is_empty());
+}
+
+#[test]
+fn a_file_end_that_changes_the_hash_disconnects_the_sender() {
+    let mut net = Net::new();
+    let (a, _) = net.user("alice");
+    let (m, _) = net.user("mallory");
+    net.connect(a, m);
+    let s = net.open_session(m, a);
+    let id = [6u8; 16];
+    let offer = Inner::FileOffer {
+        id,
+        name: "x.bin".into(),
+        size: 10,
+    };
+    inject(&mut net, m, &s, offer);
+    for sha256 in [[1; 32], [2; 32]] {
+        inject(&mut net, m, &s, Inner::FileEnd { id, sha256 });
+    }
+    assert!(net
+        .disconnects
+        .iter()
+        .any(|(p, q, why)| (*p, *q, *why) == (a, m, "a file end that changes the hash")));
+}
+
+/// A sender that ignores the window while the receiver's disk is slow (no
+/// acks) is disconnected before the receiver holds more than the window.
+#[test]
+fn chunks_beyond_the_window_disconnect_the_sender_and_bound_memory() {
+    let mut net = Net::new();
+    let (a, _) = net.user("alice");
+    let (m, _) = net.user("mallory");
+    net.stuck.insert(a);
+    net.connect(a, m);
+    let s = net.open_session(m, a);
+    let id = [7u8; 16];
+    let size = 4 * MAX_FILE_WINDOW;
+    let offer = Inner::FileOffer {
+        id,
+        name: "flood.bin".into(),
+        size,
+    };
+    inject(&mut net, m, &s, offer);
+    let mut offset = 0u64;
+    while net.disconnects.is_empty() && offset < size {
+        let chunk = Inner::FileChunk {
+            id,
+            offset,
+            data: vec![0; CHUNK],
+        };
+        // The link may be gone already: then seal fails and the loop ends.
+        if net.node(m).seal(&s, &chunk).is_err() {
+            break;
+        }
+        net.run();
+        offset += CHUNK as u64;
+    }
+    assert!(net
+        .disconnects
+        .iter()
+        .any(|(p, q, why)| (*p, *q, *why) == (a, m, "a chunk beyond the window")));
+    let held = net.disk[&a].partial.get(&id).map_or(0, |p| p.len()) as u64;
+    assert!(held <= MAX_FILE_WINDOW + CHUNK as u64, "held {held}");
+}
+
+/// Chunks at another offset than the next expected one (replayed from
+/// before a resume, or forged) are not written; one past the end, or one
+/// whose tag does not verify, disconnects the peer.
+#[test]
+fn chunks_at_wrong_offsets_or_with_a_bad_tag_are_not_written() {
+    let mut net = Net::new();
+    let (a, _) = net.user("alice");
+    let (m, _) = net.user("mallory");
+    net.connect(a, m);
+    let s = net.open_session(m, a);
+    let id = [8u8; 16];
+    let offer = Inner::FileOffer {
+        id,
+        name: "x.bin".into(),
+        size: 100,
+    };
+    inject(&mut net, m, &s, offer);
+    for offset in [10, 99, u64::MAX] {
+        let chunk = Inner::FileChunk {
+            id,
+            offset,
+            data: vec![1; 1],
+        };
+        inject(&mut net, m, &s, chunk);
+    }
+    assert!(net.disk[&a].partial[&id].is_empty(), "nothing written");
+    assert!(net.disconnects.is_empty(), "ignored, not an error");
+    // A genuine chunk whose ciphertext was altered on the way.
+    let inner = Inner::FileChunk {
+        id,
+        offset: 0,
+        data: vec![2; 50],
+    };
+    net.node(m).seal(&s, &inner).unwrap();
+    let Some(Output::Send { peer, mut frame }) = net.node(m).poll_output() else {
+        panic!("a frame to send");
+    };
+    assert_eq!(peer, a);
+    let last = frame.len() - 1;
+    frame[last] ^= 1;
+    let now = net.now;
+    net.node(a).handle_frame(m, &frame, now);
+    net.run();
+    assert!(net.disk[&a].partial[&id].is_empty(), "nothing written");
+    assert!(net
+        .disconnects
+        .iter()
+        .any(|(p, q, why)| (*p, *q, *why) == (a, m, "a message that does not open")));
+}
+
+/// A receiver that never acknowledges gets no more than the window, and
+/// after `file_stall_ms` the sender cancels with a clear outcome; a sender
+/// that stops sending is cancelled on the receiver's side the same way.
+#[test]
+fn a_peer_that_stops_acking_or_sending_is_cancelled_after_the_stall_time() {
+    let mut net = Net::new();
+    let config = Config {
+        file_window: 1 << 20,
+        ack_every: 256 << 10,
+        ..Config::default()
+    };
+    let stall = config.file_stall_ms;
+    let (a, _) = net.user_with("alice", config.clone());
+    let (b, _) = net.user_with("bob", config);
+    net.stuck.insert(a);
     net.connect(a, b);
     let sid = net.open_session(b, a);
-    net.run();
-    let data = vec![7u8; 600_000];
+    let data = vec![3u8; 8 << 20];
     let file = net
         .node(b)
-        .send_file(&sid, "x.bin", data.len() as u64, [0; 32])
+        .send_file(&sid, "big.bin", data.len() as u64)
         .unwrap();
     net.disk.get_mut(&b).unwrap().sources.insert(file, data);
     net.run();
-    assert!(net.disk[&a].done.is_empty());
-    assert!(net
-        .events(b)
-        .iter()
-        .any(|e| matches!(e, Event::File(FileEvent::Complete { ok: false, .. }))));
+    // The window (1 MiB) plus the chunk that may start before it is full.
+    let reads = net.disk[&b].reads;
+    assert!(reads > 0 && reads <= (1 << 20) / CHUNK + 1, "{reads} reads");
+    assert!(net.node(b).poll_timeout().unwrap() <= net.now + stall);
+    net.now += stall;
+    let now = net.now;
+    net.node(b).handle_timeout(now);
+    net.node(a).handle_timeout(now);
+    net.run();
+    let failed = |incoming| {
+        Event::File(FileEvent::Complete {
+            file,
+            name: "big.bin".into(),
+            incoming,
+            ok: false,
+        })
+    };
+    assert!(net.events(b).contains(&failed(false)), "the sender gives up");
+    assert!(net.events(a).contains(&failed(true)), "the receiver is told");
+    assert!(net.disk[&a].partial.is_empty(), "and discards its copy");
+    // Nothing more is read.
+    assert_eq!(net.disk[&b].reads, reads);
+
+    // A sender that offers, sends a little, and goes silent.
+    let id = [9u8; 16];
+    let offer = Inner::FileOffer {
+        id,
+        name: "slow.bin".into(),
+        size: 1000,
+    };
+    inject(&mut net, b, &sid, offer);
+    let chunk = Inner::FileChunk {
+        id,
+        offset: 0,
+        data: vec![1; 10],
+    };
+    inject(&mut net, b, &sid, chunk);
+    assert!(net.disk[&a].partial.contains_key(&id));
+    net.now += stall;
+    let now = net.now;
+    net.node(a).handle_timeout(now);
+    net.run();
+    assert!(!net.disk[&a].partial.contains_key(&id), "discarded");
+    // A chunk that was on its way when the receiver gave up is dropped,
+    // not held against the sender.
+    let late = Inner::FileChunk {
+        id,
+        offset: 10,
+        data: vec![1; 10],
+    };
+    inject(&mut net, b, &sid, late);
+    assert!(!net.disk[&a].partial.contains_key(&id));
+    assert!(net.disconnects.is_empty(), "{:?}", net.disconnects);
+    assert!(net.events(a).contains(&Event::File(FileEvent::Complete {
+        file: id,
+        name: "slow.bin".into(),
+        incoming: true,
+        ok: false
+    })));
 }
 
 fn group_messages(events: &[Event]) -> Vec<Vec<u8>> {
@@ -633,7 +867,6 @@ fn hostile_offers_are_cancelled_and_nothing_is_opened() {
                     id,
                     name: name.into(),
                     size,
-                    sha256: [0; 32],
                 },
             )
             .unwrap();
@@ -657,7 +890,6 @@ fn hostile_offers_are_cancelled_and_nothing_is_opened() {
                 id,
                 name: "x.bin".into(),
                 size: 4,
-                sha256: [0; 32],
             },
         )
         .unwrap();

@@ -13,7 +13,7 @@ use crate::wire::MAX_FRAME;
 
 /// Frames queued for one peer before the link is considered stuck and the
 /// peer is disconnected. A file sender keeps at most `file_window` bytes
-/// (32 chunks by default) in flight, so only a peer that stops reading
+/// (128 chunks by default) in flight, so only a peer that stops reading
 /// fills it.
 pub(crate) const SEND_QUEUE: usize = 1024;
 

@@ -180,24 +180,21 @@ impl Handle {
             .await?
     }
 
-    /// Offers the file at `path` on `session`: hashes it first (off the
-    /// loop), then the node sends it chunk by chunk.
+    /// Offers the file at `path` on `session`; the node sends it chunk by
+    /// chunk, hashing it as it reads, and sends the hash after the last.
     pub async fn send_file(&self, session: Id, path: PathBuf) -> Result<Id> {
         let name = path
             .file_name()
             .and_then(|n| n.to_str())
             .map(str::to_string)
             .ok_or_else(|| Error::BadFileName(path.display().to_string()))?;
-        let p = path.clone();
-        let (size, sha256) = tokio::task::spawn_blocking(move || hash_file(&p))
-            .await
-            .map_err(|_| Error::Stopped)??;
+        let file = std::fs::File::open(&path)?;
+        let size = file.metadata()?.len();
         let max = self.call(|s| s.node.max_file_size()).await?;
         if size > max {
             return Err(Error::FileTooLarge { path, size, max });
         }
-        let file = std::fs::File::open(&path)?;
-        self.call(move |s| s.offer_file(session, &name, size, sha256, file))
+        self.call(move |s| s.offer_file(session, &name, size, file))
             .await?
     }
 

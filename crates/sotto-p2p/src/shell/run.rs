@@ -1,7 +1,7 @@
 //! The shell's loop: swarm events, links, the node's outputs and timers,
 //! and the application's calls, all on one task.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
@@ -12,7 +12,7 @@ use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{identity, mdns, rendezvous, Multiaddr, PeerId, Stream, Swarm};
 use tokio::sync::mpsc;
 
-use super::disk::Disk;
+use super::disk::{Disk, DiskMsg};
 use super::link::{self, Link, LinkMsg};
 use super::{
     peer_of, Call, PeerInfo, SessionInfo, ShellConfig, ShellEvent, Status, NAMESPACE, PROTOCOL,
@@ -32,6 +32,10 @@ const IDLE: Duration = Duration::from_secs(60);
 const REREGISTER: Duration = Duration::from_secs(3600);
 /// Attempts to open the sotto stream on a connection before giving up.
 const OPEN_ATTEMPTS: u32 = 3;
+/// Events held for an application that is slow to read them, beyond its
+/// channel; past this the loop stops reading links (backpressure to the
+/// peers) but keeps answering calls.
+const HELD_EVENTS: usize = 1024;
 
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
@@ -68,7 +72,13 @@ pub struct Shell {
     open_tx: mpsc::Sender<(PeerId, Option<Stream>)>,
     open_rx: mpsc::Receiver<(PeerId, Option<Stream>)>,
     events: mpsc::Sender<ShellEvent>,
+    /// Events not yet taken by the application. The loop never waits for
+    /// the application: an application that calls the node while it
+    /// handles an event (the daemon does) would wait for the loop that
+    /// waits for it.
+    held: VecDeque<ShellEvent>,
     disk: Disk,
+    disk_rx: mpsc::UnboundedReceiver<DiskMsg>,
     rendezvous: HashSet<PeerId>,
     rendezvous_addrs: Vec<Multiaddr>,
     last_register: HashMap<PeerId, tokio::time::Instant>,
@@ -153,6 +163,7 @@ impl Shell {
         let (link_tx, link_rx) = mpsc::channel(1024);
         let (open_tx, open_rx) = mpsc::channel(64);
         let node = Node::new(identity, local, config.node.clone(), now_ms());
+        let (disk_tx, disk_rx) = mpsc::unbounded_channel();
         let mut shell = Shell {
             node,
             swarm,
@@ -167,7 +178,9 @@ impl Shell {
             open_tx,
             open_rx,
             events,
-            disk: Disk::new(config.files.clone()),
+            held: VecDeque::new(),
+            disk: Disk::new(config.files.clone(), disk_tx),
+            disk_rx,
             rendezvous: HashSet::new(),
             rendezvous_addrs: config.rendezvous.clone(),
             last_register: HashMap::new(),
@@ -196,7 +209,7 @@ impl Shell {
         };
         let mut discover = tokio::time::interval(self.discover_every);
         loop {
-            self.drain().await;
+            self.drain();
             if self.stop {
                 break;
             }
@@ -205,6 +218,8 @@ impl Shell {
                 .poll_timeout()
                 .map(|t| Duration::from_millis(t.saturating_sub(now_ms())))
                 .unwrap_or(Duration::from_secs(3600));
+            // A clone: the permit it gives must not borrow the shell.
+            let events = self.events.clone();
             tokio::select! {
                 ev = self.swarm.select_next_some() => self.on_swarm(ev),
                 Some((peer, stream)) = incoming.next() => self.install(peer, stream, true),
@@ -220,7 +235,13 @@ impl Shell {
                         }
                     }
                 }
-                Some(msg) = self.link_rx.recv() => self.on_link(msg),
+                Some(msg) = self.link_rx.recv(), if self.held.len() < HELD_EVENTS => self.on_link(msg),
+                Some(msg) = self.disk_rx.recv() => self.on_disk(msg),
+                permit = events.reserve(), if !self.held.is_empty() => match permit {
+                    Ok(permit) => permit.send(self.held.pop_front().expect("not empty")),
+                    // The application is gone: nobody reads events.
+                    Err(_) => self.held.clear(),
+                },
                 call = calls.recv() => match call {
                     Some(call) => call(&mut self),
                     None => break,
@@ -234,7 +255,7 @@ impl Shell {
 
     /// Hands every output of the node to the network, the disk or the
     /// application.
-    async fn drain(&mut self) {
+    fn drain(&mut self) {
         while let Some(out) = self.node.poll_output() {
             match out {
                 Output::Send { peer, frame } => {
@@ -250,44 +271,52 @@ impl Shell {
                     self.links.remove(&peer);
                     let _ = self.swarm.disconnect_peer_id(peer);
                 }
-                Output::File(io) => self.file_io(io).await,
-                Output::Event(e) => {
-                    let _ = self.events.send(ShellEvent::Node(e)).await;
-                }
+                Output::File(io) => self.file_io(io),
+                Output::Event(e) => self.emit(ShellEvent::Node(e)),
             }
         }
     }
 
-    async fn file_io(&mut self, io: FileIo) {
+    fn file_io(&mut self, io: FileIo) {
         match io {
             FileIo::Open { file, .. } => match self.disk.open(&file) {
                 Ok(have) => self.node.file_opened(&file, have),
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot create a received file");
-                    self.node.file_opened(&file, 0);
+                    tracing::warn!(file = %hex::encode(file), error = %e, "cannot create a received file");
+                    // Refused before any want: the sender sends nothing.
                     self.node.file_failed(&file);
                 }
             },
-            FileIo::Write { file, offset, data } => {
-                if let Err(e) = self.disk.write(&file, offset, &data) {
-                    tracing::warn!(error = %e, "cannot write a received file");
-                    self.node.file_failed(&file);
-                }
-            }
-            FileIo::Check { file, name, sha256 } => {
-                let saved = self.disk.check(&file, &name, &sha256);
-                let ok = matches!(saved, Ok(Some(_)));
-                if let Ok(Some(path)) = saved {
-                    let _ = self.events.send(ShellEvent::FileSaved { file, path }).await;
+            FileIo::Write { file, offset, data } => self.disk.write(&file, offset, data),
+            FileIo::Check { file, name, sha256 } => self.disk.check(&file, name, sha256),
+            FileIo::Discard { file } => self.disk.discard(&file),
+            FileIo::Read { file, offset, len } => self.disk.read(&file, offset, len),
+            FileIo::Release { file } => self.disk.release(&file),
+        }
+    }
+
+    /// Queues an event for the application (sent by the loop as the
+    /// application takes them).
+    fn emit(&mut self, e: ShellEvent) {
+        if !self.events.is_closed() {
+            self.held.push_back(e);
+        }
+    }
+
+    /// What a file worker reports.
+    fn on_disk(&mut self, msg: DiskMsg) {
+        match msg {
+            DiskMsg::Written { file, upto } => self.node.file_written(&file, upto),
+            DiskMsg::Checked { file, saved } => {
+                let ok = saved.is_some();
+                if let Some(path) = saved {
+                    self.emit(ShellEvent::FileSaved { file, path });
                 }
                 self.node.file_checked(&file, ok);
             }
-            FileIo::Discard { file } => self.disk.discard(&file),
-            FileIo::Read { file, offset, len } => match self.disk.read(&file, offset, len) {
-                Ok(data) => self.node.file_data(&file, offset, data),
-                Err(_) => self.node.file_failed(&file),
-            },
-            FileIo::Release { file } => self.disk.release(&file),
+            DiskMsg::Data { file, offset, data } => self.node.file_data(&file, offset, data),
+            DiskMsg::Hashed { file, sha256 } => self.node.file_hashed(&file, sha256),
+            DiskMsg::Failed { file } => self.node.file_failed(&file),
         }
     }
 
@@ -296,11 +325,13 @@ impl Shell {
         session: Id,
         name: &str,
         size: u64,
-        sha256: [u8; 32],
         f: std::fs::File,
     ) -> Result<Id> {
-        let id = self.node.send_file(&session, name, size, sha256)?;
-        self.disk.add_source(id, f);
+        let id = self.node.send_file(&session, name, size)?;
+        if let Err(e) = self.disk.add_source(id, f, size) {
+            self.node.file_failed(&id);
+            return Err(e.into());
+        }
         Ok(id)
     }
 
@@ -443,7 +474,7 @@ impl Shell {
                     .and_then(|p| self.address.get(&p))
                     .map(|a| a.to_string())
                     .unwrap_or_default();
-                let _ = self.events.try_send(ShellEvent::DialFailed {
+                self.emit(ShellEvent::DialFailed {
                     address,
                     error: error.to_string(),
                 });
