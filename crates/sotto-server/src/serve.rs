@@ -101,22 +101,27 @@ async fn stop_signal() {
 }
 
 /// Every node sharing a store must seal with the same hold key: one with
-/// another key (a node started without the shared key file made its own)
-/// could open nothing the others held, so it refuses to start.
+/// another key (started without the shared key file, it made its own)
+/// could open nothing the others held. Such a node serves everything else
+/// but answers the phone endpoints 503 `phone_unavailable`, and says why
+/// at start. Whether this node may deliver to phone numbers.
 fn bind_hold_key(
     store: &dyn PhoneStore,
     vault: &crate::phone::vault::Vault,
     file: &std::path::Path,
-) -> Result<(), ServerError> {
+) -> Result<bool, ServerError> {
     use sotto_store::server::phone::HoldKeyCheck;
     match store.bind_hold_key(&vault.check_value()) {
-        Ok(HoldKeyCheck::Bound | HoldKeyCheck::Same) => Ok(()),
-        Ok(HoldKeyCheck::Different) => Err(ServerError::DataDir {
-            dir: file.to_path_buf(),
-            reason: "this hold key is not the one the database was first used with; \
-                     every node needs the same hold key file (or SOTTO_HOLD_KEY)"
-                .into(),
-        }),
+        Ok(HoldKeyCheck::Bound | HoldKeyCheck::Same) => Ok(true),
+        Ok(HoldKeyCheck::Different) => {
+            tracing::error!(
+                hold_key = %file.display(),
+                "this hold key is not the one the database was first used with: delivery to \
+                 phone numbers is off on this node (give every node the same hold key file, \
+                 or SOTTO_HOLD_KEY)"
+            );
+            Ok(false)
+        }
         Err(e) => Err(ServerError::Database(e.to_string())),
     }
 }
@@ -177,9 +182,10 @@ pub(crate) async fn start(config: Config) -> Result<Running, ServerError> {
             dir: dir.clone(),
             reason: e.to_string(),
         })?;
-        if let Some(phone_store) = &phone_store {
-            bind_hold_key(&**phone_store, &vault, &hold_key)?;
-        }
+        let phone_store = match phone_store {
+            Some(p) if bind_hold_key(&*p, &vault, &hold_key)? => Some(p),
+            _ => None,
+        };
         Ok::<_, ServerError>((store, phone_store, tls, vault))
     })
     .await

@@ -59,8 +59,9 @@ impl Default for PhoneConfig {
 
 /// What the phone features share.
 pub(crate) struct Phone {
-    /// `None` only in tests of a node without phone delivery: every
-    /// phone call is then refused with 503.
+    /// `None` on a node whose hold key is not the database's (it could
+    /// open nothing the other nodes held): every phone call is then
+    /// refused with 503.
     pub store: Option<Arc<dyn PhoneStore>>,
     pub vault: Vault,
     pub sms: Option<Arc<dyn SmsGateway>>,
@@ -141,7 +142,7 @@ impl Phone {
             return Err(crate::api::ApiError::new(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
                 "phone_unavailable",
-                "delivery to phone numbers is not available on this server",
+                "delivery to phone numbers is off on this node: its hold key is not the other nodes' (see its log)",
             ));
         };
         match tokio::task::spawn_blocking(move || f(&*store)).await {
