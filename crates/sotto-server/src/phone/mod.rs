@@ -73,7 +73,14 @@ pub(crate) struct Phone {
     /// at a time (sessions advance): in this process by these locks, across
     /// nodes by the store's ([`PhoneStore::lock_sender`]).
     locks: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
+    /// Store locks this node holds at once: on PostgreSQL each keeps a
+    /// pooled connection while the work under it needs others, so a few
+    /// only, never the whole pool.
+    store_locks: Arc<tokio::sync::Semaphore>,
 }
+
+/// Senders whose device state one node changes at the same time.
+const STORE_LOCKS: usize = 4;
 
 impl Phone {
     /// Whether this node can deliver to phone numbers.
@@ -97,6 +104,7 @@ impl Phone {
             public_url,
             http,
             locks: Mutex::new(HashMap::new()),
+            store_locks: Arc::new(tokio::sync::Semaphore::new(STORE_LOCKS)),
         }
     }
 
@@ -111,9 +119,16 @@ impl Phone {
             .or_default()
             .clone();
         let local = lock.lock_owned().await;
+        let permit = self
+            .store_locks
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| crate::api::ApiError::internal("sender locks closed"))?;
         let store = self.db(move |s| s.lock_sender(sender_id)).await?;
         Ok(SenderGuard {
             _store: store,
+            _permit: permit,
             _local: local,
         })
     }
@@ -122,6 +137,7 @@ impl Phone {
 /// Both locks of a sender's device state; the store's is released first.
 pub(crate) struct SenderGuard {
     _store: sotto_store::server::phone::SenderLock,
+    _permit: tokio::sync::OwnedSemaphorePermit,
     _local: tokio::sync::OwnedMutexGuard<()>,
 }
 
