@@ -12,11 +12,20 @@ pub fn run(
     data: &Path,
     secret_file: Option<PathBuf>,
     hold_key_file: Option<PathBuf>,
+    database: Option<String>,
     json: bool,
     command: AdminCommand,
 ) -> Result<(), String> {
-    let admin = Admin::open(data, secret_file.as_deref(), hold_key_file.as_deref())
-        .map_err(|e| format!("{}: {e}", data.display()))?;
+    let admin = Admin::open(
+        data,
+        secret_file.as_deref(),
+        hold_key_file.as_deref(),
+        database.as_deref(),
+    )
+    .map_err(|e| match &database {
+        None => format!("{}: {e}", data.display()),
+        Some(_) => format!("the database: {e}"),
+    })?;
     let err = |e: sotto_server::phone::admin::AdminError| e.to_string();
     match command {
         AdminCommand::Sender { command } => {

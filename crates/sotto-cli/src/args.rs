@@ -126,6 +126,11 @@ pub enum Command {
         /// SMS). Default: https://<--listen>.
         #[arg(long, value_name = "URL")]
         public_url: Option<String>,
+        /// CA certificates (PEM) trusted for outgoing HTTPS (webhooks, the
+        /// SMS provider) besides the public web roots built in: a sender
+        /// whose webhook has a certificate from a private CA.
+        #[arg(long, value_name = "FILE")]
+        outgoing_ca: Option<PathBuf>,
     },
     /// Operate on a server's data directory: sender accounts (organisations
     /// sending to phone numbers) and the messages held for numbers.
@@ -143,6 +148,10 @@ pub enum Command {
         /// The hold key, if not in --data (as `sotto server`).
         #[arg(long, env = "SOTTO_HOLD_KEY_FILE", value_name = "FILE")]
         hold_key_file: Option<PathBuf>,
+        /// The PostgreSQL database the server nodes share (as `sotto server
+        /// --database`), instead of the SQLite store in --data.
+        #[arg(long, env = "SOTTO_DATABASE", value_name = "URL")]
+        database: Option<String>,
         #[command(subcommand)]
         command: AdminCommand,
     },

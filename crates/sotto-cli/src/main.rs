@@ -59,6 +59,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             otp_ttl,
             hold_key_file,
             public_url,
+            outgoing_ca,
         } => {
             logs();
             let mut config = sotto_server::Config::new(listen, data);
@@ -82,6 +83,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             phone.otp_ttl = otp_ttl;
             phone.hold_key_file = hold_key_file;
             phone.public_url = public_url;
+            phone.outgoing_ca = outgoing_ca;
             if let Some(sink) = sms_sink {
                 phone.sms = sotto_server::phone::sms::SmsConfig::Sink(sink);
             } else if let Some(account_sid) = twilio_account_sid {
@@ -128,8 +130,17 @@ async fn run(cli: Cli) -> Result<(), String> {
             data,
             secret_file,
             hold_key_file,
+            database,
             command,
-        } => admin_cmds::run(&data, secret_file, hold_key_file, cli.json, command),
+        } => {
+            // The PostgreSQL store blocks on its own runtime: a plain thread.
+            let json = cli.json;
+            tokio::task::spawn_blocking(move || {
+                admin_cmds::run(&data, secret_file, hold_key_file, database, json, command)
+            })
+            .await
+            .map_err(|e| e.to_string())?
+        }
         command @ (Command::Rendezvous { .. } | Command::P2p { .. }) => {
             p2p_cmds::run(cli.home, cli.json, command).await
         }

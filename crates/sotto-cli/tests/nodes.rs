@@ -4,6 +4,7 @@
 //! `SOTTO_TEST_POSTGRES_URL`; skipped with a message when it is unset).
 
 mod common;
+mod phone;
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
@@ -383,4 +384,119 @@ fn admin_migrate_makes_the_database_is_idempotent_and_a_node_with_another_secret
     assert!(stderr.contains("does not match this database"), "{stderr}");
     assert!(out.stdout.is_empty(), "never listened");
     drop(n1);
+}
+
+/// `sotto server` for a node of `db` delivering to phone numbers: the SMS
+/// sink and the hold key of node 1 (what nodes share: README.md).
+fn phone_node(db: &TestDb, dir: &Path, n: u32) -> Server {
+    let data = dir.join(format!("node{n}"));
+    let first = dir.join("node1");
+    let (sink, hold_key) = (dir.join("sms.jsonl"), first.join("hold_key"));
+    let mut args: Vec<&OsStr> = vec![
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--database".as_ref(),
+        db.url.as_ref(),
+        "--data".as_ref(),
+        data.as_os_str(),
+        "--sms-sink".as_ref(),
+        sink.as_os_str(),
+        "--hold-key-file".as_ref(),
+        hold_key.as_os_str(),
+    ];
+    let secret = first.join("server_secret");
+    if n > 1 {
+        args.extend(["--secret-file".as_ref(), secret.as_os_str()]);
+    }
+    Server::start_args(&args)
+}
+
+/// An organisation's message sent through node 1 to a number that then
+/// registers through node 2: held in the shared database, delivered once,
+/// reported once (both nodes run the worker); a node given another hold
+/// key does not deliver to phone numbers (it could not open what the
+/// others held) but serves the rest.
+#[test]
+fn a_message_held_through_one_node_reaches_a_phone_registering_on_another_once() {
+    use phone::*;
+    let Some(db) = TestDb::create() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let n1 = phone_node(&db, dir.path(), 1);
+    let n2 = phone_node(&db, dir.path(), 2);
+    let sink = dir.path().join("sms.jsonl");
+    let hook = Receiver::start("/replies");
+    let data1 = dir.path().join("node1");
+    let out = ok(
+        dir.path(),
+        &[
+            "admin",
+            "--data",
+            data1.to_str().unwrap(),
+            "--database",
+            &db.url,
+            "sender",
+            "add",
+            "acme",
+            "--name",
+            "Acme Clinic",
+            "--webhook",
+            &hook.url,
+        ],
+    );
+    let key = out
+        .lines()
+        .find_map(|l| l.strip_prefix("api key: "))
+        .expect("api key line")
+        .to_string();
+    let body = "Your results are ready";
+    let a = send(&n1, &key, &format!(r#"{{"to": "{NUMBER}", "body": "{body}"}}"#));
+    assert_eq!(a.status, 202, "{}", a.body);
+    assert_eq!(a.json()["status"], "held");
+    let id = a.json()["id"].as_str().unwrap().to_string();
+    wait_sms(&sink, NUMBER, "Acme Clinic");
+    assert_eq!(status(&n2, &key, &id).json()["status"], "held", "any node answers");
+
+    let pat = dir.path().join("pat");
+    let out = ok(&pat, &["register-phone", NUMBER, "--server", &n2.url]);
+    assert!(out.contains("verify-phone"), "{out}");
+    let out = ok(&pat, &["verify-phone", &otp_for(&sink, NUMBER)]);
+    assert!(out.contains("1 held message"), "{out}");
+    let inbox = ok(&pat, &["inbox"]);
+    assert!(inbox.contains(r#"acme ("Acme Clinic")"#), "{inbox}");
+    assert_eq!(inbox.matches(body).count(), 1, "exactly once: {inbox}");
+    wait_until(
+        "status delivered",
+        20,
+        || status(&n1, &key, &id).json()["status"] == "delivered",
+        || status(&n1, &key, &id).body,
+    );
+    hook.wait("delivered event", |r| {
+        r.body.contains(&id) && r.body.contains("\"delivered\"")
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    for event in ["\"sent\"", "\"delivered\""] {
+        let n = hook
+            .all()
+            .iter()
+            .filter(|r| r.body.contains(&id) && r.body.contains(event))
+            .count();
+        assert_eq!(n, 1, "{event} reported once by two nodes' workers");
+    }
+    assert_eq!(
+        sms(&sink).iter().filter(|(_, t)| t.contains("Acme Clinic")).count(),
+        1,
+        "one invitation, though two workers send SMS"
+    );
+
+    // A third node with a hold key of its own serves, but not phone
+    // numbers: it could open nothing the others held.
+    let n3 = node(&db, dir.path(), 3, "127.0.0.1:0");
+    let a = send(&n3, &key, &format!(r#"{{"to": "{NUMBER}", "body": "{body}"}}"#));
+    assert_eq!(a.status, 503, "{}", a.body);
+    assert_eq!(a.json()["code"], "phone_unavailable");
+    assert!(a.json()["error"].as_str().unwrap().contains("hold key"), "{}", a.body);
+    let bob = register(dir.path(), "bob", &n3);
+    assert!(bob.exists(), "everything else is served");
+    drop(n3);
+    drop((n1, n2));
 }

@@ -597,3 +597,93 @@ fn a_held_message_expires_and_the_webhook_hears_it_once_even_across_a_server_kil
     let out = ok(&pat, &["verify-phone", &otp_for(&sink, NUMBER)]);
     assert!(out.contains("0 held messages"), "{out}");
 }
+
+/// Outgoing HTTPS verifies the webhook's certificate: a webhook whose
+/// certificate chains to a CA given with `--outgoing-ca` is reached; one
+/// whose CA is not trusted (an attacker in the path, a misconfigured
+/// sender) gets nothing, and the event stays queued, not lost: once its
+/// CA is trusted (restart), it arrives, once.
+#[test]
+fn an_https_webhook_is_reached_only_through_a_trusted_certificate_and_nothing_is_lost() {
+    let cas = tempfile::tempdir().unwrap();
+    let (trusted, stranger) = (TestCa::new("sender CA"), TestCa::new("unknown CA"));
+    let trusted_pem = cas.path().join("trusted.pem");
+    std::fs::write(&trusted_pem, trusted.pem()).unwrap();
+    let Setup {
+        dir: _dir,
+        data,
+        sink,
+        server,
+    } = setup(&["--outgoing-ca", trusted_pem.to_str().unwrap()]);
+    let good = Receiver::start_tls("/replies", &trusted.leaf());
+    let bad = Receiver::start_tls("/replies", &stranger.leaf());
+    assert!(good.url.starts_with("https://") && bad.url.starts_with("https://"));
+    let (good_key, good_secret) = add_sender(&data, "acme", "Acme Clinic", &good.url);
+    let (bad_key, bad_secret) = add_sender(&data, "bank", "Bank", &bad.url);
+    let expiring = |key: &str| {
+        let a = send(
+            &server,
+            key,
+            &format!(r#"{{"to": "{NUMBER}", "body": "{BODY}", "ttl": 1}}"#),
+        );
+        assert_eq!(a.status, 202, "{}", a.body);
+        a.json()["id"].as_str().unwrap().to_string()
+    };
+    let (good_id, bad_id) = (expiring(&good_key), expiring(&bad_key));
+    let event = good.wait("the expired event over https", |r| r.body.contains(&good_id));
+    assert!(signature_ok(&event, &good_secret));
+    wait_until(
+        "the untrusted webhook's message expired",
+        20,
+        || status(&server, &bad_key, &bad_id).json()["status"] == "expired",
+        || status(&server, &bad_key, &bad_id).body,
+    );
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(
+        bad.all().is_empty(),
+        "nothing posted to a webhook whose certificate is not trusted"
+    );
+    // Its CA trusted too (a PEM file with both): the queued event arrives.
+    server.kill9();
+    let both = cas.path().join("both.pem");
+    std::fs::write(&both, trusted.pem() + &stranger.pem()).unwrap();
+    let _server = Server::start_with(
+        &data,
+        "127.0.0.1:0",
+        &[
+            "--sms-sink",
+            sink.to_str().unwrap(),
+            "--outgoing-ca",
+            both.to_str().unwrap(),
+        ],
+    );
+    let event = bad.wait("the queued event", |r| r.body.contains(&bad_id));
+    assert!(signature_ok(&event, &bad_secret));
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(
+        bad.all().iter().filter(|r| r.body.contains(&bad_id)).count(),
+        1,
+        "delivered once"
+    );
+}
+
+/// A CA file that is not one is refused at start with its path.
+#[test]
+fn an_unreadable_outgoing_ca_file_stops_the_server_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_pem = dir.path().join("ca.pem");
+    std::fs::write(&not_pem, "not a certificate").unwrap();
+    let out = sotto()
+        .args(["server", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path().join("srv"))
+        .arg("--outgoing-ca")
+        .arg(&not_pem)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("ca.pem") && stderr.contains("no CERTIFICATE"),
+        "{stderr}"
+    );
+}

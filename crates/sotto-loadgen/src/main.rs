@@ -17,6 +17,10 @@
 //!             `POST /v1/mailbox/ack`. Reports publish and drain throughput.
 //!   idle    - C devices hold an idle WebSocket for --hold seconds; reports
 //!             server RSS and CPU.
+//!   sender  - the sender API (`POST /v1/sender/messages`, an API key made
+//!             with `sotto admin sender add`): M messages to N phone
+//!             numbers, C in flight; reports msgs/s, p50/p99 latency and
+//!             how many were held (unregistered numbers) or sent.
 //!
 //! Every device is a real user with a real device certificate and signed
 //! prekeys, registered through the API; publishers claim prekey bundles,
@@ -55,6 +59,7 @@ use sotto_loadgen::stats::now_ns;
 use scenarios::idle::{idle, IdleArgs};
 use scenarios::offline::{offline, OfflineArgs};
 use scenarios::relay::{relay, RelayArgs};
+use scenarios::sender::{sender, SenderArgs};
 use setup::Ctx;
 
 #[derive(Parser)]
@@ -113,6 +118,8 @@ enum Cmd {
     Offline(OfflineArgs),
     /// C idle WebSocket connections held for --hold seconds (server RSS and CPU).
     Idle(IdleArgs),
+    /// The sender API: M messages to N phone numbers, C calls in flight (msgs/s, p50/p99).
+    Sender(SenderArgs),
 }
 
 #[cfg(feature = "spawn-server")]
@@ -197,6 +204,7 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Relay(a) => relay(&ctx, a).await,
         Cmd::Offline(a) => offline(&ctx, a).await,
         Cmd::Idle(a) => idle(&ctx, a).await,
+        Cmd::Sender(a) => sender(&ctx, a).await,
     }
 }
 

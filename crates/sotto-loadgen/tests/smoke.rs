@@ -240,4 +240,36 @@ fn relay_over_two_nodes_delivers_everything_once() {
     // both pids are read (summed): the RSS is about twice this process's
     let rss: u64 = r["rss_after_kb"].parse().unwrap();
     assert!(rss > 0, "{r:?}");
+
+/// The sender scenario against a sender made on the data directory first
+/// (as `sotto admin sender add` does): every call accepted and held (no
+/// number is registered); a wrong API key stops the run before timing.
+#[test]
+fn sender_api_messages_are_held_for_unregistered_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = sotto_server::phone::admin::Admin::open(dir.path(), None, None, None).unwrap();
+    let key = admin
+        .sender_add("acme", "Acme Clinic", "http://127.0.0.1:9/none")
+        .unwrap()
+        .api_key;
+    drop(admin);
+    let sender = |key: &str| {
+        Command::new(env!("CARGO_BIN_EXE_sotto-loadgen"))
+            .arg("--spawn-server")
+            .arg(dir.path())
+            .args(["--max-secs", "120", "sender", "--api-key", key])
+            .args(["-N", "30", "-M", "60", "-C", "4", "-T", "30"])
+            .output()
+            .unwrap()
+    };
+    let out = sender("sk_wrong");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+    let out = sender(&key);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let line = stdout.lines().find(|l| l.starts_with("RESULT ")).unwrap();
+    for kv in ["held=60", "sent=0", "errors=0", "scenario=sender"] {
+        assert!(line.split_whitespace().any(|w| w == kv), "{kv}: {line}");
+    }
 }

@@ -100,6 +100,32 @@ async fn stop_signal() {
     }
 }
 
+/// Every node sharing a store must seal with the same hold key: one with
+/// another key (started without the shared key file, it made its own)
+/// could open nothing the others held. Such a node serves everything else
+/// but answers the phone endpoints 503 `phone_unavailable`, and says why
+/// at start. Whether this node may deliver to phone numbers.
+fn bind_hold_key(
+    store: &dyn PhoneStore,
+    vault: &crate::phone::vault::Vault,
+    file: &std::path::Path,
+) -> Result<bool, ServerError> {
+    use sotto_store::server::phone::HoldKeyCheck;
+    match store.bind_hold_key(&vault.check_value()) {
+        Ok(HoldKeyCheck::Bound | HoldKeyCheck::Same) => Ok(true),
+        Ok(HoldKeyCheck::Different) => {
+            tracing::error!(
+                hold_key = %file.display(),
+                "this hold key is not the one the database was first used with: delivery to \
+                 phone numbers is off on this node (give every node the same hold key file, \
+                 or SOTTO_HOLD_KEY)"
+            );
+            Ok(false)
+        }
+        Err(e) => Err(ServerError::Database(e.to_string())),
+    }
+}
+
 pub(crate) async fn start(config: Config) -> Result<Running, ServerError> {
     let dir = config.data_dir.clone();
     let tls_config = config.tls.clone();
@@ -117,9 +143,6 @@ pub(crate) async fn start(config: Config) -> Result<Running, ServerError> {
                 other => other.to_string(),
             },
         };
-        // Delivery to phone numbers keeps its tables in the SQLite store
-        // only, for now: a PostgreSQL-backed node answers its endpoints
-        // with 503 (docs/api.md).
         let (store, phone_store): (Arc<dyn ServerStore>, Option<Arc<dyn PhoneStore>>) =
             match &database {
                 None => {
@@ -141,7 +164,8 @@ pub(crate) async fn start(config: Config) -> Result<Running, ServerError> {
                         },
                         other => ServerError::Database(other.to_string()),
                     })?;
-                    (Arc::new(pg), None)
+                    let pg = Arc::new(pg);
+                    (pg.clone(), Some(pg))
                 }
             };
         if let Some(file) = &secret_file {
@@ -158,6 +182,10 @@ pub(crate) async fn start(config: Config) -> Result<Running, ServerError> {
             dir: dir.clone(),
             reason: e.to_string(),
         })?;
+        let phone_store = match phone_store {
+            Some(p) if bind_hold_key(&*p, &vault, &hold_key)? => Some(p),
+            _ => None,
+        };
         Ok::<_, ServerError>((store, phone_store, tls, vault))
     })
     .await
@@ -176,16 +204,26 @@ pub(crate) async fn start(config: Config) -> Result<Running, ServerError> {
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let retention_ms = config.retention.as_millis().min(u64::MAX as u128) as u64;
-    let sms = crate::phone::sms::gateway(&config.phone.sms);
+    let outgoing_ca = match &config.phone.outgoing_ca {
+        Some(path) => {
+            crate::phone::load_ca_file(path).map_err(|reason| ServerError::Certificate {
+                path: path.clone(),
+                reason,
+            })?
+        }
+        None => Vec::new(),
+    };
+    let http = crate::phone::http_client(&outgoing_ca).map_err(|reason| {
+        ServerError::Certificate {
+            path: config.phone.outgoing_ca.clone().unwrap_or_default(),
+            reason,
+        }
+    })?;
+    let sms = crate::phone::sms::gateway(&config.phone.sms, &http);
     if let Some(g) = &sms {
         if g.is_development() {
             tracing::warn!("SMS go to the development sink: development only, inbound SMS are accepted unsigned");
         }
-    }
-    if phone_store.is_none() {
-        tracing::warn!(
-            "delivery to phone numbers is not available with --database (PostgreSQL) yet"
-        );
     }
     let public_url = config
         .phone
@@ -198,6 +236,7 @@ pub(crate) async fn start(config: Config) -> Result<Running, ServerError> {
         sms,
         config.phone.otp_ttl,
         public_url,
+        http,
     ));
     let state = AppState::new(
         store,

@@ -1,9 +1,15 @@
-//! The phone-number part of the server store ([`PhoneStore`]) on SQLite:
-//! one-time passwords (attempts, expiry, single use, binding to the
-//! number), held messages (one invitation per sender, erasure when sent),
-//! API keys (revocation), and numbers never stored in clear.
+//! The phone-number part of the server store ([`PhoneStore`]), one suite
+//! run on both backends (`store_tests!`): one-time passwords (attempts,
+//! expiry, single use, binding to the number), held messages (one
+//! invitation per sender, erasure when sent), API keys (revocation),
+//! numbers never stored in clear; and, with a second node on the same
+//! PostgreSQL database, the races between nodes: a held message claimed
+//! once, OTP attempts capped across nodes, outbox posts leased to one node,
+//! status changes reported once, the hold key shared, the sender lock.
 
 mod common;
+
+use std::sync::Arc;
 
 use common::*;
 use sotto_store::server::phone::*;
@@ -11,14 +17,23 @@ use sotto_store::server::*;
 
 const NUMBER: &str = "+15551234567";
 const T: u64 = 1_000_000;
+const LEASE: u64 = CLAIM_LEASE_MS;
 
-fn store() -> (tempfile::TempDir, SqliteStore) {
-    let dir = tempfile::tempdir().unwrap();
-    let s = SqliteStore::open(dir.path()).unwrap();
-    (dir, s)
-}
+store_tests!(
+    an_otp_allows_five_attempts_expires_and_is_used_once,
+    an_app_made_otp_needs_the_sms_from_its_number_first,
+    held_messages_invite_once_per_sender_and_are_erased_when_sent,
+    api_keys_are_hashed_and_revocable_and_handles_are_usernames,
+    numbers_are_stored_keyed_never_in_clear,
+    racing_deliveries_claim_each_held_message_once_and_a_dead_claim_is_taken_again,
+    otp_attempts_split_across_nodes_are_still_capped_at_five,
+    outbox_posts_are_leased_to_one_node_and_come_back_if_it_dies,
+    status_changes_are_reported_once_when_nodes_race,
+    every_node_must_hold_the_same_hold_key,
+    sender_sessions_and_threads_are_kept_per_sender,
+);
 
-fn sender(s: &SqliteStore, handle: &str, n: u32, key: [u8; 32]) -> SenderRecord {
+fn sender<S: PhoneStore + ?Sized>(s: &S, handle: &str, n: u32, key: [u8; 32]) -> SenderRecord {
     s.add_sender(
         NewSender {
             handle: handle.into(),
@@ -37,9 +52,54 @@ fn sender(s: &SqliteStore, handle: &str, n: u32, key: [u8; 32]) -> SenderRecord 
     .unwrap()
 }
 
-#[test]
-fn an_otp_allows_five_attempts_expires_and_is_used_once() {
-    let (_d, s) = store();
+fn held(id: &str, sender_id: i64, expires_at: u64) -> NewHeld {
+    NewHeld {
+        id: id.into(),
+        sender_id,
+        number: NUMBER.into(),
+        sealed: format!("sealed-{id}").into_bytes(),
+        expires_at,
+    }
+}
+
+/// The stores of the "nodes" of a test: two over one PostgreSQL
+/// database; the one SQLite store twice (one process owns it: its threads
+/// race instead).
+fn nodes<B: Backend>(b: &B) -> (Arc<B::Store>, Arc<B::Store>)
+where
+    B::Store: PhoneStore,
+{
+    let one = Arc::new(b.open());
+    let two = b.second_node().map(Arc::new).unwrap_or_else(|| one.clone());
+    (one, two)
+}
+
+/// Runs `f(i, node)` on `n` threads, alternating the nodes.
+fn race<S: Send + Sync + 'static, T: Send + 'static>(
+    (one, two): &(Arc<S>, Arc<S>),
+    n: usize,
+    f: impl Fn(usize, &S) -> T + Send + Sync + 'static,
+) -> Vec<T> {
+    let f = Arc::new(f);
+    let barrier = Arc::new(std::sync::Barrier::new(n));
+    let handles: Vec<_> = (0..n)
+        .map(|i| {
+            let node = if i % 2 == 0 { one.clone() } else { two.clone() };
+            let (f, barrier) = (f.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                f(i, &node)
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+fn an_otp_allows_five_attempts_expires_and_is_used_once<B: Backend>(b: B)
+where
+    B::Store: PhoneStore,
+{
+    let s = b.open();
     s.put_otp(NUMBER, OtpKind::Server, "123456", T, T + 600_000)
         .unwrap();
     let check = |otp: &str, now: u64| s.check_otp(NUMBER, OtpKind::Server, otp, now, 5).unwrap();
@@ -74,9 +134,11 @@ fn an_otp_allows_five_attempts_expires_and_is_used_once() {
     assert_eq!(check("111111", T + 10), OtpCheck::Expired);
 }
 
-#[test]
-fn an_app_made_otp_needs_the_sms_from_its_number_first() {
-    let (_d, s) = store();
+fn an_app_made_otp_needs_the_sms_from_its_number_first<B: Backend>(b: B)
+where
+    B::Store: PhoneStore,
+{
+    let s = b.open();
     s.put_otp(NUMBER, OtpKind::App, "12345678", T, T + 600_000)
         .unwrap();
     let verify = || s.check_otp(NUMBER, OtpKind::App, "12345678", T, 5).unwrap();
@@ -104,29 +166,21 @@ fn an_app_made_otp_needs_the_sms_from_its_number_first() {
     assert_eq!(verify(), OtpCheck::Used);
 }
 
-#[test]
-fn held_messages_invite_once_per_sender_and_are_erased_when_sent() {
-    let (dir, s) = store();
+fn held_messages_invite_once_per_sender_and_are_erased_when_sent<B: Backend>(b: B)
+where
+    B::Store: PhoneStore,
+{
+    let s = b.open();
     let acme = sender(&s, "acme", 1, [1; 32]);
     let bank = sender(&s, "bank", 2, [2; 32]);
     let hold = |id: &str, sender_id: i64, expires_at: u64| {
-        s.hold(
-            NewHeld {
-                id: id.into(),
-                sender_id,
-                number: NUMBER.into(),
-                sealed: format!("sealed-{id}").into_bytes(),
-                expires_at,
-            },
-            T,
-        )
-        .unwrap()
+        s.hold(held(id, sender_id, expires_at), T).unwrap()
     };
     assert!(hold("m1", acme.id, T + 1000), "first of acme: invite");
     assert!(!hold("m2", acme.id, T + 1000), "second of acme: no SMS");
     assert!(hold("m3", bank.id, T + 10), "first of bank: invite");
     assert_eq!(s.held().unwrap().len(), 3);
-    assert_eq!(s.held_for("+15550000001").unwrap(), vec![]);
+    assert_eq!(s.claim_held("+15550000001", T, LEASE).unwrap(), vec![]);
     let expired = s.expire_held(T + 10).unwrap();
     assert_eq!(expired.len(), 1);
     assert_eq!(
@@ -134,12 +188,21 @@ fn held_messages_invite_once_per_sender_and_are_erased_when_sent() {
         ("m3", MessageStatus::Expired)
     );
     let held: Vec<String> = s
-        .held_for(NUMBER)
+        .claim_held(NUMBER, T + 10, LEASE)
         .unwrap()
         .into_iter()
         .map(|h| h.id)
         .collect();
     assert_eq!(held, ["m1", "m2"]);
+    assert_eq!(
+        s.held().unwrap().len(),
+        2,
+        "claimed messages are still held to the sender"
+    );
+    assert_eq!(
+        s.message(acme.id, "m2").unwrap().unwrap().status,
+        MessageStatus::Held
+    );
     assert!(s.mark_sent("m1", &[9; 32], 1, T + 20).unwrap());
     assert!(
         !s.mark_sent("m1", &[9; 32], 1, T + 20).unwrap(),
@@ -154,23 +217,21 @@ fn held_messages_invite_once_per_sender_and_are_erased_when_sent() {
         None,
         "another sender's message"
     );
-    let c = raw(dir.path());
-    let left: i64 = c
-        .query_row(
-            "SELECT COUNT(*) FROM sender_messages WHERE id IN ('m1', 'm3') AND (sealed IS NOT NULL OR number_key IS NOT NULL)",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let left = b.int(
+        "SELECT COUNT(*) FROM sender_messages WHERE id IN ('m1', 'm3') AND (sealed IS NOT NULL OR number_key IS NOT NULL)",
+        None,
+    );
     assert_eq!(
         left, 0,
         "sent and expired messages keep no sealed copy and no number key"
     );
 }
 
-#[test]
-fn api_keys_are_hashed_and_revocable_and_handles_are_usernames() {
-    let (_d, s) = store();
+fn api_keys_are_hashed_and_revocable_and_handles_are_usernames<B: Backend>(b: B)
+where
+    B::Store: PhoneStore,
+{
+    let s = b.open();
     let acme = sender(&s, "acme", 1, [1; 32]);
     assert_eq!(s.sender_by_key(&[1; 32]).unwrap().unwrap().id, acme.id);
     assert_eq!(s.sender_by_key(&[3; 32]).unwrap(), None);
@@ -216,9 +277,11 @@ fn api_keys_are_hashed_and_revocable_and_handles_are_usernames() {
     );
 }
 
-#[test]
-fn numbers_are_stored_keyed_never_in_clear() {
-    let (dir, s) = store();
+fn numbers_are_stored_keyed_never_in_clear<B: Backend>(b: B)
+where
+    B::Store: PhoneStore,
+{
+    let s = b.open();
     let acme = sender(&s, "acme", 1, [1; 32]);
     s.put_otp(NUMBER, OtpKind::Server, "123456", T, T + 1)
         .unwrap();
@@ -249,16 +312,264 @@ fn numbers_are_stored_keyed_never_in_clear() {
     assert_eq!(users[0].user, user_key(5));
     assert!(s.phone_users("+15557654321").unwrap().is_empty());
     drop(s);
-    let mut raw_bytes = Vec::new();
-    for e in std::fs::read_dir(dir.path()).unwrap() {
-        raw_bytes.extend(std::fs::read(e.unwrap().path()).unwrap_or_default());
-    }
     for needle in [NUMBER, "5551234567", "123456"] {
-        assert!(
-            !raw_bytes
-                .windows(needle.len())
-                .any(|w| w == needle.as_bytes()),
-            "{needle} in clear"
-        );
+        assert!(!b.holds(needle.as_bytes()), "{needle} in clear");
     }
+}
+
+/// Two devices of one number verifying at once, on two nodes: each held
+/// message is claimed (and so sealed and sent) by one of them only. A
+/// claim whose node died is taken again once its lease ran out.
+fn racing_deliveries_claim_each_held_message_once_and_a_dead_claim_is_taken_again<B: Backend>(
+    b: B,
+) where
+    B::Store: PhoneStore,
+{
+    let nodes = nodes(&b);
+    let acme = sender(&*nodes.0, "acme", 1, [1; 32]);
+    let ids: Vec<String> = (0..20).map(|i| format!("m{i:02}")).collect();
+    for id in &ids {
+        nodes.0.hold(held(id, acme.id, T + 10 * LEASE), T).unwrap();
+    }
+    let claims = race(&nodes, 8, |_, s| {
+        s.claim_held(NUMBER, T + 1, LEASE)
+            .unwrap()
+            .into_iter()
+            .map(|h| h.id)
+            .collect::<Vec<_>>()
+    });
+    let mut all: Vec<String> = claims.concat();
+    all.sort();
+    assert_eq!(all, ids, "every held message claimed exactly once");
+    // The claimer of m00..m09 finishes; the one of the others dies.
+    for id in &ids[..10] {
+        assert!(nodes.1.mark_sent(id, &[7; 32], 1, T + 2).unwrap());
+    }
+    assert!(
+        nodes.0.claim_held(NUMBER, T + LEASE, LEASE).unwrap().is_empty(),
+        "a live claim is left alone"
+    );
+    let again: Vec<String> = nodes
+        .1
+        .claim_held(NUMBER, T + 1 + LEASE, LEASE)
+        .unwrap()
+        .into_iter()
+        .map(|h| h.id)
+        .collect();
+    assert_eq!(again, ids[10..], "a dead claim is taken again, sent ones never");
+    let marks = race(&nodes, 6, |_, s| s.mark_sent("m15", &[7; 32], 1, T + 3).unwrap());
+    assert_eq!(marks.iter().filter(|m| **m).count(), 1, "sent once");
+}
+
+/// An attacker guessing an OTP through two nodes at once: the attempts of
+/// both are counted on one row, so five guesses in all, then the right
+/// code is refused too.
+fn otp_attempts_split_across_nodes_are_still_capped_at_five<B: Backend>(b: B)
+where
+    B::Store: PhoneStore,
+{
+    let nodes = nodes(&b);
+    nodes
+        .0
+        .put_otp(NUMBER, OtpKind::Server, "424242", T, T + 600_000)
+        .unwrap();
+    let results = race(&nodes, 12, |i, s| {
+        s.check_otp(NUMBER, OtpKind::Server, &format!("{:06}", i), T, 5)
+            .unwrap()
+    });
+    let wrong = results
+        .iter()
+        .filter(|r| matches!(r, OtpCheck::Wrong { .. }))
+        .count();
+    let refused = results
+        .iter()
+        .filter(|r| **r == OtpCheck::TooManyAttempts)
+        .count();
+    assert_eq!((wrong, refused), (5, 7), "{results:?}");
+    let mut left: Vec<u32> = results
+        .iter()
+        .filter_map(|r| match r {
+            OtpCheck::Wrong { attempts_left } => Some(*attempts_left),
+            _ => None,
+        })
+        .collect();
+    left.sort();
+    assert_eq!(left, [0, 1, 2, 3, 4], "each attempt counted once");
+    assert_eq!(
+        nodes
+            .1
+            .check_otp(NUMBER, OtpKind::Server, "424242", T, 5)
+            .unwrap(),
+        OtpCheck::TooManyAttempts
+    );
+    // The right code, raced: accepted once, then used.
+    nodes
+        .1
+        .put_otp(NUMBER, OtpKind::Server, "515151", T, T + 600_000)
+        .unwrap();
+    let results = race(&nodes, 6, |_, s| {
+        s.check_otp(NUMBER, OtpKind::Server, "515151", T, 5).unwrap()
+    });
+    assert_eq!(
+        results.iter().filter(|r| **r == OtpCheck::Accepted).count(),
+        1,
+        "{results:?}"
+    );
+    assert!(results
+        .iter()
+        .all(|r| matches!(r, OtpCheck::Accepted | OtpCheck::Used)));
+}
+
+/// Every node's worker takes due posts: each post goes to one of them
+/// (no SMS sent twice), and a post whose node died is due again after
+/// its lease.
+fn outbox_posts_are_leased_to_one_node_and_come_back_if_it_dies<B: Backend>(b: B)
+where
+    B::Store: PhoneStore,
+{
+    let nodes = nodes(&b);
+    for i in 0..30u8 {
+        nodes.0.queue(OutboxKind::Sms, 0, vec![i], T).unwrap();
+    }
+    nodes.0.queue(OutboxKind::Webhook, 3, vec![99], T).unwrap();
+    let taken = race(&nodes, 6, |_, s| {
+        let mut mine = Vec::new();
+        loop {
+            let batch = s.due(OutboxKind::Sms, T, 4, LEASE).unwrap();
+            if batch.is_empty() {
+                return mine;
+            }
+            mine.extend(batch.into_iter().map(|i| i.sealed[0]));
+        }
+    });
+    let mut all: Vec<u8> = taken.concat();
+    all.sort();
+    assert_eq!(all, (0..30).collect::<Vec<u8>>(), "each post taken once");
+    let first = nodes.1.due(OutboxKind::Sms, T + LEASE, 100, LEASE).unwrap();
+    assert_eq!(first.len(), 30, "a dead node's posts are due again");
+    for item in &first[..29] {
+        nodes.0.posted(item.id).unwrap();
+    }
+    nodes.0.retry_at(first[29].id, T + 2 * LEASE + 5).unwrap();
+    assert!(nodes.1.due(OutboxKind::Sms, T + 2 * LEASE, 100, LEASE).unwrap().is_empty());
+    let retried = nodes.1.due(OutboxKind::Sms, T + 2 * LEASE + 5, 100, LEASE).unwrap();
+    assert_eq!(retried.len(), 1);
+    assert_eq!((retried[0].sealed.clone(), retried[0].attempts), (first[29].sealed.clone(), 1));
+    let hooks = nodes.0.due(OutboxKind::Webhook, T, 10, LEASE).unwrap();
+    assert_eq!((hooks.len(), hooks[0].sender_id), (1, 3), "kinds apart");
+}
+
+/// Every node's worker expires held messages and notices deliveries: each
+/// change is reported by one node (one webhook event).
+fn status_changes_are_reported_once_when_nodes_race<B: Backend>(b: B)
+where
+    B::Store: PhoneStore,
+{
+    let nodes = nodes(&b);
+    let acme = sender(&*nodes.0, "acme", 1, [1; 32]);
+    for i in 0..10 {
+        nodes.0.hold(held(&format!("h{i}"), acme.id, T + 5), T).unwrap();
+    }
+    let expired = race(&nodes, 6, |_, s| s.expire_held(T + 5).unwrap());
+    let mut ids: Vec<String> = expired.concat().into_iter().map(|m| m.id).collect();
+    ids.sort();
+    assert_eq!(ids, (0..10).map(|i| format!("h{i}")).collect::<Vec<_>>());
+    assert!(expired
+        .concat()
+        .iter()
+        .all(|m| m.status == MessageStatus::Expired && m.sender == "acme"));
+    // A message sent to a device with nothing pending for it counts as
+    // acknowledged: delivered, once.
+    nodes.1.record_sent("s1", acme.id, &[5; 32], 1, T).unwrap();
+    let delivered = race(&nodes, 6, |_, s| s.mark_delivered(T + 6).unwrap());
+    let delivered = delivered.concat();
+    assert_eq!(delivered.len(), 1, "{delivered:?}");
+    assert_eq!(
+        (delivered[0].id.as_str(), delivered[0].status),
+        ("s1", MessageStatus::Delivered)
+    );
+    assert_eq!(
+        nodes.0.message(acme.id, "s1").unwrap().unwrap().status,
+        MessageStatus::Delivered
+    );
+}
+
+/// A node started with its own hold key (its operator forgot to share
+/// the file) could open nothing the others held: the store tells it.
+fn every_node_must_hold_the_same_hold_key<B: Backend>(b: B)
+where
+    B::Store: PhoneStore,
+{
+    let (one, two) = nodes(&b);
+    assert_eq!(one.bind_hold_key(&[1; 32]).unwrap(), HoldKeyCheck::Bound);
+    assert_eq!(two.bind_hold_key(&[1; 32]).unwrap(), HoldKeyCheck::Same);
+    assert_eq!(two.bind_hold_key(&[2; 32]).unwrap(), HoldKeyCheck::Different);
+    drop((one, two));
+    assert_eq!(
+        b.open().bind_hold_key(&[1; 32]).unwrap(),
+        HoldKeyCheck::Same,
+        "kept"
+    );
+}
+
+/// A sender device's sessions and reply threads: saved, replaced,
+/// removed, and never mixed between senders.
+fn sender_sessions_and_threads_are_kept_per_sender<B: Backend>(b: B)
+where
+    B::Store: PhoneStore,
+{
+    let s = b.open();
+    let acme = sender(&s, "acme", 1, [1; 32]);
+    let bank = sender(&s, "bank", 2, [2; 32]);
+    s.save_sender_sessions(
+        acme.id,
+        vec![([1; 16], dev(10), b"s1".to_vec()), ([2; 16], dev(11), b"s2".to_vec())],
+        vec![],
+    )
+    .unwrap();
+    s.save_sender_sessions(acme.id, vec![([1; 16], dev(10), b"s1b".to_vec())], vec![[2; 16]])
+        .unwrap();
+    assert_eq!(s.sender_sessions(acme.id, &[dev(10), dev(11)]).unwrap(), vec![b"s1b".to_vec()]);
+    assert_eq!(s.sender_session(acme.id, &[1; 16]).unwrap(), Some(b"s1b".to_vec()));
+    assert_eq!(s.sender_session(bank.id, &[1; 16]).unwrap(), None);
+    assert!(s.sender_sessions(bank.id, &[dev(10)]).unwrap().is_empty());
+    s.note_thread(acme.id, &[user_key(5)], "m1").unwrap();
+    s.note_thread(acme.id, &[user_key(5)], "m2").unwrap();
+    assert_eq!(s.thread(acme.id, &user_key(5)).unwrap().as_deref(), Some("m2"));
+    assert_eq!(s.thread(bank.id, &user_key(5)).unwrap(), None);
+    assert_eq!(s.senders().unwrap().len(), 2);
+    assert_eq!(s.sender("bank").unwrap().unwrap().id, bank.id);
+    assert_eq!(s.sender_by_id(acme.id).unwrap().unwrap().handle, "acme");
+}
+
+/// Two nodes sealing for one sender at once would both advance the same
+/// session from the same state: the store's sender lock lets one at a
+/// time hold it, across nodes. (PostgreSQL only: on SQLite one process
+/// owns the store and its in-process lock does this.)
+#[test]
+fn a_sender_lock_is_held_by_one_node_at_a_time() {
+    let Some(b) = Postgres::new() else {
+        return;
+    };
+    let (one, two) = (b.open(), Arc::new(b.second_node().unwrap()));
+    let held = one.lock_sender(7).unwrap();
+    let got = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (g, t) = (got.clone(), two.clone());
+    let waiter = std::thread::spawn(move || {
+        let lock = t.lock_sender(7).unwrap();
+        g.store(true, std::sync::atomic::Ordering::SeqCst);
+        drop(lock);
+    });
+    // Another sender's lock is free meanwhile.
+    drop(two.lock_sender(8).unwrap());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        !got.load(std::sync::atomic::Ordering::SeqCst),
+        "the second node waits"
+    );
+    drop(held);
+    waiter.join().unwrap();
+    assert!(got.load(std::sync::atomic::Ordering::SeqCst));
+    // Released on drop: taken again at once.
+    drop(one.lock_sender(7).unwrap());
 }

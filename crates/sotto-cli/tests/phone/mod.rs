@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -226,15 +226,34 @@ pub struct Receiver {
 
 impl Receiver {
     pub fn start(path: &str) -> Receiver {
+        Receiver::start_with(path, None)
+    }
+
+    /// An https receiver presenting `cert` (see [`TestCa`]).
+    pub fn start_tls(path: &str, cert: &Leaf) -> Receiver {
+        Receiver::start_with(path, Some(cert))
+    }
+
+    fn start_with(path: &str, cert: Option<&Leaf>) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}{path}", listener.local_addr().unwrap());
+        let scheme = if cert.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{}{path}", listener.local_addr().unwrap());
         let received = Arc::new(Mutex::new(Vec::new()));
         let respond = Arc::new(AtomicU16::new(200));
         let (r, s) = (received.clone(), respond.clone());
+        let tls = cert.map(|c| Arc::new(c.server_config()));
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (r, s) = (r.clone(), s.clone());
-                std::thread::spawn(move || serve(stream, &r, &s));
+                let (r, s, tls) = (r.clone(), s.clone(), tls.clone());
+                std::thread::spawn(move || match tls {
+                    None => serve(stream, &r, &s),
+                    Some(config) => {
+                        let Ok(conn) = rustls::ServerConnection::new(config) else {
+                            return;
+                        };
+                        serve(rustls::StreamOwned::new(conn, stream), &r, &s)
+                    }
+                });
             }
         });
         Receiver {
@@ -265,8 +284,8 @@ impl Receiver {
     }
 }
 
-fn serve(stream: TcpStream, received: &Mutex<Vec<Received>>, respond: &AtomicU16) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
+fn serve(stream: impl Read + Write, received: &Mutex<Vec<Received>>, respond: &AtomicU16) {
+    let mut reader = BufReader::new(stream);
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).unwrap_or(0) == 0 {
@@ -276,7 +295,9 @@ fn serve(stream: TcpStream, received: &Mutex<Vec<Received>>, respond: &AtomicU16
         let mut headers = Vec::new();
         loop {
             let mut h = String::new();
-            reader.read_line(&mut h).unwrap();
+            if reader.read_line(&mut h).is_err() {
+                return;
+            }
             let h = h.trim_end();
             if h.is_empty() {
                 break;
@@ -291,7 +312,9 @@ fn serve(stream: TcpStream, received: &Mutex<Vec<Received>>, respond: &AtomicU16
             .and_then(|(_, v)| v.parse().ok())
             .unwrap_or(0);
         let mut body = vec![0u8; len];
-        reader.read_exact(&mut body).unwrap();
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
         let status = respond.load(Ordering::SeqCst);
         if status == 200 {
             received.lock().unwrap().push(Received {
@@ -303,8 +326,8 @@ fn serve(stream: TcpStream, received: &Mutex<Vec<Received>>, respond: &AtomicU16
         let reply = format!(
             "HTTP/1.1 {status} X\r\ncontent-length: 2\r\ncontent-type: application/json\r\n\r\n{{}}"
         );
-        let mut w = &stream;
-        if w.write_all(reply.as_bytes()).is_err() {
+        let w = reader.get_mut();
+        if w.write_all(reply.as_bytes()).and_then(|()| w.flush()).is_err() {
             return;
         }
     }
@@ -343,4 +366,63 @@ pub fn events(w: &Receiver) -> Vec<serde_json::Value> {
         .iter()
         .map(|r| serde_json::from_str(&r.body).unwrap())
         .collect()
+}
+
+/// A certificate authority made for one test.
+pub struct TestCa {
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+/// A server certificate for 127.0.0.1 and its key.
+pub struct Leaf {
+    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key: Vec<u8>,
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> TestCa {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        TestCa { cert, key }
+    }
+
+    /// The CA certificate, PEM (what `--outgoing-ca` reads).
+    pub fn pem(&self) -> String {
+        self.cert.pem()
+    }
+
+    /// A certificate for 127.0.0.1 signed by this CA.
+    pub fn leaf(&self) -> Leaf {
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::IpAddress([127, 0, 0, 1].into()));
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        Leaf {
+            chain: vec![cert.der().clone()],
+            key: key.serialize_der(),
+        }
+    }
+}
+
+impl Leaf {
+    fn server_config(&self) -> rustls::ServerConfig {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                self.chain.clone(),
+                rustls::pki_types::PrivateKeyDer::Pkcs8(self.key.clone().into()),
+            )
+            .unwrap()
+    }
 }

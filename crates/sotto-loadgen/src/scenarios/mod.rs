@@ -3,3 +3,4 @@
 pub mod idle;
 pub mod offline;
 pub mod relay;
+pub mod sender;

@@ -1,14 +1,15 @@
 //! Operator commands on a data directory (`sotto admin --data DIR ...`):
 //! sender accounts, their API keys, the held messages. They open the
-//! database beside a running server (SQLite allows it) with the same
-//! server secret and hold key.
+//! database beside a running server (SQLite allows it; with `--database`,
+//! the PostgreSQL database the nodes share) with the same server secret
+//! and hold key.
 
 use std::path::{Path, PathBuf};
 
 use rand_core::{OsRng, RngCore};
 use sha2::{Digest, Sha256};
-use sotto_store::server::phone::{MessageRecord, NewSender, PhoneStore};
-use sotto_store::server::{SqliteStore, StoreError};
+use sotto_store::server::phone::{HoldKeyCheck, MessageRecord, NewSender, PhoneStore};
+use sotto_store::server::{PostgresStore, SqliteStore, StoreError};
 
 use super::vault::{Vault, VaultError};
 use super::{agent, context};
@@ -27,6 +28,8 @@ pub enum AdminError {
     UnknownSender(String),
     #[error("the webhook must be an http:// or https:// URL")]
     BadWebhook,
+    #[error("this hold key is not the one the database was first used with (every node and `sotto admin` need the same hold key file)")]
+    OtherHoldKey,
 }
 
 /// What `sender add` and `sender add-key` show once.
@@ -47,7 +50,7 @@ pub struct SenderInfo {
 }
 
 pub struct Admin {
-    store: SqliteStore,
+    store: Box<dyn PhoneStore>,
     vault: Vault,
 }
 
@@ -67,13 +70,28 @@ fn new_key() -> (String, [u8; 32]) {
 }
 
 impl Admin {
+    /// Opens the SQLite store of `data_dir`, or the PostgreSQL database
+    /// at `database` (the server secret then in `secret_file` or
+    /// `data_dir`). Blocking: call it from a plain thread.
     pub fn open(
         data_dir: &Path,
         secret_file: Option<&Path>,
         hold_key_file: Option<&Path>,
+        database: Option<&str>,
     ) -> Result<Admin, AdminError> {
-        let store = SqliteStore::open_with(data_dir, secret_file)?;
+        let store: Box<dyn PhoneStore> = match database {
+            None => Box::new(SqliteStore::open_with(data_dir, secret_file)?),
+            Some(url) => {
+                let secret: PathBuf = secret_file
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| data_dir.join(sotto_store::server::SECRET_FILE));
+                Box::new(PostgresStore::open(url, &secret)?)
+            }
+        };
         let vault = Vault::load(&super::hold_key_path(data_dir, hold_key_file))?;
+        if store.bind_hold_key(&vault.check_value())? == HoldKeyCheck::Different {
+            return Err(AdminError::OtherHoldKey);
+        }
         Ok(Admin { store, vault })
     }
 
@@ -160,10 +178,5 @@ impl Admin {
     /// Held messages: id, sender, status, times (never body or number).
     pub fn held(&self) -> Result<Vec<MessageRecord>, AdminError> {
         Ok(self.store.held()?)
-    }
-
-    /// The data directory's database file.
-    pub fn db_path(&self) -> PathBuf {
-        self.store.path().to_path_buf()
     }
 }

@@ -8,7 +8,7 @@ use sotto_api::phone::{
 };
 use sotto_api::{b64, MailboxItem, Push};
 use sotto_proto::Session;
-use sotto_store::server::phone::{NewHeld, PhoneUser, SenderRecord};
+use sotto_store::server::phone::{NewHeld, PhoneUser, SenderRecord, CLAIM_LEASE_MS};
 use zeroize::Zeroizing;
 
 use super::{agent, context, Phone};
@@ -123,8 +123,7 @@ pub(crate) async fn seal_to(
     text: &str,
     message_id: &str,
 ) -> Result<([u8; 32], u32), ApiError> {
-    let lock = phone.sender_lock(sender.id);
-    let _held = lock.lock().await;
+    let _locked = phone.lock_sender(sender.id).await?;
     let secrets = phone.secrets(sender)?;
     let sid = sender.id;
     let claimant = sender.user;
@@ -243,11 +242,12 @@ pub(crate) async fn deliver_held(
     phone: &Phone,
     number: &str,
 ) -> Result<u32, ApiError> {
-    // One delivery of held messages at a time: two devices verifying at
-    // once must not both seal the same message.
-    let _one = phone.held_lock.lock().await;
+    // Each held message is claimed by one delivery: two devices verifying
+    // at once, on one node or two, never both seal the same message.
     let n = number.to_owned();
-    let held = phone.db(move |s| s.held_for(&n)).await?;
+    let held = phone
+        .db(move |s| s.claim_held(&n, now_ms(), CLAIM_LEASE_MS))
+        .await?;
     if held.is_empty() {
         return Ok(0);
     }

@@ -40,6 +40,9 @@ pub struct PhoneConfig {
     /// The URL handsets are told to register at (in the invitation SMS);
     /// default `https://<listen address>`.
     pub public_url: Option<String>,
+    /// Certificates (PEM) trusted for outgoing HTTPS besides the public
+    /// roots (`--outgoing-ca`): a webhook behind a private CA.
+    pub outgoing_ca: Option<PathBuf>,
 }
 
 impl Default for PhoneConfig {
@@ -49,25 +52,35 @@ impl Default for PhoneConfig {
             otp_ttl: DEFAULT_OTP_TTL,
             hold_key_file: None,
             public_url: None,
+            outgoing_ca: None,
         }
     }
 }
 
 /// What the phone features share.
 pub(crate) struct Phone {
-    /// `None` on a PostgreSQL-backed node (no phone tables there yet):
-    /// every phone call is then refused with 503.
+    /// `None` on a node whose hold key is not the database's (it could
+    /// open nothing the other nodes held): every phone call is then
+    /// refused with 503.
     pub store: Option<Arc<dyn PhoneStore>>,
     pub vault: Vault,
     pub sms: Option<Arc<dyn SmsGateway>>,
     pub otp_ttl: Duration,
     pub public_url: String,
+    /// Outgoing posts (webhooks; the SMS provider has its own clone).
+    pub http: reqwest::Client,
     /// One sender's device state is loaded, changed and saved by one task
-    /// at a time (sessions advance).
+    /// at a time (sessions advance): in this process by these locks, across
+    /// nodes by the store's ([`PhoneStore::lock_sender`]).
     locks: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
-    /// Serialises the delivery of held messages.
-    pub held_lock: tokio::sync::Mutex<()>,
+    /// Store locks this node holds at once: on PostgreSQL each keeps a
+    /// pooled connection while the work under it needs others, so a few
+    /// only, never the whole pool.
+    store_locks: Arc<tokio::sync::Semaphore>,
 }
+
+/// Senders whose device state one node changes at the same time.
+const STORE_LOCKS: usize = 4;
 
 impl Phone {
     /// Whether this node can deliver to phone numbers.
@@ -81,6 +94,7 @@ impl Phone {
         sms: Option<Arc<dyn SmsGateway>>,
         otp_ttl: Duration,
         public_url: String,
+        http: reqwest::Client,
     ) -> Phone {
         Phone {
             store,
@@ -88,20 +102,43 @@ impl Phone {
             sms,
             otp_ttl,
             public_url,
+            http,
             locks: Mutex::new(HashMap::new()),
-            held_lock: tokio::sync::Mutex::new(()),
+            store_locks: Arc::new(tokio::sync::Semaphore::new(STORE_LOCKS)),
         }
     }
 
-    /// The lock of one sender's device state.
-    pub fn sender_lock(&self, sender_id: i64) -> Arc<tokio::sync::Mutex<()>> {
-        self.locks
+    /// Takes the lock of one sender's device state: this process's first
+    /// (so one task per node waits on the store's), then the store's.
+    pub async fn lock_sender(&self, sender_id: i64) -> Result<SenderGuard, crate::api::ApiError> {
+        let lock = self
+            .locks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .entry(sender_id)
             .or_default()
+            .clone();
+        let local = lock.lock_owned().await;
+        let permit = self
+            .store_locks
             .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| crate::api::ApiError::internal("sender locks closed"))?;
+        let store = self.db(move |s| s.lock_sender(sender_id)).await?;
+        Ok(SenderGuard {
+            _store: store,
+            _permit: permit,
+            _local: local,
+        })
     }
+}
+
+/// Both locks of a sender's device state; the store's is released first.
+pub(crate) struct SenderGuard {
+    _store: sotto_store::server::phone::SenderLock,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    _local: tokio::sync::OwnedMutexGuard<()>,
 }
 
 /// Where the hold key is for `data_dir`.
@@ -121,7 +158,7 @@ impl Phone {
             return Err(crate::api::ApiError::new(
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
                 "phone_unavailable",
-                "delivery to phone numbers is not available on a server with a PostgreSQL database yet",
+                "delivery to phone numbers is off on this node: its hold key is not the other nodes' (see its log)",
             ));
         };
         match tokio::task::spawn_blocking(move || f(&*store)).await {
@@ -185,24 +222,65 @@ pub(crate) fn context(kind: &str, id: &str) -> Vec<u8> {
     format!("sotto/{kind}/{id}").into_bytes()
 }
 
+/// How long one webhook post may take.
+pub(crate) const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one request to the SMS provider may take.
+pub(crate) const SMS_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// The HTTP client of outgoing posts (webhooks, the SMS provider): rustls
-/// with ring, as the rest of the server. No root store is bundled yet, so
-/// `https://` targets need a certificate added to this store (see
-/// docs/protocol.md, "Known limits of delivery to numbers").
-pub(crate) fn http_client(timeout: Duration) -> reqwest::Client {
+/// with ring, as the rest of the server, trusting the public web roots
+/// compiled in (`webpki-roots`, Mozilla's list) plus the certificates of
+/// `--outgoing-ca` (a private CA of a sender's webhook; tests' stand-ins).
+/// A certificate that chains to none of them is refused: the post fails
+/// and stays queued (retried with backoff, logged), never sent in clear
+/// or to an unverified peer.
+pub(crate) fn http_client(
+    extra_ca: &[rustls::pki_types::CertificateDer<'static>],
+) -> Result<reqwest::Client, String> {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    for cert in extra_ca {
+        roots
+            .add(cert.clone())
+            .map_err(|e| format!("not a CA certificate: {e}"))?;
+    }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map(|b| {
-            b.with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth()
-        });
-    let mut builder = reqwest::Client::builder().timeout(timeout);
-    if let Ok(tls) = tls {
-        builder = builder.use_preconfigured_tls(tls);
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// The certificates of a PEM file (`--outgoing-ca`).
+pub fn load_ca_file(
+    path: &std::path::Path,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    let pem = std::fs::read(path).map_err(|e| crate::error::io_reason(&e))?;
+    let certs: Vec<_> = rustls_pemfile::certs(&mut &pem[..])
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("not PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err("no CERTIFICATE in it".into());
     }
-    builder.build().unwrap_or_else(|e| {
-        tracing::error!(error = %e, "cannot build the HTTP client for webhooks and SMS");
-        reqwest::Client::new()
-    })
+    Ok(certs)
+}
+
+/// An error with its causes ("error sending request: ...: invalid peer
+/// certificate: UnknownIssuer"): the log says why a post failed.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }

@@ -80,8 +80,11 @@ pub trait SmsGateway: Send + Sync {
     }
 }
 
-/// Makes the configured gateway.
-pub fn gateway(config: &SmsConfig) -> Option<std::sync::Arc<dyn SmsGateway>> {
+/// Makes the configured gateway; `http` is the server's outgoing client.
+pub fn gateway(
+    config: &SmsConfig,
+    http: &reqwest::Client,
+) -> Option<std::sync::Arc<dyn SmsGateway>> {
     match config {
         SmsConfig::None => None,
         SmsConfig::Sink(path) => Some(std::sync::Arc::new(Sink {
@@ -90,7 +93,7 @@ pub fn gateway(config: &SmsConfig) -> Option<std::sync::Arc<dyn SmsGateway>> {
         })),
         SmsConfig::Twilio(t) => Some(std::sync::Arc::new(Twilio {
             config: t.clone(),
-            http: super::http_client(std::time::Duration::from_secs(15)),
+            http: http.clone(),
         })),
     }
 }
@@ -114,7 +117,10 @@ impl SmsGateway for Sink {
                 .append(true)
                 .open(&self.path)
                 .map_err(|e| SmsError::Retry(format!("{}: {e}", self.path.display())))?;
-            writeln!(f, "{line}").map_err(|e| SmsError::Retry(e.to_string()))?;
+            // One write of the whole line: nodes sharing a sink file
+            // (O_APPEND) never interleave within a line.
+            f.write_all(format!("{line}\n").as_bytes())
+                .map_err(|e| SmsError::Retry(e.to_string()))?;
             f.sync_data().map_err(|e| SmsError::Retry(e.to_string()))
         })
     }
@@ -164,11 +170,12 @@ impl SmsGateway for Twilio {
             let response = self
                 .http
                 .post(url)
+                .timeout(super::SMS_TIMEOUT)
                 .basic_auth(&c.account_sid, Some(&c.auth_token))
                 .form(&[("To", to), ("From", c.from.as_str()), ("Body", text)])
                 .send()
                 .await
-                .map_err(|e| SmsError::Retry(e.to_string()))?;
+                .map_err(|e| SmsError::Retry(super::error_chain(&e)))?;
             let status = response.status();
             if status.is_success() {
                 Ok(())

@@ -87,6 +87,16 @@ impl Vault {
         }
     }
 
+    /// What the store keeps to tell whether a node holds the same key:
+    /// HMAC-SHA-256(key, a fixed label), which reveals nothing of the key.
+    pub fn check_value(&self) -> [u8; 32] {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.key[..])
+            .expect("HMAC takes any key");
+        mac.update(b"sotto/hold-key-check/v1");
+        mac.finalize().into_bytes().into()
+    }
+
     /// Seals `plaintext` under a fresh item key, bound to `context`.
     pub fn seal(&self, context: &[u8], plaintext: &[u8]) -> Vec<u8> {
         let mut item = Zeroizing::new([0u8; 32]);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sotto_proto::{Datagram, Session};
-use sotto_store::server::phone::{OutboxItem, OutboxKind, SenderRecord};
+use sotto_store::server::phone::{OutboxItem, OutboxKind, SenderRecord, CLAIM_LEASE_MS};
 
 use super::{agent, context, webhook, Phone, OUTBOX_SMS, OUTBOX_WEBHOOK};
 use crate::state::{now_ms, AppState};
@@ -23,7 +23,7 @@ pub(crate) async fn run(state: AppState, phone: Arc<Phone>) {
         return;
     }
     let mut shutdown = state.shutdown.clone();
-    let http = super::http_client(Duration::from_secs(10));
+    let http = phone.http.clone();
     let mut tick = tokio::time::interval(EVERY);
     loop {
         tokio::select! {
@@ -57,7 +57,7 @@ async fn round(
     replies(state, phone).await?;
     if let Some(sms) = phone.sms.clone() {
         for item in phone
-            .db(move |s| s.due(OutboxKind::Sms, now, BATCH))
+            .db(move |s| s.due(OutboxKind::Sms, now, BATCH, CLAIM_LEASE_MS))
             .await?
         {
             let outcome = match phone.vault.open(OUTBOX_SMS, &item.sealed) {
@@ -75,7 +75,7 @@ async fn round(
         }
     }
     for item in phone
-        .db(move |s| s.due(OutboxKind::Webhook, now, BATCH))
+        .db(move |s| s.due(OutboxKind::Webhook, now, BATCH, CLAIM_LEASE_MS))
         .await?
     {
         let outcome = post_webhook(phone, http, &item).await;
@@ -123,6 +123,7 @@ async fn post_webhook(
     let t = now_ms() / 1000;
     let response = http
         .post(&sender.webhook)
+        .timeout(super::WEBHOOK_TIMEOUT)
         .header("content-type", "application/json")
         .header(webhook::EVENT_HEADER, event["id"].as_str().unwrap_or(""))
         .header(
@@ -132,7 +133,7 @@ async fn post_webhook(
         .body(body.to_vec())
         .send()
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| super::error_chain(&e))?;
     if response.status().is_success() {
         Ok(())
     } else {
@@ -181,8 +182,7 @@ async fn open_reply(
         },
         Err(_) => return Ok(None),
     };
-    let lock = phone.sender_lock(sid);
-    let _held = lock.lock().await;
+    let _locked = phone.lock_sender(sid).await?;
     let secrets = phone.secrets(sender)?;
     let ctx = context("session", &sid.to_string());
     let mut sessions = Vec::new();

@@ -2,7 +2,18 @@
 //! messages held for numbers that have not registered yet, the numbers
 //! bound to users, one-time passwords and the durable outbox (webhook
 //! posts, SMS). The [`PhoneStore`] trait sits beside
-//! [`super::ServerStore`]; the SQLite backend implements both.
+//! [`super::ServerStore`]; both backends implement both.
+//!
+//! # Several nodes (PostgreSQL)
+//! What must happen once happens in one statement that the database
+//! serialises: an OTP's attempts are counted under a row lock
+//! ([`PhoneStore::check_otp`]); a held message is claimed by one node
+//! ([`PhoneStore::claim_held`]) before it is sealed; an outbox post is
+//! leased to one node ([`PhoneStore::due`]); status changes
+//! (`expired`, `delivered`) are `UPDATE ... RETURNING` of the rows still
+//! in the old status, so one node reports each. A sender device's state
+//! (its sessions) is changed by one task at a time across nodes
+//! ([`PhoneStore::lock_sender`]).
 //!
 //! # What is stored how
 //! - A phone number is never stored in clear: rows are keyed by
@@ -75,7 +86,9 @@ impl MessageStatus {
 
     pub fn parse(s: &str) -> Option<MessageStatus> {
         Some(match s {
-            "held" => MessageStatus::Held,
+            // "sending": claimed by a delivery that has not finished; to
+            // the sender it is still held.
+            "held" | "sending" => MessageStatus::Held,
             "sent" => MessageStatus::Sent,
             "delivered" => MessageStatus::Delivered,
             "expired" => MessageStatus::Expired,
@@ -189,8 +202,51 @@ pub struct OutboxItem {
     pub attempts: u32,
 }
 
+/// Held while a sender device's state (its sessions) is loaded, changed
+/// and saved; dropping it releases the lock. On PostgreSQL it is a
+/// transaction-scoped advisory lock on a connection of the pool, so one
+/// holder at a time across every node; on SQLite (one process) the
+/// server's in-process lock is enough and this holds nothing.
+pub struct SenderLock(#[allow(dead_code)] Option<Box<dyn Send>>);
+
+impl SenderLock {
+    /// Nothing to hold beyond the caller's in-process lock.
+    pub fn local() -> SenderLock {
+        SenderLock(None)
+    }
+
+    /// Holds `guard` until dropped.
+    pub fn holding(guard: Box<dyn Send>) -> SenderLock {
+        SenderLock(Some(guard))
+    }
+}
+
+/// How long a node owns a held message it claimed ([`PhoneStore::claim_held`])
+/// or an outbox post it took ([`PhoneStore::due`]) before another node may
+/// take it (the first one crashed).
+pub const CLAIM_LEASE_MS: u64 = 5 * 60 * 1000;
+
+/// What checking the hold key against the store found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HoldKeyCheck {
+    /// The store had no hold key bound yet: this one is, from now on.
+    Bound,
+    /// The same key as the one bound.
+    Same,
+    /// Another key: this node could not open what others held.
+    Different,
+}
+
 /// Delivery to phone numbers. Every call is one transaction.
 pub trait PhoneStore: Send + Sync {
+    /// Binds the hold key's check value (a hash of the key, not the key)
+    /// to the store, or compares it with the one bound: every node
+    /// sharing a database must hold the same key.
+    fn bind_hold_key(&self, check: &[u8; 32]) -> Result<HoldKeyCheck>;
+    /// Takes the lock of one sender's device state (see [`SenderLock`]).
+    /// Waits for another holder, for a bounded time.
+    fn lock_sender(&self, sender_id: i64) -> Result<SenderLock>;
+
     /// Adds a sender: its directory user, its account and first API key.
     /// [`super::StoreError::UsernameTaken`] if the handle is a username or
     /// sender already.
@@ -255,14 +311,19 @@ pub trait PhoneStore: Send + Sync {
         recipients: u32,
         now_ms: u64,
     ) -> Result<()>;
-    /// Messages held for `number`, oldest first.
-    fn held_for(&self, number: &str) -> Result<Vec<HeldMessage>>;
-    /// A held message was sealed and enqueued: its sealed copy is erased
-    /// and it becomes `sent`. False if it was not held any more.
+    /// Claims the messages held for `number`, oldest first, for one
+    /// delivery: a message claimed by another call less than `lease_ms`
+    /// ago is left out, so racing deliveries (two devices verifying at
+    /// once, on one node or two) each get other messages, never the same.
+    /// A claim older than the lease (its node died) may be taken again.
+    fn claim_held(&self, number: &str, now_ms: u64, lease_ms: u64) -> Result<Vec<HeldMessage>>;
+    /// A held (or claimed) message was sealed and enqueued: its sealed
+    /// copy is erased and it becomes `sent`. False if it was not held any
+    /// more.
     fn mark_sent(&self, id: &str, digest: &[u8; 32], recipients: u32, now_ms: u64) -> Result<bool>;
     /// A message of `sender_id`.
     fn message(&self, sender_id: i64, id: &str) -> Result<Option<MessageRecord>>;
-    /// Every held message.
+    /// Every held message (claimed ones included).
     fn held(&self) -> Result<Vec<MessageRecord>>;
     /// Erases held messages past their expiry (status `expired`); returns
     /// them.
@@ -302,8 +363,16 @@ pub trait PhoneStore: Send + Sync {
 
     /// Queues a post (durable).
     fn queue(&self, kind: OutboxKind, sender_id: i64, sealed: Vec<u8>, now_ms: u64) -> Result<()>;
-    /// Posts due at `now_ms`, oldest first.
-    fn due(&self, kind: OutboxKind, now_ms: u64, limit: u32) -> Result<Vec<OutboxItem>>;
+    /// Takes up to `limit` posts due at `now_ms`, oldest first: each is
+    /// leased to this caller for `lease_ms` (not due for anyone else
+    /// meanwhile) until [`PhoneStore::posted`] or [`PhoneStore::retry_at`].
+    fn due(
+        &self,
+        kind: OutboxKind,
+        now_ms: u64,
+        limit: u32,
+        lease_ms: u64,
+    ) -> Result<Vec<OutboxItem>>;
     fn posted(&self, id: i64) -> Result<()>;
     fn retry_at(&self, id: i64, next_at: u64) -> Result<()>;
 }

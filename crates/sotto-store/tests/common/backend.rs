@@ -44,6 +44,12 @@ pub trait Backend {
         None
     }
 
+    /// A second store over the same database, as a second server node
+    /// opens it; `None` where one process owns the database (SQLite).
+    fn second_node(&self) -> Option<Self::Store> {
+        None
+    }
+
     fn count(&self, table: &str) -> i64 {
         self.int(&format!("SELECT COUNT(*) FROM {table}"), None)
     }
@@ -219,6 +225,10 @@ impl Backend for Postgres {
 
     fn default_secret(&self) -> PathBuf {
         self.dir.path().join(SECRET_FILE)
+    }
+
+    fn second_node(&self) -> Option<PostgresStore> {
+        Some(self.open())
     }
 
     fn scratch(&self) -> &Path {

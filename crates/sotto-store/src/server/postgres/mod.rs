@@ -20,6 +20,7 @@
 
 mod directory;
 mod mailbox;
+mod phone;
 mod pool;
 mod schema;
 

@@ -11,7 +11,7 @@ use super::pool::Conn;
 
 /// Migrations in order; the last one's number is the current version.
 /// Never edit one that has shipped: add the next.
-const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2)];
+const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3)];
 
 /// The schema version this server writes.
 pub const VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
@@ -97,6 +97,90 @@ CREATE TABLE requests (
     expires_at bigint NOT NULL
 );
 CREATE INDEX requests_expiry ON requests(expires_at);
+";
+
+/// Version 3: delivery to phone numbers (see `server::phone` and the
+/// SQLite schema's version 3, which this mirrors). A held message being
+/// delivered is `sending` (claimed by one node; `updated_at` is the
+/// claim's time).
+const V3: &str = "
+CREATE TABLE senders (
+    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    handle     text NOT NULL CONSTRAINT senders_handle UNIQUE,
+    name       text NOT NULL,
+    webhook    text NOT NULL,
+    user_id    bigint NOT NULL UNIQUE REFERENCES users(id),
+    device     bytea NOT NULL,
+    cert       bytea NOT NULL,
+    secrets    bytea NOT NULL,
+    created_at bigint NOT NULL
+);
+CREATE TABLE sender_keys (
+    key_hash   bytea PRIMARY KEY,
+    sender_id  bigint NOT NULL REFERENCES senders(id),
+    created_at bigint NOT NULL,
+    revoked_at bigint
+);
+CREATE TABLE sender_sessions (
+    sender_id bigint NOT NULL REFERENCES senders(id),
+    session   bytea NOT NULL,
+    peer      bytea NOT NULL,
+    sealed    bytea NOT NULL,
+    PRIMARY KEY (sender_id, session)
+);
+CREATE INDEX sender_sessions_peer ON sender_sessions(sender_id, peer);
+CREATE TABLE sender_messages (
+    id         text PRIMARY KEY,
+    sender_id  bigint NOT NULL REFERENCES senders(id),
+    number_key bytea,
+    sealed     bytea,
+    status     text NOT NULL,
+    digest     bytea,
+    recipients bigint NOT NULL DEFAULT 0,
+    created_at bigint NOT NULL,
+    expires_at bigint NOT NULL,
+    updated_at bigint NOT NULL
+);
+CREATE INDEX sender_messages_held ON sender_messages(number_key)
+    WHERE status IN ('held', 'sending');
+CREATE INDEX sender_messages_status ON sender_messages(status, expires_at);
+CREATE TABLE sender_invites (
+    sender_id  bigint NOT NULL REFERENCES senders(id),
+    number_key bytea NOT NULL,
+    PRIMARY KEY (sender_id, number_key)
+);
+CREATE TABLE sender_threads (
+    sender_id  bigint NOT NULL REFERENCES senders(id),
+    user_key   bytea NOT NULL,
+    message_id text NOT NULL,
+    PRIMARY KEY (sender_id, user_key)
+);
+CREATE TABLE phone_users (
+    number_key bytea NOT NULL,
+    user_id    bigint NOT NULL REFERENCES users(id),
+    username   text NOT NULL,
+    PRIMARY KEY (number_key, user_id)
+);
+CREATE TABLE otps (
+    number_key bytea NOT NULL,
+    kind       text NOT NULL,
+    otp_hash   bytea NOT NULL,
+    expires_at bigint NOT NULL,
+    attempts   bigint NOT NULL DEFAULT 0,
+    used       boolean NOT NULL DEFAULT false,
+    confirmed  boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (number_key, kind)
+);
+CREATE TABLE outbox (
+    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    kind       text NOT NULL,
+    sender_id  bigint NOT NULL,
+    sealed     bytea NOT NULL,
+    attempts   bigint NOT NULL DEFAULT 0,
+    next_at    bigint NOT NULL,
+    created_at bigint NOT NULL
+);
+CREATE INDEX outbox_due ON outbox(kind, next_at);
 ";
 
 /// Brings the database to [`VERSION`]; (version before, version after).

@@ -125,6 +125,35 @@ fn judge_otp(
 }
 
 impl PhoneStore for SqliteStore {
+    fn bind_hold_key(&self, check: &[u8; 32]) -> Result<HoldKeyCheck> {
+        let check = *check;
+        self.writer.write(move |c| {
+            let bound = c.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('hold_key_check', ?1)",
+                [&check[..]],
+            )?;
+            if bound > 0 {
+                return Ok(HoldKeyCheck::Bound);
+            }
+            let stored: Vec<u8> = c.query_row(
+                "SELECT value FROM meta WHERE key = 'hold_key_check'",
+                [],
+                |r| r.get(0),
+            )?;
+            Ok(if bool::from(stored.ct_eq(&check[..])) {
+                HoldKeyCheck::Same
+            } else {
+                HoldKeyCheck::Different
+            })
+        })
+    }
+
+    fn lock_sender(&self, _sender_id: i64) -> Result<SenderLock> {
+        // One process owns the database: the server's in-process lock is
+        // the whole story.
+        Ok(SenderLock::local())
+    }
+
     fn add_sender(&self, s: NewSender, now_ms: u64) -> Result<SenderRecord> {
         let name_key = self.name_key(&s.user.username_hash);
         let sealed = self.secret.seal_name(&name_key, &s.user.username_hash);
@@ -385,22 +414,29 @@ impl PhoneStore for SqliteStore {
         })
     }
 
-    fn held_for(&self, number: &str) -> Result<Vec<HeldMessage>> {
+    fn claim_held(&self, number: &str, now_ms: u64, lease_ms: u64) -> Result<Vec<HeldMessage>> {
         let key = self.secret.number_key(number);
-        self.read(|c| {
+        self.writer.write(move |c| {
             let mut stmt = c.prepare_cached(
-                "SELECT id, sender_id, sealed FROM sender_messages
-                 WHERE number_key = ?1 AND status = 'held' AND sealed IS NOT NULL
-                 ORDER BY created_at, id",
+                "UPDATE sender_messages SET status = 'sending', updated_at = ?2
+                 WHERE number_key = ?1 AND sealed IS NOT NULL
+                 AND (status = 'held' OR (status = 'sending' AND updated_at <= ?3))
+                 RETURNING id, sender_id, sealed, created_at",
             )?;
-            let rows = stmt.query_map([&key[..]], |r| {
-                Ok(HeldMessage {
-                    id: r.get(0)?,
-                    sender_id: r.get(1)?,
-                    sealed: r.get(2)?,
-                })
+            let stale = now_ms.saturating_sub(lease_ms) as i64;
+            let rows = stmt.query_map(params![&key[..], now_ms as i64, stale], |r| {
+                Ok((
+                    r.get::<_, i64>(3)?,
+                    HeldMessage {
+                        id: r.get(0)?,
+                        sender_id: r.get(1)?,
+                        sealed: r.get(2)?,
+                    },
+                ))
             })?;
-            Ok(rows.collect::<Result<_, _>>()?)
+            let mut claimed: Vec<(i64, HeldMessage)> = rows.collect::<Result<_, _>>()?;
+            claimed.sort_by(|a, b| (a.0, &a.1.id).cmp(&(b.0, &b.1.id)));
+            Ok(claimed.into_iter().map(|(_, h)| h).collect())
         })
     }
 
@@ -409,7 +445,8 @@ impl PhoneStore for SqliteStore {
         self.writer.write(move |c| {
             let n = c.execute(
                 "UPDATE sender_messages SET status = 'sent', sealed = NULL, number_key = NULL,
-                 digest = ?2, recipients = ?3, updated_at = ?4 WHERE id = ?1 AND status = 'held'",
+                 digest = ?2, recipients = ?3, updated_at = ?4
+                 WHERE id = ?1 AND status IN ('held', 'sending')",
                 params![id, &digest[..], recipients, now_ms as i64],
             )?;
             Ok(n > 0)
@@ -423,19 +460,19 @@ impl PhoneStore for SqliteStore {
     }
 
     fn held(&self) -> Result<Vec<MessageRecord>> {
-        self.read(|c| messages_where(c, "m.status = 'held'", &[]))
+        self.read(|c| messages_where(c, "m.status IN ('held', 'sending')", &[]))
     }
 
     fn expire_held(&self, now_ms: u64) -> Result<Vec<MessageRecord>> {
         self.writer.write(move |c| {
             let gone = messages_where(
                 c,
-                "m.status = 'held' AND m.expires_at <= ?1",
+                "m.status IN ('held', 'sending') AND m.expires_at <= ?1",
                 &[&(now_ms as i64)],
             )?;
             c.execute(
                 "UPDATE sender_messages SET status = 'expired', sealed = NULL, number_key = NULL,
-                 updated_at = ?1 WHERE status = 'held' AND expires_at <= ?1",
+                 updated_at = ?1 WHERE status IN ('held', 'sending') AND expires_at <= ?1",
                 [now_ms as i64],
             )?;
             Ok(gone
@@ -534,8 +571,14 @@ impl PhoneStore for SqliteStore {
         })
     }
 
-    fn due(&self, kind: OutboxKind, now_ms: u64, limit: u32) -> Result<Vec<OutboxItem>> {
-        self.read(|c| {
+    fn due(
+        &self,
+        kind: OutboxKind,
+        now_ms: u64,
+        limit: u32,
+        lease_ms: u64,
+    ) -> Result<Vec<OutboxItem>> {
+        self.writer.write(move |c| {
             let mut stmt = c.prepare_cached(
                 "SELECT id, sender_id, sealed, attempts FROM outbox WHERE kind = ?1 AND next_at <= ?2
                  ORDER BY next_at, id LIMIT ?3",
@@ -543,7 +586,13 @@ impl PhoneStore for SqliteStore {
             let rows = stmt.query_map(params![kind.as_str(), now_ms as i64, limit], |r| {
                 Ok(OutboxItem { id: r.get(0)?, sender_id: r.get(1)?, sealed: r.get(2)?, attempts: r.get(3)? })
             })?;
-            Ok(rows.collect::<Result<_, _>>()?)
+            let items: Vec<OutboxItem> = rows.collect::<Result<_, _>>()?;
+            let mut lease = c.prepare_cached("UPDATE outbox SET next_at = ?2 WHERE id = ?1")?;
+            let until = now_ms.saturating_add(lease_ms) as i64;
+            for item in &items {
+                lease.execute(params![item.id, until])?;
+            }
+            Ok(items)
         })
     }
 
