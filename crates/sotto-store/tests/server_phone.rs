@@ -573,3 +573,46 @@ fn a_sender_lock_is_held_by_one_node_at_a_time() {
     // Released on drop: taken again at once.
     drop(one.lock_sender(7).unwrap());
 }
+
+/// Sixteen senders sealing at once on one node (more than the node has
+/// connections): each holds its sender lock and, while holding it, loads
+/// and saves its sessions. No lock holder may wait for a connection
+/// another lock holder keeps, or every store call of the node hangs.
+#[test]
+fn sixteen_sender_locks_do_not_starve_the_pool() {
+    let Some(b) = Postgres::new() else {
+        return;
+    };
+    let s = Arc::new(b.open());
+    let senders: Vec<i64> = (0..20u8)
+        .map(|i| sender(&*s, &format!("org{i}"), 100 + u32::from(i), [i; 32]).id)
+        .collect();
+    const HOLDERS: usize = 16;
+    let all_hold = Arc::new(std::sync::Barrier::new(HOLDERS));
+    let (done, finished) = std::sync::mpsc::channel();
+    for (i, id) in senders.iter().copied().enumerate() {
+        let (s, all_hold, done) = (s.clone(), all_hold.clone(), done.clone());
+        std::thread::spawn(move || {
+            let lock = s.lock_sender(id).unwrap();
+            if i < HOLDERS {
+                // Every holder has its lock before any makes a call.
+                all_hold.wait();
+            }
+            let peer = dev(200 + i as u32);
+            s.save_sender_sessions(id, vec![([i as u8; 16], peer, vec![i as u8])], vec![])
+                .unwrap();
+            let got = s.sender_sessions(id, &[peer]).unwrap();
+            drop(lock);
+            done.send((id, got)).unwrap();
+        });
+    }
+    for _ in &senders {
+        let (id, got) = finished
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("a sender's calls under its lock hang: the pool is starved");
+        let i = senders.iter().position(|s| *s == id).unwrap();
+        assert_eq!(got, vec![vec![i as u8]]);
+    }
+    // The node still answers.
+    assert_eq!(s.senders().unwrap().len(), 20);
+}

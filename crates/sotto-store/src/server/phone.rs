@@ -204,8 +204,9 @@ pub struct OutboxItem {
 
 /// Held while a sender device's state (its sessions) is loaded, changed
 /// and saved; dropping it releases the lock. On PostgreSQL it is a
-/// transaction-scoped advisory lock on a connection of the pool, so one
-/// holder at a time across every node; on SQLite (one process) the
+/// transaction-scoped advisory lock on a connection of a pool kept for
+/// these locks only (the holder's own calls use the other pool, so locks
+/// never starve it), one holder at a time across every node; on SQLite (one process) the
 /// server's in-process lock is enough and this holds nothing.
 pub struct SenderLock(#[allow(dead_code)] Option<Box<dyn Send>>);
 

@@ -150,8 +150,8 @@ async fn judge_otp(
     Ok(OtpCheck::Accepted)
 }
 
-/// A sender's advisory lock: a pooled connection inside a transaction
-/// that holds `pg_advisory_xact_lock`. Dropping it rolls the transaction
+/// A sender's advisory lock: a connection of the lock pool inside a
+/// transaction that holds `pg_advisory_xact_lock`. Dropping it rolls the transaction
 /// back on the store's runtime (releasing the lock); if that cannot run,
 /// the connection is closed, which releases it too.
 struct PgSenderLock {
@@ -204,16 +204,29 @@ impl PhoneStore for PostgresStore {
         let key = i32::try_from(sender_id)
             .map_err(|_| StoreError::Backend(format!("sender id {sender_id} out of range")))?;
         let conn = self.rt().block_on(async move {
-            let mut conn = inner.pool.get().await?;
+            // From the lock pool, never the call pool: the holder's own
+            // calls take call-pool connections while it holds this one.
+            let mut conn = inner.lock_pool.get().await?;
             conn.in_tx = true;
             conn.batch("BEGIN").await?;
             conn.batch(SENDER_LOCK_WAIT).await?;
-            conn.exec(
-                "SELECT pg_advisory_xact_lock($1, $2)",
-                &[&SENDER_LOCK_CLASS, &key],
-            )
-            .await?;
-            Ok::<_, StoreError>(conn)
+            match conn
+                .exec(
+                    "SELECT pg_advisory_xact_lock($1, $2)",
+                    &[&SENDER_LOCK_CLASS, &key],
+                )
+                .await
+            {
+                Err(StoreError::Postgres(e))
+                    if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) =>
+                {
+                    Err(StoreError::Busy(format!(
+                        "the device state of sender {sender_id} is held by another node for too long"
+                    )))
+                }
+                Err(e) => Err(e),
+                Ok(_) => Ok::<_, StoreError>(conn),
+            }
         })?;
         Ok(SenderLock::holding(Box::new(PgSenderLock {
             conn: Some(conn),
