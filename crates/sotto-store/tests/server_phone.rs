@@ -31,6 +31,7 @@ store_tests!(
     status_changes_are_reported_once_when_nodes_race,
     every_node_must_hold_the_same_hold_key,
     sender_sessions_and_threads_are_kept_per_sender,
+    a_held_message_survives_a_verify_whose_client_hangs_up,
 );
 
 fn sender<S: PhoneStore + ?Sized>(s: &S, handle: &str, n: u32, key: [u8; 32]) -> SenderRecord {
@@ -50,6 +51,21 @@ fn sender<S: PhoneStore + ?Sized>(s: &S, handle: &str, n: u32, key: [u8; 32]) ->
         T,
     )
     .unwrap()
+}
+
+/// Delivers a claimed held message to `device` as `owner`; whether it
+/// was stored.
+fn send_held<S: PhoneStore + ?Sized>(s: &S, id: &str, owner: [u8; 16], device: DeviceId, now: u64) -> bool {
+    s.send_held(HeldSend {
+        id: id.into(),
+        claim: owner,
+        from: device,
+        datagrams: vec![(vec![device], format!("datagram {id} {owner:?}").into_bytes())],
+        quota: MailboxQuota::UNLIMITED,
+        now_ms: now,
+    })
+    .unwrap()
+    .is_some()
 }
 
 fn held(id: &str, sender_id: i64, expires_at: u64) -> NewHeld {
@@ -180,7 +196,7 @@ where
     assert!(!hold("m2", acme.id, T + 1000), "second of acme: no SMS");
     assert!(hold("m3", bank.id, T + 10), "first of bank: invite");
     assert_eq!(s.held().unwrap().len(), 3);
-    assert_eq!(s.claim_held("+15550000001", T, LEASE).unwrap(), vec![]);
+    assert_eq!(s.claim_held("+15550000001", &[1; 16], T, LEASE).unwrap(), vec![]);
     let expired = s.expire_held(T + 10).unwrap();
     assert_eq!(expired.len(), 1);
     assert_eq!(
@@ -188,7 +204,7 @@ where
         ("m3", MessageStatus::Expired)
     );
     let held: Vec<String> = s
-        .claim_held(NUMBER, T + 10, LEASE)
+        .claim_held(NUMBER, &[1; 16], T + 10, LEASE)
         .unwrap()
         .into_iter()
         .map(|h| h.id)
@@ -203,11 +219,8 @@ where
         s.message(acme.id, "m2").unwrap().unwrap().status,
         MessageStatus::Held
     );
-    assert!(s.mark_sent("m1", &[9; 32], 1, T + 20).unwrap());
-    assert!(
-        !s.mark_sent("m1", &[9; 32], 1, T + 20).unwrap(),
-        "sent once"
-    );
+    assert!(send_held(&s, "m1", [1; 16], acme.device, T + 20));
+    assert!(!send_held(&s, "m1", [1; 16], acme.device, T + 20), "sent once");
     assert_eq!(
         s.message(acme.id, "m1").unwrap().unwrap().status,
         MessageStatus::Sent
@@ -331,34 +344,46 @@ fn racing_deliveries_claim_each_held_message_once_and_a_dead_claim_is_taken_agai
     for id in &ids {
         nodes.0.hold(held(id, acme.id, T + 10 * LEASE), T).unwrap();
     }
-    let claims = race(&nodes, 8, |_, s| {
-        s.claim_held(NUMBER, T + 1, LEASE)
+    let claims = race(&nodes, 8, |i, s| {
+        let owner = [i as u8; 16];
+        s.claim_held(NUMBER, &owner, T + 1, LEASE)
             .unwrap()
             .into_iter()
-            .map(|h| h.id)
+            .map(|h| (h.id, owner))
             .collect::<Vec<_>>()
     });
-    let mut all: Vec<String> = claims.concat();
+    let mut all: Vec<(String, [u8; 16])> = claims.concat();
     all.sort();
-    assert_eq!(all, ids, "every held message claimed exactly once");
+    let claimed: Vec<String> = all.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(claimed, ids, "every held message claimed exactly once");
     // The claimer of m00..m09 finishes; the one of the others dies.
-    for id in &ids[..10] {
-        assert!(nodes.1.mark_sent(id, &[7; 32], 1, T + 2).unwrap());
+    for (id, owner) in &all[..10] {
+        assert!(!send_held(&*nodes.1, id, [200; 16], acme.device, T + 2), "not its claim");
+        assert!(send_held(&*nodes.1, id, *owner, acme.device, T + 2));
     }
     assert!(
-        nodes.0.claim_held(NUMBER, T + LEASE, LEASE).unwrap().is_empty(),
+        nodes.0.claim_held(NUMBER, &[100; 16], T + LEASE, LEASE).unwrap().is_empty(),
         "a live claim is left alone"
     );
     let again: Vec<String> = nodes
         .1
-        .claim_held(NUMBER, T + 1 + LEASE, LEASE)
+        .claim_held(NUMBER, &[101; 16], T + 1 + LEASE, LEASE)
         .unwrap()
         .into_iter()
         .map(|h| h.id)
         .collect();
     assert_eq!(again, ids[10..], "a dead claim is taken again, sent ones never");
-    let marks = race(&nodes, 6, |_, s| s.mark_sent("m15", &[7; 32], 1, T + 3).unwrap());
+    // The first claimer of m15 wakes up: its claim was taken over, so it
+    // stores nothing (the message is sealed once).
+    let late = all.iter().find(|(id, _)| id == "m15").unwrap().1;
+    assert!(!send_held(&*nodes.0, "m15", late, acme.device, T + 3));
+    let marks = race(&nodes, 6, move |_, s| send_held(s, "m15", [101; 16], acme.device, T + 3));
     assert_eq!(marks.iter().filter(|m| **m).count(), 1, "sent once");
+    assert_eq!(
+        b.int("SELECT COUNT(*) FROM mailbox", None),
+        11,
+        "one mailbox row per message sent, none for a lost claim"
+    );
 }
 
 /// An attacker guessing an OTP through two nodes at once: the attempts of
@@ -615,4 +640,67 @@ fn sixteen_sender_locks_do_not_starve_the_pool() {
     }
     // The node still answers.
     assert_eq!(s.senders().unwrap().len(), 20);
+}
+
+/// A verify whose client hangs up (or whose node dies) after claiming the
+/// held messages, and a delivery whose sealing fails: nothing is expired
+/// while claimed, the background job (claim_registered) takes what was
+/// left, a failed message is held again, and every message reaches the
+/// phone's device exactly once, the late claimer storing nothing.
+fn a_held_message_survives_a_verify_whose_client_hangs_up<B: Backend>(b: B)
+where
+    B::Store: PhoneStore,
+{
+    let nodes = nodes(&b);
+    let s = &*nodes.0;
+    let acme = sender(s, "acme", 1, [1; 32]);
+    for id in ["m1", "m2"] {
+        s.hold(held(id, acme.id, T + 100), T).unwrap();
+    }
+    let phone = dev(2);
+    s.register_phone(
+        NUMBER,
+        "pat",
+        NewUser {
+            username_hash: name("pat"),
+            user: user_key(2),
+            device: new_device(phone, 0),
+        },
+        T,
+    )
+    .unwrap();
+    let hung_up = [1; 16];
+    assert_eq!(s.claim_held(NUMBER, &hung_up, T + 1, LEASE).unwrap().len(), 2);
+    // Its delivery never finishes. Past their expiry, claimed messages
+    // are not expired (they could be in a mailbox already).
+    assert!(s.expire_held(T + 200).unwrap().is_empty());
+    assert_eq!(s.held().unwrap().len(), 2);
+    assert!(
+        nodes.1.claim_registered(&[2; 16], T + 2, LEASE, 0, 10).unwrap().is_empty(),
+        "a live claim is left to its delivery"
+    );
+    // The claim runs out: the background job of any node takes both.
+    let job = [2; 16];
+    let taken = nodes.1.claim_registered(&job, T + 1 + LEASE, LEASE, 30_000, 10).unwrap();
+    assert_eq!(taken.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(), ["m1", "m2"]);
+    assert!(send_held(&*nodes.1, "m1", job, phone, T + 2 + LEASE));
+    // Sealing m2 fails: it is held again, not lost.
+    assert_eq!(nodes.1.release_held(&["m2".into()], &job, T + 2 + LEASE).unwrap(), 1);
+    // The hung-up delivery wakes up: it stores nothing and releases nothing.
+    assert!(!send_held(s, "m1", hung_up, phone, T + 3 + LEASE));
+    assert!(!send_held(s, "m2", hung_up, phone, T + 3 + LEASE));
+    assert_eq!(s.release_held(&["m1".into(), "m2".into()], &hung_up, T + 3 + LEASE).unwrap(), 0);
+    assert_eq!(s.message(acme.id, "m2").unwrap().unwrap().status, MessageStatus::Held);
+    // Retried after a rest, by the job, not only by a later verify.
+    assert!(s.claim_registered(&[3; 16], T + 3 + LEASE, LEASE, 30_000, 10).unwrap().is_empty());
+    let retry = s.claim_registered(&[3; 16], T + 2 + LEASE + 30_000, LEASE, 30_000, 10).unwrap();
+    assert_eq!(retry.len(), 1);
+    assert!(send_held(s, "m2", [3; 16], phone, T + 3 + LEASE + 30_000));
+    for id in ["m1", "m2"] {
+        assert_eq!(s.message(acme.id, id).unwrap().unwrap().status, MessageStatus::Sent);
+    }
+    let (items, _) = s.fetch(&phone, 0, 100, 1 << 20).unwrap();
+    assert_eq!(items.len(), 2, "each held message reached the device once");
+    assert!(s.held().unwrap().is_empty());
+    assert!(s.expire_held(T + 10 * LEASE).unwrap().is_empty());
 }

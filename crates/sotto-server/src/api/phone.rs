@@ -196,7 +196,7 @@ pub(super) async fn verify(
         .db(move |s| s.register_phone(&n, &username, user, now_ms()))
         .await?;
     tracing::info!("a phone number registered a device");
-    let delivered = deliver::deliver_held(&state, &phone, &req.number).await?;
+    let delivered = deliver::deliver_held(&state, &req.number).await?;
     Ok(Json(PhoneVerified { delivered }))
 }
 

@@ -15,6 +15,9 @@ use crate::state::{now_ms, AppState};
 
 const EVERY: Duration = Duration::from_secs(1);
 const BATCH: u32 = 64;
+/// How long a held message whose delivery failed rests before the
+/// background job tries it again.
+const HELD_RETRY_MS: u64 = 30 * 1000;
 /// Longest wait between two attempts of one post.
 const MAX_BACKOFF_MS: u64 = 10 * 60 * 1000;
 
@@ -55,6 +58,17 @@ async fn round(
             .await?;
     }
     replies(state, phone).await?;
+    // Held messages a delivery left behind (it failed, or its node died):
+    // not only a later verify delivers them.
+    let owner = super::deliver::new_owner();
+    let held = phone
+        .db(move |s| s.claim_registered(&owner, now, CLAIM_LEASE_MS, HELD_RETRY_MS, BATCH))
+        .await?;
+    if !held.is_empty() {
+        let n = held.len();
+        let delivered = super::deliver::deliver_claimed(state, phone, &owner, held).await;
+        tracing::info!(claimed = n, delivered, "held messages of registered numbers retried");
+    }
     if let Some(sms) = phone.sms.clone() {
         for item in phone
             .db(move |s| s.due(OutboxKind::Sms, now, BATCH, CLAIM_LEASE_MS))

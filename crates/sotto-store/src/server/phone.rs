@@ -28,7 +28,7 @@
 //!   number and the code (6 digits are guessed offline in no time from a
 //!   plain hash), compared in constant time.
 
-use super::{DeviceId, NewUser, Result, UserPublic};
+use super::{DeviceId, Enqueued, NewUser, Result, UserPublic};
 
 /// A sender (organisation) account to add.
 #[derive(Clone, Debug)]
@@ -129,6 +129,21 @@ pub struct HeldMessage {
     pub id: String,
     pub sender_id: i64,
     pub sealed: Vec<u8>,
+}
+
+/// The delivery of a claimed held message ([`PhoneStore::send_held`]).
+#[derive(Clone, Debug)]
+pub struct HeldSend {
+    pub id: String,
+    /// The claim's owner ([`PhoneStore::claim_held`]).
+    pub claim: [u8; 16],
+    /// The sender's device.
+    pub from: DeviceId,
+    /// One datagram per user reached: (its devices, the datagram). The
+    /// message's status follows the first. Not empty.
+    pub datagrams: Vec<(Vec<DeviceId>, Vec<u8>)>,
+    pub quota: super::MailboxQuota,
+    pub now_ms: u64,
 }
 
 /// A user registered for a number.
@@ -313,21 +328,47 @@ pub trait PhoneStore: Send + Sync {
         now_ms: u64,
     ) -> Result<()>;
     /// Claims the messages held for `number`, oldest first, for one
-    /// delivery: a message claimed by another call less than `lease_ms`
-    /// ago is left out, so racing deliveries (two devices verifying at
-    /// once, on one node or two) each get other messages, never the same.
-    /// A claim older than the lease (its node died) may be taken again.
-    fn claim_held(&self, number: &str, now_ms: u64, lease_ms: u64) -> Result<Vec<HeldMessage>>;
-    /// A held (or claimed) message was sealed and enqueued: its sealed
-    /// copy is erased and it becomes `sent`. False if it was not held any
-    /// more.
-    fn mark_sent(&self, id: &str, digest: &[u8; 32], recipients: u32, now_ms: u64) -> Result<bool>;
+    /// delivery by `owner` (a random token of the caller): a message
+    /// claimed by another call less than `lease_ms` ago is left out, so
+    /// racing deliveries (two devices verifying at once, on one node or
+    /// two) each get other messages, never the same. A claim older than the
+    /// lease (its node died) may be taken again.
+    fn claim_held(
+        &self,
+        number: &str,
+        owner: &[u8; 16],
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> Result<Vec<HeldMessage>>;
+    /// What a background job delivers, claimed for `owner` (at most
+    /// `limit`, oldest first): messages still held for a number that has
+    /// registered, untouched for `retry_ms` (a delivery that failed and
+    /// released them; one held while the number registered), and claims
+    /// older than `lease_ms` (their node died).
+    fn claim_registered(
+        &self,
+        owner: &[u8; 16],
+        now_ms: u64,
+        lease_ms: u64,
+        retry_ms: u64,
+        limit: u32,
+    ) -> Result<Vec<HeldMessage>>;
+    /// Delivers a claimed message, in one transaction: if `owner` still
+    /// holds its claim, its datagrams are enqueued, its sealed copy erased
+    /// and it becomes `sent`; otherwise nothing is written and the answer
+    /// is `None` (another delivery took it: it is sealed once, never
+    /// twice).
+    fn send_held(&self, send: HeldSend) -> Result<Option<Vec<Enqueued>>>;
+    /// A delivery by `owner` failed: its claimed messages `ids` are held
+    /// again (a later verify or the background job delivers them).
+    fn release_held(&self, ids: &[String], owner: &[u8; 16], now_ms: u64) -> Result<u32>;
     /// A message of `sender_id`.
     fn message(&self, sender_id: i64, id: &str) -> Result<Option<MessageRecord>>;
     /// Every held message (claimed ones included).
     fn held(&self) -> Result<Vec<MessageRecord>>;
     /// Erases held messages past their expiry (status `expired`); returns
-    /// them.
+    /// them. A message claimed by a delivery is not expired (it may be in
+    /// a mailbox already): it expires once released, if not delivered.
     fn expire_held(&self, now_ms: u64) -> Result<Vec<MessageRecord>>;
     /// Marks `sent` messages a device acknowledged as `delivered`; returns
     /// them.

@@ -14,7 +14,7 @@ use super::super::phone::*;
 use super::super::secret::ServerSecret;
 use super::super::*;
 use super::pool::{Conn, Pooled};
-use super::{directory, int, key32, PostgresStore};
+use super::{directory, int, key32, mailbox, PostgresStore};
 
 /// The class of the advisory locks of sender devices (the second key is
 /// the sender's id).
@@ -65,6 +65,26 @@ fn message_row(r: &Row) -> MessageRecord {
         expires_at: r.get::<_, i64>(5) as u64,
         updated_at: r.get::<_, i64>(6) as u64,
     }
+}
+
+/// Claimed held messages (`id, sender_id, sealed, created_at`), oldest
+/// first.
+fn held_rows(rows: &[Row]) -> Vec<HeldMessage> {
+    let mut claimed: Vec<(i64, HeldMessage)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.get(3),
+                HeldMessage {
+                    id: r.get(0),
+                    sender_id: r.get(1),
+                    sealed: r.get(2),
+                },
+            )
+        })
+        .collect();
+    claimed.sort_by(|a, b| (a.0, &a.1.id).cmp(&(b.0, &b.1.id)));
+    claimed.into_iter().map(|(_, h)| h).collect()
 }
 
 fn sorted(mut v: Vec<MessageRecord>) -> Vec<MessageRecord> {
@@ -604,55 +624,119 @@ impl PhoneStore for PostgresStore {
         })
     }
 
-    fn claim_held(&self, number: &str, now_ms: u64, lease_ms: u64) -> Result<Vec<HeldMessage>> {
+    fn claim_held(
+        &self,
+        number: &str,
+        owner: &[u8; 16],
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> Result<Vec<HeldMessage>> {
         let key = self.inner.secret.number_key(number);
-        let stale = int(now_ms.saturating_sub(lease_ms));
+        let (owner, stale) = (*owner, int(now_ms.saturating_sub(lease_ms)));
         self.tx(move |c, _| {
             Box::pin(async move {
                 // A racing claim waits on the rows this one updates, then
                 // re-reads them: `sending` and fresh, they are left out.
                 let rows = c
                     .query(
-                        "UPDATE sender_messages SET status = 'sending', updated_at = $2
+                        "UPDATE sender_messages SET status = 'sending', claim_owner = $4, updated_at = $2
                          WHERE number_key = $1 AND sealed IS NOT NULL
                          AND (status = 'held' OR (status = 'sending' AND updated_at <= $3))
                          RETURNING id, sender_id, sealed, created_at",
-                        &[&&key[..], &int(now_ms), &stale],
+                        &[&&key[..], &int(now_ms), &stale, &&owner[..]],
                     )
                     .await?;
-                let mut claimed: Vec<(i64, HeldMessage)> = rows
-                    .iter()
-                    .map(|r| {
-                        (
-                            r.get(3),
-                            HeldMessage {
-                                id: r.get(0),
-                                sender_id: r.get(1),
-                                sealed: r.get(2),
-                            },
-                        )
-                    })
-                    .collect();
-                claimed.sort_by(|a, b| (a.0, &a.1.id).cmp(&(b.0, &b.1.id)));
-                Ok(claimed.into_iter().map(|(_, h)| h).collect())
+                Ok(held_rows(&rows))
             })
         })
     }
 
-    fn mark_sent(&self, id: &str, digest: &[u8; 32], recipients: u32, now_ms: u64) -> Result<bool> {
-        let (id, digest) = (Arc::new(id.to_owned()), *digest);
+    fn claim_registered(
+        &self,
+        owner: &[u8; 16],
+        now_ms: u64,
+        lease_ms: u64,
+        retry_ms: u64,
+        limit: u32,
+    ) -> Result<Vec<HeldMessage>> {
+        let owner = *owner;
+        let stale = int(now_ms.saturating_sub(lease_ms));
+        let rested = int(now_ms.saturating_sub(retry_ms));
         self.tx(move |c, _| {
-            let id = id.clone();
             Box::pin(async move {
+                let rows = c
+                    .query(
+                        "UPDATE sender_messages SET status = 'sending', claim_owner = $1, updated_at = $2
+                         WHERE id IN (SELECT id FROM sender_messages WHERE sealed IS NOT NULL
+                             AND ((status = 'held' AND updated_at <= $4
+                                   AND number_key IN (SELECT number_key FROM phone_users))
+                                  OR (status = 'sending' AND updated_at <= $3))
+                             ORDER BY created_at, id LIMIT $5 FOR UPDATE SKIP LOCKED)
+                         RETURNING id, sender_id, sealed, created_at",
+                        &[&&owner[..], &int(now_ms), &stale, &rested, &i64::from(limit)],
+                    )
+                    .await?;
+                Ok(held_rows(&rows))
+            })
+        })
+    }
+
+    fn send_held(&self, send: HeldSend) -> Result<Option<Vec<Enqueued>>> {
+        let outgoing: Vec<mailbox::Outgoing> = send
+            .datagrams
+            .iter()
+            .map(|(to, datagram)| mailbox::Outgoing {
+                digest: mailbox::digest(datagram),
+                sender: send.from,
+                recipients: to.clone(),
+                datagram: datagram.clone(),
+                now: send.now_ms,
+                quota: send.quota,
+            })
+            .collect();
+        let Some(first) = outgoing.first() else {
+            return Err(StoreError::Backend(format!("held message {}: nothing to send", send.id)));
+        };
+        let (digest, recipients) = (first.digest, first.recipients.len() as i64);
+        let (outgoing, send) = (Arc::new(outgoing), Arc::new(send));
+        self.tx(move |c, secret| {
+            let (outgoing, send) = (outgoing.clone(), send.clone());
+            Box::pin(async move {
+                // The row stays locked to the commit: a claim racing this
+                // one re-reads it `sent`.
                 let n = c
                     .exec(
                         "UPDATE sender_messages SET status = 'sent', sealed = NULL, number_key = NULL,
-                         digest = $2, recipients = $3, updated_at = $4
-                         WHERE id = $1 AND status IN ('held', 'sending')",
-                        &[&*id, &&digest[..], &i64::from(recipients), &int(now_ms)],
+                         claim_owner = NULL, digest = $3, recipients = $4, updated_at = $5
+                         WHERE id = $1 AND status = 'sending' AND claim_owner = $2",
+                        &[&send.id, &&send.claim[..], &&digest[..], &recipients, &int(send.now_ms)],
                     )
                     .await?;
-                Ok(n > 0)
+                if n == 0 {
+                    return Ok(None);
+                }
+                let mut enqueued = Vec::with_capacity(outgoing.len());
+                for o in outgoing.iter() {
+                    enqueued.push(mailbox::enqueue(c, secret, o).await?);
+                }
+                Ok(Some(enqueued))
+            })
+        })
+    }
+
+    fn release_held(&self, ids: &[String], owner: &[u8; 16], now_ms: u64) -> Result<u32> {
+        let (ids, owner) = (Arc::new(ids.to_vec()), *owner);
+        self.tx(move |c, _| {
+            let ids = ids.clone();
+            Box::pin(async move {
+                let n = c
+                    .exec(
+                        "UPDATE sender_messages SET status = 'held', claim_owner = NULL, updated_at = $3
+                         WHERE id = ANY($1) AND status = 'sending' AND claim_owner = $2",
+                        &[&*ids, &&owner[..], &int(now_ms)],
+                    )
+                    .await?;
+                Ok(n as u32)
             })
         })
     }
@@ -710,7 +794,7 @@ impl PhoneStore for PostgresStore {
                         concat!(
                             "UPDATE sender_messages m SET status = 'expired', sealed = NULL,
                              number_key = NULL, updated_at = $1 FROM senders s
-                             WHERE s.id = m.sender_id AND m.status IN ('held', 'sending')
+                             WHERE s.id = m.sender_id AND m.status = 'held'
                              AND m.expires_at <= $1 RETURNING ",
                             message_columns!()
                         ),

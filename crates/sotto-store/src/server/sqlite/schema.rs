@@ -5,7 +5,7 @@ use rusqlite::Connection;
 use super::super::Result;
 
 /// Schema version in `PRAGMA user_version`.
-pub(super) const VERSION: i64 = 3;
+pub(super) const VERSION: i64 = 4;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE users (
@@ -184,6 +184,12 @@ CREATE TABLE outbox (
     created_at INTEGER NOT NULL
 );
 CREATE INDEX outbox_due ON outbox(kind, next_at);
+";
+
+/// Version 4: a held message's claim names its owner (a random token of
+/// the delivery), so only the claimer delivers or releases it.
+pub(super) const SCHEMA_V4: &str = "
+ALTER TABLE sender_messages ADD COLUMN claim_owner BLOB;
 ";
 
 /// Settings of every connection. `synchronous=FULL` in WAL mode fsyncs the
