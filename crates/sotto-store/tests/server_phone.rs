@@ -32,6 +32,7 @@ store_tests!(
     every_node_must_hold_the_same_hold_key,
     sender_sessions_and_threads_are_kept_per_sender,
     a_held_message_survives_a_verify_whose_client_hangs_up,
+    a_slow_webhook_does_not_make_two_nodes_post_the_same_event,
 );
 
 fn sender<S: PhoneStore + ?Sized>(s: &S, handle: &str, n: u32, key: [u8; 32]) -> SenderRecord {
@@ -457,10 +458,10 @@ where
         nodes.0.queue(OutboxKind::Sms, 0, vec![i], T).unwrap();
     }
     nodes.0.queue(OutboxKind::Webhook, 3, vec![99], T).unwrap();
-    let taken = race(&nodes, 6, |_, s| {
+    let taken = race(&nodes, 6, |i, s| {
         let mut mine = Vec::new();
         loop {
-            let batch = s.due(OutboxKind::Sms, T, 4, LEASE).unwrap();
+            let batch = s.due(OutboxKind::Sms, &[i as u8; 16], T, 4, LEASE).unwrap();
             if batch.is_empty() {
                 return mine;
             }
@@ -470,18 +471,60 @@ where
     let mut all: Vec<u8> = taken.concat();
     all.sort();
     assert_eq!(all, (0..30).collect::<Vec<u8>>(), "each post taken once");
-    let first = nodes.1.due(OutboxKind::Sms, T + LEASE, 100, LEASE).unwrap();
+    let b2 = [42; 16];
+    let first = nodes.1.due(OutboxKind::Sms, &b2, T + LEASE, 100, LEASE).unwrap();
     assert_eq!(first.len(), 30, "a dead node's posts are due again");
     for item in &first[..29] {
-        nodes.0.posted(item.id).unwrap();
+        assert!(nodes.0.posted(item.id, &b2).unwrap());
     }
-    nodes.0.retry_at(first[29].id, T + 2 * LEASE + 5).unwrap();
-    assert!(nodes.1.due(OutboxKind::Sms, T + 2 * LEASE, 100, LEASE).unwrap().is_empty());
-    let retried = nodes.1.due(OutboxKind::Sms, T + 2 * LEASE + 5, 100, LEASE).unwrap();
+    assert!(nodes.0.retry_at(first[29].id, &b2, T + 2 * LEASE + 5).unwrap());
+    assert!(nodes.1.due(OutboxKind::Sms, &b2, T + 2 * LEASE, 100, LEASE).unwrap().is_empty());
+    let retried = nodes.1.due(OutboxKind::Sms, &b2, T + 2 * LEASE + 5, 100, LEASE).unwrap();
     assert_eq!(retried.len(), 1);
     assert_eq!((retried[0].sealed.clone(), retried[0].attempts), (first[29].sealed.clone(), 1));
-    let hooks = nodes.0.due(OutboxKind::Webhook, T, 10, LEASE).unwrap();
+    let hooks = nodes.0.due(OutboxKind::Webhook, &b2, T, 10, LEASE).unwrap();
     assert_eq!((hooks.len(), hooks[0].sender_id), (1, 3), "kinds apart");
+}
+
+/// A worker round slower than a lease (a webhook taking its full timeout
+/// for each of many posts): the post it reaches last was taken over by
+/// another node meanwhile. Renewing just before posting tells it so, and
+/// only the node holding the lease removes or reschedules the post: the
+/// event is posted by one node, once. A lease renewed in time keeps the
+/// post from the other node.
+fn a_slow_webhook_does_not_make_two_nodes_post_the_same_event<B: Backend>(b: B)
+where
+    B::Store: PhoneStore,
+{
+    let nodes = nodes(&b);
+    let lease = 1_000; // shortened (the server's is CLAIM_LEASE_MS)
+    let (slow, quick) = ([1; 16], [2; 16]);
+    for i in 0..2u8 {
+        nodes.0.queue(OutboxKind::Webhook, 3, vec![i], T).unwrap();
+    }
+    let batch = nodes.0.due(OutboxKind::Webhook, &slow, T, 64, lease).unwrap();
+    assert_eq!(batch.len(), 2);
+    // The slow round posts the first one; it is about to post the second
+    // when its lease has run out and the other node took it.
+    assert!(nodes.0.renew_lease(batch[0].id, &slow, T, lease).unwrap());
+    assert!(nodes.0.posted(batch[0].id, &slow).unwrap());
+    let taken = nodes.1.due(OutboxKind::Webhook, &quick, T + lease, 64, lease).unwrap();
+    assert_eq!(taken.iter().map(|i| i.id).collect::<Vec<_>>(), [batch[1].id]);
+    assert!(nodes.1.renew_lease(batch[1].id, &quick, T + lease, lease).unwrap());
+    assert!(
+        !nodes.0.renew_lease(batch[1].id, &slow, T + lease + 1, lease).unwrap(),
+        "the slow node learns it is not its post any more: it does not post"
+    );
+    assert!(!nodes.0.retry_at(batch[1].id, &slow, T).unwrap(), "nor reschedule it");
+    assert!(!nodes.0.posted(batch[1].id, &slow).unwrap());
+    assert_eq!(b.count("outbox"), 1, "still queued for the node that holds it");
+    assert!(nodes.1.posted(batch[1].id, &quick).unwrap());
+    assert_eq!(b.count("outbox"), 0);
+    // A lease renewed before it runs out keeps the post from the others.
+    nodes.0.queue(OutboxKind::Webhook, 3, vec![9], T).unwrap();
+    let mine = nodes.0.due(OutboxKind::Webhook, &slow, T + 2 * lease, 64, lease).unwrap();
+    assert!(nodes.0.renew_lease(mine[0].id, &slow, T + 3 * lease - 1, lease).unwrap());
+    assert!(nodes.1.due(OutboxKind::Webhook, &quick, T + 3 * lease, 64, lease).unwrap().is_empty());
 }
 
 /// Every node's worker expires held messages and notices deliveries: each

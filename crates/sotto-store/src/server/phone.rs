@@ -406,15 +406,24 @@ pub trait PhoneStore: Send + Sync {
     /// Queues a post (durable).
     fn queue(&self, kind: OutboxKind, sender_id: i64, sealed: Vec<u8>, now_ms: u64) -> Result<()>;
     /// Takes up to `limit` posts due at `now_ms`, oldest first: each is
-    /// leased to this caller for `lease_ms` (not due for anyone else
-    /// meanwhile) until [`PhoneStore::posted`] or [`PhoneStore::retry_at`].
+    /// leased to `owner` (a random token of the caller) for `lease_ms`
+    /// (not due for anyone else meanwhile) until [`PhoneStore::posted`] or
+    /// [`PhoneStore::retry_at`].
     fn due(
         &self,
         kind: OutboxKind,
+        owner: &[u8; 16],
         now_ms: u64,
         limit: u32,
         lease_ms: u64,
     ) -> Result<Vec<OutboxItem>>;
-    fn posted(&self, id: i64) -> Result<()>;
-    fn retry_at(&self, id: i64, next_at: u64) -> Result<()>;
+    /// Renews `owner`'s lease of post `id` for `lease_ms` from `now_ms`,
+    /// just before it is posted: false if another caller took it over
+    /// (this one's lease ran out while it posted others), and then this one
+    /// must not post it.
+    fn renew_lease(&self, id: i64, owner: &[u8; 16], now_ms: u64, lease_ms: u64) -> Result<bool>;
+    /// Post `id` was posted: removed, if `owner` still leases it.
+    fn posted(&self, id: i64, owner: &[u8; 16]) -> Result<bool>;
+    /// Post `id` failed: due again at `next_at`, if `owner` still leases it.
+    fn retry_at(&self, id: i64, owner: &[u8; 16], next_at: u64) -> Result<bool>;
 }

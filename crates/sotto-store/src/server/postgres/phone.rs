@@ -914,22 +914,23 @@ impl PhoneStore for PostgresStore {
     fn due(
         &self,
         kind: OutboxKind,
+        owner: &[u8; 16],
         now_ms: u64,
         limit: u32,
         lease_ms: u64,
     ) -> Result<Vec<OutboxItem>> {
-        let until = int(now_ms.saturating_add(lease_ms));
+        let (owner, until) = (*owner, int(now_ms.saturating_add(lease_ms)));
         self.tx(move |c, _| {
             Box::pin(async move {
                 // Rows another node is leasing right now are skipped, and
                 // once it commits they are not due any more.
                 let mut items: Vec<(i64, OutboxItem)> = c
                     .query(
-                        "UPDATE outbox SET next_at = $3 WHERE id IN (
+                        "UPDATE outbox SET next_at = $3, lease_owner = $5 WHERE id IN (
                              SELECT id FROM outbox WHERE kind = $1 AND next_at <= $2
                              ORDER BY next_at, id LIMIT $4 FOR UPDATE SKIP LOCKED)
                          RETURNING id, sender_id, sealed, attempts, created_at",
-                        &[&kind.as_str(), &int(now_ms), &until, &i64::from(limit)],
+                        &[&kind.as_str(), &int(now_ms), &until, &i64::from(limit), &&owner[..]],
                     )
                     .await?
                     .iter()
@@ -951,24 +952,48 @@ impl PhoneStore for PostgresStore {
         })
     }
 
-    fn posted(&self, id: i64) -> Result<()> {
+    fn renew_lease(&self, id: i64, owner: &[u8; 16], now_ms: u64, lease_ms: u64) -> Result<bool> {
+        let (owner, until) = (*owner, int(now_ms.saturating_add(lease_ms)));
         self.tx(move |c, _| {
             Box::pin(async move {
-                c.exec("DELETE FROM outbox WHERE id = $1", &[&id]).await?;
-                Ok(())
+                let n = c
+                    .exec(
+                        "UPDATE outbox SET next_at = $3 WHERE id = $1 AND lease_owner = $2",
+                        &[&id, &&owner[..], &until],
+                    )
+                    .await?;
+                Ok(n > 0)
             })
         })
     }
 
-    fn retry_at(&self, id: i64, next_at: u64) -> Result<()> {
+    fn posted(&self, id: i64, owner: &[u8; 16]) -> Result<bool> {
+        let owner = *owner;
         self.tx(move |c, _| {
             Box::pin(async move {
-                c.exec(
-                    "UPDATE outbox SET attempts = attempts + 1, next_at = $2 WHERE id = $1",
-                    &[&id, &int(next_at)],
-                )
-                .await?;
-                Ok(())
+                let n = c
+                    .exec(
+                        "DELETE FROM outbox WHERE id = $1 AND lease_owner = $2",
+                        &[&id, &&owner[..]],
+                    )
+                    .await?;
+                Ok(n > 0)
+            })
+        })
+    }
+
+    fn retry_at(&self, id: i64, owner: &[u8; 16], next_at: u64) -> Result<bool> {
+        let owner = *owner;
+        self.tx(move |c, _| {
+            Box::pin(async move {
+                let n = c
+                    .exec(
+                        "UPDATE outbox SET attempts = attempts + 1, next_at = $3, lease_owner = NULL
+                         WHERE id = $1 AND lease_owner = $2",
+                        &[&id, &&owner[..], &int(next_at)],
+                    )
+                    .await?;
+                Ok(n > 0)
             })
         })
     }

@@ -184,9 +184,11 @@ CREATE INDEX outbox_due ON outbox(kind, next_at);
 ";
 
 /// Version 4 (as SQLite's): a held message's claim names its owner, so
-/// only the claimer delivers or releases it.
+/// only the claimer delivers or releases it; an outbox post's lease
+/// names its owner, so only the leaseholder posts it.
 const V4: &str = "
 ALTER TABLE sender_messages ADD COLUMN claim_owner bytea;
+ALTER TABLE outbox ADD COLUMN lease_owner bytea;
 ";
 
 /// Brings the database to [`VERSION`]; (version before, version after).

@@ -651,10 +651,12 @@ impl PhoneStore for SqliteStore {
     fn due(
         &self,
         kind: OutboxKind,
+        owner: &[u8; 16],
         now_ms: u64,
         limit: u32,
         lease_ms: u64,
     ) -> Result<Vec<OutboxItem>> {
+        let owner = *owner;
         self.writer.write(move |c| {
             let mut stmt = c.prepare_cached(
                 "SELECT id, sender_id, sealed, attempts FROM outbox WHERE kind = ?1 AND next_at <= ?2
@@ -664,29 +666,47 @@ impl PhoneStore for SqliteStore {
                 Ok(OutboxItem { id: r.get(0)?, sender_id: r.get(1)?, sealed: r.get(2)?, attempts: r.get(3)? })
             })?;
             let items: Vec<OutboxItem> = rows.collect::<Result<_, _>>()?;
-            let mut lease = c.prepare_cached("UPDATE outbox SET next_at = ?2 WHERE id = ?1")?;
+            let mut lease =
+                c.prepare_cached("UPDATE outbox SET next_at = ?2, lease_owner = ?3 WHERE id = ?1")?;
             let until = now_ms.saturating_add(lease_ms) as i64;
             for item in &items {
-                lease.execute(params![item.id, until])?;
+                lease.execute(params![item.id, until, &owner[..]])?;
             }
             Ok(items)
         })
     }
 
-    fn posted(&self, id: i64) -> Result<()> {
+    fn renew_lease(&self, id: i64, owner: &[u8; 16], now_ms: u64, lease_ms: u64) -> Result<bool> {
+        let (owner, until) = (*owner, now_ms.saturating_add(lease_ms) as i64);
         self.writer.write(move |c| {
-            c.execute("DELETE FROM outbox WHERE id = ?1", [id])?;
-            Ok(())
+            let n = c.execute(
+                "UPDATE outbox SET next_at = ?3 WHERE id = ?1 AND lease_owner = ?2",
+                params![id, &owner[..], until],
+            )?;
+            Ok(n > 0)
         })
     }
 
-    fn retry_at(&self, id: i64, next_at: u64) -> Result<()> {
+    fn posted(&self, id: i64, owner: &[u8; 16]) -> Result<bool> {
+        let owner = *owner;
         self.writer.write(move |c| {
-            c.execute(
-                "UPDATE outbox SET attempts = attempts + 1, next_at = ?2 WHERE id = ?1",
-                params![id, next_at as i64],
+            let n = c.execute(
+                "DELETE FROM outbox WHERE id = ?1 AND lease_owner = ?2",
+                params![id, &owner[..]],
             )?;
-            Ok(())
+            Ok(n > 0)
+        })
+    }
+
+    fn retry_at(&self, id: i64, owner: &[u8; 16], next_at: u64) -> Result<bool> {
+        let owner = *owner;
+        self.writer.write(move |c| {
+            let n = c.execute(
+                "UPDATE outbox SET attempts = attempts + 1, next_at = ?3, lease_owner = NULL
+                 WHERE id = ?1 AND lease_owner = ?2",
+                params![id, &owner[..], next_at as i64],
+            )?;
+            Ok(n > 0)
         })
     }
 }

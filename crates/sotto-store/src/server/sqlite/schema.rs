@@ -187,9 +187,11 @@ CREATE INDEX outbox_due ON outbox(kind, next_at);
 ";
 
 /// Version 4: a held message's claim names its owner (a random token of
-/// the delivery), so only the claimer delivers or releases it.
+/// the delivery), so only the claimer delivers or releases it; an outbox post's lease
+/// names its owner, so only the leaseholder posts it.
 pub(super) const SCHEMA_V4: &str = "
 ALTER TABLE sender_messages ADD COLUMN claim_owner BLOB;
+ALTER TABLE outbox ADD COLUMN lease_owner BLOB;
 ";
 
 /// Settings of every connection. `synchronous=FULL` in WAL mode fsyncs the
