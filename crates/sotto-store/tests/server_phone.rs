@@ -18,6 +18,11 @@ use sotto_store::server::*;
 const NUMBER: &str = "+15551234567";
 const T: u64 = 1_000_000;
 const LEASE: u64 = CLAIM_LEASE_MS;
+/// Enough OTPs per number for the tests that are not about that limit.
+const OTPS: OtpLimit = OtpLimit {
+    per_window: 100,
+    window_ms: 3_600_000,
+};
 
 store_tests!(
     an_otp_allows_five_attempts_expires_and_is_used_once,
@@ -33,6 +38,7 @@ store_tests!(
     sender_sessions_and_threads_are_kept_per_sender,
     a_held_message_survives_a_verify_whose_client_hangs_up,
     a_slow_webhook_does_not_make_two_nodes_post_the_same_event,
+    otp_guesses_per_number_are_bounded_across_nodes,
 );
 
 fn sender<S: PhoneStore + ?Sized>(s: &S, handle: &str, n: u32, key: [u8; 32]) -> SenderRecord {
@@ -117,7 +123,7 @@ where
     B::Store: PhoneStore,
 {
     let s = b.open();
-    s.put_otp(NUMBER, OtpKind::Server, "123456", T, T + 600_000)
+    s.put_otp(NUMBER, OtpKind::Server, "123456", T, T + 600_000, OTPS)
         .unwrap();
     let check = |otp: &str, now: u64| s.check_otp(NUMBER, OtpKind::Server, otp, now, 5).unwrap();
     // Another number's code, or this code for another number: nothing.
@@ -130,7 +136,7 @@ where
     assert_eq!(check("123456", T), OtpCheck::Accepted);
     assert_eq!(check("123456", T), OtpCheck::Used);
 
-    s.put_otp(NUMBER, OtpKind::Server, "654321", T, T + 600_000)
+    s.put_otp(NUMBER, OtpKind::Server, "654321", T, T + 600_000, OTPS)
         .unwrap();
     for left in (0..5).rev() {
         assert_eq!(
@@ -146,7 +152,7 @@ where
         "the sixth, right, attempt"
     );
 
-    s.put_otp(NUMBER, OtpKind::Server, "111111", T, T + 10)
+    s.put_otp(NUMBER, OtpKind::Server, "111111", T, T + 10, OTPS)
         .unwrap();
     assert_eq!(check("111111", T + 10), OtpCheck::Expired);
 }
@@ -156,7 +162,7 @@ where
     B::Store: PhoneStore,
 {
     let s = b.open();
-    s.put_otp(NUMBER, OtpKind::App, "12345678", T, T + 600_000)
+    s.put_otp(NUMBER, OtpKind::App, "12345678", T, T + 600_000, OTPS)
         .unwrap();
     let verify = || s.check_otp(NUMBER, OtpKind::App, "12345678", T, 5).unwrap();
     assert_eq!(verify(), OtpCheck::AwaitingSms);
@@ -297,7 +303,7 @@ where
 {
     let s = b.open();
     let acme = sender(&s, "acme", 1, [1; 32]);
-    s.put_otp(NUMBER, OtpKind::Server, "123456", T, T + 1)
+    s.put_otp(NUMBER, OtpKind::Server, "123456", T, T + 1, OTPS)
         .unwrap();
     s.hold(
         NewHeld {
@@ -397,7 +403,7 @@ where
     let nodes = nodes(&b);
     nodes
         .0
-        .put_otp(NUMBER, OtpKind::Server, "424242", T, T + 600_000)
+        .put_otp(NUMBER, OtpKind::Server, "424242", T, T + 600_000, OTPS)
         .unwrap();
     let results = race(&nodes, 12, |i, s| {
         s.check_otp(NUMBER, OtpKind::Server, &format!("{:06}", i), T, 5)
@@ -431,7 +437,7 @@ where
     // The right code, raced: accepted once, then used.
     nodes
         .1
-        .put_otp(NUMBER, OtpKind::Server, "515151", T, T + 600_000)
+        .put_otp(NUMBER, OtpKind::Server, "515151", T, T + 600_000, OTPS)
         .unwrap();
     let results = race(&nodes, 6, |_, s| {
         s.check_otp(NUMBER, OtpKind::Server, "515151", T, 5).unwrap()
@@ -746,4 +752,55 @@ where
     assert_eq!(items.len(), 2, "each held message reached the device once");
     assert!(s.held().unwrap().is_empty());
     assert!(s.expire_held(T + 10 * LEASE).unwrap().is_empty());
+}
+
+/// An attacker asking OTP after OTP for a victim's number through every
+/// node (each new OTP brings five new attempts): the OTPs asked are
+/// counted per number in the store, so across all nodes the number gets at
+/// most `per_window` OTPs, hence `5 x per_window` guesses, per window.
+fn otp_guesses_per_number_are_bounded_across_nodes<B: Backend>(b: B)
+where
+    B::Store: PhoneStore,
+{
+    let nodes = nodes(&b);
+    let limit = OtpLimit {
+        per_window: 3,
+        window_ms: 3_600_000,
+    };
+    let asked = race(&nodes, 8, move |i, s| {
+        s.put_otp(NUMBER, OtpKind::Server, "424242", T + i as u64, T + 600_000, limit)
+            .unwrap()
+    });
+    assert_eq!(asked.iter().filter(|a| **a).count(), 3, "{asked:?}");
+    // Asking on and on, guessing five times after each OTP granted.
+    let mut guesses = 0;
+    for round in 0..20u64 {
+        let s = if round % 2 == 0 { &nodes.0 } else { &nodes.1 };
+        let kind = if round % 3 == 0 { OtpKind::App } else { OtpKind::Server };
+        if !s.put_otp(NUMBER, kind, "12345678", T + 100 + round, T + 600_000, limit).unwrap() {
+            continue;
+        }
+        guesses += 5;
+    }
+    assert_eq!(guesses, 0, "the three of the window were used up by the race");
+    // The window over, the number may ask again (up to the limit).
+    let later = T + 100 + limit.window_ms;
+    let granted = (0..5)
+        .filter(|i| {
+            nodes.1
+                .put_otp(NUMBER, OtpKind::Server, "111111", later + i, later + 600_000, limit)
+                .unwrap()
+        })
+        .count();
+    assert_eq!(granted, 3);
+    assert_eq!(
+        nodes.0.check_otp(NUMBER, OtpKind::Server, "111111", later + 10, 5).unwrap(),
+        OtpCheck::Accepted,
+        "a refused request does not replace the OTP the number holds"
+    );
+    // Another number is counted apart.
+    assert!(nodes
+        .0
+        .put_otp("+15550000001", OtpKind::Server, "222222", T, T + 600_000, limit)
+        .unwrap());
 }

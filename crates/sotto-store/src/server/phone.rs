@@ -172,6 +172,13 @@ impl OtpKind {
     }
 }
 
+/// How many OTPs one number may ask for ([`PhoneStore::put_otp`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OtpLimit {
+    pub per_window: u32,
+    pub window_ms: u64,
+}
+
 /// What checking a one-time password found. Only `Accepted` uses it up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OtpCheck {
@@ -374,7 +381,11 @@ pub trait PhoneStore: Send + Sync {
     /// them.
     fn mark_delivered(&self, now_ms: u64) -> Result<Vec<MessageRecord>>;
 
-    /// Stores a new OTP for `number`, replacing an earlier one of `kind`.
+    /// Stores a new OTP for `number`, replacing an earlier one of `kind`,
+    /// unless `limit` OTPs (of either kind) were asked for the number in
+    /// the window: then nothing is stored and the answer is false. The
+    /// count is in the store, so every node shares it: a new OTP brings
+    /// new attempts, and N nodes must not give N times the guesses.
     fn put_otp(
         &self,
         number: &str,
@@ -382,7 +393,8 @@ pub trait PhoneStore: Send + Sync {
         otp: &str,
         now_ms: u64,
         expires_at: u64,
-    ) -> Result<()>;
+        limit: OtpLimit,
+    ) -> Result<bool>;
     /// Checks `otp` for `number` (counting the attempt). An app-made OTP
     /// is accepted only once its SMS confirmed it ([`PhoneStore::confirm_sms_otp`]).
     fn check_otp(

@@ -841,13 +841,33 @@ impl PhoneStore for PostgresStore {
         number: &str,
         kind: OtpKind,
         otp: &str,
-        _now_ms: u64,
+        now_ms: u64,
         expires_at: u64,
-    ) -> Result<()> {
+        limit: OtpLimit,
+    ) -> Result<bool> {
         let key = self.inner.secret.number_key(number);
         let hash = self.inner.secret.otp_hash(&key, otp);
+        let window_from = int(now_ms.saturating_sub(limit.window_ms));
         self.tx(move |c, _| {
             Box::pin(async move {
+                // The row is locked to the commit: requests on two nodes
+                // are counted one after the other.
+                let count: i64 = c
+                    .one(
+                        "INSERT INTO otp_requests (number_key, window_start, count) VALUES ($1, $2, 1)
+                         ON CONFLICT (number_key) DO UPDATE SET
+                         count = CASE WHEN otp_requests.window_start <= $3 THEN 1
+                                      ELSE otp_requests.count + 1 END,
+                         window_start = CASE WHEN otp_requests.window_start <= $3 THEN $2
+                                      ELSE otp_requests.window_start END
+                         RETURNING count",
+                        &[&&key[..], &int(now_ms), &window_from],
+                    )
+                    .await?
+                    .get(0);
+                if count > i64::from(limit.per_window) {
+                    return Ok(false);
+                }
                 c.exec(
                     "INSERT INTO otps (number_key, kind, otp_hash, expires_at) VALUES ($1, $2, $3, $4)
                      ON CONFLICT (number_key, kind) DO UPDATE SET otp_hash = EXCLUDED.otp_hash,
@@ -855,7 +875,7 @@ impl PhoneStore for PostgresStore {
                     &[&&key[..], &kind.as_str(), &&hash[..], &int(expires_at)],
                 )
                 .await?;
-                Ok(())
+                Ok(true)
             })
         })
     }

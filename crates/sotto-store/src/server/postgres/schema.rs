@@ -189,6 +189,11 @@ CREATE INDEX outbox_due ON outbox(kind, next_at);
 const V4: &str = "
 ALTER TABLE sender_messages ADD COLUMN claim_owner bytea;
 ALTER TABLE outbox ADD COLUMN lease_owner bytea;
+CREATE TABLE otp_requests (
+    number_key   bytea PRIMARY KEY,
+    window_start bigint NOT NULL,
+    count        bigint NOT NULL
+);
 ";
 
 /// Brings the database to [`VERSION`]; (version before, version after).

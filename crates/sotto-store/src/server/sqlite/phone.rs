@@ -587,17 +587,31 @@ impl PhoneStore for SqliteStore {
         number: &str,
         kind: OtpKind,
         otp: &str,
-        _now_ms: u64,
+        now_ms: u64,
         expires_at: u64,
-    ) -> Result<()> {
+        limit: OtpLimit,
+    ) -> Result<bool> {
         let key = self.secret.number_key(number);
         let hash = self.secret.otp_hash(&key, otp);
+        let window_from = now_ms.saturating_sub(limit.window_ms) as i64;
         self.writer.write(move |c| {
+            let count: i64 = c.query_row(
+                "INSERT INTO otp_requests (number_key, window_start, count) VALUES (?1, ?2, 1)
+                 ON CONFLICT (number_key) DO UPDATE SET
+                 count = CASE WHEN window_start <= ?3 THEN 1 ELSE count + 1 END,
+                 window_start = CASE WHEN window_start <= ?3 THEN ?2 ELSE window_start END
+                 RETURNING count",
+                params![&key[..], now_ms as i64, window_from],
+                |r| r.get(0),
+            )?;
+            if count > i64::from(limit.per_window) {
+                return Ok(false);
+            }
             c.execute(
                 "INSERT OR REPLACE INTO otps (number_key, kind, otp_hash, expires_at) VALUES (?1, ?2, ?3, ?4)",
                 params![&key[..], kind.as_str(), &hash[..], expires_at as i64],
             )?;
-            Ok(())
+            Ok(true)
         })
     }
 

@@ -192,6 +192,12 @@ CREATE INDEX outbox_due ON outbox(kind, next_at);
 pub(super) const SCHEMA_V4: &str = "
 ALTER TABLE sender_messages ADD COLUMN claim_owner BLOB;
 ALTER TABLE outbox ADD COLUMN lease_owner BLOB;
+-- OTPs asked per number in the current window (shared by all callers).
+CREATE TABLE otp_requests (
+    number_key   BLOB PRIMARY KEY,
+    window_start INTEGER NOT NULL,
+    count        INTEGER NOT NULL
+) WITHOUT ROWID;
 ";
 
 /// Settings of every connection. `synchronous=FULL` in WAL mode fsyncs the
