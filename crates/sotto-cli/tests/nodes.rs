@@ -102,12 +102,14 @@ fn node(db: &TestDb, dir: &Path, n: u32, listen: &str) -> Server {
         "--data".as_ref(),
         data.as_os_str(),
     ];
-    let (cert, key, secret) = (
+    let (cert, key, secret, hold_key) = (
         first.join("cert.pem"),
         first.join("key.pem"),
         first.join("server_secret"),
+        first.join("hold_key"),
     );
     if n > 1 {
+        // Every node of one database shares the secret and the hold key.
         args.extend([
             "--cert".as_ref(),
             cert.as_os_str(),
@@ -115,6 +117,8 @@ fn node(db: &TestDb, dir: &Path, n: u32, listen: &str) -> Server {
             key.as_os_str(),
             "--secret-file".as_ref(),
             secret.as_os_str(),
+            "--hold-key-file".as_ref(),
+            hold_key.as_os_str(),
         ]);
     }
     Server::start_args(&args)

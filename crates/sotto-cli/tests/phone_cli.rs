@@ -687,3 +687,66 @@ fn an_unreadable_outgoing_ca_file_stops_the_server_with_a_clear_error() {
         "{stderr}"
     );
 }
+
+/// `--outgoing-ca` is trusted for senders' webhooks only: a provider
+/// stand-in whose certificate chains to that CA (what whoever holds the
+/// CA's key could present for api.twilio.com) gets no SMS, so no OTP; the
+/// SMS stays queued. The same CA still reaches a webhook.
+#[test]
+fn an_outgoing_ca_is_not_trusted_for_the_sms_provider() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("srv");
+    let ca = TestCa::new("a sender's CA");
+    let ca_pem = dir.path().join("ca.pem");
+    std::fs::write(&ca_pem, ca.pem()).unwrap();
+    let fake_twilio = Receiver::start_tls("", &ca.leaf());
+    let mut child = sotto()
+        .env("SOTTO_TWILIO_AUTH_TOKEN", "token-123")
+        .args(["server", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&data)
+        .args([
+            "--twilio-account-sid",
+            "AC123",
+            "--twilio-from",
+            "+15550009999",
+            "--twilio-base-url",
+            &fake_twilio.url,
+            "--sms-inbound-url",
+            "https://sotto.example/v1/sms/inbound",
+            "--outgoing-ca",
+            ca_pem.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = lines.next().unwrap().unwrap();
+    let server_url = addr.strip_prefix("listening on ").unwrap().to_string();
+    let hook = Receiver::start_tls("/replies", &ca.leaf());
+    let (key, secret) = add_sender(&data, "acme", "Acme Clinic", &hook.url);
+    let pat = dir.path().join("pat");
+    ok(&pat, &["register-phone", NUMBER, "--server", &server_url]);
+    // A webhook behind the CA is reached (the CA file was taken)...
+    let auth = format!("Authorization: Bearer {key}");
+    let a = curl(&[
+        "-H",
+        &auth,
+        "-H",
+        "content-type: application/json",
+        "-d",
+        &format!(r#"{{"to": "+15557654321", "body": "{BODY}", "ttl": 1}}"#),
+        &format!("{server_url}/v1/sender/messages"),
+    ]);
+    assert_eq!(a.status, 202, "{}", a.body);
+    let event = hook.wait("the expired event", |r| r.body.contains("\"expired\""));
+    assert!(signature_ok(&event, &secret));
+    // ... while the provider stand-in presenting a certificate of the same
+    // CA never got the OTP (the server refused its certificate).
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(
+        fake_twilio.all().is_empty(),
+        "the SMS (with the OTP) went to a provider trusted only through --outgoing-ca"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

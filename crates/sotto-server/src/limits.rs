@@ -190,7 +190,8 @@ pub struct Rates {
     pub sender_calls_per_address: Rate,
     /// One-time passwords asked for one number (`POST
     /// /v1/phone/register`; each may send an SMS). Default 3 at once, then
-    /// one a minute.
+    /// one a minute, per node; the store also caps them at 10 an hour per
+    /// number across all nodes (`api::phone`, `OTP_LIMIT`).
     pub otp_per_number: Rate,
     /// One-time passwords asked per client address. Default 10 at once,
     /// then one every 30 s.

@@ -219,7 +219,11 @@ pub(crate) async fn start(config: Config) -> Result<Running, ServerError> {
             reason,
         }
     })?;
-    let sms = crate::phone::sms::gateway(&config.phone.sms, &http);
+    // The SMS provider is reached through the public roots only: a CA
+    // trusted for a sender's webhook must not be able to pose as the
+    // provider (it would read every OTP).
+    let provider_http = crate::phone::http_client(&[]).map_err(ServerError::Fatal)?;
+    let sms = crate::phone::sms::gateway(&config.phone.sms, &provider_http);
     if let Some(g) = &sms {
         if g.is_development() {
             tracing::warn!("SMS go to the development sink: development only, inbound SMS are accepted unsigned");

@@ -65,7 +65,7 @@ impl TestDb {
     }
 }
 
-/// Node 1 makes the secret and certificate; node 2 is given them.
+/// Node 1 makes the secret, hold key and certificate; node 2 is given them.
 async fn nodes(db: &TestDb, dir: &Path) -> (Running, Running) {
     let url = db.url.clone();
     let first = dir.join("node1");
@@ -73,6 +73,7 @@ async fn nodes(db: &TestDb, dir: &Path) -> (Running, Running) {
     let n2 = start_with(&dir.join("node2"), |c| {
         c.database = Some(url);
         c.secret_file = Some(first.join("server_secret"));
+        c.phone.hold_key_file = Some(first.join("hold_key"));
         c.tls = Tls::Files {
             cert: first.join("cert.pem"),
             key: first.join("key.pem"),

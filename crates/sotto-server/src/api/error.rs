@@ -113,6 +113,16 @@ impl From<StoreError> for ApiError {
                 codes::ALREADY_REGISTERED,
                 "the link was already approved",
             ),
+            StoreError::Busy(reason) => {
+                tracing::warn!(%reason, "store busy");
+                let mut e = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    codes::UNAVAILABLE,
+                    "the server is busy; try again shortly",
+                );
+                e.retry_after = Some(1);
+                e
+            }
             other => {
                 // Details go to the operator's log, not to the client.
                 tracing::error!(error = %other, "store error");

@@ -11,7 +11,7 @@ use rand_core::{OsRng, RngCore};
 use sha2::{Digest, Sha256};
 use sotto_api::phone::{is_e164, is_otp, PhoneStart, PhoneStarted, PhoneVerified, PhoneVerify};
 use sotto_api::{codes, decode};
-use sotto_store::server::phone::{OtpCheck, OtpKind};
+use sotto_store::server::phone::{OtpCheck, OtpKind, OtpLimit};
 use sotto_store::server::NewUser;
 
 use super::ApiError;
@@ -72,8 +72,10 @@ pub(super) async fn register(
             let otp = new_otp();
             let code = otp.clone();
             phone
-                .db(move |s| s.put_otp(&n, OtpKind::Server, &code, now, expires))
-                .await?;
+                .db(move |s| s.put_otp(&n, OtpKind::Server, &code, now, expires, OTP_LIMIT))
+                .await?
+                .then_some(())
+                .ok_or_else(too_many_otps)?;
             let text = format!(
                 "Your sotto code is {otp}. It expires in {} minutes.",
                 ttl.div_ceil(60_000)
@@ -91,8 +93,10 @@ pub(super) async fn register(
             }
             let code = otp.clone();
             phone
-                .db(move |s| s.put_otp(&n, OtpKind::App, &code, now, expires))
-                .await?;
+                .db(move |s| s.put_otp(&n, OtpKind::App, &code, now, expires, OTP_LIMIT))
+                .await?
+                .then_some(())
+                .ok_or_else(too_many_otps)?;
             Ok(Json(PhoneStarted {
                 expires_in: ttl / 1000,
                 sms_to: Some(sms.number()),
@@ -100,6 +104,24 @@ pub(super) async fn register(
             }))
         }
     }
+}
+
+/// OTPs one number may ask for, across every node (the store counts
+/// them): with [`OTP_ATTEMPTS`] each, at most 50 guesses an hour whatever
+/// the number of nodes (besides each node's own rate limits).
+const OTP_LIMIT: OtpLimit = OtpLimit {
+    per_window: 10,
+    window_ms: 60 * 60 * 1000,
+};
+
+fn too_many_otps() -> ApiError {
+    let mut e = ApiError::new(
+        axum::http::StatusCode::TOO_MANY_REQUESTS,
+        codes::RATE_LIMITED,
+        "too many codes were asked for this number; try again in an hour",
+    );
+    e.retry_after = Some(OTP_LIMIT.window_ms / 1000);
+    e
 }
 
 /// The user-facing refusal of an OTP check.
@@ -196,7 +218,7 @@ pub(super) async fn verify(
         .db(move |s| s.register_phone(&n, &username, user, now_ms()))
         .await?;
     tracing::info!("a phone number registered a device");
-    let delivered = deliver::deliver_held(&state, &phone, &req.number).await?;
+    let delivered = deliver::deliver_held(&state, &req.number).await?;
     Ok(Json(PhoneVerified { delivered }))
 }
 

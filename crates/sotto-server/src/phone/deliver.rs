@@ -8,7 +8,12 @@ use sotto_api::phone::{
 };
 use sotto_api::{b64, MailboxItem, Push};
 use sotto_proto::Session;
-use sotto_store::server::phone::{NewHeld, PhoneUser, SenderRecord, CLAIM_LEASE_MS};
+use std::collections::HashMap;
+
+use sotto_store::server::phone::{
+    HeldMessage, HeldSend, NewHeld, PhoneUser, SenderRecord, CLAIM_LEASE_MS,
+};
+use sotto_store::server::Enqueued;
 use zeroize::Zeroizing;
 
 use super::{agent, context, Phone};
@@ -111,23 +116,29 @@ pub(crate) async fn send(
     })
 }
 
+/// What sealing a text to a number's users made: one datagram per user
+/// reached, and the sender's lock, held until the datagrams are stored
+/// (so they reach each device in the order their sessions advanced).
+pub(crate) struct Sealed {
+    pub datagrams: Vec<(Vec<sotto_proto::DeviceId>, Vec<u8>)>,
+    pub reached: Vec<sotto_proto::UserPublic>,
+    lock: super::SenderGuard,
+}
+
 /// Seals `text` from `sender` to every device of `users` (one datagram
-/// per user), stores each in the devices' mailboxes and pushes it.
-/// Returns the first datagram's id and device count (what the status
-/// follows).
-pub(crate) async fn seal_to(
-    state: &AppState,
+/// per user) and saves the sender's sessions; stores nothing else.
+async fn seal(
     phone: &Phone,
     sender: &SenderRecord,
     users: &[PhoneUser],
     text: &str,
     message_id: &str,
-) -> Result<([u8; 32], u32), ApiError> {
-    let _locked = phone.lock_sender(sender.id).await?;
+) -> Result<Sealed, ApiError> {
+    let locked = phone.lock_sender(sender.id).await?;
     let secrets = phone.secrets(sender)?;
     let sid = sender.id;
     let claimant = sender.user;
-    let mut first: Option<([u8; 32], u32)> = None;
+    let mut datagrams = Vec::new();
     let mut reached = Vec::new();
     for user in users {
         let target = user.user;
@@ -186,12 +197,39 @@ pub(crate) async fn seal_to(
         phone
             .db(move |s| s.save_sender_sessions(sid, upserted, removed))
             .await?;
+        datagrams.push((to, datagram));
+        reached.push(user.user);
+    }
+    if datagrams.is_empty() {
+        return Err(ApiError::internal("the number has no device to deliver to"));
+    }
+    Ok(Sealed {
+        datagrams,
+        reached,
+        lock: locked,
+    })
+}
+
+/// Seals `text` from `sender` to every device of `users` (one datagram
+/// per user), stores each in the devices' mailboxes and pushes it.
+/// Returns the first datagram's id and device count (what the status
+/// follows).
+pub(crate) async fn seal_to(
+    state: &AppState,
+    phone: &Phone,
+    sender: &SenderRecord,
+    users: &[PhoneUser],
+    text: &str,
+    message_id: &str,
+) -> Result<([u8; 32], u32), ApiError> {
+    let sealed = seal(phone, sender, users, text, message_id).await?;
+    let mut first: Option<([u8; 32], u32)> = None;
+    for (to, datagram) in sealed.datagrams.iter().cloned() {
         let count = to.len() as u32;
         let digest = enqueue(state, sender, to, datagram).await?;
         first.get_or_insert((digest, count));
-        reached.push(user.user);
     }
-    let mid = message_id.to_owned();
+    let (sid, mid, reached) = (sender.id, message_id.to_owned(), sealed.reached.clone());
     phone
         .db(move |s| s.note_thread(sid, &reached, &mid))
         .await?;
@@ -221,7 +259,13 @@ async fn enqueue(
     let enqueued = state
         .db(move |s| s.enqueue(&device, &to, datagram, now_ms(), &quota))
         .await?;
-    let encoded = b64::encode(&body);
+    push(state, &enqueued, &body);
+    Ok(enqueued.datagram_id)
+}
+
+/// Pushes a stored datagram to its devices' sockets.
+fn push(state: &AppState, enqueued: &Enqueued, body: &[u8]) {
+    let encoded = b64::encode(body);
     for d in &enqueued.deliveries {
         state.hub.push(&d.device, || {
             Push::Message(MailboxItem {
@@ -231,53 +275,121 @@ async fn enqueue(
             })
         });
     }
-    Ok(enqueued.datagram_id)
 }
 
-/// The number registered: every message held for it is sealed to its
-/// devices, enqueued, and its held copy (and key) erased. Returns how
-/// many were delivered.
-pub(crate) async fn deliver_held(
+/// A random claim owner: what names one delivery of held messages.
+pub(crate) fn new_owner() -> [u8; 16] {
+    let mut owner = [0u8; 16];
+    OsRng.fill_bytes(&mut owner);
+    owner
+}
+
+/// The number registered: every message held for it is claimed, sealed
+/// to its devices, enqueued and its held copy (and key) erased. Runs as a
+/// task of its own: a client hanging up does not stop it halfway. Returns
+/// how many were delivered; those that failed are held again (the
+/// background job retries them).
+pub(crate) async fn deliver_held(state: &AppState, number: &str) -> Result<u32, ApiError> {
+    let (state, number) = (state.clone(), number.to_owned());
+    let task = tokio::spawn(async move {
+        let phone = state.phone.clone();
+        // Each held message is claimed by one delivery: two devices
+        // verifying at once, on one node or two, never both seal it.
+        let owner = new_owner();
+        let held = phone
+            .db(move |s| s.claim_held(&number, &owner, now_ms(), CLAIM_LEASE_MS))
+            .await?;
+        Ok(deliver_claimed(&state, &phone, &owner, held).await)
+    });
+    task.await
+        .map_err(|_| ApiError::internal("the delivery of held messages failed"))?
+}
+
+/// Delivers messages claimed by `owner`; those that fail are released
+/// (held again). Returns how many were delivered.
+pub(crate) async fn deliver_claimed(
     state: &AppState,
     phone: &Phone,
-    number: &str,
-) -> Result<u32, ApiError> {
-    // Each held message is claimed by one delivery: two devices verifying
-    // at once, on one node or two, never both seal the same message.
-    let n = number.to_owned();
-    let held = phone
-        .db(move |s| s.claim_held(&n, now_ms(), CLAIM_LEASE_MS))
-        .await?;
-    if held.is_empty() {
-        return Ok(0);
-    }
-    let n = number.to_owned();
-    let users = phone.db(move |s| s.phone_users(&n)).await?;
-    let mut delivered = 0;
+    owner: &[u8; 16],
+    held: Vec<HeldMessage>,
+) -> u32 {
+    let mut users_of: HashMap<String, Vec<PhoneUser>> = HashMap::new();
+    let (mut delivered, mut failed) = (0, Vec::new());
     for h in held {
-        let Some(sender) = phone.db(move |s| s.sender_by_id(h.sender_id)).await? else {
-            continue;
-        };
-        let plain = match phone.vault.open(&context("held", &h.id), &h.sealed) {
-            Ok(p) => p,
+        match deliver_one(state, phone, owner, &h, &mut users_of).await {
+            Ok(true) => delivered += 1,
+            // Another delivery took it over (this one was too slow).
+            Ok(false) => {}
             Err(e) => {
-                tracing::error!(id = %h.id, error = %e, "a held message does not open");
-                continue;
+                tracing::warn!(id = %h.id, error = %e.message, "a held message was not delivered; it stays held");
+                failed.push(h.id);
             }
-        };
-        let Some((_, body)) = held_parts(&plain) else {
-            continue;
-        };
-        let (digest, recipients) = seal_to(state, phone, &sender, &users, body, &h.id).await?;
-        let id = h.id.clone();
-        if phone
-            .db(move |s| s.mark_sent(&id, &digest, recipients, now_ms()))
-            .await?
-        {
-            delivered += 1;
-            let event = super::webhook::status_event(&h.id, "sent");
-            phone.queue_webhook(sender.id, event).await?;
         }
     }
-    Ok(delivered)
+    if !failed.is_empty() {
+        let owner = *owner;
+        if let Err(e) = phone
+            .db(move |s| s.release_held(&failed, &owner, now_ms()))
+            .await
+        {
+            // Its claim runs out and the background job takes it then.
+            tracing::warn!(error = %e.message, "releasing held messages failed");
+        }
+    }
+    delivered
+}
+
+/// Seals one claimed message and stores it with its claim checked, in one
+/// store call. Ok(false): the claim was taken over (nothing stored).
+async fn deliver_one(
+    state: &AppState,
+    phone: &Phone,
+    owner: &[u8; 16],
+    h: &HeldMessage,
+    users_of: &mut HashMap<String, Vec<PhoneUser>>,
+) -> Result<bool, ApiError> {
+    let sid = h.sender_id;
+    let sender = phone
+        .db(move |s| s.sender_by_id(sid))
+        .await?
+        .ok_or_else(|| ApiError::internal("the sender of a held message is gone"))?;
+    let plain = phone
+        .vault
+        .open(&context("held", &h.id), &h.sealed)
+        .map_err(|e| {
+            tracing::error!(id = %h.id, error = %e, "a held message does not open");
+            ApiError::internal("a held message does not open")
+        })?;
+    let (number, body) =
+        held_parts(&plain).ok_or_else(|| ApiError::internal("a held message is malformed"))?;
+    if !users_of.contains_key(number) {
+        let n = number.to_owned();
+        let users = phone.db(move |s| s.phone_users(&n)).await?;
+        users_of.insert(number.to_owned(), users);
+    }
+    let users = &users_of[number];
+    let sealed = seal(phone, &sender, users, body, &h.id).await?;
+    let send = HeldSend {
+        id: h.id.clone(),
+        claim: *owner,
+        from: sender.device,
+        datagrams: sealed.datagrams.clone(),
+        quota: state.limits.quota(),
+        now_ms: now_ms(),
+    };
+    let Some(enqueued) = phone.db(move |s| s.send_held(send)).await? else {
+        tracing::info!(id = %h.id, "a held message was delivered by another claim");
+        return Ok(false);
+    };
+    for (e, (_, body)) in enqueued.iter().zip(&sealed.datagrams) {
+        push(state, e, body);
+    }
+    drop(sealed.lock);
+    let (mid, reached) = (h.id.clone(), sealed.reached);
+    phone
+        .db(move |s| s.note_thread(sid, &reached, &mid))
+        .await?;
+    let event = super::webhook::status_event(&h.id, "sent");
+    phone.queue_webhook(sender.id, event).await?;
+    Ok(true)
 }

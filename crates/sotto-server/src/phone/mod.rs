@@ -67,7 +67,8 @@ pub(crate) struct Phone {
     pub sms: Option<Arc<dyn SmsGateway>>,
     pub otp_ttl: Duration,
     pub public_url: String,
-    /// Outgoing posts (webhooks; the SMS provider has its own clone).
+    /// Outgoing posts to webhooks (the SMS provider has its own client,
+    /// without `--outgoing-ca`).
     pub http: reqwest::Client,
     /// One sender's device state is loaded, changed and saved by one task
     /// at a time (sessions advance): in this process by these locks, across
@@ -227,10 +228,12 @@ pub(crate) const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one request to the SMS provider may take.
 pub(crate) const SMS_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// The HTTP client of outgoing posts (webhooks, the SMS provider): rustls
-/// with ring, as the rest of the server, trusting the public web roots
-/// compiled in (`webpki-roots`, Mozilla's list) plus the certificates of
-/// `--outgoing-ca` (a private CA of a sender's webhook; tests' stand-ins).
+/// An HTTP client of outgoing posts: rustls with ring, as the rest of the
+/// server, trusting the public web roots compiled in (`webpki-roots`,
+/// Mozilla's list) plus `extra_ca`. Webhooks get the certificates of
+/// `--outgoing-ca` (a private CA of a sender's webhook; tests' stand-ins);
+/// the SMS provider gets a client of its own with none (only the public
+/// roots: a sender's CA cannot pose as the provider and read OTPs).
 /// A certificate that chains to none of them is refused: the post fails
 /// and stays queued (retried with backoff, logged), never sent in clear
 /// or to an unverified peer.

@@ -15,6 +15,9 @@ use crate::state::{now_ms, AppState};
 
 const EVERY: Duration = Duration::from_secs(1);
 const BATCH: u32 = 64;
+/// How long a held message whose delivery failed rests before the
+/// background job tries it again.
+const HELD_RETRY_MS: u64 = 30 * 1000;
 /// Longest wait between two attempts of one post.
 const MAX_BACKOFF_MS: u64 = 10 * 60 * 1000;
 
@@ -55,11 +58,29 @@ async fn round(
             .await?;
     }
     replies(state, phone).await?;
+    // Held messages a delivery left behind (it failed, or its node died):
+    // not only a later verify delivers them.
+    let owner = super::deliver::new_owner();
+    let held = phone
+        .db(move |s| s.claim_registered(&owner, now, CLAIM_LEASE_MS, HELD_RETRY_MS, BATCH))
+        .await?;
+    if !held.is_empty() {
+        let n = held.len();
+        let delivered = super::deliver::deliver_claimed(state, phone, &owner, held).await;
+        tracing::info!(claimed = n, delivered, "held messages of registered numbers retried");
+    }
+    // Every post is leased to this round (`owner`) when taken, and the
+    // lease renewed just before it is posted: a round slower than a lease
+    // finds the posts another node took over and leaves them to it.
+    let owner = super::deliver::new_owner();
     if let Some(sms) = phone.sms.clone() {
         for item in phone
-            .db(move |s| s.due(OutboxKind::Sms, now, BATCH, CLAIM_LEASE_MS))
+            .db(move |s| s.due(OutboxKind::Sms, &owner, now, BATCH, CLAIM_LEASE_MS))
             .await?
         {
+            if !renew(phone, &item, &owner).await? {
+                continue;
+            }
             let outcome = match phone.vault.open(OUTBOX_SMS, &item.sealed) {
                 Ok(plain) => {
                     let v: serde_json::Value = serde_json::from_slice(&plain).unwrap_or_default();
@@ -71,34 +92,55 @@ async fn round(
                 }
                 Err(e) => Err(e.to_string()),
             };
-            settle(phone, &item, "sms", outcome).await?;
+            settle(phone, &item, &owner, "sms", outcome).await?;
         }
     }
     for item in phone
-        .db(move |s| s.due(OutboxKind::Webhook, now, BATCH, CLAIM_LEASE_MS))
+        .db(move |s| s.due(OutboxKind::Webhook, &owner, now, BATCH, CLAIM_LEASE_MS))
         .await?
     {
+        if !renew(phone, &item, &owner).await? {
+            continue;
+        }
         let outcome = post_webhook(phone, http, &item).await;
-        settle(phone, &item, "webhook", outcome).await?;
+        settle(phone, &item, &owner, "webhook", outcome).await?;
     }
     Ok(())
+}
+
+/// Renews this round's lease of `item` just before posting it; false if
+/// another node took it over (it posts it, this round must not).
+async fn renew(
+    phone: &Phone,
+    item: &OutboxItem,
+    owner: &[u8; 16],
+) -> Result<bool, crate::api::ApiError> {
+    let (id, owner) = (item.id, *owner);
+    let mine = phone
+        .db(move |s| s.renew_lease(id, &owner, now_ms(), CLAIM_LEASE_MS))
+        .await?;
+    if !mine {
+        tracing::info!(id, "an outbox post was taken over by another node; not posting it");
+    }
+    Ok(mine)
 }
 
 /// Posted: removed from the outbox; failed: tried again later.
 async fn settle(
     phone: &Phone,
     item: &OutboxItem,
+    owner: &[u8; 16],
     what: &'static str,
     outcome: Result<(), String>,
 ) -> Result<(), crate::api::ApiError> {
-    let id = item.id;
+    let (id, owner) = (item.id, *owner);
     match outcome {
-        Ok(()) => phone.db(move |s| s.posted(id)).await,
+        Ok(()) => phone.db(move |s| s.posted(id, &owner)).await.map(drop),
         Err(reason) => {
             let backoff = (1000u64 << item.attempts.min(20)).min(MAX_BACKOFF_MS);
             tracing::warn!(what, id, attempts = item.attempts + 1, %reason, retry_in_ms = backoff, "post failed; retrying later");
             let next = now_ms().saturating_add(backoff);
-            phone.db(move |s| s.retry_at(id, next)).await
+            phone.db(move |s| s.retry_at(id, &owner, next)).await.map(drop)
         }
     }
 }

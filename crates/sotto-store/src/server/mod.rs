@@ -137,6 +137,10 @@ pub enum StoreError {
     /// failed), or the writer thread is gone.
     #[error("database: {0}")]
     Backend(String),
+    /// The database is too busy right now (every connection in use, a
+    /// lock held elsewhere for too long): try again later.
+    #[error("database busy: {0}")]
+    Busy(String),
 }
 
 /// A device to add: its certificate (as `DeviceCert::encode`) and its

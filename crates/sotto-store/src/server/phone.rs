@@ -28,7 +28,7 @@
 //!   number and the code (6 digits are guessed offline in no time from a
 //!   plain hash), compared in constant time.
 
-use super::{DeviceId, NewUser, Result, UserPublic};
+use super::{DeviceId, Enqueued, NewUser, Result, UserPublic};
 
 /// A sender (organisation) account to add.
 #[derive(Clone, Debug)]
@@ -131,6 +131,21 @@ pub struct HeldMessage {
     pub sealed: Vec<u8>,
 }
 
+/// The delivery of a claimed held message ([`PhoneStore::send_held`]).
+#[derive(Clone, Debug)]
+pub struct HeldSend {
+    pub id: String,
+    /// The claim's owner ([`PhoneStore::claim_held`]).
+    pub claim: [u8; 16],
+    /// The sender's device.
+    pub from: DeviceId,
+    /// One datagram per user reached: (its devices, the datagram). The
+    /// message's status follows the first. Not empty.
+    pub datagrams: Vec<(Vec<DeviceId>, Vec<u8>)>,
+    pub quota: super::MailboxQuota,
+    pub now_ms: u64,
+}
+
 /// A user registered for a number.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PhoneUser {
@@ -155,6 +170,13 @@ impl OtpKind {
             OtpKind::App => "app",
         }
     }
+}
+
+/// How many OTPs one number may ask for ([`PhoneStore::put_otp`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OtpLimit {
+    pub per_window: u32,
+    pub window_ms: u64,
 }
 
 /// What checking a one-time password found. Only `Accepted` uses it up.
@@ -204,8 +226,9 @@ pub struct OutboxItem {
 
 /// Held while a sender device's state (its sessions) is loaded, changed
 /// and saved; dropping it releases the lock. On PostgreSQL it is a
-/// transaction-scoped advisory lock on a connection of the pool, so one
-/// holder at a time across every node; on SQLite (one process) the
+/// transaction-scoped advisory lock on a connection of a pool kept for
+/// these locks only (the holder's own calls use the other pool, so locks
+/// never starve it), one holder at a time across every node; on SQLite (one process) the
 /// server's in-process lock is enough and this holds nothing.
 pub struct SenderLock(#[allow(dead_code)] Option<Box<dyn Send>>);
 
@@ -312,27 +335,57 @@ pub trait PhoneStore: Send + Sync {
         now_ms: u64,
     ) -> Result<()>;
     /// Claims the messages held for `number`, oldest first, for one
-    /// delivery: a message claimed by another call less than `lease_ms`
-    /// ago is left out, so racing deliveries (two devices verifying at
-    /// once, on one node or two) each get other messages, never the same.
-    /// A claim older than the lease (its node died) may be taken again.
-    fn claim_held(&self, number: &str, now_ms: u64, lease_ms: u64) -> Result<Vec<HeldMessage>>;
-    /// A held (or claimed) message was sealed and enqueued: its sealed
-    /// copy is erased and it becomes `sent`. False if it was not held any
-    /// more.
-    fn mark_sent(&self, id: &str, digest: &[u8; 32], recipients: u32, now_ms: u64) -> Result<bool>;
+    /// delivery by `owner` (a random token of the caller): a message
+    /// claimed by another call less than `lease_ms` ago is left out, so
+    /// racing deliveries (two devices verifying at once, on one node or
+    /// two) each get other messages, never the same. A claim older than the
+    /// lease (its node died) may be taken again.
+    fn claim_held(
+        &self,
+        number: &str,
+        owner: &[u8; 16],
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> Result<Vec<HeldMessage>>;
+    /// What a background job delivers, claimed for `owner` (at most
+    /// `limit`, oldest first): messages still held for a number that has
+    /// registered, untouched for `retry_ms` (a delivery that failed and
+    /// released them; one held while the number registered), and claims
+    /// older than `lease_ms` (their node died).
+    fn claim_registered(
+        &self,
+        owner: &[u8; 16],
+        now_ms: u64,
+        lease_ms: u64,
+        retry_ms: u64,
+        limit: u32,
+    ) -> Result<Vec<HeldMessage>>;
+    /// Delivers a claimed message, in one transaction: if `owner` still
+    /// holds its claim, its datagrams are enqueued, its sealed copy erased
+    /// and it becomes `sent`; otherwise nothing is written and the answer
+    /// is `None` (another delivery took it: it is sealed once, never
+    /// twice).
+    fn send_held(&self, send: HeldSend) -> Result<Option<Vec<Enqueued>>>;
+    /// A delivery by `owner` failed: its claimed messages `ids` are held
+    /// again (a later verify or the background job delivers them).
+    fn release_held(&self, ids: &[String], owner: &[u8; 16], now_ms: u64) -> Result<u32>;
     /// A message of `sender_id`.
     fn message(&self, sender_id: i64, id: &str) -> Result<Option<MessageRecord>>;
     /// Every held message (claimed ones included).
     fn held(&self) -> Result<Vec<MessageRecord>>;
     /// Erases held messages past their expiry (status `expired`); returns
-    /// them.
+    /// them. A message claimed by a delivery is not expired (it may be in
+    /// a mailbox already): it expires once released, if not delivered.
     fn expire_held(&self, now_ms: u64) -> Result<Vec<MessageRecord>>;
     /// Marks `sent` messages a device acknowledged as `delivered`; returns
     /// them.
     fn mark_delivered(&self, now_ms: u64) -> Result<Vec<MessageRecord>>;
 
-    /// Stores a new OTP for `number`, replacing an earlier one of `kind`.
+    /// Stores a new OTP for `number`, replacing an earlier one of `kind`,
+    /// unless `limit` OTPs (of either kind) were asked for the number in
+    /// the window: then nothing is stored and the answer is false. The
+    /// count is in the store, so every node shares it: a new OTP brings
+    /// new attempts, and N nodes must not give N times the guesses.
     fn put_otp(
         &self,
         number: &str,
@@ -340,7 +393,8 @@ pub trait PhoneStore: Send + Sync {
         otp: &str,
         now_ms: u64,
         expires_at: u64,
-    ) -> Result<()>;
+        limit: OtpLimit,
+    ) -> Result<bool>;
     /// Checks `otp` for `number` (counting the attempt). An app-made OTP
     /// is accepted only once its SMS confirmed it ([`PhoneStore::confirm_sms_otp`]).
     fn check_otp(
@@ -364,15 +418,24 @@ pub trait PhoneStore: Send + Sync {
     /// Queues a post (durable).
     fn queue(&self, kind: OutboxKind, sender_id: i64, sealed: Vec<u8>, now_ms: u64) -> Result<()>;
     /// Takes up to `limit` posts due at `now_ms`, oldest first: each is
-    /// leased to this caller for `lease_ms` (not due for anyone else
-    /// meanwhile) until [`PhoneStore::posted`] or [`PhoneStore::retry_at`].
+    /// leased to `owner` (a random token of the caller) for `lease_ms`
+    /// (not due for anyone else meanwhile) until [`PhoneStore::posted`] or
+    /// [`PhoneStore::retry_at`].
     fn due(
         &self,
         kind: OutboxKind,
+        owner: &[u8; 16],
         now_ms: u64,
         limit: u32,
         lease_ms: u64,
     ) -> Result<Vec<OutboxItem>>;
-    fn posted(&self, id: i64) -> Result<()>;
-    fn retry_at(&self, id: i64, next_at: u64) -> Result<()>;
+    /// Renews `owner`'s lease of post `id` for `lease_ms` from `now_ms`,
+    /// just before it is posted: false if another caller took it over
+    /// (this one's lease ran out while it posted others), and then this one
+    /// must not post it.
+    fn renew_lease(&self, id: i64, owner: &[u8; 16], now_ms: u64, lease_ms: u64) -> Result<bool>;
+    /// Post `id` was posted: removed, if `owner` still leases it.
+    fn posted(&self, id: i64, owner: &[u8; 16]) -> Result<bool>;
+    /// Post `id` failed: due again at `next_at`, if `owner` still leases it.
+    fn retry_at(&self, id: i64, owner: &[u8; 16], next_at: u64) -> Result<bool>;
 }

@@ -39,8 +39,14 @@ use pool::{Conn, Pool};
 
 pub use schema::VERSION as SCHEMA_VERSION;
 
-/// Connections one node keeps to the database at most.
+/// Connections one node keeps to the database at most for its calls.
 const POOL_SIZE: usize = 16;
+/// Connections one node keeps at most to hold sender locks
+/// (`PhoneStore::lock_sender`): apart from [`POOL_SIZE`], so a lock
+/// holder, which makes calls while it holds its lock, never waits for a
+/// connection that another lock holder keeps (the pool cannot be drained
+/// by locks, however many senders seal at once).
+const LOCK_POOL_SIZE: usize = 16;
 /// Tries of a transaction that lost a race the database detected.
 const TRIES: u32 = 5;
 
@@ -53,6 +59,8 @@ pub struct PostgresStore {
 
 struct Inner {
     pool: Pool,
+    /// Connections that hold sender locks, and nothing else.
+    lock_pool: Pool,
     secret: ServerSecret,
     /// Non-blocking writes not yet answered: dropping the store waits for
     /// them (as the SQLite writer finishes its queue).
@@ -168,7 +176,8 @@ impl PostgresStore {
         Ok(PostgresStore {
             rt: Some(rt),
             inner: Arc::new(Inner {
-                pool: Pool::new(config, POOL_SIZE),
+                lock_pool: Pool::new(config.clone(), LOCK_POOL_SIZE, "sender-lock"),
+                pool: Pool::new(config, POOL_SIZE, "database"),
                 secret,
                 in_flight: Mutex::new(0),
                 idle: Condvar::new(),

@@ -14,7 +14,7 @@ use super::super::phone::*;
 use super::super::secret::ServerSecret;
 use super::super::*;
 use super::pool::{Conn, Pooled};
-use super::{directory, int, key32, PostgresStore};
+use super::{directory, int, key32, mailbox, PostgresStore};
 
 /// The class of the advisory locks of sender devices (the second key is
 /// the sender's id).
@@ -65,6 +65,26 @@ fn message_row(r: &Row) -> MessageRecord {
         expires_at: r.get::<_, i64>(5) as u64,
         updated_at: r.get::<_, i64>(6) as u64,
     }
+}
+
+/// Claimed held messages (`id, sender_id, sealed, created_at`), oldest
+/// first.
+fn held_rows(rows: &[Row]) -> Vec<HeldMessage> {
+    let mut claimed: Vec<(i64, HeldMessage)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.get(3),
+                HeldMessage {
+                    id: r.get(0),
+                    sender_id: r.get(1),
+                    sealed: r.get(2),
+                },
+            )
+        })
+        .collect();
+    claimed.sort_by(|a, b| (a.0, &a.1.id).cmp(&(b.0, &b.1.id)));
+    claimed.into_iter().map(|(_, h)| h).collect()
 }
 
 fn sorted(mut v: Vec<MessageRecord>) -> Vec<MessageRecord> {
@@ -150,8 +170,8 @@ async fn judge_otp(
     Ok(OtpCheck::Accepted)
 }
 
-/// A sender's advisory lock: a pooled connection inside a transaction
-/// that holds `pg_advisory_xact_lock`. Dropping it rolls the transaction
+/// A sender's advisory lock: a connection of the lock pool inside a
+/// transaction that holds `pg_advisory_xact_lock`. Dropping it rolls the transaction
 /// back on the store's runtime (releasing the lock); if that cannot run,
 /// the connection is closed, which releases it too.
 struct PgSenderLock {
@@ -204,16 +224,29 @@ impl PhoneStore for PostgresStore {
         let key = i32::try_from(sender_id)
             .map_err(|_| StoreError::Backend(format!("sender id {sender_id} out of range")))?;
         let conn = self.rt().block_on(async move {
-            let mut conn = inner.pool.get().await?;
+            // From the lock pool, never the call pool: the holder's own
+            // calls take call-pool connections while it holds this one.
+            let mut conn = inner.lock_pool.get().await?;
             conn.in_tx = true;
             conn.batch("BEGIN").await?;
             conn.batch(SENDER_LOCK_WAIT).await?;
-            conn.exec(
-                "SELECT pg_advisory_xact_lock($1, $2)",
-                &[&SENDER_LOCK_CLASS, &key],
-            )
-            .await?;
-            Ok::<_, StoreError>(conn)
+            match conn
+                .exec(
+                    "SELECT pg_advisory_xact_lock($1, $2)",
+                    &[&SENDER_LOCK_CLASS, &key],
+                )
+                .await
+            {
+                Err(StoreError::Postgres(e))
+                    if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) =>
+                {
+                    Err(StoreError::Busy(format!(
+                        "the device state of sender {sender_id} is held by another node for too long"
+                    )))
+                }
+                Err(e) => Err(e),
+                Ok(_) => Ok::<_, StoreError>(conn),
+            }
         })?;
         Ok(SenderLock::holding(Box::new(PgSenderLock {
             conn: Some(conn),
@@ -591,55 +624,119 @@ impl PhoneStore for PostgresStore {
         })
     }
 
-    fn claim_held(&self, number: &str, now_ms: u64, lease_ms: u64) -> Result<Vec<HeldMessage>> {
+    fn claim_held(
+        &self,
+        number: &str,
+        owner: &[u8; 16],
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> Result<Vec<HeldMessage>> {
         let key = self.inner.secret.number_key(number);
-        let stale = int(now_ms.saturating_sub(lease_ms));
+        let (owner, stale) = (*owner, int(now_ms.saturating_sub(lease_ms)));
         self.tx(move |c, _| {
             Box::pin(async move {
                 // A racing claim waits on the rows this one updates, then
                 // re-reads them: `sending` and fresh, they are left out.
                 let rows = c
                     .query(
-                        "UPDATE sender_messages SET status = 'sending', updated_at = $2
+                        "UPDATE sender_messages SET status = 'sending', claim_owner = $4, updated_at = $2
                          WHERE number_key = $1 AND sealed IS NOT NULL
                          AND (status = 'held' OR (status = 'sending' AND updated_at <= $3))
                          RETURNING id, sender_id, sealed, created_at",
-                        &[&&key[..], &int(now_ms), &stale],
+                        &[&&key[..], &int(now_ms), &stale, &&owner[..]],
                     )
                     .await?;
-                let mut claimed: Vec<(i64, HeldMessage)> = rows
-                    .iter()
-                    .map(|r| {
-                        (
-                            r.get(3),
-                            HeldMessage {
-                                id: r.get(0),
-                                sender_id: r.get(1),
-                                sealed: r.get(2),
-                            },
-                        )
-                    })
-                    .collect();
-                claimed.sort_by(|a, b| (a.0, &a.1.id).cmp(&(b.0, &b.1.id)));
-                Ok(claimed.into_iter().map(|(_, h)| h).collect())
+                Ok(held_rows(&rows))
             })
         })
     }
 
-    fn mark_sent(&self, id: &str, digest: &[u8; 32], recipients: u32, now_ms: u64) -> Result<bool> {
-        let (id, digest) = (Arc::new(id.to_owned()), *digest);
+    fn claim_registered(
+        &self,
+        owner: &[u8; 16],
+        now_ms: u64,
+        lease_ms: u64,
+        retry_ms: u64,
+        limit: u32,
+    ) -> Result<Vec<HeldMessage>> {
+        let owner = *owner;
+        let stale = int(now_ms.saturating_sub(lease_ms));
+        let rested = int(now_ms.saturating_sub(retry_ms));
         self.tx(move |c, _| {
-            let id = id.clone();
             Box::pin(async move {
+                let rows = c
+                    .query(
+                        "UPDATE sender_messages SET status = 'sending', claim_owner = $1, updated_at = $2
+                         WHERE id IN (SELECT id FROM sender_messages WHERE sealed IS NOT NULL
+                             AND ((status = 'held' AND updated_at <= $4
+                                   AND number_key IN (SELECT number_key FROM phone_users))
+                                  OR (status = 'sending' AND updated_at <= $3))
+                             ORDER BY created_at, id LIMIT $5 FOR UPDATE SKIP LOCKED)
+                         RETURNING id, sender_id, sealed, created_at",
+                        &[&&owner[..], &int(now_ms), &stale, &rested, &i64::from(limit)],
+                    )
+                    .await?;
+                Ok(held_rows(&rows))
+            })
+        })
+    }
+
+    fn send_held(&self, send: HeldSend) -> Result<Option<Vec<Enqueued>>> {
+        let outgoing: Vec<mailbox::Outgoing> = send
+            .datagrams
+            .iter()
+            .map(|(to, datagram)| mailbox::Outgoing {
+                digest: mailbox::digest(datagram),
+                sender: send.from,
+                recipients: to.clone(),
+                datagram: datagram.clone(),
+                now: send.now_ms,
+                quota: send.quota,
+            })
+            .collect();
+        let Some(first) = outgoing.first() else {
+            return Err(StoreError::Backend(format!("held message {}: nothing to send", send.id)));
+        };
+        let (digest, recipients) = (first.digest, first.recipients.len() as i64);
+        let (outgoing, send) = (Arc::new(outgoing), Arc::new(send));
+        self.tx(move |c, secret| {
+            let (outgoing, send) = (outgoing.clone(), send.clone());
+            Box::pin(async move {
+                // The row stays locked to the commit: a claim racing this
+                // one re-reads it `sent`.
                 let n = c
                     .exec(
                         "UPDATE sender_messages SET status = 'sent', sealed = NULL, number_key = NULL,
-                         digest = $2, recipients = $3, updated_at = $4
-                         WHERE id = $1 AND status IN ('held', 'sending')",
-                        &[&*id, &&digest[..], &i64::from(recipients), &int(now_ms)],
+                         claim_owner = NULL, digest = $3, recipients = $4, updated_at = $5
+                         WHERE id = $1 AND status = 'sending' AND claim_owner = $2",
+                        &[&send.id, &&send.claim[..], &&digest[..], &recipients, &int(send.now_ms)],
                     )
                     .await?;
-                Ok(n > 0)
+                if n == 0 {
+                    return Ok(None);
+                }
+                let mut enqueued = Vec::with_capacity(outgoing.len());
+                for o in outgoing.iter() {
+                    enqueued.push(mailbox::enqueue(c, secret, o).await?);
+                }
+                Ok(Some(enqueued))
+            })
+        })
+    }
+
+    fn release_held(&self, ids: &[String], owner: &[u8; 16], now_ms: u64) -> Result<u32> {
+        let (ids, owner) = (Arc::new(ids.to_vec()), *owner);
+        self.tx(move |c, _| {
+            let ids = ids.clone();
+            Box::pin(async move {
+                let n = c
+                    .exec(
+                        "UPDATE sender_messages SET status = 'held', claim_owner = NULL, updated_at = $3
+                         WHERE id = ANY($1) AND status = 'sending' AND claim_owner = $2",
+                        &[&*ids, &&owner[..], &int(now_ms)],
+                    )
+                    .await?;
+                Ok(n as u32)
             })
         })
     }
@@ -697,7 +794,7 @@ impl PhoneStore for PostgresStore {
                         concat!(
                             "UPDATE sender_messages m SET status = 'expired', sealed = NULL,
                              number_key = NULL, updated_at = $1 FROM senders s
-                             WHERE s.id = m.sender_id AND m.status IN ('held', 'sending')
+                             WHERE s.id = m.sender_id AND m.status = 'held'
                              AND m.expires_at <= $1 RETURNING ",
                             message_columns!()
                         ),
@@ -744,13 +841,33 @@ impl PhoneStore for PostgresStore {
         number: &str,
         kind: OtpKind,
         otp: &str,
-        _now_ms: u64,
+        now_ms: u64,
         expires_at: u64,
-    ) -> Result<()> {
+        limit: OtpLimit,
+    ) -> Result<bool> {
         let key = self.inner.secret.number_key(number);
         let hash = self.inner.secret.otp_hash(&key, otp);
+        let window_from = int(now_ms.saturating_sub(limit.window_ms));
         self.tx(move |c, _| {
             Box::pin(async move {
+                // The row is locked to the commit: requests on two nodes
+                // are counted one after the other.
+                let count: i64 = c
+                    .one(
+                        "INSERT INTO otp_requests (number_key, window_start, count) VALUES ($1, $2, 1)
+                         ON CONFLICT (number_key) DO UPDATE SET
+                         count = CASE WHEN otp_requests.window_start <= $3 THEN 1
+                                      ELSE otp_requests.count + 1 END,
+                         window_start = CASE WHEN otp_requests.window_start <= $3 THEN $2
+                                      ELSE otp_requests.window_start END
+                         RETURNING count",
+                        &[&&key[..], &int(now_ms), &window_from],
+                    )
+                    .await?
+                    .get(0);
+                if count > i64::from(limit.per_window) {
+                    return Ok(false);
+                }
                 c.exec(
                     "INSERT INTO otps (number_key, kind, otp_hash, expires_at) VALUES ($1, $2, $3, $4)
                      ON CONFLICT (number_key, kind) DO UPDATE SET otp_hash = EXCLUDED.otp_hash,
@@ -758,7 +875,7 @@ impl PhoneStore for PostgresStore {
                     &[&&key[..], &kind.as_str(), &&hash[..], &int(expires_at)],
                 )
                 .await?;
-                Ok(())
+                Ok(true)
             })
         })
     }
@@ -817,22 +934,23 @@ impl PhoneStore for PostgresStore {
     fn due(
         &self,
         kind: OutboxKind,
+        owner: &[u8; 16],
         now_ms: u64,
         limit: u32,
         lease_ms: u64,
     ) -> Result<Vec<OutboxItem>> {
-        let until = int(now_ms.saturating_add(lease_ms));
+        let (owner, until) = (*owner, int(now_ms.saturating_add(lease_ms)));
         self.tx(move |c, _| {
             Box::pin(async move {
                 // Rows another node is leasing right now are skipped, and
                 // once it commits they are not due any more.
                 let mut items: Vec<(i64, OutboxItem)> = c
                     .query(
-                        "UPDATE outbox SET next_at = $3 WHERE id IN (
+                        "UPDATE outbox SET next_at = $3, lease_owner = $5 WHERE id IN (
                              SELECT id FROM outbox WHERE kind = $1 AND next_at <= $2
                              ORDER BY next_at, id LIMIT $4 FOR UPDATE SKIP LOCKED)
                          RETURNING id, sender_id, sealed, attempts, created_at",
-                        &[&kind.as_str(), &int(now_ms), &until, &i64::from(limit)],
+                        &[&kind.as_str(), &int(now_ms), &until, &i64::from(limit), &&owner[..]],
                     )
                     .await?
                     .iter()
@@ -854,24 +972,48 @@ impl PhoneStore for PostgresStore {
         })
     }
 
-    fn posted(&self, id: i64) -> Result<()> {
+    fn renew_lease(&self, id: i64, owner: &[u8; 16], now_ms: u64, lease_ms: u64) -> Result<bool> {
+        let (owner, until) = (*owner, int(now_ms.saturating_add(lease_ms)));
         self.tx(move |c, _| {
             Box::pin(async move {
-                c.exec("DELETE FROM outbox WHERE id = $1", &[&id]).await?;
-                Ok(())
+                let n = c
+                    .exec(
+                        "UPDATE outbox SET next_at = $3 WHERE id = $1 AND lease_owner = $2",
+                        &[&id, &&owner[..], &until],
+                    )
+                    .await?;
+                Ok(n > 0)
             })
         })
     }
 
-    fn retry_at(&self, id: i64, next_at: u64) -> Result<()> {
+    fn posted(&self, id: i64, owner: &[u8; 16]) -> Result<bool> {
+        let owner = *owner;
         self.tx(move |c, _| {
             Box::pin(async move {
-                c.exec(
-                    "UPDATE outbox SET attempts = attempts + 1, next_at = $2 WHERE id = $1",
-                    &[&id, &int(next_at)],
-                )
-                .await?;
-                Ok(())
+                let n = c
+                    .exec(
+                        "DELETE FROM outbox WHERE id = $1 AND lease_owner = $2",
+                        &[&id, &&owner[..]],
+                    )
+                    .await?;
+                Ok(n > 0)
+            })
+        })
+    }
+
+    fn retry_at(&self, id: i64, owner: &[u8; 16], next_at: u64) -> Result<bool> {
+        let owner = *owner;
+        self.tx(move |c, _| {
+            Box::pin(async move {
+                let n = c
+                    .exec(
+                        "UPDATE outbox SET attempts = attempts + 1, next_at = $3, lease_owner = NULL
+                         WHERE id = $1 AND lease_owner = $2",
+                        &[&id, &&owner[..], &int(next_at)],
+                    )
+                    .await?;
+                Ok(n > 0)
             })
         })
     }

@@ -108,7 +108,13 @@ pub(crate) struct Pool {
     config: tokio_postgres::Config,
     idle: Arc<Mutex<Vec<Conn>>>,
     permits: Arc<Semaphore>,
+    /// What the pool serves (in the error of a wait that ran out).
+    name: &'static str,
 }
+
+/// Longest wait for a free connection: a node whose connections are all
+/// busy answers "busy" instead of hanging.
+pub(crate) const ACQUIRE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A connection lent by the pool; back to the pool on drop unless closed.
 pub(crate) struct Pooled {
@@ -118,21 +124,32 @@ pub(crate) struct Pooled {
 }
 
 impl Pool {
-    pub fn new(config: tokio_postgres::Config, size: usize) -> Pool {
+    pub fn new(config: tokio_postgres::Config, size: usize, name: &'static str) -> Pool {
         Pool {
             config,
             idle: Arc::new(Mutex::new(Vec::new())),
             permits: Arc::new(Semaphore::new(size)),
+            name,
         }
     }
 
+    /// A connection, waiting at most [`ACQUIRE_WAIT`] for one to be free.
     pub async fn get(&self) -> Result<Pooled> {
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| StoreError::Backend("the store is closed".into()))?;
+        self.get_within(ACQUIRE_WAIT).await
+    }
+
+    pub async fn get_within(&self, wait: std::time::Duration) -> Result<Pooled> {
+        let permit = match tokio::time::timeout(wait, self.permits.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Err(StoreError::Backend("the store is closed".into())),
+            Err(_) => {
+                return Err(StoreError::Busy(format!(
+                    "no {} connection free within {} s",
+                    self.name,
+                    wait.as_secs()
+                )))
+            }
+        };
         let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let conn = match idle {
             Some(c) if !c.client.is_closed() => c,

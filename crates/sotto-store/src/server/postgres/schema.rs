@@ -11,7 +11,7 @@ use super::pool::Conn;
 
 /// Migrations in order; the last one's number is the current version.
 /// Never edit one that has shipped: add the next.
-const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3)];
+const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4)];
 
 /// The schema version this server writes.
 pub const VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
@@ -181,6 +181,19 @@ CREATE TABLE outbox (
     created_at bigint NOT NULL
 );
 CREATE INDEX outbox_due ON outbox(kind, next_at);
+";
+
+/// Version 4 (as SQLite's): a held message's claim names its owner, so
+/// only the claimer delivers or releases it; an outbox post's lease
+/// names its owner, so only the leaseholder posts it.
+const V4: &str = "
+ALTER TABLE sender_messages ADD COLUMN claim_owner bytea;
+ALTER TABLE outbox ADD COLUMN lease_owner bytea;
+CREATE TABLE otp_requests (
+    number_key   bytea PRIMARY KEY,
+    window_start bigint NOT NULL,
+    count        bigint NOT NULL
+);
 ";
 
 /// Brings the database to [`VERSION`]; (version before, version after).

@@ -77,6 +77,12 @@ impl SqliteStore {
                 schema::SCHEMA_V3
             ))?;
         }
+        if version < 4 {
+            conn.execute_batch(&format!(
+                "BEGIN; {} PRAGMA user_version = 4; COMMIT;",
+                schema::SCHEMA_V4
+            ))?;
+        }
         let check: Option<[u8; 32]> = conn
             .query_row(
                 "SELECT value FROM meta WHERE key = 'secret_check'",

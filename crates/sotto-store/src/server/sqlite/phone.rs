@@ -6,7 +6,7 @@ use subtle::ConstantTimeEq;
 use super::super::phone::*;
 use super::super::secret::ServerSecret;
 use super::super::*;
-use super::{directory, SqliteStore};
+use super::{directory, mailbox, SqliteStore};
 
 const SENDER_SELECT: &str = "SELECT s.id, s.handle, s.name, s.webhook, u.user_key, s.device, \
      s.cert, s.secrets, s.created_at FROM senders s JOIN users u ON u.id = s.user_id";
@@ -64,6 +64,23 @@ fn messages_where(
     ))?;
     let rows = stmt.query_map(p, message_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+fn held_row(r: &Row<'_>) -> rusqlite::Result<(i64, HeldMessage)> {
+    Ok((
+        r.get(3)?,
+        HeldMessage {
+            id: r.get(0)?,
+            sender_id: r.get(1)?,
+            sealed: r.get(2)?,
+        },
+    ))
+}
+
+/// Claimed held messages, oldest first.
+fn held_sorted(mut claimed: Vec<(i64, HeldMessage)>) -> Result<Vec<HeldMessage>> {
+    claimed.sort_by(|a, b| (a.0, &a.1.id).cmp(&(b.0, &b.1.id)));
+    Ok(claimed.into_iter().map(|(_, h)| h).collect())
 }
 
 /// Counts an attempt on the OTP row and judges `otp` against it.
@@ -414,42 +431,102 @@ impl PhoneStore for SqliteStore {
         })
     }
 
-    fn claim_held(&self, number: &str, now_ms: u64, lease_ms: u64) -> Result<Vec<HeldMessage>> {
-        let key = self.secret.number_key(number);
+    fn claim_held(
+        &self,
+        number: &str,
+        owner: &[u8; 16],
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> Result<Vec<HeldMessage>> {
+        let (key, owner) = (self.secret.number_key(number), *owner);
         self.writer.write(move |c| {
             let mut stmt = c.prepare_cached(
-                "UPDATE sender_messages SET status = 'sending', updated_at = ?2
+                "UPDATE sender_messages SET status = 'sending', claim_owner = ?4, updated_at = ?2
                  WHERE number_key = ?1 AND sealed IS NOT NULL
                  AND (status = 'held' OR (status = 'sending' AND updated_at <= ?3))
                  RETURNING id, sender_id, sealed, created_at",
             )?;
             let stale = now_ms.saturating_sub(lease_ms) as i64;
-            let rows = stmt.query_map(params![&key[..], now_ms as i64, stale], |r| {
-                Ok((
-                    r.get::<_, i64>(3)?,
-                    HeldMessage {
-                        id: r.get(0)?,
-                        sender_id: r.get(1)?,
-                        sealed: r.get(2)?,
-                    },
-                ))
-            })?;
-            let mut claimed: Vec<(i64, HeldMessage)> = rows.collect::<Result<_, _>>()?;
-            claimed.sort_by(|a, b| (a.0, &a.1.id).cmp(&(b.0, &b.1.id)));
-            Ok(claimed.into_iter().map(|(_, h)| h).collect())
+            let rows = stmt.query_map(params![&key[..], now_ms as i64, stale, &owner[..]], held_row)?;
+            held_sorted(rows.collect::<Result<_, _>>()?)
         })
     }
 
-    fn mark_sent(&self, id: &str, digest: &[u8; 32], recipients: u32, now_ms: u64) -> Result<bool> {
-        let (id, digest) = (id.to_owned(), *digest);
+    fn claim_registered(
+        &self,
+        owner: &[u8; 16],
+        now_ms: u64,
+        lease_ms: u64,
+        retry_ms: u64,
+        limit: u32,
+    ) -> Result<Vec<HeldMessage>> {
+        let owner = *owner;
         self.writer.write(move |c| {
+            let mut stmt = c.prepare_cached(
+                "UPDATE sender_messages SET status = 'sending', claim_owner = ?1, updated_at = ?2
+                 WHERE id IN (SELECT id FROM sender_messages WHERE sealed IS NOT NULL
+                     AND ((status = 'held' AND updated_at <= ?4
+                           AND number_key IN (SELECT number_key FROM phone_users))
+                          OR (status = 'sending' AND updated_at <= ?3))
+                     ORDER BY created_at, id LIMIT ?5)
+                 RETURNING id, sender_id, sealed, created_at",
+            )?;
+            let stale = now_ms.saturating_sub(lease_ms) as i64;
+            let rested = now_ms.saturating_sub(retry_ms) as i64;
+            let rows = stmt.query_map(
+                params![&owner[..], now_ms as i64, stale, rested, limit],
+                held_row,
+            )?;
+            held_sorted(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn send_held(&self, send: HeldSend) -> Result<Option<Vec<Enqueued>>> {
+        let Some((first_to, first)) = send.datagrams.first() else {
+            return Err(StoreError::Backend(format!("held message {}: nothing to send", send.id)));
+        };
+        let (digest, recipients) = (mailbox::digest(first), first_to.len() as i64);
+        let secret = self.secret.clone();
+        self.writer.write(move |c| {
+            // One job of the writer: all of it or nothing (its savepoint).
             let n = c.execute(
                 "UPDATE sender_messages SET status = 'sent', sealed = NULL, number_key = NULL,
-                 digest = ?2, recipients = ?3, updated_at = ?4
-                 WHERE id = ?1 AND status IN ('held', 'sending')",
-                params![id, &digest[..], recipients, now_ms as i64],
+                 claim_owner = NULL, digest = ?3, recipients = ?4, updated_at = ?5
+                 WHERE id = ?1 AND status = 'sending' AND claim_owner = ?2",
+                params![send.id, &send.claim[..], &digest[..], recipients, send.now_ms as i64],
             )?;
-            Ok(n > 0)
+            if n == 0 {
+                return Ok(None);
+            }
+            let mut enqueued = Vec::with_capacity(send.datagrams.len());
+            for (to, datagram) in &send.datagrams {
+                enqueued.push(mailbox::enqueue(
+                    c,
+                    &secret,
+                    &send.from,
+                    to,
+                    datagram,
+                    mailbox::digest(datagram),
+                    send.now_ms,
+                    &send.quota,
+                )?);
+            }
+            Ok(Some(enqueued))
+        })
+    }
+
+    fn release_held(&self, ids: &[String], owner: &[u8; 16], now_ms: u64) -> Result<u32> {
+        let (ids, owner) = (ids.to_vec(), *owner);
+        self.writer.write(move |c| {
+            let mut stmt = c.prepare_cached(
+                "UPDATE sender_messages SET status = 'held', claim_owner = NULL, updated_at = ?3
+                 WHERE id = ?1 AND status = 'sending' AND claim_owner = ?2",
+            )?;
+            let mut n = 0;
+            for id in &ids {
+                n += stmt.execute(params![id, &owner[..], now_ms as i64])? as u32;
+            }
+            Ok(n)
         })
     }
 
@@ -467,12 +544,12 @@ impl PhoneStore for SqliteStore {
         self.writer.write(move |c| {
             let gone = messages_where(
                 c,
-                "m.status IN ('held', 'sending') AND m.expires_at <= ?1",
+                "m.status = 'held' AND m.expires_at <= ?1",
                 &[&(now_ms as i64)],
             )?;
             c.execute(
                 "UPDATE sender_messages SET status = 'expired', sealed = NULL, number_key = NULL,
-                 updated_at = ?1 WHERE status IN ('held', 'sending') AND expires_at <= ?1",
+                 updated_at = ?1 WHERE status = 'held' AND expires_at <= ?1",
                 [now_ms as i64],
             )?;
             Ok(gone
@@ -510,17 +587,31 @@ impl PhoneStore for SqliteStore {
         number: &str,
         kind: OtpKind,
         otp: &str,
-        _now_ms: u64,
+        now_ms: u64,
         expires_at: u64,
-    ) -> Result<()> {
+        limit: OtpLimit,
+    ) -> Result<bool> {
         let key = self.secret.number_key(number);
         let hash = self.secret.otp_hash(&key, otp);
+        let window_from = now_ms.saturating_sub(limit.window_ms) as i64;
         self.writer.write(move |c| {
+            let count: i64 = c.query_row(
+                "INSERT INTO otp_requests (number_key, window_start, count) VALUES (?1, ?2, 1)
+                 ON CONFLICT (number_key) DO UPDATE SET
+                 count = CASE WHEN window_start <= ?3 THEN 1 ELSE count + 1 END,
+                 window_start = CASE WHEN window_start <= ?3 THEN ?2 ELSE window_start END
+                 RETURNING count",
+                params![&key[..], now_ms as i64, window_from],
+                |r| r.get(0),
+            )?;
+            if count > i64::from(limit.per_window) {
+                return Ok(false);
+            }
             c.execute(
                 "INSERT OR REPLACE INTO otps (number_key, kind, otp_hash, expires_at) VALUES (?1, ?2, ?3, ?4)",
                 params![&key[..], kind.as_str(), &hash[..], expires_at as i64],
             )?;
-            Ok(())
+            Ok(true)
         })
     }
 
@@ -574,10 +665,12 @@ impl PhoneStore for SqliteStore {
     fn due(
         &self,
         kind: OutboxKind,
+        owner: &[u8; 16],
         now_ms: u64,
         limit: u32,
         lease_ms: u64,
     ) -> Result<Vec<OutboxItem>> {
+        let owner = *owner;
         self.writer.write(move |c| {
             let mut stmt = c.prepare_cached(
                 "SELECT id, sender_id, sealed, attempts FROM outbox WHERE kind = ?1 AND next_at <= ?2
@@ -587,29 +680,47 @@ impl PhoneStore for SqliteStore {
                 Ok(OutboxItem { id: r.get(0)?, sender_id: r.get(1)?, sealed: r.get(2)?, attempts: r.get(3)? })
             })?;
             let items: Vec<OutboxItem> = rows.collect::<Result<_, _>>()?;
-            let mut lease = c.prepare_cached("UPDATE outbox SET next_at = ?2 WHERE id = ?1")?;
+            let mut lease =
+                c.prepare_cached("UPDATE outbox SET next_at = ?2, lease_owner = ?3 WHERE id = ?1")?;
             let until = now_ms.saturating_add(lease_ms) as i64;
             for item in &items {
-                lease.execute(params![item.id, until])?;
+                lease.execute(params![item.id, until, &owner[..]])?;
             }
             Ok(items)
         })
     }
 
-    fn posted(&self, id: i64) -> Result<()> {
+    fn renew_lease(&self, id: i64, owner: &[u8; 16], now_ms: u64, lease_ms: u64) -> Result<bool> {
+        let (owner, until) = (*owner, now_ms.saturating_add(lease_ms) as i64);
         self.writer.write(move |c| {
-            c.execute("DELETE FROM outbox WHERE id = ?1", [id])?;
-            Ok(())
+            let n = c.execute(
+                "UPDATE outbox SET next_at = ?3 WHERE id = ?1 AND lease_owner = ?2",
+                params![id, &owner[..], until],
+            )?;
+            Ok(n > 0)
         })
     }
 
-    fn retry_at(&self, id: i64, next_at: u64) -> Result<()> {
+    fn posted(&self, id: i64, owner: &[u8; 16]) -> Result<bool> {
+        let owner = *owner;
         self.writer.write(move |c| {
-            c.execute(
-                "UPDATE outbox SET attempts = attempts + 1, next_at = ?2 WHERE id = ?1",
-                params![id, next_at as i64],
+            let n = c.execute(
+                "DELETE FROM outbox WHERE id = ?1 AND lease_owner = ?2",
+                params![id, &owner[..]],
             )?;
-            Ok(())
+            Ok(n > 0)
+        })
+    }
+
+    fn retry_at(&self, id: i64, owner: &[u8; 16], next_at: u64) -> Result<bool> {
+        let owner = *owner;
+        self.writer.write(move |c| {
+            let n = c.execute(
+                "UPDATE outbox SET attempts = attempts + 1, next_at = ?3, lease_owner = NULL
+                 WHERE id = ?1 AND lease_owner = ?2",
+                params![id, &owner[..], next_at as i64],
+            )?;
+            Ok(n > 0)
         })
     }
 }

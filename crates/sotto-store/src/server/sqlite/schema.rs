@@ -5,7 +5,7 @@ use rusqlite::Connection;
 use super::super::Result;
 
 /// Schema version in `PRAGMA user_version`.
-pub(super) const VERSION: i64 = 3;
+pub(super) const VERSION: i64 = 4;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE users (
@@ -184,6 +184,20 @@ CREATE TABLE outbox (
     created_at INTEGER NOT NULL
 );
 CREATE INDEX outbox_due ON outbox(kind, next_at);
+";
+
+/// Version 4: a held message's claim names its owner (a random token of
+/// the delivery), so only the claimer delivers or releases it; an outbox post's lease
+/// names its owner, so only the leaseholder posts it.
+pub(super) const SCHEMA_V4: &str = "
+ALTER TABLE sender_messages ADD COLUMN claim_owner BLOB;
+ALTER TABLE outbox ADD COLUMN lease_owner BLOB;
+-- OTPs asked per number in the current window (shared by all callers).
+CREATE TABLE otp_requests (
+    number_key   BLOB PRIMARY KEY,
+    window_start INTEGER NOT NULL,
+    count        INTEGER NOT NULL
+) WITHOUT ROWID;
 ";
 
 /// Settings of every connection. `synchronous=FULL` in WAL mode fsyncs the
