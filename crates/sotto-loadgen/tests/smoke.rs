@@ -240,6 +240,7 @@ fn relay_over_two_nodes_delivers_everything_once() {
     // both pids are read (summed): the RSS is about twice this process's
     let rss: u64 = r["rss_after_kb"].parse().unwrap();
     assert!(rss > 0, "{r:?}");
+}
 
 /// The sender scenario against a sender made on the data directory first
 /// (as `sotto admin sender add` does): every call accepted and held (no
