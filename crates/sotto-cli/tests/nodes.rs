@@ -92,6 +92,12 @@ impl Drop for TestDb {
 /// Node 1 makes the secret and the certificate in its data directory;
 /// every other node is given them (what nodes share: README.md).
 fn node(db: &TestDb, dir: &Path, n: u32, listen: &str) -> Server {
+    node_with(db, dir, n, listen, false)
+}
+
+/// As [`node`]; with `own_hold_key` the node makes a hold key of its own
+/// instead of sharing the first node's (a misconfigured node).
+fn node_with(db: &TestDb, dir: &Path, n: u32, listen: &str, own_hold_key: bool) -> Server {
     let data = dir.join(format!("node{n}"));
     let first = dir.join("node1");
     let mut args: Vec<&OsStr> = vec![
@@ -117,9 +123,10 @@ fn node(db: &TestDb, dir: &Path, n: u32, listen: &str) -> Server {
             key.as_os_str(),
             "--secret-file".as_ref(),
             secret.as_os_str(),
-            "--hold-key-file".as_ref(),
-            hold_key.as_os_str(),
         ]);
+        if !own_hold_key {
+            args.extend(["--hold-key-file".as_ref(), hold_key.as_os_str()]);
+        }
     }
     Server::start_args(&args)
 }
@@ -494,7 +501,7 @@ fn a_message_held_through_one_node_reaches_a_phone_registering_on_another_once()
 
     // A third node with a hold key of its own serves, but not phone
     // numbers: it could open nothing the others held.
-    let n3 = node(&db, dir.path(), 3, "127.0.0.1:0");
+    let n3 = node_with(&db, dir.path(), 3, "127.0.0.1:0", true);
     let a = send(&n3, &key, &format!(r#"{{"to": "{NUMBER}", "body": "{body}"}}"#));
     assert_eq!(a.status, 503, "{}", a.body);
     assert_eq!(a.json()["code"], "phone_unavailable");
