@@ -41,9 +41,11 @@ fn frames(c: &mut Criterion) {
                 (s.req, b64::decode(&s.datagram).unwrap())
             })
         });
-        g.bench_with_input(BenchmarkId::new("encode_binary", size), &datagram, |b, d| {
-            b.iter(|| frame::encode_send(7, black_box(d)))
-        });
+        g.bench_with_input(
+            BenchmarkId::new("encode_binary", size),
+            &datagram,
+            |b, d| b.iter(|| frame::encode_send(7, black_box(d))),
+        );
         g.bench_with_input(BenchmarkId::new("encode_json", size), &datagram, |b, d| {
             b.iter(|| {
                 serde_json::to_string(&JsonSend {

@@ -36,7 +36,9 @@ pub enum DeviceFrame<'a> {
 /// 1007, or 1003 for a type it does not know).
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
-    #[error("a send frame is a type byte, an 8-byte request id and a datagram: {0} bytes is too short")]
+    #[error(
+        "a send frame is a type byte, an 8-byte request id and a datagram: {0} bytes is too short"
+    )]
     Short(usize),
     #[error("unknown frame type 0x{0:02x}")]
     UnknownType(u8),

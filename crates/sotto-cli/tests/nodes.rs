@@ -460,12 +460,20 @@ fn a_message_held_through_one_node_reaches_a_phone_registering_on_another_once()
         .expect("api key line")
         .to_string();
     let body = "Your results are ready";
-    let a = send(&n1, &key, &format!(r#"{{"to": "{NUMBER}", "body": "{body}"}}"#));
+    let a = send(
+        &n1,
+        &key,
+        &format!(r#"{{"to": "{NUMBER}", "body": "{body}"}}"#),
+    );
     assert_eq!(a.status, 202, "{}", a.body);
     assert_eq!(a.json()["status"], "held");
     let id = a.json()["id"].as_str().unwrap().to_string();
     wait_sms(&sink, NUMBER, "Acme Clinic");
-    assert_eq!(status(&n2, &key, &id).json()["status"], "held", "any node answers");
+    assert_eq!(
+        status(&n2, &key, &id).json()["status"],
+        "held",
+        "any node answers"
+    );
 
     let pat = dir.path().join("pat");
     let out = ok(&pat, &["register-phone", NUMBER, "--server", &n2.url]);
@@ -494,7 +502,10 @@ fn a_message_held_through_one_node_reaches_a_phone_registering_on_another_once()
         assert_eq!(n, 1, "{event} reported once by two nodes' workers");
     }
     assert_eq!(
-        sms(&sink).iter().filter(|(_, t)| t.contains("Acme Clinic")).count(),
+        sms(&sink)
+            .iter()
+            .filter(|(_, t)| t.contains("Acme Clinic"))
+            .count(),
         1,
         "one invitation, though two workers send SMS"
     );
@@ -502,10 +513,18 @@ fn a_message_held_through_one_node_reaches_a_phone_registering_on_another_once()
     // A third node with a hold key of its own serves, but not phone
     // numbers: it could open nothing the others held.
     let n3 = node_with(&db, dir.path(), 3, "127.0.0.1:0", true);
-    let a = send(&n3, &key, &format!(r#"{{"to": "{NUMBER}", "body": "{body}"}}"#));
+    let a = send(
+        &n3,
+        &key,
+        &format!(r#"{{"to": "{NUMBER}", "body": "{body}"}}"#),
+    );
     assert_eq!(a.status, 503, "{}", a.body);
     assert_eq!(a.json()["code"], "phone_unavailable");
-    assert!(a.json()["error"].as_str().unwrap().contains("hold key"), "{}", a.body);
+    assert!(
+        a.json()["error"].as_str().unwrap().contains("hold key"),
+        "{}",
+        a.body
+    );
     let bob = register(dir.path(), "bob", &n3);
     assert!(bob.exists(), "everything else is served");
     drop(n3);

@@ -630,7 +630,9 @@ fn an_https_webhook_is_reached_only_through_a_trusted_certificate_and_nothing_is
         a.json()["id"].as_str().unwrap().to_string()
     };
     let (good_id, bad_id) = (expiring(&good_key), expiring(&bad_key));
-    let event = good.wait("the expired event over https", |r| r.body.contains(&good_id));
+    let event = good.wait("the expired event over https", |r| {
+        r.body.contains(&good_id)
+    });
     assert!(signature_ok(&event, &good_secret));
     wait_until(
         "the untrusted webhook's message expired",
@@ -661,7 +663,10 @@ fn an_https_webhook_is_reached_only_through_a_trusted_certificate_and_nothing_is
     assert!(signature_ok(&event, &bad_secret));
     std::thread::sleep(std::time::Duration::from_secs(3));
     assert_eq!(
-        bad.all().iter().filter(|r| r.body.contains(&bad_id)).count(),
+        bad.all()
+            .iter()
+            .filter(|r| r.body.contains(&bad_id))
+            .count(),
         1,
         "delivered once"
     );

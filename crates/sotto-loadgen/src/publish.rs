@@ -50,9 +50,9 @@ impl Publishers {
         inflight: usize,
     ) -> Result<Publishers> {
         Ok(match over {
-            SendOver::Http => {
-                Publishers::Http(crate::setup::publisher_clients(ctx, sealed.len(), inflight).await?)
-            }
+            SendOver::Http => Publishers::Http(
+                crate::setup::publisher_clients(ctx, sealed.len(), inflight).await?,
+            ),
             SendOver::Ws => Publishers::Ws(crate::publish_ws::connect(ctx, sealed).await?),
         })
     }

@@ -184,14 +184,27 @@ fn relay_over_two_nodes_delivers_everything_once() {
         .args(["--fingerprint", &n1.fingerprint])
         .args(["--server-pid", &format!("{pid},{pid}")])
         .args(["--max-secs", "120"])
-        .args(["relay", "-P", "2", "-S", "4", "-N", "60", "--inflight", "4", "-T", "30"])
+        .args([
+            "relay",
+            "-P",
+            "2",
+            "-S",
+            "4",
+            "-N",
+            "60",
+            "--inflight",
+            "4",
+            "-T",
+            "30",
+        ])
         .output()
         .unwrap();
     // Both nodes took sends and pushed to their own sockets: the devices
     // were spread over the two URLs.
     let counters = rt.block_on(async {
         let fp = sotto_loadgen::net::parse_fingerprint(&n1.fingerprint).unwrap();
-        let tls = sotto_loadgen::net::tls_config(sotto_loadgen::net::CertCheck::Pinned(fp)).unwrap();
+        let tls =
+            sotto_loadgen::net::tls_config(sotto_loadgen::net::CertCheck::Pinned(fp)).unwrap();
         let api = sotto_loadgen::net::Api::new("https://127.0.0.1", tls, 1).unwrap();
         let mut counters = Vec::new();
         for n in [&n1, &n2] {
@@ -236,7 +249,11 @@ fn relay_over_two_nodes_delivers_everything_once() {
     for (node, (sends, pushes)) in counters.iter().enumerate() {
         assert!(*sends > 0 && *pushes > 0, "node {node}: {counters:?}");
     }
-    assert_eq!(counters.iter().map(|c| c.0).sum::<u64>(), 60, "{counters:?}");
+    assert_eq!(
+        counters.iter().map(|c| c.0).sum::<u64>(),
+        60,
+        "{counters:?}"
+    );
     // both pids are read (summed): the RSS is about twice this process's
     let rss: u64 = r["rss_after_kb"].parse().unwrap();
     assert!(rss > 0, "{r:?}");

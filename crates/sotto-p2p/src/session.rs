@@ -405,7 +405,10 @@ mod tests {
         let mut tampered = ciphertext.clone();
         tampered[3] ^= 1;
         assert!(kb.open_owned(counter, tampered).is_none());
-        assert!(kb.open_owned(counter, vec![0; 15]).is_none(), "shorter than a tag");
+        assert!(
+            kb.open_owned(counter, vec![0; 15]).is_none(),
+            "shorter than a tag"
+        );
         let plain = kb.open_owned(counter, ciphertext.clone()).unwrap();
         assert_eq!(Inner::decode(&plain).unwrap(), inner);
         assert!(kb.open_owned(counter, ciphertext).is_none(), "replayed");

@@ -148,7 +148,10 @@ fn request_id(device: &DeviceId, signed: &[u8], time: u64) -> RequestId {
     }
 }
 
-pub(crate) async fn registered_device(state: &AppState, device: DeviceId) -> Result<DeviceRecord, ApiError> {
+pub(crate) async fn registered_device(
+    state: &AppState,
+    device: DeviceId,
+) -> Result<DeviceRecord, ApiError> {
     if let Some(record) = state.cached_device(&device) {
         return Ok(record);
     }

@@ -213,12 +213,11 @@ pub(crate) async fn start(config: Config) -> Result<Running, ServerError> {
         }
         None => Vec::new(),
     };
-    let http = crate::phone::http_client(&outgoing_ca).map_err(|reason| {
-        ServerError::Certificate {
+    let http =
+        crate::phone::http_client(&outgoing_ca).map_err(|reason| ServerError::Certificate {
             path: config.phone.outgoing_ca.clone().unwrap_or_default(),
             reason,
-        }
-    })?;
+        })?;
     // The SMS provider is reached through the public roots only: a CA
     // trusted for a sender's webhook must not be able to pose as the
     // provider (it would read every OTP).

@@ -103,7 +103,12 @@ async fn pipelined_sends_are_answered_once_each_after_commit_and_pushed() {
         }
     }
     let page: MailboxBatch = http
-        .call(b.key(), Method::GET, "/v1/mailbox?after=0&limit=500", NO_BODY)
+        .call(
+            b.key(),
+            Method::GET,
+            "/v1/mailbox?after=0&limit=500",
+            NO_BODY,
+        )
         .await;
     assert_eq!(page.items.len() as u64, n + 1);
     let metrics = http
@@ -142,12 +147,12 @@ async fn no_socket_without_a_registered_devices_signature() {
     let req = format!("wss://{}/v1/ws", http.addr)
         .into_client_request()
         .unwrap();
-    let connector = tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(tls_config(
-        &http.fingerprint,
-    )));
-    let refused = tokio_tungstenite::connect_async_tls_with_config(req, None, false, Some(connector))
-        .await
-        .unwrap_err();
+    let connector =
+        tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(tls_config(&http.fingerprint)));
+    let refused =
+        tokio_tungstenite::connect_async_tls_with_config(req, None, false, Some(connector))
+            .await
+            .unwrap_err();
     assert!(refused.to_string().contains("401"), "{refused}");
     server.shutdown().await;
 }
@@ -192,7 +197,11 @@ async fn a_replayed_req_is_refused_and_stores_nothing() {
     send_frame(&mut ws, 9, &d).await;
     let r = next_result(&mut ws).await;
     assert_eq!((r.req, error_code(&r)), (9, codes::REPLAYED));
-    assert_eq!(fetch(&http, &b).await.items.len(), 2, "hello and one 'once'");
+    assert_eq!(
+        fetch(&http, &b).await.items.len(),
+        2,
+        "hello and one 'once'"
+    );
     let d = seal_for(&mut a, &[b.id()], "next");
     send_frame(&mut ws, 11, &d).await;
     assert!(next_result(&mut ws).await.ok.is_some());
@@ -214,7 +223,9 @@ async fn oversized_and_malformed_frames_close_the_socket_with_a_clear_code() {
     assert_eq!((r.req, error_code(&r)), (1, codes::TOO_LARGE));
     // Over the frame limit (max_datagram + 9, and never less than the
     // 256 KiB of text frames): 1009, closed.
-    let _ = ws.send(Message::Binary(encode_send(1, &vec![7; 300_000]))).await;
+    let _ = ws
+        .send(Message::Binary(encode_send(1, &vec![7; 300_000])))
+        .await;
     assert_eq!(close_code(&mut ws).await, Some(CloseCode::Size));
     // A text frame over 256 KiB, though within the binary limit: 1009.
     let server2 = start_with(dir.path().join("big").as_path(), |_| {}).await;
@@ -260,7 +271,10 @@ async fn a_removed_devices_socket_cannot_send() {
     let d = seal_to(&http, &mut stolen, &alice, "before").await;
     let mut ws = websocket(&http, &stolen).await;
     send_frame(&mut ws, 1, &d).await;
-    assert!(next_result(&mut ws).await.ok.is_some(), "sends before removal");
+    assert!(
+        next_result(&mut ws).await.ok.is_some(),
+        "sends before removal"
+    );
     let time = now_ms();
     let removal = RemoveDevice {
         time_ms: time,
@@ -297,8 +311,7 @@ async fn a_removed_devices_socket_cannot_send() {
 #[tokio::test]
 async fn a_send_answered_ok_survives_sigkill() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, addr, fingerprint) =
-        common::spawn_child("child_server", CHILD_ENV, dir.path());
+    let (mut child, addr, fingerprint) = common::spawn_child("child_server", CHILD_ENV, dir.path());
     let http = Http::new(addr, &fingerprint);
     let (mut a, mut b, _) = alice_and_bob(&http).await;
     let mut ws = websocket(&http, &a).await;

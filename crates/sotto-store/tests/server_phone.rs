@@ -62,12 +62,21 @@ fn sender<S: PhoneStore + ?Sized>(s: &S, handle: &str, n: u32, key: [u8; 32]) ->
 
 /// Delivers a claimed held message to `device` as `owner`; whether it
 /// was stored.
-fn send_held<S: PhoneStore + ?Sized>(s: &S, id: &str, owner: [u8; 16], device: DeviceId, now: u64) -> bool {
+fn send_held<S: PhoneStore + ?Sized>(
+    s: &S,
+    id: &str,
+    owner: [u8; 16],
+    device: DeviceId,
+    now: u64,
+) -> bool {
     s.send_held(HeldSend {
         id: id.into(),
         claim: owner,
         from: device,
-        datagrams: vec![(vec![device], format!("datagram {id} {owner:?}").into_bytes())],
+        datagrams: vec![(
+            vec![device],
+            format!("datagram {id} {owner:?}").into_bytes(),
+        )],
         quota: MailboxQuota::UNLIMITED,
         now_ms: now,
     })
@@ -203,7 +212,10 @@ where
     assert!(!hold("m2", acme.id, T + 1000), "second of acme: no SMS");
     assert!(hold("m3", bank.id, T + 10), "first of bank: invite");
     assert_eq!(s.held().unwrap().len(), 3);
-    assert_eq!(s.claim_held("+15550000001", &[1; 16], T, LEASE).unwrap(), vec![]);
+    assert_eq!(
+        s.claim_held("+15550000001", &[1; 16], T, LEASE).unwrap(),
+        vec![]
+    );
     let expired = s.expire_held(T + 10).unwrap();
     assert_eq!(expired.len(), 1);
     assert_eq!(
@@ -227,7 +239,10 @@ where
         MessageStatus::Held
     );
     assert!(send_held(&s, "m1", [1; 16], acme.device, T + 20));
-    assert!(!send_held(&s, "m1", [1; 16], acme.device, T + 20), "sent once");
+    assert!(
+        !send_held(&s, "m1", [1; 16], acme.device, T + 20),
+        "sent once"
+    );
     assert_eq!(
         s.message(acme.id, "m1").unwrap().unwrap().status,
         MessageStatus::Sent
@@ -340,9 +355,8 @@ where
 /// Two devices of one number verifying at once, on two nodes: each held
 /// message is claimed (and so sealed and sent) by one of them only. A
 /// claim whose node died is taken again once its lease ran out.
-fn racing_deliveries_claim_each_held_message_once_and_a_dead_claim_is_taken_again<B: Backend>(
-    b: B,
-) where
+fn racing_deliveries_claim_each_held_message_once_and_a_dead_claim_is_taken_again<B: Backend>(b: B)
+where
     B::Store: PhoneStore,
 {
     let nodes = nodes(&b);
@@ -365,11 +379,18 @@ fn racing_deliveries_claim_each_held_message_once_and_a_dead_claim_is_taken_agai
     assert_eq!(claimed, ids, "every held message claimed exactly once");
     // The claimer of m00..m09 finishes; the one of the others dies.
     for (id, owner) in &all[..10] {
-        assert!(!send_held(&*nodes.1, id, [200; 16], acme.device, T + 2), "not its claim");
+        assert!(
+            !send_held(&*nodes.1, id, [200; 16], acme.device, T + 2),
+            "not its claim"
+        );
         assert!(send_held(&*nodes.1, id, *owner, acme.device, T + 2));
     }
     assert!(
-        nodes.0.claim_held(NUMBER, &[100; 16], T + LEASE, LEASE).unwrap().is_empty(),
+        nodes
+            .0
+            .claim_held(NUMBER, &[100; 16], T + LEASE, LEASE)
+            .unwrap()
+            .is_empty(),
         "a live claim is left alone"
     );
     let again: Vec<String> = nodes
@@ -379,12 +400,18 @@ fn racing_deliveries_claim_each_held_message_once_and_a_dead_claim_is_taken_agai
         .into_iter()
         .map(|h| h.id)
         .collect();
-    assert_eq!(again, ids[10..], "a dead claim is taken again, sent ones never");
+    assert_eq!(
+        again,
+        ids[10..],
+        "a dead claim is taken again, sent ones never"
+    );
     // The first claimer of m15 wakes up: its claim was taken over, so it
     // stores nothing (the message is sealed once).
     let late = all.iter().find(|(id, _)| id == "m15").unwrap().1;
     assert!(!send_held(&*nodes.0, "m15", late, acme.device, T + 3));
-    let marks = race(&nodes, 6, move |_, s| send_held(s, "m15", [101; 16], acme.device, T + 3));
+    let marks = race(&nodes, 6, move |_, s| {
+        send_held(s, "m15", [101; 16], acme.device, T + 3)
+    });
     assert_eq!(marks.iter().filter(|m| **m).count(), 1, "sent once");
     assert_eq!(
         b.int("SELECT COUNT(*) FROM mailbox", None),
@@ -440,7 +467,8 @@ where
         .put_otp(NUMBER, OtpKind::Server, "515151", T, T + 600_000, OTPS)
         .unwrap();
     let results = race(&nodes, 6, |_, s| {
-        s.check_otp(NUMBER, OtpKind::Server, "515151", T, 5).unwrap()
+        s.check_otp(NUMBER, OtpKind::Server, "515151", T, 5)
+            .unwrap()
     });
     assert_eq!(
         results.iter().filter(|r| **r == OtpCheck::Accepted).count(),
@@ -478,16 +506,32 @@ where
     all.sort();
     assert_eq!(all, (0..30).collect::<Vec<u8>>(), "each post taken once");
     let b2 = [42; 16];
-    let first = nodes.1.due(OutboxKind::Sms, &b2, T + LEASE, 100, LEASE).unwrap();
+    let first = nodes
+        .1
+        .due(OutboxKind::Sms, &b2, T + LEASE, 100, LEASE)
+        .unwrap();
     assert_eq!(first.len(), 30, "a dead node's posts are due again");
     for item in &first[..29] {
         assert!(nodes.0.posted(item.id, &b2).unwrap());
     }
-    assert!(nodes.0.retry_at(first[29].id, &b2, T + 2 * LEASE + 5).unwrap());
-    assert!(nodes.1.due(OutboxKind::Sms, &b2, T + 2 * LEASE, 100, LEASE).unwrap().is_empty());
-    let retried = nodes.1.due(OutboxKind::Sms, &b2, T + 2 * LEASE + 5, 100, LEASE).unwrap();
+    assert!(nodes
+        .0
+        .retry_at(first[29].id, &b2, T + 2 * LEASE + 5)
+        .unwrap());
+    assert!(nodes
+        .1
+        .due(OutboxKind::Sms, &b2, T + 2 * LEASE, 100, LEASE)
+        .unwrap()
+        .is_empty());
+    let retried = nodes
+        .1
+        .due(OutboxKind::Sms, &b2, T + 2 * LEASE + 5, 100, LEASE)
+        .unwrap();
     assert_eq!(retried.len(), 1);
-    assert_eq!((retried[0].sealed.clone(), retried[0].attempts), (first[29].sealed.clone(), 1));
+    assert_eq!(
+        (retried[0].sealed.clone(), retried[0].attempts),
+        (first[29].sealed.clone(), 1)
+    );
     let hooks = nodes.0.due(OutboxKind::Webhook, &b2, T, 10, LEASE).unwrap();
     assert_eq!((hooks.len(), hooks[0].sender_id), (1, 3), "kinds apart");
 }
@@ -508,29 +552,61 @@ where
     for i in 0..2u8 {
         nodes.0.queue(OutboxKind::Webhook, 3, vec![i], T).unwrap();
     }
-    let batch = nodes.0.due(OutboxKind::Webhook, &slow, T, 64, lease).unwrap();
+    let batch = nodes
+        .0
+        .due(OutboxKind::Webhook, &slow, T, 64, lease)
+        .unwrap();
     assert_eq!(batch.len(), 2);
     // The slow round posts the first one; it is about to post the second
     // when its lease has run out and the other node took it.
     assert!(nodes.0.renew_lease(batch[0].id, &slow, T, lease).unwrap());
     assert!(nodes.0.posted(batch[0].id, &slow).unwrap());
-    let taken = nodes.1.due(OutboxKind::Webhook, &quick, T + lease, 64, lease).unwrap();
-    assert_eq!(taken.iter().map(|i| i.id).collect::<Vec<_>>(), [batch[1].id]);
-    assert!(nodes.1.renew_lease(batch[1].id, &quick, T + lease, lease).unwrap());
+    let taken = nodes
+        .1
+        .due(OutboxKind::Webhook, &quick, T + lease, 64, lease)
+        .unwrap();
+    assert_eq!(
+        taken.iter().map(|i| i.id).collect::<Vec<_>>(),
+        [batch[1].id]
+    );
+    assert!(nodes
+        .1
+        .renew_lease(batch[1].id, &quick, T + lease, lease)
+        .unwrap());
     assert!(
-        !nodes.0.renew_lease(batch[1].id, &slow, T + lease + 1, lease).unwrap(),
+        !nodes
+            .0
+            .renew_lease(batch[1].id, &slow, T + lease + 1, lease)
+            .unwrap(),
         "the slow node learns it is not its post any more: it does not post"
     );
-    assert!(!nodes.0.retry_at(batch[1].id, &slow, T).unwrap(), "nor reschedule it");
+    assert!(
+        !nodes.0.retry_at(batch[1].id, &slow, T).unwrap(),
+        "nor reschedule it"
+    );
     assert!(!nodes.0.posted(batch[1].id, &slow).unwrap());
-    assert_eq!(b.count("outbox"), 1, "still queued for the node that holds it");
+    assert_eq!(
+        b.count("outbox"),
+        1,
+        "still queued for the node that holds it"
+    );
     assert!(nodes.1.posted(batch[1].id, &quick).unwrap());
     assert_eq!(b.count("outbox"), 0);
     // A lease renewed before it runs out keeps the post from the others.
     nodes.0.queue(OutboxKind::Webhook, 3, vec![9], T).unwrap();
-    let mine = nodes.0.due(OutboxKind::Webhook, &slow, T + 2 * lease, 64, lease).unwrap();
-    assert!(nodes.0.renew_lease(mine[0].id, &slow, T + 3 * lease - 1, lease).unwrap());
-    assert!(nodes.1.due(OutboxKind::Webhook, &quick, T + 3 * lease, 64, lease).unwrap().is_empty());
+    let mine = nodes
+        .0
+        .due(OutboxKind::Webhook, &slow, T + 2 * lease, 64, lease)
+        .unwrap();
+    assert!(nodes
+        .0
+        .renew_lease(mine[0].id, &slow, T + 3 * lease - 1, lease)
+        .unwrap());
+    assert!(nodes
+        .1
+        .due(OutboxKind::Webhook, &quick, T + 3 * lease, 64, lease)
+        .unwrap()
+        .is_empty());
 }
 
 /// Every node's worker expires held messages and notices deliveries: each
@@ -542,7 +618,10 @@ where
     let nodes = nodes(&b);
     let acme = sender(&*nodes.0, "acme", 1, [1; 32]);
     for i in 0..10 {
-        nodes.0.hold(held(&format!("h{i}"), acme.id, T + 5), T).unwrap();
+        nodes
+            .0
+            .hold(held(&format!("h{i}"), acme.id, T + 5), T)
+            .unwrap();
     }
     let expired = race(&nodes, 6, |_, s| s.expire_held(T + 5).unwrap());
     let mut ids: Vec<String> = expired.concat().into_iter().map(|m| m.id).collect();
@@ -577,7 +656,10 @@ where
     let (one, two) = nodes(&b);
     assert_eq!(one.bind_hold_key(&[1; 32]).unwrap(), HoldKeyCheck::Bound);
     assert_eq!(two.bind_hold_key(&[1; 32]).unwrap(), HoldKeyCheck::Same);
-    assert_eq!(two.bind_hold_key(&[2; 32]).unwrap(), HoldKeyCheck::Different);
+    assert_eq!(
+        two.bind_hold_key(&[2; 32]).unwrap(),
+        HoldKeyCheck::Different
+    );
     drop((one, two));
     assert_eq!(
         b.open().bind_hold_key(&[1; 32]).unwrap(),
@@ -597,19 +679,35 @@ where
     let bank = sender(&s, "bank", 2, [2; 32]);
     s.save_sender_sessions(
         acme.id,
-        vec![([1; 16], dev(10), b"s1".to_vec()), ([2; 16], dev(11), b"s2".to_vec())],
+        vec![
+            ([1; 16], dev(10), b"s1".to_vec()),
+            ([2; 16], dev(11), b"s2".to_vec()),
+        ],
         vec![],
     )
     .unwrap();
-    s.save_sender_sessions(acme.id, vec![([1; 16], dev(10), b"s1b".to_vec())], vec![[2; 16]])
-        .unwrap();
-    assert_eq!(s.sender_sessions(acme.id, &[dev(10), dev(11)]).unwrap(), vec![b"s1b".to_vec()]);
-    assert_eq!(s.sender_session(acme.id, &[1; 16]).unwrap(), Some(b"s1b".to_vec()));
+    s.save_sender_sessions(
+        acme.id,
+        vec![([1; 16], dev(10), b"s1b".to_vec())],
+        vec![[2; 16]],
+    )
+    .unwrap();
+    assert_eq!(
+        s.sender_sessions(acme.id, &[dev(10), dev(11)]).unwrap(),
+        vec![b"s1b".to_vec()]
+    );
+    assert_eq!(
+        s.sender_session(acme.id, &[1; 16]).unwrap(),
+        Some(b"s1b".to_vec())
+    );
     assert_eq!(s.sender_session(bank.id, &[1; 16]).unwrap(), None);
     assert!(s.sender_sessions(bank.id, &[dev(10)]).unwrap().is_empty());
     s.note_thread(acme.id, &[user_key(5)], "m1").unwrap();
     s.note_thread(acme.id, &[user_key(5)], "m2").unwrap();
-    assert_eq!(s.thread(acme.id, &user_key(5)).unwrap().as_deref(), Some("m2"));
+    assert_eq!(
+        s.thread(acme.id, &user_key(5)).unwrap().as_deref(),
+        Some("m2")
+    );
     assert_eq!(s.thread(bank.id, &user_key(5)).unwrap(), None);
     assert_eq!(s.senders().unwrap().len(), 2);
     assert_eq!(s.sender("bank").unwrap().unwrap().id, bank.id);
@@ -719,34 +817,68 @@ where
     )
     .unwrap();
     let hung_up = [1; 16];
-    assert_eq!(s.claim_held(NUMBER, &hung_up, T + 1, LEASE).unwrap().len(), 2);
+    assert_eq!(
+        s.claim_held(NUMBER, &hung_up, T + 1, LEASE).unwrap().len(),
+        2
+    );
     // Its delivery never finishes. Past their expiry, claimed messages
     // are not expired (they could be in a mailbox already).
     assert!(s.expire_held(T + 200).unwrap().is_empty());
     assert_eq!(s.held().unwrap().len(), 2);
     assert!(
-        nodes.1.claim_registered(&[2; 16], T + 2, LEASE, 0, 10).unwrap().is_empty(),
+        nodes
+            .1
+            .claim_registered(&[2; 16], T + 2, LEASE, 0, 10)
+            .unwrap()
+            .is_empty(),
         "a live claim is left to its delivery"
     );
     // The claim runs out: the background job of any node takes both.
     let job = [2; 16];
-    let taken = nodes.1.claim_registered(&job, T + 1 + LEASE, LEASE, 30_000, 10).unwrap();
-    assert_eq!(taken.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(), ["m1", "m2"]);
+    let taken = nodes
+        .1
+        .claim_registered(&job, T + 1 + LEASE, LEASE, 30_000, 10)
+        .unwrap();
+    assert_eq!(
+        taken.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(),
+        ["m1", "m2"]
+    );
     assert!(send_held(&*nodes.1, "m1", job, phone, T + 2 + LEASE));
     // Sealing m2 fails: it is held again, not lost.
-    assert_eq!(nodes.1.release_held(&["m2".into()], &job, T + 2 + LEASE).unwrap(), 1);
+    assert_eq!(
+        nodes
+            .1
+            .release_held(&["m2".into()], &job, T + 2 + LEASE)
+            .unwrap(),
+        1
+    );
     // The hung-up delivery wakes up: it stores nothing and releases nothing.
     assert!(!send_held(s, "m1", hung_up, phone, T + 3 + LEASE));
     assert!(!send_held(s, "m2", hung_up, phone, T + 3 + LEASE));
-    assert_eq!(s.release_held(&["m1".into(), "m2".into()], &hung_up, T + 3 + LEASE).unwrap(), 0);
-    assert_eq!(s.message(acme.id, "m2").unwrap().unwrap().status, MessageStatus::Held);
+    assert_eq!(
+        s.release_held(&["m1".into(), "m2".into()], &hung_up, T + 3 + LEASE)
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        s.message(acme.id, "m2").unwrap().unwrap().status,
+        MessageStatus::Held
+    );
     // Retried after a rest, by the job, not only by a later verify.
-    assert!(s.claim_registered(&[3; 16], T + 3 + LEASE, LEASE, 30_000, 10).unwrap().is_empty());
-    let retry = s.claim_registered(&[3; 16], T + 2 + LEASE + 30_000, LEASE, 30_000, 10).unwrap();
+    assert!(s
+        .claim_registered(&[3; 16], T + 3 + LEASE, LEASE, 30_000, 10)
+        .unwrap()
+        .is_empty());
+    let retry = s
+        .claim_registered(&[3; 16], T + 2 + LEASE + 30_000, LEASE, 30_000, 10)
+        .unwrap();
     assert_eq!(retry.len(), 1);
     assert!(send_held(s, "m2", [3; 16], phone, T + 3 + LEASE + 30_000));
     for id in ["m1", "m2"] {
-        assert_eq!(s.message(acme.id, id).unwrap().unwrap().status, MessageStatus::Sent);
+        assert_eq!(
+            s.message(acme.id, id).unwrap().unwrap().status,
+            MessageStatus::Sent
+        );
     }
     let (items, _) = s.fetch(&phone, 0, 100, 1 << 20).unwrap();
     assert_eq!(items.len(), 2, "each held message reached the device once");
@@ -768,39 +900,81 @@ where
         window_ms: 3_600_000,
     };
     let asked = race(&nodes, 8, move |i, s| {
-        s.put_otp(NUMBER, OtpKind::Server, "424242", T + i as u64, T + 600_000, limit)
-            .unwrap()
+        s.put_otp(
+            NUMBER,
+            OtpKind::Server,
+            "424242",
+            T + i as u64,
+            T + 600_000,
+            limit,
+        )
+        .unwrap()
     });
     assert_eq!(asked.iter().filter(|a| **a).count(), 3, "{asked:?}");
     // Asking on and on, guessing five times after each OTP granted.
     let mut guesses = 0;
     for round in 0..20u64 {
         let s = if round % 2 == 0 { &nodes.0 } else { &nodes.1 };
-        let kind = if round % 3 == 0 { OtpKind::App } else { OtpKind::Server };
-        if !s.put_otp(NUMBER, kind, "12345678", T + 100 + round, T + 600_000, limit).unwrap() {
+        let kind = if round % 3 == 0 {
+            OtpKind::App
+        } else {
+            OtpKind::Server
+        };
+        if !s
+            .put_otp(
+                NUMBER,
+                kind,
+                "12345678",
+                T + 100 + round,
+                T + 600_000,
+                limit,
+            )
+            .unwrap()
+        {
             continue;
         }
         guesses += 5;
     }
-    assert_eq!(guesses, 0, "the three of the window were used up by the race");
+    assert_eq!(
+        guesses, 0,
+        "the three of the window were used up by the race"
+    );
     // The window over, the number may ask again (up to the limit).
     let later = T + 100 + limit.window_ms;
     let granted = (0..5)
         .filter(|i| {
-            nodes.1
-                .put_otp(NUMBER, OtpKind::Server, "111111", later + i, later + 600_000, limit)
+            nodes
+                .1
+                .put_otp(
+                    NUMBER,
+                    OtpKind::Server,
+                    "111111",
+                    later + i,
+                    later + 600_000,
+                    limit,
+                )
                 .unwrap()
         })
         .count();
     assert_eq!(granted, 3);
     assert_eq!(
-        nodes.0.check_otp(NUMBER, OtpKind::Server, "111111", later + 10, 5).unwrap(),
+        nodes
+            .0
+            .check_otp(NUMBER, OtpKind::Server, "111111", later + 10, 5)
+            .unwrap(),
         OtpCheck::Accepted,
         "a refused request does not replace the OTP the number holds"
     );
     // Another number is counted apart.
     assert!(nodes
         .0
-        .put_otp("+15550000001", OtpKind::Server, "222222", T, T + 600_000, limit)
+        .put_otp(
+            "+15550000001",
+            OtpKind::Server,
+            "222222",
+            T,
+            T + 600_000,
+            limit
+        )
         .unwrap());
 }

@@ -327,7 +327,10 @@ fn serve(stream: impl Read + Write, received: &Mutex<Vec<Received>>, respond: &A
             "HTTP/1.1 {status} X\r\ncontent-length: 2\r\ncontent-type: application/json\r\n\r\n{{}}"
         );
         let w = reader.get_mut();
-        if w.write_all(reply.as_bytes()).and_then(|()| w.flush()).is_err() {
+        if w.write_all(reply.as_bytes())
+            .and_then(|()| w.flush())
+            .is_err()
+        {
             return;
         }
     }

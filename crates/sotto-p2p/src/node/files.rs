@@ -246,7 +246,8 @@ impl Files {
         stall_ms: u64,
         linked: impl Fn(&Id) -> bool,
     ) -> Vec<Act> {
-        let late = |heard: u64, session: &Id| heard.saturating_add(stall_ms) <= now && linked(session);
+        let late =
+            |heard: u64, session: &Id| heard.saturating_add(stall_ms) <= now && linked(session);
         let mut acts = Vec::new();
         self.out.retain(|id, o| {
             let stalled = o.wanted && o.next > o.acked && late(o.heard, &o.session);
@@ -383,7 +384,9 @@ impl Files {
                 out.heard = now;
                 if offset == out.size {
                     match out.sha256 {
-                        Some(sha256) => acts.push(Act::Seal(session, Inner::FileEnd { id, sha256 })),
+                        Some(sha256) => {
+                            acts.push(Act::Seal(session, Inner::FileEnd { id, sha256 }))
+                        }
                         // Nothing to send but the hash: the shell hashes.
                         None => acts.push(Act::File(FileIo::Read {
                             file: id,
@@ -533,7 +536,13 @@ impl Node {
         }
         inn.acked = w;
         let acts = vec![
-            Act::Seal(inn.session, Inner::FileAck { id: *file, offset: w }),
+            Act::Seal(
+                inn.session,
+                Inner::FileAck {
+                    id: *file,
+                    offset: w,
+                },
+            ),
             ev(FileEvent::Progress {
                 file: *file,
                 done: w,
@@ -597,7 +606,10 @@ impl Node {
         out.sha256 = Some(sha256);
         if out.wanted && out.next == out.size {
             let session = out.session;
-            self.apply(vec![Act::Seal(session, Inner::FileEnd { id: *file, sha256 })]);
+            self.apply(vec![Act::Seal(
+                session,
+                Inner::FileEnd { id: *file, sha256 },
+            )]);
         }
     }
 

@@ -501,10 +501,15 @@ impl Node {
             .map(|p| p.linked_at + self.config.hello_timeout_ms)
             .min();
         let files = self.files.next_deadline(self.config.file_stall_ms);
-        [Some(self.next_hello), hello, self.requests.next_deadline(), files]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            Some(self.next_hello),
+            hello,
+            self.requests.next_deadline(),
+            files,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     pub fn handle_timeout(&mut self, now: u64) {
@@ -522,11 +527,13 @@ impl Node {
         }
         self.expire_requests();
         let (peers, sessions) = (&self.peers, &self.sessions);
-        let acts = self.files.expire(self.now, self.config.file_stall_ms, |id| {
-            sessions
-                .get(id)
-                .is_some_and(|s| peers.contains_key(&s.peer))
-        });
+        let acts = self
+            .files
+            .expire(self.now, self.config.file_stall_ms, |id| {
+                sessions
+                    .get(id)
+                    .is_some_and(|s| peers.contains_key(&s.peer))
+            });
         self.apply(acts);
         if self.now >= self.next_hello {
             self.next_hello = self.now + self.config.advert_ttl_ms / 2;

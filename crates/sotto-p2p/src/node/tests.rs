@@ -534,7 +534,10 @@ fn a_file_whose_bytes_do_not_match_the_senders_hash_is_not_made_visible() {
     };
     inject(&mut net, m, &s, wrong);
     assert!(net.disk[&a].done.is_empty());
-    assert!(net.disk[&a].partial.is_empty(), "the partial copy is discarded");
+    assert!(
+        net.disk[&a].partial.is_empty(),
+        "the partial copy is discarded"
+    );
     assert!(net.events(a).contains(&Event::File(FileEvent::Complete {
         file: id,
         name: "x.bin".into(),
@@ -698,8 +701,14 @@ fn a_peer_that_stops_acking_or_sending_is_cancelled_after_the_stall_time() {
             ok: false,
         })
     };
-    assert!(net.events(b).contains(&failed(false)), "the sender gives up");
-    assert!(net.events(a).contains(&failed(true)), "the receiver is told");
+    assert!(
+        net.events(b).contains(&failed(false)),
+        "the sender gives up"
+    );
+    assert!(
+        net.events(a).contains(&failed(true)),
+        "the receiver is told"
+    );
     assert!(net.disk[&a].partial.is_empty(), "and discards its copy");
     // Nothing more is read.
     assert_eq!(net.disk[&b].reads, reads);

@@ -33,7 +33,11 @@ pub(crate) enum DiskMsg {
     /// `None` when it did not match (or could not be written).
     Checked { file: Id, saved: Option<PathBuf> },
     /// Sender: bytes asked for.
-    Data { file: Id, offset: u64, data: Vec<u8> },
+    Data {
+        file: Id,
+        offset: u64,
+        data: Vec<u8>,
+    },
     /// Sender: the whole file is hashed.
     Hashed { file: Id, sha256: [u8; 32] },
     /// Either side: the file could not be read or written.
@@ -162,7 +166,10 @@ impl Disk {
     }
 
     pub(crate) fn read(&mut self, file: &Id, offset: u64, len: usize) {
-        let sent = self.readers.get(file).map(|r| r.send((offset, len)).is_ok());
+        let sent = self
+            .readers
+            .get(file)
+            .map(|r| r.send((offset, len)).is_ok());
         if sent != Some(true) {
             let _ = self.tx.send(DiskMsg::Failed { file: *file });
         }

@@ -21,7 +21,9 @@ pub(super) async fn send(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<SendResponse>, ApiError> {
-    Ok(Json(accept(state, &caller.device, caller.body, caller.once).await?))
+    Ok(Json(
+        accept(state, &caller.device, caller.body, caller.once).await?,
+    ))
 }
 
 /// Checks a datagram from `caller` (a registered device), stores it and

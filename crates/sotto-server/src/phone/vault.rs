@@ -91,8 +91,8 @@ impl Vault {
     /// HMAC-SHA-256(key, a fixed label), which reveals nothing of the key.
     pub fn check_value(&self) -> [u8; 32] {
         use hmac::{Hmac, Mac};
-        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.key[..])
-            .expect("HMAC takes any key");
+        let mut mac =
+            <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.key[..]).expect("HMAC takes any key");
         mac.update(b"sotto/hold-key-check/v1");
         mac.finalize().into_bytes().into()
     }

@@ -67,7 +67,11 @@ async fn round(
     if !held.is_empty() {
         let n = held.len();
         let delivered = super::deliver::deliver_claimed(state, phone, &owner, held).await;
-        tracing::info!(claimed = n, delivered, "held messages of registered numbers retried");
+        tracing::info!(
+            claimed = n,
+            delivered,
+            "held messages of registered numbers retried"
+        );
     }
     // Every post is leased to this round (`owner`) when taken, and the
     // lease renewed just before it is posted: a round slower than a lease
@@ -120,7 +124,10 @@ async fn renew(
         .db(move |s| s.renew_lease(id, &owner, now_ms(), CLAIM_LEASE_MS))
         .await?;
     if !mine {
-        tracing::info!(id, "an outbox post was taken over by another node; not posting it");
+        tracing::info!(
+            id,
+            "an outbox post was taken over by another node; not posting it"
+        );
     }
     Ok(mine)
 }
@@ -140,7 +147,10 @@ async fn settle(
             let backoff = (1000u64 << item.attempts.min(20)).min(MAX_BACKOFF_MS);
             tracing::warn!(what, id, attempts = item.attempts + 1, %reason, retry_in_ms = backoff, "post failed; retrying later");
             let next = now_ms().saturating_add(backoff);
-            phone.db(move |s| s.retry_at(id, &owner, next)).await.map(drop)
+            phone
+                .db(move |s| s.retry_at(id, &owner, next))
+                .await
+                .map(drop)
         }
     }
 }

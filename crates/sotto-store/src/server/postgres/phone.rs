@@ -256,7 +256,10 @@ impl PhoneStore for PostgresStore {
 
     fn add_sender(&self, s: NewSender, now_ms: u64) -> Result<SenderRecord> {
         let name_key = self.name_key(&s.user.username_hash);
-        let sealed = self.inner.secret.seal_name(&name_key, &s.user.username_hash);
+        let sealed = self
+            .inner
+            .secret
+            .seal_name(&name_key, &s.user.username_hash);
         let s = Arc::new(s);
         self.tx(move |c, _| {
             let s = s.clone();
@@ -565,12 +568,17 @@ impl PhoneStore for PostgresStore {
         self.tx(move |c, secret| {
             Box::pin(async move {
                 let name_key = key32(
-                    c.opt("SELECT name_key FROM users WHERE user_key = $1", &[&&user.0[..]])
-                        .await?
-                        .ok_or(StoreError::UnknownUser)?
-                        .get(0),
+                    c.opt(
+                        "SELECT name_key FROM users WHERE user_key = $1",
+                        &[&&user.0[..]],
+                    )
+                    .await?
+                    .ok_or(StoreError::UnknownUser)?
+                    .get(0),
                 )?;
-                Ok(directory::claim(c, secret, &name_key, &[], &claimant).await?.1)
+                Ok(directory::claim(c, secret, &name_key, &[], &claimant)
+                    .await?
+                    .1)
             })
         })
     }
@@ -695,7 +703,10 @@ impl PhoneStore for PostgresStore {
             })
             .collect();
         let Some(first) = outgoing.first() else {
-            return Err(StoreError::Backend(format!("held message {}: nothing to send", send.id)));
+            return Err(StoreError::Backend(format!(
+                "held message {}: nothing to send",
+                send.id
+            )));
         };
         let (digest, recipients) = (first.digest, first.recipients.len() as i64);
         let (outgoing, send) = (Arc::new(outgoing), Arc::new(send));
@@ -910,7 +921,17 @@ impl PhoneStore for PostgresStore {
         self.tx(move |c, secret| {
             let otp = otp.clone();
             Box::pin(async move {
-                judge_otp(c, secret, &key, OtpKind::App, &otp, now_ms, max_attempts, true).await
+                judge_otp(
+                    c,
+                    secret,
+                    &key,
+                    OtpKind::App,
+                    &otp,
+                    now_ms,
+                    max_attempts,
+                    true,
+                )
+                .await
             })
         })
     }
@@ -950,7 +971,13 @@ impl PhoneStore for PostgresStore {
                              SELECT id FROM outbox WHERE kind = $1 AND next_at <= $2
                              ORDER BY next_at, id LIMIT $4 FOR UPDATE SKIP LOCKED)
                          RETURNING id, sender_id, sealed, attempts, created_at",
-                        &[&kind.as_str(), &int(now_ms), &until, &i64::from(limit), &&owner[..]],
+                        &[
+                            &kind.as_str(),
+                            &int(now_ms),
+                            &until,
+                            &i64::from(limit),
+                            &&owner[..],
+                        ],
                     )
                     .await?
                     .iter()

@@ -447,7 +447,10 @@ impl PhoneStore for SqliteStore {
                  RETURNING id, sender_id, sealed, created_at",
             )?;
             let stale = now_ms.saturating_sub(lease_ms) as i64;
-            let rows = stmt.query_map(params![&key[..], now_ms as i64, stale, &owner[..]], held_row)?;
+            let rows = stmt.query_map(
+                params![&key[..], now_ms as i64, stale, &owner[..]],
+                held_row,
+            )?;
             held_sorted(rows.collect::<Result<_, _>>()?)
         })
     }
@@ -483,7 +486,10 @@ impl PhoneStore for SqliteStore {
 
     fn send_held(&self, send: HeldSend) -> Result<Option<Vec<Enqueued>>> {
         let Some((first_to, first)) = send.datagrams.first() else {
-            return Err(StoreError::Backend(format!("held message {}: nothing to send", send.id)));
+            return Err(StoreError::Backend(format!(
+                "held message {}: nothing to send",
+                send.id
+            )));
         };
         let (digest, recipients) = (mailbox::digest(first), first_to.len() as i64);
         let secret = self.secret.clone();
@@ -493,7 +499,13 @@ impl PhoneStore for SqliteStore {
                 "UPDATE sender_messages SET status = 'sent', sealed = NULL, number_key = NULL,
                  claim_owner = NULL, digest = ?3, recipients = ?4, updated_at = ?5
                  WHERE id = ?1 AND status = 'sending' AND claim_owner = ?2",
-                params![send.id, &send.claim[..], &digest[..], recipients, send.now_ms as i64],
+                params![
+                    send.id,
+                    &send.claim[..],
+                    &digest[..],
+                    recipients,
+                    send.now_ms as i64
+                ],
             )?;
             if n == 0 {
                 return Ok(None);
