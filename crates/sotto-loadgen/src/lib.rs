@@ -7,5 +7,7 @@
 //! docs/PERFORMANCE.md.
 
 pub mod net;
+pub mod phone;
 pub mod sim;
+pub mod sms;
 pub mod stats;

@@ -21,6 +21,12 @@
 //!             with `sotto admin sender add`): M messages to N phone
 //!             numbers, C in flight; reports msgs/s, p50/p99 latency and
 //!             how many were held (unregistered numbers) or sent.
+//!   phone   - registers N phone numbers as `sotto register-phone` +
+//!             `verify-phone` do (the code read from the server's
+//!             `--sms-sink` file), sends M messages to them through the
+//!             sender API (sealed on the server), drains and opens them on
+//!             the devices; `--e2e K`: K held messages each followed to
+//!             its number's registration and opening (p50/p99).
 //!
 //! Every device is a real user with a real device certificate and signed
 //! prekeys, registered through the API; publishers claim prekey bundles,
@@ -58,6 +64,7 @@ use sotto_loadgen::stats::now_ns;
 
 use scenarios::idle::{idle, IdleArgs};
 use scenarios::offline::{offline, OfflineArgs};
+use scenarios::phone::{phone, PhoneArgs};
 use scenarios::relay::{relay, RelayArgs};
 use scenarios::sender::{sender, SenderArgs};
 use setup::Ctx;
@@ -120,6 +127,8 @@ enum Cmd {
     Idle(IdleArgs),
     /// The sender API: M messages to N phone numbers, C calls in flight (msgs/s, p50/p99).
     Sender(SenderArgs),
+    /// Registers N phone numbers (codes from --sms-sink), sends M sender API messages to them; --e2e K held -> registered -> opened.
+    Phone(PhoneArgs),
 }
 
 #[cfg(feature = "spawn-server")]
@@ -129,12 +138,18 @@ async fn spawn_server(dir: &std::path::Path) -> Result<(String, [u8; 32])> {
     // Every simulated device comes from one address: rates are the
     // server's business, not what a load test measures.
     config.limits.rates = None;
+    // the development SMS gateway (`phone --sms-sink DIR/sms.jsonl`)
+    let sink = dir.join("sms.jsonl");
+    config.phone.sms = sotto_server::phone::sms::SmsConfig::Sink(sink.clone());
     let running = sotto_server::start(config)
         .await
         .map_err(|e| format!("spawn server: {e}"))?;
     let url = format!("https://{}", running.addr);
     let fp = net::parse_fingerprint(&running.fingerprint.to_string())?;
-    println!("spawned in-process server at {url}");
+    println!(
+        "spawned in-process server at {url} (SMS sink {})",
+        sink.display()
+    );
     std::mem::forget(running);
     Ok((url, fp))
 }
@@ -205,6 +220,7 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Offline(a) => offline(&ctx, a).await,
         Cmd::Idle(a) => idle(&ctx, a).await,
         Cmd::Sender(a) => sender(&ctx, a).await,
+        Cmd::Phone(a) => phone(&ctx, a).await,
     }
 }
 

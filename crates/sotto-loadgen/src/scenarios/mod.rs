@@ -2,5 +2,6 @@
 
 pub mod idle;
 pub mod offline;
+pub mod phone;
 pub mod relay;
 pub mod sender;
