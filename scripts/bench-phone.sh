@@ -57,7 +57,7 @@ fresh_server() {
         DB=sotto_phone_$(od -An -N4 -tx4 /dev/urandom | tr -d ' ')
         DB_ARGS=(--database "$PG/$DB")
         # creates the database and its schema (for the sender below)
-        "$BIN/sotto" admin migrate "${DB_ARGS[@]}" >/dev/null
+        "$BIN/sotto" admin migrate "${DB_ARGS[@]}" >/dev/null 2>>"$OUT/admin.log"
     fi
     KEY=$("$BIN/sotto" admin --data "$DATA" "${DB_ARGS[@]}" sender add acme \
         --name "Acme Clinic" --webhook http://127.0.0.1:9/none 2>>"$OUT/admin.log" | sed -n 's/^api key: *//p')
