@@ -236,7 +236,7 @@ mod tests {
         buf.extend_from_slice(b"d\n");
         assert_eq!(take_lines(&mut buf, &mut skipping), vec![b"bcd".to_vec()]);
         // an overlong partial line is dropped up to its newline
-        buf.extend(std::iter::repeat(b'x').take(MAX_LINE + 1));
+        buf.extend_from_slice(&[b'x'; MAX_LINE + 1]);
         assert!(take_lines(&mut buf, &mut skipping).is_empty());
         assert!(skipping && buf.is_empty());
         buf.extend_from_slice(b"xx\nok\n");
