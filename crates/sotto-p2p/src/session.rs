@@ -32,7 +32,8 @@ use zeroize::Zeroizing;
 
 use crate::identity::Identity;
 use crate::wire::{
-    seal_frame_finish, sealed_frame_start, write_prekey, Accept, Id, Inner, Request, SEALED_HEADER,
+    seal_frame_finish, sealed_frame_start, write_chunk_frame_head, write_prekey, Accept, FileBytes,
+    Id, Inner, Request, CHUNK_FRAME_HEAD, SEALED_HEADER,
 };
 
 const REQUEST_CONTEXT: &[u8] = b"sotto/v1/p2p-request";
@@ -286,25 +287,65 @@ impl SessionKeys {
         w.buf
     }
 
-    /// [`SessionKeys::open`], decrypting in the ciphertext's own buffer.
-    pub fn open_owned(&mut self, counter: u64, mut buf: Vec<u8>) -> Option<Zeroizing<Vec<u8>>> {
-        if self.recv_last.is_some_and(|last| counter <= last) || buf.len() < 16 {
-            return None;
+    /// Seals a file chunk as the next message: the same frame as
+    /// [`SessionKeys::seal_frame`] of [`Inner::FileChunk`], built around
+    /// `data` in its own buffer when it has [`CHUNK_FRAME_HEAD`] bytes of
+    /// room in front (as the shell's reads leave), else copied once.
+    pub fn seal_chunk_frame(&mut self, file: &Id, offset: u64, data: FileBytes) -> Vec<u8> {
+        let (mut buf, start) = data.into_parts();
+        if start != CHUNK_FRAME_HEAD {
+            let mut b = Vec::with_capacity(CHUNK_FRAME_HEAD + buf.len() - start + 16);
+            b.resize(CHUNK_FRAME_HEAD, 0);
+            b.extend_from_slice(&buf[start..]);
+            buf = b;
+        }
+        let counter = self.send_next;
+        self.send_next += 1;
+        let len = buf.len() - CHUNK_FRAME_HEAD;
+        write_chunk_frame_head(&mut buf, &self.id, counter, file, offset, len);
+        let cipher = Aes256Gcm::new_from_slice(&self.send_key[..]).expect("32-byte key");
+        let tag = cipher
+            .encrypt_in_place_detached(
+                Nonce::from_slice(&nonce(counter)),
+                &aad(&self.id, counter),
+                &mut buf[SEALED_HEADER..],
+            )
+            .expect("AES-GCM seals any length below 64 GiB");
+        buf.extend_from_slice(&tag);
+        buf
+    }
+
+    /// Opens the message `buf[start..]` (ciphertext and tag) in place: on
+    /// success `buf[start..]` is the plaintext (the tag is cut off) and the
+    /// counter is taken. `false` (and nothing taken) if it does not
+    /// authenticate or its counter is not above every one opened before.
+    pub fn open_in_place(&mut self, counter: u64, buf: &mut Vec<u8>, start: usize) -> bool {
+        if self.recv_last.is_some_and(|last| counter <= last) || buf.len() < start + 16 {
+            return false;
         }
         let tag_at = buf.len() - 16;
         let tag = aes_gcm::aead::generic_array::GenericArray::clone_from_slice(&buf[tag_at..]);
-        buf.truncate(tag_at);
         let cipher = Aes256Gcm::new_from_slice(&self.recv_key[..]).expect("32-byte key");
-        cipher
+        if cipher
             .decrypt_in_place_detached(
                 Nonce::from_slice(&nonce(counter)),
                 &aad(&self.id, counter),
-                &mut buf,
+                &mut buf[start..tag_at],
                 &tag,
             )
-            .ok()?;
+            .is_err()
+        {
+            return false;
+        }
+        buf.truncate(tag_at);
         self.recv_last = Some(counter);
-        Some(Zeroizing::new(buf))
+        true
+    }
+
+    /// [`SessionKeys::open`], decrypting in the ciphertext's own buffer.
+    pub fn open_owned(&mut self, counter: u64, mut buf: Vec<u8>) -> Option<Zeroizing<Vec<u8>>> {
+        self.open_in_place(counter, &mut buf, 0)
+            .then(|| Zeroizing::new(buf))
     }
 
     /// Opens a message; `None` if it does not authenticate or its counter
@@ -414,6 +455,37 @@ mod tests {
         assert!(kb.open_owned(counter, ciphertext).is_none(), "replayed");
         let (c2, _) = ka.seal(b"next");
         assert_eq!(c2, 1, "one counter for both ways of sealing");
+    }
+
+    #[test]
+    fn a_chunk_sealed_around_its_bytes_is_the_frame_of_a_file_chunk() {
+        let (mut ka, mut kb) = pair();
+        let (mut kc, _) = pair();
+        let data: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
+        let inner = Inner::FileChunk {
+            id: [3; 16],
+            offset: 77,
+            data: data.clone(),
+        };
+        // The same counter on two copies of one session's keys.
+        kc.id = ka.id;
+        kc.send_key = ka.send_key.clone();
+        let expected = kc.seal_frame(&inner, data.len() + 64);
+        let mut room = vec![0xAA; CHUNK_FRAME_HEAD];
+        room.extend_from_slice(&data);
+        let in_place = ka.seal_chunk_frame(&[3; 16], 77, FileBytes::new(room, CHUNK_FRAME_HEAD));
+        assert_eq!(in_place, expected);
+        // Without the room in front: copied, same bytes (next counter).
+        kc.send_next = 1;
+        let expected = kc.seal_frame(&inner, data.len() + 64);
+        let copied = ka.seal_chunk_frame(&[3; 16], 77, FileBytes::from(data));
+        assert_eq!(copied, expected);
+        // Both open at the receiver, in place after the frame's header.
+        for (counter, frame) in [(0, in_place), (1, copied)] {
+            let mut buf = frame;
+            assert!(kb.open_in_place(counter, &mut buf, SEALED_HEADER));
+            assert_eq!(Inner::decode(&buf[SEALED_HEADER..]).unwrap(), inner);
+        }
     }
 
     #[test]

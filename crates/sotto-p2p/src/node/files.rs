@@ -1,13 +1,25 @@
 //! File transfer inside a session: offered, chunked (each chunk a sealed,
-//! authenticated message), flow-controlled by the receiver's acks of bytes
-//! it has written, resumed from the receiver's want after a dropped link,
-//! and checked against the SHA-256 the sender sends after the last chunk
-//! before the receiver's shell makes it visible.
+//! authenticated message of the session), flow-controlled by the
+//! receiver's acks of bytes it has written, resumed from the receiver's
+//! want after a dropped link, and made visible by the receiver's shell only
+//! once every byte of the offered size has arrived in order.
+//!
+//! Why that checks the whole file (no whole-file hash, since wire version
+//! 2): the offer (file id, size) and every chunk (file id, offset, bytes)
+//! are messages sealed under the session's key for this direction, whose
+//! counter only grows; the receiver takes a chunk only at the offset where
+//! the bytes it holds end, and only up to the offered size, and makes the
+//! file visible only when it holds exactly that size. So the file it shows
+//! is the sequence of bytes the authenticated sender sealed for that file
+//! id in that session, in order, whole: a chunk reordered, repeated,
+//! dropped, truncated, forged, or taken from another file or session
+//! either does not open (the peer is disconnected), or is ignored (the
+//! want of a resume asks again), or never completes the file. The partial
+//! copy on disk is always a prefix of that sequence; it is begun afresh
+//! for every offer, so nothing from an earlier run is trusted.
 //!
 //! The node never touches a file: it asks the shell to read, write, check
-//! and discard ([`FileIo`]) and is told the results. The shell hashes as it
-//! goes: the sender while it reads (and tells [`Node::file_hashed`]), the
-//! receiver while it writes, so neither side reads the file twice.
+//! and discard ([`FileIo`]) and is told the results.
 
 use std::collections::HashMap;
 
@@ -15,13 +27,14 @@ use rand_core::{OsRng, RngCore};
 
 use super::{Act, Config, Event, Node};
 use crate::error::{Error, Result};
-use crate::wire::{Id, Inner, CHUNK, MAX_FILE_NAME, MAX_FILE_WINDOW};
+use crate::wire::{FileBytes, Id, Inner, CHUNK, MAX_FILE_NAME, MAX_FILE_WINDOW};
 
 /// A file operation for the shell.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FileIo {
-    /// Receiver: open (or create) the partial copy of `file`; answer with
-    /// [`Node::file_opened`] and the bytes it already holds.
+    /// Receiver: create the partial copy of `file`, empty (a partial copy
+    /// left by an earlier run is not trusted); answer with
+    /// [`Node::file_opened`].
     Open { file: Id, name: String, size: u64 },
     /// Receiver: write `data` at `offset` of the partial copy (writes come
     /// in order, each where the last ended); answer with
@@ -29,22 +42,19 @@ pub enum FileIo {
     Write {
         file: Id,
         offset: u64,
-        data: Vec<u8>,
+        data: FileBytes,
     },
-    /// Receiver: every byte was written. If the SHA-256 of the partial copy
-    /// (hashed while writing) is `sha256`, make it visible under `name`.
-    /// Answer with [`Node::file_checked`].
-    Check {
-        file: Id,
-        name: String,
-        sha256: [u8; 32],
-    },
+    /// Receiver: every byte of the file has arrived and comes after the
+    /// writes already asked for. Once they are written, sync the partial
+    /// copy and make it visible under `name`. Answer with
+    /// [`Node::file_checked`].
+    Check { file: Id, name: String },
     /// Receiver: the transfer ended unfinished; delete the partial copy.
     Discard { file: Id },
-    /// Sender: read `len` bytes at `offset`; answer with [`Node::file_data`].
-    /// The shell hashes the file in order as it reads (reading any bytes a
-    /// read skips over) and calls [`Node::file_hashed`] once it has hashed
-    /// the last byte. `len` is 0 when the node only needs that hash.
+    /// Sender: read `len` bytes (at most [`CHUNK`]) at `offset`; answer
+    /// with [`Node::file_data`] (ideally into a buffer with
+    /// [`crate::wire::CHUNK_FRAME_HEAD`] bytes of room in front, see
+    /// [`FileBytes`]), or [`Node::file_failed`] if the file changed.
     Read { file: Id, offset: u64, len: usize },
     /// Sender: the transfer ended; the file can be closed.
     Release { file: Id },
@@ -68,7 +78,8 @@ pub enum FileEvent {
         total: u64,
         incoming: bool,
     },
-    /// The transfer ended: `ok` when the whole file matched its hash.
+    /// The transfer ended: `ok` when the whole file arrived and (receiver)
+    /// was made visible.
     Complete {
         file: Id,
         name: String,
@@ -81,8 +92,6 @@ struct Out {
     session: Id,
     name: String,
     size: u64,
-    /// Known once the shell has read and hashed the last byte.
-    sha256: Option<[u8; 32]>,
     /// Everything before `next` has been asked of the shell.
     next: u64,
     /// Everything before `acked` is written on the receiver's side.
@@ -97,8 +106,6 @@ struct In {
     session: Id,
     name: String,
     size: u64,
-    /// From the sender's [`Inner::FileEnd`].
-    sha256: Option<[u8; 32]>,
     /// Everything before `next` has arrived (and is queued for writing).
     next: u64,
     /// Everything before `written` is on disk.
@@ -134,18 +141,15 @@ pub fn valid_file_name(name: &str) -> bool {
 }
 
 impl In {
-    /// Every byte arrived and the hash is known: the shell checks (after
-    /// the writes it already has, which it runs in order).
+    /// Every byte of the offered size arrived: the shell makes the file
+    /// visible (after the writes it already has, which it runs in order).
     fn check_if_complete(&mut self, id: Id, acts: &mut Vec<Act>) {
-        if let Some(sha256) = self.sha256 {
-            if self.opened && !self.checking && self.next == self.size {
-                self.checking = true;
-                acts.push(Act::File(FileIo::Check {
-                    file: id,
-                    name: self.name.clone(),
-                    sha256,
-                }));
-            }
+        if self.opened && !self.checking && self.next == self.size {
+            self.checking = true;
+            acts.push(Act::File(FileIo::Check {
+                file: id,
+                name: self.name.clone(),
+            }));
         }
     }
 }
@@ -270,6 +274,49 @@ impl Files {
         acts
     }
 
+    /// A file chunk from the peer of `session` (opened in that session).
+    pub(crate) fn on_chunk(
+        &mut self,
+        session: Id,
+        id: Id,
+        offset: u64,
+        data: FileBytes,
+        now: u64,
+    ) -> std::result::Result<Vec<Act>, &'static str> {
+        let mut acts = Vec::new();
+        let inn = match self.inn.get_mut(&id) {
+            Some(i) if i.session == session => i,
+            Some(_) => return Err("a chunk for another session's transfer"),
+            // The transfer ended here (cancelled, failed, checked) while
+            // the sender still had chunks on the way.
+            None => return Ok(acts),
+        };
+        // A chunk other than the next one (sent before a want moved the
+        // sender) is ignored.
+        if !inn.opened || inn.checking || offset != inn.next || data.is_empty() {
+            return Ok(acts);
+        }
+        if data.len() as u64 > inn.size - inn.next {
+            return Err("a chunk past the end of the file");
+        }
+        // The sender may start one chunk before its window is full;
+        // anything further would be memory this node holds for a peer
+        // that does not wait for acks.
+        let end = inn.next + data.len() as u64;
+        if end > inn.acked + MAX_FILE_WINDOW + CHUNK as u64 {
+            return Err("a chunk beyond the window");
+        }
+        inn.next = end;
+        inn.heard = now;
+        acts.push(Act::File(FileIo::Write {
+            file: id,
+            offset,
+            data,
+        }));
+        inn.check_if_complete(id, &mut acts);
+        Ok(acts)
+    }
+
     /// A file message from the peer of `session`.
     pub(crate) fn on_message(
         &mut self,
@@ -314,7 +361,6 @@ impl Files {
                         session,
                         name,
                         size,
-                        sha256: None,
                         next: 0,
                         written: 0,
                         acked: 0,
@@ -325,50 +371,7 @@ impl Files {
                 );
             }
             Inner::FileChunk { id, offset, data } => {
-                let inn = match self.inn.get_mut(&id) {
-                    Some(i) if i.session == session => i,
-                    Some(_) => return Err("a chunk for another session's transfer"),
-                    // The transfer ended here (cancelled, failed, checked)
-                    // while the sender still had chunks on the way.
-                    None => return Ok(acts),
-                };
-                // A chunk other than the next one (sent before a want
-                // moved the sender) is ignored.
-                if !inn.opened || inn.checking || offset != inn.next || data.is_empty() {
-                    return Ok(acts);
-                }
-                if data.len() as u64 > inn.size - inn.next {
-                    return Err("a chunk past the end of the file");
-                }
-                // The sender may start one chunk before its window is
-                // full; anything further would be memory this node holds
-                // for a peer that does not wait for acks.
-                let end = inn.next + data.len() as u64;
-                if end > inn.acked + MAX_FILE_WINDOW + CHUNK as u64 {
-                    return Err("a chunk beyond the window");
-                }
-                inn.next = end;
-                inn.heard = now;
-                acts.push(Act::File(FileIo::Write {
-                    file: id,
-                    offset,
-                    data,
-                }));
-                inn.check_if_complete(id, &mut acts);
-            }
-            Inner::FileEnd { id, sha256 } => {
-                let inn = match self.inn.get_mut(&id) {
-                    Some(i) if i.session == session => i,
-                    // Late (the transfer ended) or resent: nothing to do.
-                    _ => return Ok(acts),
-                };
-                match inn.sha256 {
-                    Some(known) if known != sha256 => {
-                        return Err("a file end that changes the hash")
-                    }
-                    _ => inn.sha256 = Some(sha256),
-                }
-                inn.check_if_complete(id, &mut acts);
+                return self.on_chunk(session, id, offset, data.into(), now);
             }
             Inner::FileWant { id, offset } => {
                 let out = match self.out.get_mut(&id) {
@@ -382,19 +385,8 @@ impl Files {
                 out.acked = offset;
                 out.wanted = true;
                 out.heard = now;
-                if offset == out.size {
-                    match out.sha256 {
-                        Some(sha256) => {
-                            acts.push(Act::Seal(session, Inner::FileEnd { id, sha256 }))
-                        }
-                        // Nothing to send but the hash: the shell hashes.
-                        None => acts.push(Act::File(FileIo::Read {
-                            file: id,
-                            offset,
-                            len: 0,
-                        })),
-                    }
-                }
+                // A want of the whole size: nothing left to send; the
+                // receiver's result follows.
                 Self::pump(out, id, config, &mut acts);
             }
             Inner::FileAck { id, offset } => {
@@ -468,7 +460,7 @@ fn offer(id: Id, out: &Out) -> Inner {
 
 impl Node {
     /// Offers a file of `size` bytes on session `session`. The shell serves
-    /// the reads and hashes as it reads ([`FileIo::Read`]).
+    /// the reads ([`FileIo::Read`]).
     pub fn send_file(&mut self, session: &Id, name: &str, size: u64) -> Result<Id> {
         if !valid_file_name(name) {
             return Err(Error::BadFileName(name.to_string()));
@@ -479,7 +471,6 @@ impl Node {
             session: *session,
             name: name.to_string(),
             size,
-            sha256: None,
             next: 0,
             acked: 0,
             wanted: false,
@@ -490,20 +481,19 @@ impl Node {
         Ok(id)
     }
 
-    /// Receiver: the partial copy of `file` is open and holds `have` bytes.
-    pub fn file_opened(&mut self, file: &Id, have: u64) {
+    /// Receiver: the partial copy of `file` is created (empty).
+    pub fn file_opened(&mut self, file: &Id) {
         let now = self.now;
         let Some(inn) = self.files.inn.get_mut(file) else {
             return;
         };
-        let have = have.min(inn.size);
         inn.opened = true;
-        inn.next = have;
-        inn.written = have;
-        inn.acked = have;
+        inn.next = 0;
+        inn.written = 0;
+        inn.acked = 0;
         inn.heard = now;
         let (session, name, size) = (inn.session, inn.name.clone(), inn.size);
-        let acts = vec![
+        let mut acts = vec![
             ev(FileEvent::Offered {
                 session,
                 file: *file,
@@ -514,10 +504,12 @@ impl Node {
                 session,
                 Inner::FileWant {
                     id: *file,
-                    offset: have,
+                    offset: 0,
                 },
             ),
         ];
+        // An empty file is whole already.
+        inn.check_if_complete(*file, &mut acts);
         self.apply(acts);
     }
 
@@ -573,7 +565,7 @@ impl Node {
     }
 
     /// Sender: the bytes a [`FileIo::Read`] asked for.
-    pub fn file_data(&mut self, file: &Id, offset: u64, data: Vec<u8>) {
+    pub fn file_data(&mut self, file: &Id, offset: u64, data: FileBytes) {
         let Some(out) = self.files.out.get(file) else {
             return;
         };
@@ -581,36 +573,12 @@ impl Node {
             return; // asked before the link dropped: the want re-asks
         }
         let session = out.session;
-        let mut acts = Vec::with_capacity(2);
-        let last = offset + data.len() as u64 == out.size;
-        acts.push(Act::Seal(
+        self.apply(vec![Act::Chunk {
             session,
-            Inner::FileChunk {
-                id: *file,
-                offset,
-                data,
-            },
-        ));
-        if let (true, Some(sha256)) = (last, out.sha256) {
-            acts.push(Act::Seal(session, Inner::FileEnd { id: *file, sha256 }));
-        }
-        self.apply(acts);
-    }
-
-    /// Sender: the shell has read and hashed the whole file. The hash
-    /// follows the last chunk.
-    pub fn file_hashed(&mut self, file: &Id, sha256: [u8; 32]) {
-        let Some(out) = self.files.out.get_mut(file) else {
-            return;
-        };
-        out.sha256 = Some(sha256);
-        if out.wanted && out.next == out.size {
-            let session = out.session;
-            self.apply(vec![Act::Seal(
-                session,
-                Inner::FileEnd { id: *file, sha256 },
-            )]);
-        }
+            file: *file,
+            offset,
+            data,
+        }]);
     }
 
     /// Sender: reading failed (the file changed or vanished): the transfer

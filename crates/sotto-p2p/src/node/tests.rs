@@ -5,7 +5,6 @@
 use std::collections::{HashMap, HashSet};
 
 use rand_core::OsRng;
-use sha2::{Digest, Sha256};
 use sotto_proto::UserKey;
 
 use super::*;
@@ -102,7 +101,7 @@ impl Net {
                 Output::Send { peer, frame } => {
                     if self.links.contains(&(p, peer)) {
                         if let Some(n) = self.nodes.get_mut(&peer) {
-                            n.handle_frame(p, &frame, now);
+                            n.handle_frame(p, frame, now);
                         }
                     }
                 }
@@ -122,8 +121,9 @@ impl Net {
         let disk = self.disk.get_mut(&p).unwrap();
         match io {
             FileIo::Open { file, .. } => {
-                let have = disk.partial.entry(file).or_default().len() as u64;
-                self.node(p).file_opened(&file, have);
+                // Created empty, as the shell does.
+                disk.partial.insert(file, Vec::new());
+                self.node(p).file_opened(&file);
             }
             FileIo::Write { file, offset, data } => {
                 let buf = disk.partial.get_mut(&file).unwrap();
@@ -134,13 +134,10 @@ impl Net {
                     self.node(p).file_written(&file, upto);
                 }
             }
-            FileIo::Check { file, name, sha256 } => {
+            FileIo::Check { file, name } => {
                 let buf = disk.partial.remove(&file).unwrap();
-                let ok = Sha256::digest(&buf)[..] == sha256;
-                if ok {
-                    disk.done.insert(name, buf);
-                }
-                self.node(p).file_checked(&file, ok);
+                disk.done.insert(name, buf);
+                self.node(p).file_checked(&file, true);
             }
             FileIo::Discard { file } => {
                 disk.partial.remove(&file);
@@ -148,14 +145,8 @@ impl Net {
             FileIo::Read { file, offset, len } => {
                 let src = &disk.sources[&file];
                 let data = src[offset as usize..offset as usize + len].to_vec();
-                // The shell hashes as it reads; here, once it reaches the end.
-                let hash = (offset as usize + len == src.len())
-                    .then(|| <[u8; 32]>::from(Sha256::digest(src)));
                 disk.reads += 1;
-                self.node(p).file_data(&file, offset, data);
-                if let Some(hash) = hash {
-                    self.node(p).file_hashed(&file, hash);
-                }
+                self.node(p).file_data(&file, offset, data.into());
             }
             FileIo::Release { .. } => {}
         }
@@ -325,7 +316,7 @@ fn an_impostor_cannot_open_a_session_as_the_user_it_claims() {
         net.links.insert((bob, imp));
         let now = net.now;
         net.node(bob).link_up(imp, now);
-        net.node(bob).handle_frame(imp, &hello, now);
+        net.node(bob).handle_frame(imp, hello, now);
         net.run();
         let identity = net.node(bob).peer_identity(&imp).cloned().unwrap();
         assert_eq!(identity.trust, trust, "{what}");
@@ -335,11 +326,11 @@ fn an_impostor_cannot_open_a_session_as_the_user_it_claims() {
         let mut with_alice_cert = q.request.clone();
         with_alice_cert.cert = alice_cert;
         net.node(bob)
-            .handle_frame(imp, &Frame::Request(with_alice_cert).encode(), now);
+            .handle_frame(imp, Frame::Request(with_alice_cert).encode(), now);
         let mut q2 = q.request.clone();
         q2.id = 2;
         net.node(bob)
-            .handle_frame(imp, &Frame::Request(q2).encode(), now);
+            .handle_frame(imp, Frame::Request(q2).encode(), now);
         let mut sent = Vec::new();
         while let Some(o) = net.node(bob).poll_output() {
             sent.push(o);
@@ -388,7 +379,7 @@ fn misbehaving_peers_are_disconnected_and_the_node_carries_on() {
     ] {
         let imp = PeerId::random();
         net.node(a).link_up(imp, 0);
-        net.node(a).handle_frame(imp, &bytes, 0);
+        net.node(a).handle_frame(imp, bytes, 0);
         let outs: Vec<Output> = std::iter::from_fn(|| net.node(a).poll_output()).collect();
         assert!(
             outs.iter().any(
@@ -506,8 +497,37 @@ fn inject(net: &mut Net, from: PeerId, s: &Id, inner: Inner) {
     net.run();
 }
 
+/// Seals `inner` from `from` on session `s` and returns the frame instead
+/// of delivering it.
+fn capture(net: &mut Net, from: PeerId, s: &Id, inner: Inner) -> Vec<u8> {
+    net.node(from).seal(s, &inner).unwrap();
+    let Some(Output::Send { frame, .. }) = net.node(from).poll_output() else {
+        panic!("a frame to send");
+    };
+    frame
+}
+
+fn chunk(id: Id, offset: u64, data: &[u8]) -> Inner {
+    Inner::FileChunk {
+        id,
+        offset,
+        data: data.to_vec(),
+    }
+}
+
+fn completed(net: &mut Net, p: PeerId, file: Id, name: &str, ok: bool) -> bool {
+    net.events(p).contains(&Event::File(FileEvent::Complete {
+        file,
+        name: name.into(),
+        incoming: true,
+        ok,
+    }))
+}
+
+/// A truncated file (fewer bytes than the offered size) is never made
+/// visible; the missing bytes complete it.
 #[test]
-fn a_file_whose_bytes_do_not_match_the_senders_hash_is_not_made_visible() {
+fn a_file_is_made_visible_only_once_every_byte_of_its_size_arrived() {
     let mut net = Net::new();
     let (a, _) = net.user("alice");
     let (m, _) = net.user("mallory");
@@ -517,38 +537,23 @@ fn a_file_whose_bytes_do_not_match_the_senders_hash_is_not_made_visible() {
     let offer = Inner::FileOffer {
         id,
         name: "x.bin".into(),
-        size: 6,
+        size: 10,
     };
     inject(&mut net, m, &s, offer);
-    let chunk = Inner::FileChunk {
-        id,
-        offset: 0,
-        data: b"sotto!".to_vec(),
-    };
-    inject(&mut net, m, &s, chunk);
+    inject(&mut net, m, &s, chunk(id, 0, b"sotto!"));
     assert_eq!(net.disk[&a].partial[&id], b"sotto!", "written");
-    assert!(net.disk[&a].done.is_empty(), "not visible before the hash");
-    let wrong = Inner::FileEnd {
-        id,
-        sha256: [0; 32],
-    };
-    inject(&mut net, m, &s, wrong);
-    assert!(net.disk[&a].done.is_empty());
-    assert!(
-        net.disk[&a].partial.is_empty(),
-        "the partial copy is discarded"
-    );
-    assert!(net.events(a).contains(&Event::File(FileEvent::Complete {
-        file: id,
-        name: "x.bin".into(),
-        incoming: true,
-        ok: false
-    })));
+    assert!(net.disk[&a].done.is_empty(), "not visible while short");
+    assert!(!completed(&mut net, a, id, "x.bin", true));
+    inject(&mut net, m, &s, chunk(id, 6, b"p2p."));
+    assert_eq!(net.disk[&a].done["x.bin"], b"sotto!p2p.");
+    assert!(completed(&mut net, a, id, "x.bin", true));
     assert!(net.disconnects.is_empty());
 }
 
+/// Chunks out of order, repeated (sealed again by the sender), or after a
+/// gap are ignored: the file only ever grows by the next bytes in order.
 #[test]
-fn a_file_end_that_changes_the_hash_disconnects_the_sender() {
+fn reordered_repeated_or_dropped_chunks_never_reach_the_file_out_of_order() {
     let mut net = Net::new();
     let (a, _) = net.user("alice");
     let (m, _) = net.user("mallory");
@@ -557,17 +562,109 @@ fn a_file_end_that_changes_the_hash_disconnects_the_sender() {
     let id = [6u8; 16];
     let offer = Inner::FileOffer {
         id,
-        name: "x.bin".into(),
-        size: 10,
+        name: "y.bin".into(),
+        size: 9,
     };
     inject(&mut net, m, &s, offer);
-    for sha256 in [[1; 32], [2; 32]] {
-        inject(&mut net, m, &s, Inner::FileEnd { id, sha256 });
-    }
+    inject(&mut net, m, &s, chunk(id, 3, b"DEF")); // ahead: reordered
+    inject(&mut net, m, &s, chunk(id, 0, b"abc"));
+    inject(&mut net, m, &s, chunk(id, 0, b"abc")); // repeated
+    inject(&mut net, m, &s, chunk(id, 6, b"ghi")); // after a gap: 3..6 dropped
+    assert_eq!(net.disk[&a].partial[&id], b"abc");
+    assert!(net.disk[&a].done.is_empty());
+    inject(&mut net, m, &s, chunk(id, 3, b"def"));
+    assert_eq!(net.disk[&a].partial[&id], b"abcdef");
+    assert!(net.disk[&a].done.is_empty());
+    inject(&mut net, m, &s, chunk(id, 6, b"ghi"));
+    assert_eq!(net.disk[&a].done["y.bin"], b"abcdefghi");
+    assert!(net.disconnects.is_empty(), "ignored, not errors");
+}
+
+/// The very frame of a chunk delivered again (a replay on the wire) does
+/// not open: its counter was taken. Nothing more is written.
+#[test]
+fn a_replayed_chunk_frame_does_not_open() {
+    let mut net = Net::new();
+    let (a, _) = net.user("alice");
+    let (m, _) = net.user("mallory");
+    net.connect(a, m);
+    let s = net.open_session(m, a);
+    let id = [7u8; 16];
+    let offer = Inner::FileOffer {
+        id,
+        name: "z.bin".into(),
+        size: 8,
+    };
+    inject(&mut net, m, &s, offer);
+    let frame = capture(&mut net, m, &s, chunk(id, 0, b"four"));
+    let now = net.now;
+    net.node(a).handle_frame(m, frame.clone(), now);
+    net.run();
+    assert_eq!(net.disk[&a].partial[&id], b"four");
+    net.node(a).handle_frame(m, frame, now);
+    net.run();
+    assert_eq!(net.disk[&a].partial[&id], b"four", "written once");
+    assert!(net.disk[&a].done.is_empty());
     assert!(net
         .disconnects
         .iter()
-        .any(|(p, q, why)| (*p, *q, *why) == (a, m, "a file end that changes the hash")));
+        .any(|(p, q, why)| (*p, *q, *why) == (a, m, "a message that does not open")));
+}
+
+/// A chunk taken from another session (another peer's transfer to the
+/// same receiver) does not open under this session's key, is refused on
+/// its own session when it comes from another peer, and a chunk naming
+/// another session's file id is refused.
+#[test]
+fn a_chunk_from_another_session_or_file_is_refused() {
+    let mut net = Net::new();
+    let (a, _) = net.user("alice");
+    let (b, _) = net.user("bob");
+    let (m, _) = net.user("mallory");
+    net.connect(a, b);
+    net.connect(a, m);
+    let sb = net.open_session(b, a);
+    let sm = net.open_session(m, a);
+    let (fb, fm) = ([8u8; 16], [9u8; 16]);
+    for (from, s, id) in [(b, sb, fb), (m, sm, fm)] {
+        let offer = Inner::FileOffer {
+            id,
+            name: "w.bin".into(),
+            size: 4,
+        };
+        inject(&mut net, from, &s, offer);
+    }
+    // bob's genuine chunk, replayed by mallory as her own session's.
+    let frame = capture(&mut net, b, &sb, chunk(fb, 0, b"bob!"));
+    let mut moved = frame.clone();
+    moved[2..18].copy_from_slice(&sm);
+    let now = net.now;
+    net.node(a).handle_frame(m, moved, now);
+    net.run();
+    assert!(net
+        .disconnects
+        .iter()
+        .any(|(p, q, why)| (*p, *q, *why) == (a, m, "a message that does not open")));
+    net.disconnects.clear();
+    net.connect(a, m);
+    // As it is, from mallory: not her session.
+    net.node(a).handle_frame(m, frame, now);
+    net.run();
+    assert!(net
+        .disconnects
+        .iter()
+        .any(|(p, q, why)| (*p, *q, *why) == (a, m, "a message on another peer's session")));
+    net.disconnects.clear();
+    net.connect(a, m);
+    // Sealed by mallory in her session, but naming bob's file.
+    inject(&mut net, m, &sm, chunk(fb, 0, b"evil"));
+    assert!(net
+        .disconnects
+        .iter()
+        .any(|(p, q, why)| (*p, *q, *why) == (a, m, "a chunk for another session's transfer")));
+    assert!(net.disk[&a].partial[&fb].is_empty(), "bob's file untouched");
+    assert!(net.disk[&a].partial[&fm].is_empty());
+    assert!(net.disk[&a].done.is_empty());
 }
 
 /// A sender that ignores the window while the receiver's disk is slow (no
@@ -651,7 +748,7 @@ fn chunks_at_wrong_offsets_or_with_a_bad_tag_are_not_written() {
     let last = frame.len() - 1;
     frame[last] ^= 1;
     let now = net.now;
-    net.node(a).handle_frame(m, &frame, now);
+    net.node(a).handle_frame(m, frame, now);
     net.run();
     assert!(net.disk[&a].partial[&id].is_empty(), "nothing written");
     assert!(net
