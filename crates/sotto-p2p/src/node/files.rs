@@ -116,6 +116,9 @@ struct In {
     checking: bool,
     /// Unix ms of the last chunk (or of the offer or resume).
     heard: u64,
+    /// Unix ms when the link went down (`None` while it is up): the
+    /// transfer waits for a resume until `file_resume_ms` after it.
+    down_since: Option<u64>,
 }
 
 #[derive(Default)]
@@ -141,6 +144,22 @@ pub fn valid_file_name(name: &str) -> bool {
 }
 
 impl In {
+    /// When this transfer is due to be given up (Unix ms): its peer, linked,
+    /// sent nothing for `stall_ms`, or its link stayed down `resume_ms`.
+    /// `None` for work that is not waiting on the peer. `next_deadline`
+    /// and `expire` both use it, so a deadline that passed is always acted
+    /// on (never a time in the past for work that will not be done).
+    fn due(&self, stall_ms: u64, resume_ms: u64, linked: bool) -> Option<u64> {
+        if !self.opened || self.checking {
+            return None;
+        }
+        match self.down_since {
+            Some(t) => Some(t.saturating_add(resume_ms)),
+            None if linked => Some(self.heard.saturating_add(stall_ms)),
+            None => None,
+        }
+    }
+
     /// Every byte of the offered size arrived: the shell makes the file
     /// visible (after the writes it already has, which it runs in order).
     fn check_if_complete(&mut self, id: Id, acts: &mut Vec<Act>) {
@@ -168,8 +187,16 @@ impl Files {
         }
     }
 
-    /// The link of these sessions went down: senders wait for a want.
-    pub(crate) fn pause_sessions(&mut self, sessions: &[Id]) {
+    /// The link of these sessions went down: senders wait for a want,
+    /// receivers for a resume (until `file_resume_ms`).
+    pub(crate) fn pause_sessions(&mut self, sessions: &[Id], now: u64) {
+        for inn in self
+            .inn
+            .values_mut()
+            .filter(|i| sessions.contains(&i.session))
+        {
+            inn.down_since.get_or_insert(now);
+        }
         for out in self
             .out
             .values_mut()
@@ -186,6 +213,7 @@ impl Files {
         let mut acts = Vec::new();
         for (id, inn) in self.inn.iter_mut().filter(|(_, i)| i.session == session) {
             inn.heard = now;
+            inn.down_since = None;
             if inn.opened && !inn.checking {
                 inn.acked = inn.next;
                 acts.push(Act::Seal(
@@ -226,28 +254,35 @@ impl Files {
         acts
     }
 
-    /// When the oldest transfer that waits on its peer stalls (Unix ms).
-    pub(crate) fn next_deadline(&self, stall_ms: u64) -> Option<u64> {
+    /// When the first transfer that waits on its peer is due to be given
+    /// up (Unix ms): the same conditions as [`Files::expire`].
+    pub(crate) fn next_deadline(
+        &self,
+        stall_ms: u64,
+        resume_ms: u64,
+        linked: impl Fn(&Id) -> bool,
+    ) -> Option<u64> {
         let outs = self
             .out
             .values()
-            .filter(|o| o.wanted && o.next > o.acked)
-            .map(|o| o.heard);
+            .filter(|o| o.wanted && o.next > o.acked && linked(&o.session))
+            .map(|o| o.heard.saturating_add(stall_ms));
         let ins = self
             .inn
             .values()
-            .filter(|i| i.opened && !i.checking)
-            .map(|i| i.heard);
-        outs.chain(ins).min().map(|t| t.saturating_add(stall_ms))
+            .filter_map(|i| i.due(stall_ms, resume_ms, linked(&i.session)));
+        outs.chain(ins).min()
     }
 
     /// Cancels the transfers on linked sessions whose peer has not moved
     /// them for `stall_ms`: a sender that stops sending, or a receiver that
     /// stops acknowledging, holds a file and a transfer slot no longer.
+    /// Discards the incoming ones whose link has been down `resume_ms`.
     pub(crate) fn expire(
         &mut self,
         now: u64,
         stall_ms: u64,
+        resume_ms: u64,
         linked: impl Fn(&Id) -> bool,
     ) -> Vec<Act> {
         let late =
@@ -263,10 +298,15 @@ impl Files {
             !stalled
         });
         self.inn.retain(|id, i| {
-            let stalled = i.opened && !i.checking && late(i.heard, &i.session);
+            let due = i.due(stall_ms, resume_ms, linked(&i.session));
+            let stalled = due.is_some_and(|t| t <= now);
             if stalled {
-                tracing::info!(file = %hex::encode(id), "sender stopped sending; transfer cancelled");
-                acts.push(Act::Seal(i.session, Inner::FileCancel { id: *id }));
+                if i.down_since.is_some() {
+                    tracing::info!(file = %hex::encode(id), "sender gone too long; transfer discarded");
+                } else {
+                    tracing::info!(file = %hex::encode(id), "sender stopped sending; transfer cancelled");
+                    acts.push(Act::Seal(i.session, Inner::FileCancel { id: *id }));
+                }
                 acts.extend(failed(*id, i.name.clone(), true));
             }
             !stalled
@@ -324,6 +364,7 @@ impl Files {
         inner: Inner,
         config: &Config,
         now: u64,
+        same_peer: impl Fn(&Id) -> bool,
     ) -> std::result::Result<Vec<Act>, &'static str> {
         let mut acts = Vec::new();
         match inner {
@@ -343,9 +384,11 @@ impl Files {
                     }
                     return Ok(acts);
                 }
+                let from_peer = self.inn.values().filter(|i| same_peer(&i.session)).count();
                 if !valid_file_name(&name)
                     || size > config.max_file_size
                     || self.inn.len() >= config.max_incoming_files
+                    || from_peer >= config.max_incoming_files_per_peer
                 {
                     acts.push(Act::Seal(session, Inner::FileCancel { id }));
                     return Ok(acts);
@@ -367,6 +410,7 @@ impl Files {
                         opened: false,
                         checking: false,
                         heard: now,
+                        down_since: None,
                     },
                 );
             }

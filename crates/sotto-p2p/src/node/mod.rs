@@ -283,7 +283,7 @@ impl Node {
             .filter(|(_, s)| s.peer == peer)
             .map(|(id, _)| *id)
             .collect();
-        self.files.pause_sessions(&on_peer);
+        self.files.pause_sessions(&on_peer, self.now);
         self.event(Event::PeerLost { peer });
     }
 
@@ -449,7 +449,13 @@ impl Node {
                 self.apply(acts);
             }
             file => {
-                let acts = self.files.on_message(id, file, &self.config, self.now)?;
+                let peer = self.sessions.get(&id).map(|s| s.peer);
+                let sessions = &self.sessions;
+                let acts = self
+                    .files
+                    .on_message(id, file, &self.config, self.now, |s| {
+                        sessions.get(s).map(|x| x.peer) == peer
+                    })?;
                 self.apply(acts);
             }
         }
@@ -556,7 +562,16 @@ impl Node {
             .filter(|p| p.identity.is_none())
             .map(|p| p.linked_at + self.config.hello_timeout_ms)
             .min();
-        let files = self.files.next_deadline(self.config.file_stall_ms);
+        let (peers, sessions) = (&self.peers, &self.sessions);
+        let files = self.files.next_deadline(
+            self.config.file_stall_ms,
+            self.config.file_resume_ms,
+            |id| {
+                sessions
+                    .get(id)
+                    .is_some_and(|s| peers.contains_key(&s.peer))
+            },
+        );
         [
             Some(self.next_hello),
             hello,
@@ -583,13 +598,16 @@ impl Node {
         }
         self.expire_requests();
         let (peers, sessions) = (&self.peers, &self.sessions);
-        let acts = self
-            .files
-            .expire(self.now, self.config.file_stall_ms, |id| {
+        let acts = self.files.expire(
+            self.now,
+            self.config.file_stall_ms,
+            self.config.file_resume_ms,
+            |id| {
                 sessions
                     .get(id)
                     .is_some_and(|s| peers.contains_key(&s.peer))
-            });
+            },
+        );
         self.apply(acts);
         if self.now >= self.next_hello {
             self.next_hello = self.now + self.config.advert_ttl_ms / 2;

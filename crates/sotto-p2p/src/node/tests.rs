@@ -1052,3 +1052,114 @@ fn a_member_cannot_speak_as_the_host_of_a_group() {
     assert!(group_messages(&net.events(b)).is_empty());
     assert!(net.disconnects.iter().any(|(p, q, _)| *p == b && *q == c));
 }
+
+fn offer_with_a_byte(net: &mut Net, from: PeerId, s: &Id, id: Id, name: &str) {
+    let offer = Inner::FileOffer {
+        id,
+        name: name.into(),
+        size: 1000,
+    };
+    inject(net, from, s, offer);
+    inject(net, from, s, chunk(id, 0, b"x"));
+}
+
+/// A sender that offers, sends a byte and goes away: the receiver's next
+/// timeout is never in the past while the peer is away (no busy loop),
+/// the transfer waits for a resume up to `file_resume_ms`, then its slot
+/// and partial copy are freed.
+#[test]
+fn a_sender_gone_away_never_makes_a_past_deadline_and_is_discarded_in_time() {
+    let mut net = Net::new();
+    let (a, _) = net.user("alice");
+    let (m, _) = net.user("mallory");
+    net.connect(a, m);
+    let s = net.open_session(m, a);
+    let ids = [[1u8; 16], [2u8; 16]];
+    for (i, id) in ids.iter().enumerate() {
+        offer_with_a_byte(&mut net, m, &s, *id, &format!("f{i}.bin"));
+    }
+    assert_eq!(net.disk[&a].partial.len(), 2);
+    net.drop_link(a, m);
+    let config = Config::default();
+    let start = net.now;
+    for step in [1, config.file_stall_ms, config.file_stall_ms * 5] {
+        net.now = start + step;
+        let now = net.now;
+        net.node(a).handle_timeout(now);
+        net.run();
+        let next = net.node(a).poll_timeout().unwrap();
+        assert!(next > now, "a deadline in the past after {step} ms");
+        assert_eq!(net.disk[&a].partial.len(), 2, "waits for a resume");
+    }
+    net.now = start + config.file_resume_ms;
+    let now = net.now;
+    assert!(net.node(a).poll_timeout().unwrap() <= now, "due now");
+    net.node(a).handle_timeout(now);
+    net.run();
+    assert!(net.disk[&a].partial.is_empty(), "discarded");
+    assert!(net.node(a).poll_timeout().unwrap() > now);
+    let events = net.events(a);
+    for (i, id) in ids.iter().enumerate() {
+        assert!(events.contains(&Event::File(FileEvent::Complete {
+            file: *id,
+            name: format!("f{i}.bin"),
+            incoming: true,
+            ok: false,
+        })));
+    }
+    // The slots are free again.
+    net.connect(a, m);
+    offer_with_a_byte(&mut net, m, &s, [3u8; 16], "again.bin");
+    assert!(net.disk[&a].partial.contains_key(&[3u8; 16]));
+}
+
+/// A transfer resumed within `file_resume_ms` goes on.
+#[test]
+fn a_sender_back_within_the_resume_bound_goes_on() {
+    let mut net = Net::new();
+    let (a, _) = net.user("alice");
+    let (m, _) = net.user("mallory");
+    net.connect(a, m);
+    let s = net.open_session(m, a);
+    let id = [4u8; 16];
+    offer_with_a_byte(&mut net, m, &s, id, "r.bin");
+    net.drop_link(a, m);
+    net.now += Config::default().file_resume_ms - 1;
+    let now = net.now;
+    net.node(a).handle_timeout(now);
+    net.connect(a, m);
+    net.now += 1;
+    let now = net.now;
+    net.node(a).handle_timeout(now);
+    net.run();
+    inject(&mut net, m, &s, chunk(id, 1, &[7u8; 999]));
+    assert_eq!(net.disk[&a].done["r.bin"].len(), 1000);
+}
+
+/// One peer holding its limit of incoming transfers does not block
+/// another peer's file.
+#[test]
+fn a_peer_at_its_limit_of_incoming_files_does_not_block_another_peer() {
+    let mut net = Net::new();
+    let (a, _) = net.user("alice");
+    let (b, _) = net.user("bob");
+    let (m, _) = net.user("mallory");
+    net.connect(a, b);
+    net.connect(a, m);
+    let sb = net.open_session(b, a);
+    let sm = net.open_session(m, a);
+    // Two sessions of mallory's count together.
+    let sm2 = net.open_session(m, a);
+    let slots = Config::default().max_incoming_files as u8;
+    for i in 0..slots {
+        let s = if i % 2 == 0 { sm } else { sm2 };
+        offer_with_a_byte(&mut net, m, &s, [10 + i; 16], &format!("m{i}.bin"));
+    }
+    assert_eq!(
+        net.disk[&a].partial.len(),
+        Config::default().max_incoming_files_per_peer
+    );
+    offer_with_a_byte(&mut net, b, &sb, [99u8; 16], "bob.bin");
+    assert!(net.disk[&a].partial.contains_key(&[99u8; 16]), "bob's file");
+    assert!(net.disconnects.is_empty());
+}
