@@ -111,7 +111,12 @@ struct In {
     /// Everything before `written` is on disk.
     written: u64,
     /// The last ack (or want) sent: the sender's window starts there.
+    /// Never past `written`, so the window bounds what waits for the disk.
     acked: u64,
+    /// A want (resume) waits for the disk to catch up with `next`: asking
+    /// from `next` earlier would let the sender add a window to the bytes
+    /// still queued for writing, at every reconnect.
+    want_held: bool,
     opened: bool,
     checking: bool,
     /// Unix ms of the last chunk (or of the offer or resume).
@@ -144,6 +149,24 @@ pub fn valid_file_name(name: &str) -> bool {
 }
 
 impl In {
+    /// Asks the sender for the bytes from `next` once everything before
+    /// it is written (see `want_held`).
+    fn want(&mut self, id: Id, acts: &mut Vec<Act>) {
+        if self.written < self.next {
+            self.want_held = true;
+            return;
+        }
+        self.want_held = false;
+        self.acked = self.next;
+        acts.push(Act::Seal(
+            self.session,
+            Inner::FileWant {
+                id,
+                offset: self.next,
+            },
+        ));
+    }
+
     /// When this transfer is due to be given up (Unix ms): its peer, linked,
     /// sent nothing for `stall_ms`, or its link stayed down `resume_ms`.
     /// `None` for work that is not waiting on the peer. `next_deadline`
@@ -215,14 +238,7 @@ impl Files {
             inn.heard = now;
             inn.down_since = None;
             if inn.opened && !inn.checking {
-                inn.acked = inn.next;
-                acts.push(Act::Seal(
-                    session,
-                    Inner::FileWant {
-                        id: *id,
-                        offset: inn.next,
-                    },
-                ));
+                inn.want(*id, &mut acts);
             }
         }
         for (id, out) in self.out.iter_mut().filter(|(_, o)| o.session == session) {
@@ -369,18 +385,12 @@ impl Files {
         let mut acts = Vec::new();
         match inner {
             Inner::FileOffer { id, name, size } => {
-                if let Some(inn) = self.inn.get(&id) {
+                if let Some(inn) = self.inn.get_mut(&id) {
                     if inn.session != session {
                         return Err("an offer reusing another session's file id");
                     }
                     if inn.opened && !inn.checking {
-                        acts.push(Act::Seal(
-                            session,
-                            Inner::FileWant {
-                                id,
-                                offset: inn.next,
-                            },
-                        ));
+                        inn.want(id, &mut acts);
                     }
                     return Ok(acts);
                 }
@@ -407,6 +417,7 @@ impl Files {
                         next: 0,
                         written: 0,
                         acked: 0,
+                        want_held: false,
                         opened: false,
                         checking: false,
                         heard: now,
@@ -566,6 +577,14 @@ impl Node {
             return;
         };
         inn.written = inn.written.max(upto.min(inn.next));
+        if inn.want_held {
+            // No acks while a want waits (the sender's window restarts
+            // at the want); the want goes once the disk caught up.
+            let mut acts = Vec::new();
+            inn.want(*file, &mut acts);
+            self.apply(acts);
+            return;
+        }
         let w = inn.written;
         if w <= inn.acked || (w - inn.acked < ack_every && w != inn.size) {
             return;

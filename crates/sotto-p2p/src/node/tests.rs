@@ -1163,3 +1163,49 @@ fn a_peer_at_its_limit_of_incoming_files_does_not_block_another_peer() {
     assert!(net.disk[&a].partial.contains_key(&[99u8; 16]), "bob's file");
     assert!(net.disconnects.is_empty());
 }
+
+/// A receiver whose disk is stuck, reconnected again and again, holds no
+/// more than one window of queued bytes (a resume does not restart the
+/// window from bytes not yet written); once the disk catches up the
+/// transfer resumes and completes.
+#[test]
+fn reconnects_with_a_stuck_disk_stay_within_the_window() {
+    let mut net = Net::new();
+    let config = Config {
+        file_window: 1 << 20,
+        ack_every: 256 << 10,
+        ..Config::default()
+    };
+    let (a, _) = net.user_with("alice", config.clone());
+    let (b, _) = net.user_with("bob", config);
+    net.stuck.insert(a);
+    net.connect(a, b);
+    let sid = net.open_session(b, a);
+    let data: Vec<u8> = (0..6_000_000u32).map(|i| (i * 3 + i / 7) as u8).collect();
+    let file = net
+        .node(b)
+        .send_file(&sid, "big.bin", data.len() as u64)
+        .unwrap();
+    net.disk
+        .get_mut(&b)
+        .unwrap()
+        .sources
+        .insert(file, data.clone());
+    net.run();
+    let bound = (1u64 << 20) + CHUNK as u64;
+    for _ in 0..5 {
+        net.drop_link(a, b);
+        net.run();
+        net.connect(a, b);
+        net.run();
+        let held = net.disk[&a].partial[&file].len() as u64;
+        assert!(held <= bound, "{held} bytes queued for a stuck disk");
+    }
+    assert!(net.disconnects.is_empty(), "{:?}", net.disconnects);
+    // The disk catches up: the held want goes and the rest follows.
+    net.stuck.remove(&a);
+    let upto = net.disk[&a].partial[&file].len() as u64;
+    net.node(a).file_written(&file, upto);
+    net.run();
+    assert_eq!(net.disk[&a].done["big.bin"], data);
+}
