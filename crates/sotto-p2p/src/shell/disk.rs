@@ -46,18 +46,37 @@ enum WriteCmd {
     Discard,
 }
 
+/// Free space an offer must leave on the filesystem of the files
+/// directory (after every transfer under way completes): a peer's file does
+/// not fill the disk the device needs.
+pub(crate) const FREE_RESERVE: u64 = 512 << 20;
+
 pub(crate) struct Disk {
     dir: PathBuf,
     writers: HashMap<Id, std_mpsc::Sender<WriteCmd>>,
+    /// Offered sizes of the partial copies being written (counted against
+    /// the free space until they end).
+    sizes: HashMap<Id, u64>,
     readers: HashMap<Id, std_mpsc::Sender<(u64, usize)>>,
     tx: mpsc::UnboundedSender<DiskMsg>,
 }
 
 impl Disk {
+    /// At node start: partial copies left by an earlier run (a crash) are
+    /// deleted; none is trusted (every offer begins afresh), so none is
+    /// worth the space.
     pub(crate) fn new(dir: PathBuf, tx: mpsc::UnboundedSender<DiskMsg>) -> Disk {
+        if let Ok(entries) = fs::read_dir(dir.join(".partial")) {
+            for entry in entries.flatten() {
+                if let Err(e) = fs::remove_file(entry.path()) {
+                    tracing::warn!(path = %entry.path().display(), error = %e, "cannot delete a stale partial copy");
+                }
+            }
+        }
         Disk {
             dir,
             writers: HashMap::new(),
+            sizes: HashMap::new(),
             readers: HashMap::new(),
             tx,
         }
@@ -69,9 +88,20 @@ impl Disk {
 
     /// Creates the partial copy, empty (one left by an earlier run under
     /// the same file id is truncated: its bytes were not received in this
-    /// transfer), and starts its writer.
-    pub(crate) fn open(&mut self, file: &Id) -> std::io::Result<()> {
+    /// transfer), and starts its writer. Refuses a file of `size` bytes
+    /// that, with the transfers under way, would leave less than
+    /// [`FREE_RESERVE`] free.
+    pub(crate) fn open(&mut self, file: &Id, size: u64) -> std::io::Result<()> {
         fs::create_dir_all(self.dir.join(".partial"))?;
+        self.sizes.retain(|id, _| self.writers.contains_key(id));
+        let pending: u64 = self.sizes.values().sum();
+        let free = free_space(&self.dir)?;
+        let needed = size.saturating_add(pending).saturating_add(FREE_RESERVE);
+        if free < needed {
+            return Err(std::io::Error::other(format!(
+                "not enough free space: {size} bytes offered, {free} free, {pending} promised to other transfers, {FREE_RESERVE} kept free"
+            )));
+        }
         let partial = self.partial(file);
         let f = OpenOptions::new()
             .create(true)
@@ -89,6 +119,7 @@ impl Disk {
                 }
             })?;
         self.writers.insert(*file, cmd_tx);
+        self.sizes.insert(*file, size);
         Ok(())
     }
 
@@ -149,6 +180,24 @@ impl Disk {
     pub(crate) fn release(&mut self, file: &Id) {
         self.readers.remove(file);
     }
+}
+
+/// Bytes available to this user on the filesystem of `dir` (statvfs).
+fn free_space(dir: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::other("a files directory with a NUL byte"))?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a NUL-terminated string that outlives the call;
+    // `st` is written by statvfs when it returns 0 and read only then.
+    let st = unsafe {
+        if libc::statvfs(path.as_ptr(), st.as_mut_ptr()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        st.assume_init()
+    };
+    #[allow(clippy::unnecessary_cast)] // the field types vary by platform
+    Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
 /// The receiver's worker: writes in order, then syncs and renames, or
@@ -268,7 +317,7 @@ mod tests {
         let id = [9u8; 16];
         fs::create_dir_all(dir.path().join(".partial")).unwrap();
         fs::write(disk.partial(&id), b"stale bytes from another transfer").unwrap();
-        disk.open(&id).unwrap();
+        disk.open(&id, 3).unwrap();
         assert_eq!(
             fs::metadata(disk.partial(&id)).unwrap().len(),
             0,
@@ -285,6 +334,39 @@ mod tests {
         };
         assert_eq!(fs::read(path).unwrap(), b"new");
         assert!(!disk.partial(&id).exists());
+    }
+
+    #[test]
+    fn an_offer_that_would_fill_the_disk_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let mut disk = Disk::new(dir.path().to_path_buf(), tx);
+        let free = free_space(dir.path()).unwrap();
+        assert!(free > 0);
+        let e = disk.open(&[1u8; 16], free).unwrap_err();
+        assert!(e.to_string().contains("not enough free space"), "{e}");
+        assert!(!disk.partial(&[1u8; 16]).exists());
+        if free > 2 * FREE_RESERVE + 4096 {
+            // Fits alone, but not beside another transfer of that size.
+            let half = free - FREE_RESERVE - 4096;
+            disk.open(&[2u8; 16], half).unwrap();
+            assert!(disk.open(&[3u8; 16], half).is_err());
+            disk.discard(&[2u8; 16]);
+            disk.open(&[3u8; 16], half).unwrap();
+        }
+    }
+
+    #[test]
+    fn partial_copies_from_an_earlier_run_are_deleted_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join(".partial")).unwrap();
+        let stale = dir.path().join(".partial").join("00ff");
+        fs::write(&stale, b"left by a crash").unwrap();
+        fs::write(dir.path().join("kept.txt"), b"a received file").unwrap();
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let _disk = Disk::new(dir.path().to_path_buf(), tx);
+        assert!(!stale.exists());
+        assert!(dir.path().join("kept.txt").exists());
     }
 
     #[test]

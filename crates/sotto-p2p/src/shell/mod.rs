@@ -68,6 +68,12 @@ pub enum ShellEvent {
         file: Id,
         path: PathBuf,
     },
+    /// A received file was refused before any byte came (e.g. not enough
+    /// free space); the sender sees the transfer fail.
+    FileRefused {
+        file: Id,
+        reason: String,
+    },
     /// Could not dial an address (explicit or discovered).
     DialFailed {
         address: String,

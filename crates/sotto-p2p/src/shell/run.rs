@@ -279,10 +279,14 @@ impl Shell {
 
     fn file_io(&mut self, io: FileIo) {
         match io {
-            FileIo::Open { file, .. } => match self.disk.open(&file) {
+            FileIo::Open { file, size, .. } => match self.disk.open(&file, size) {
                 Ok(()) => self.node.file_opened(&file),
                 Err(e) => {
                     tracing::warn!(file = %hex::encode(file), error = %e, "cannot create a received file");
+                    self.emit(ShellEvent::FileRefused {
+                        file,
+                        reason: e.to_string(),
+                    });
                     // Refused before any want: the sender sends nothing.
                     self.node.file_failed(&file);
                 }
