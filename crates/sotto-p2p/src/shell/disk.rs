@@ -242,15 +242,26 @@ fn write_worker(
     Ok(())
 }
 
-/// What identifies a version of a source file: its length and mtime.
-fn version(f: &File) -> std::io::Result<(u64, Option<SystemTime>)> {
+/// What identifies a version of a source file: its length, mtime, ctime
+/// (which a write moves and no one can set back, unlike the mtime) and
+/// inode.
+type Version = (u64, Option<SystemTime>, (i64, i64), (u64, u64));
+
+fn version(f: &File) -> std::io::Result<Version> {
+    use std::os::unix::fs::MetadataExt;
     let m = f.metadata()?;
-    Ok((m.len(), m.modified().ok()))
+    Ok((
+        m.len(),
+        m.modified().ok(),
+        (m.ctime(), m.ctime_nsec()),
+        (m.dev(), m.ino()),
+    ))
 }
 
 /// The sender's worker: serves reads, each into a buffer with room for the
 /// frame's header in front. A source that changes while it is sent (its
-/// length or mtime moves) fails the transfer rather than mixing versions.
+/// length, mtime or ctime moves) fails the transfer rather than mixing
+/// versions.
 fn read_worker(
     file: Id,
     mut f: File,
@@ -395,6 +406,33 @@ mod tests {
             .unwrap()
             .write_all(b"more")
             .unwrap();
+        disk.read(&id, 500, 500);
+        assert!(matches!(recv(&mut rx), DiskMsg::Failed { file } if file == id));
+    }
+
+    /// Rewritten in place with the same length and its mtime set back:
+    /// the ctime still moves, so the transfer fails rather than splicing
+    /// two versions.
+    #[test]
+    fn a_source_rewritten_with_its_length_and_mtime_kept_fails_the_transfer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("src.bin");
+        fs::write(&path, vec![1u8; 1000]).unwrap();
+        let mtime = fs::metadata(&path).unwrap().modified().unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut disk = Disk::new(dir.path().join("in"), tx);
+        let id = [5u8; 16];
+        disk.add_source(id, File::open(&path).unwrap(), 1000)
+            .unwrap();
+        disk.read(&id, 0, 500);
+        assert!(matches!(recv(&mut rx), DiskMsg::Data { offset: 0, .. }));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        (&f).write_all(&[2u8; 1000]).unwrap();
+        f.set_modified(mtime).unwrap();
+        drop(f);
+        let m = fs::metadata(&path).unwrap();
+        assert_eq!((m.len(), m.modified().unwrap()), (1000, mtime));
         disk.read(&id, 500, 500);
         assert!(matches!(recv(&mut rx), DiskMsg::Failed { file } if file == id));
     }
