@@ -224,8 +224,7 @@ fn write_worker(
             WriteCmd::Finish { name } => {
                 f.sync_all()?;
                 drop(f);
-                let target = free_name(dir, &name);
-                fs::rename(partial, &target)?;
+                let target = save_as_free_name(partial, dir, &name)?;
                 let _ = tx.send(DiskMsg::Checked {
                     file,
                     saved: Some(target),
@@ -296,20 +295,46 @@ fn read_worker(
     Ok(())
 }
 
-/// `name`, or `name (1)`, `name (2)`, ... whichever does not exist yet.
-fn free_name(dir: &Path, name: &str) -> PathBuf {
-    let first = dir.join(name);
-    if !first.exists() {
-        return first;
-    }
+/// Makes `partial` visible as `name`, or `name (1)`, `name (2)`, ...
+/// whichever does not exist yet. The name is taken atomically (a hard
+/// link fails if it exists; where hard links are not supported, an
+/// exclusive create reserves it before the rename), so two files of the
+/// same name finishing together never overwrite each other, nor an
+/// existing file.
+fn save_as_free_name(partial: &Path, dir: &Path, name: &str) -> std::io::Result<PathBuf> {
     let (stem, ext) = match name.rfind('.') {
         Some(i) if i > 0 => (&name[..i], &name[i..]),
         _ => (name, ""),
     };
-    (1..)
-        .map(|n| dir.join(format!("{stem} ({n}){ext}")))
-        .find(|p| !p.exists())
-        .expect("some name is free")
+    for n in 0..10_000u32 {
+        let target = if n == 0 {
+            dir.join(name)
+        } else {
+            dir.join(format!("{stem} ({n}){ext}"))
+        };
+        match fs::hard_link(partial, &target) {
+            Ok(()) => {
+                if let Err(e) = fs::remove_file(partial) {
+                    tracing::warn!(path = %partial.display(), error = %e, "cannot delete a partial copy");
+                }
+                return Ok(target);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(_) => match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&target)
+            {
+                Ok(_) => {
+                    fs::rename(partial, &target)?;
+                    return Ok(target);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            },
+        }
+    }
+    Err(std::io::Error::other(format!("no free name for {name}")))
 }
 
 #[cfg(test)]
@@ -365,6 +390,50 @@ mod tests {
             disk.discard(&[2u8; 16]);
             disk.open(&[3u8; 16], half).unwrap();
         }
+    }
+
+    /// Files of the same name finishing together each get a name of their
+    /// own; an existing file is not overwritten.
+    #[test]
+    fn files_of_the_same_name_finishing_together_keep_their_own_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("same.txt"), b"already here").unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut disk = Disk::new(dir.path().to_path_buf(), tx);
+        let n = 24u8;
+        for i in 0..n {
+            disk.open(&[i; 16], 1).unwrap();
+            disk.write(&[i; 16], 0, FileBytes::new(vec![i], 0));
+        }
+        for _ in 0..n {
+            assert!(matches!(recv(&mut rx), DiskMsg::Written { .. }));
+        }
+        for i in 0..n {
+            disk.finish(&[i; 16], "same.txt".into());
+        }
+        let mut saved = HashMap::new();
+        for _ in 0..n {
+            let DiskMsg::Checked {
+                file,
+                saved: Some(path),
+            } = recv(&mut rx)
+            else {
+                panic!("saved");
+            };
+            saved.insert(path, file[0]);
+        }
+        assert_eq!(saved.len(), n as usize, "a name each");
+        for (path, i) in saved {
+            assert_eq!(fs::read(path).unwrap(), vec![i]);
+        }
+        assert_eq!(
+            fs::read(dir.path().join("same.txt")).unwrap(),
+            b"already here"
+        );
+        assert_eq!(
+            fs::read_dir(dir.path().join(".partial")).unwrap().count(),
+            0
+        );
     }
 
     #[test]
