@@ -136,7 +136,42 @@ fn ev(e: FileEvent) -> Act {
     Act::Event(Event::File(e))
 }
 
-/// A file name is one path component a receiver can create as is.
+/// Unicode format characters (general category Cf, Unicode 15: bidi
+/// overrides and isolates, zero-width characters, invisible operators,
+/// tags) and the line and paragraph separators (Zl, Zp): they make a name
+/// display as another (`gpj.exe` shown as `exe.jpg`) or break a line.
+/// No Unicode crate is in the tree, hence the list.
+const HIDDEN: &[(char, char)] = &[
+    ('\u{00AD}', '\u{00AD}'),
+    ('\u{0600}', '\u{0605}'),
+    ('\u{061C}', '\u{061C}'),
+    ('\u{06DD}', '\u{06DD}'),
+    ('\u{070F}', '\u{070F}'),
+    ('\u{0890}', '\u{0891}'),
+    ('\u{08E2}', '\u{08E2}'),
+    ('\u{180E}', '\u{180E}'),
+    ('\u{200B}', '\u{200F}'),
+    ('\u{2028}', '\u{202E}'),
+    ('\u{2060}', '\u{2064}'),
+    ('\u{2066}', '\u{206F}'),
+    ('\u{FEFF}', '\u{FEFF}'),
+    ('\u{FFF9}', '\u{FFFB}'),
+    ('\u{110BD}', '\u{110BD}'),
+    ('\u{110CD}', '\u{110CD}'),
+    ('\u{13430}', '\u{1343F}'),
+    ('\u{1BCA0}', '\u{1BCA3}'),
+    ('\u{1D173}', '\u{1D17A}'),
+    ('\u{E0001}', '\u{E0001}'),
+    ('\u{E0020}', '\u{E007F}'),
+];
+
+fn hidden(c: char) -> bool {
+    HIDDEN.iter().any(|&(lo, hi)| lo <= c && c <= hi)
+}
+
+/// A file name is one path component a receiver can create as is, and
+/// shows as what it is: no control, format (bidi, zero-width) or
+/// line-separator characters.
 pub fn valid_file_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_FILE_NAME
@@ -145,7 +180,7 @@ pub fn valid_file_name(name: &str) -> bool {
         && !name.starts_with('.')
         && !name
             .chars()
-            .any(|c| c == '/' || c == '\\' || c.is_control())
+            .any(|c| c == '/' || c == '\\' || c.is_control() || hidden(c))
 }
 
 impl In {
@@ -653,6 +688,38 @@ impl Node {
             self.apply(acts);
         } else if self.files.inn.contains_key(file) {
             self.file_checked(file, false);
+        }
+    }
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::valid_file_name;
+
+    #[test]
+    fn names_with_hidden_or_control_characters_are_refused() {
+        for bad in [
+            "invoice\u{202E}gpj.exe",
+            "a\u{200B}b.txt",
+            "a\u{2066}b\u{2069}.txt",
+            "line\u{2028}break",
+            "para\u{2029}break",
+            "bom\u{FEFF}.txt",
+            "soft\u{00AD}hyphen",
+            "tag\u{E0041}.txt",
+            "nel\u{0085}.txt",
+            "tab\t.txt",
+            "nul\0.txt",
+        ] {
+            assert!(!valid_file_name(bad), "{bad:?}");
+        }
+        for good in [
+            "report.pdf",
+            "Übersicht 2024.txt",
+            "写真.jpg",
+            "a b (1).tar.gz",
+        ] {
+            assert!(valid_file_name(good), "{good:?}");
         }
     }
 }
