@@ -285,7 +285,8 @@ impl Files {
         acts
     }
 
-    /// The session ended: every transfer on it fails.
+    /// The session ended: every transfer on it fails, but for received
+    /// files being checked (every byte arrived): they end with the check.
     pub(crate) fn drop_session(&mut self, session: Id) -> Vec<Act> {
         let mut acts = Vec::new();
         self.out.retain(|id, o| {
@@ -296,7 +297,7 @@ impl Files {
             keep
         });
         self.inn.retain(|id, i| {
-            let keep = i.session != session;
+            let keep = i.session != session || i.checking;
             if !keep {
                 acts.extend(failed(*id, i.name.clone(), true));
             }
@@ -511,7 +512,10 @@ impl Files {
             Inner::FileCancel { id } => {
                 if let Some(out) = self.out.remove(&id) {
                     acts.extend(failed(id, out.name, false));
-                } else if let Some(inn) = self.inn.remove(&id) {
+                } else if self.inn.get(&id).is_some_and(|i| !i.checking) {
+                    // A cancel racing the check of a file whose every byte
+                    // arrived is ignored: the check decides.
+                    let inn = self.inn.remove(&id).expect("present");
                     acts.extend(failed(id, inn.name, true));
                 }
             }

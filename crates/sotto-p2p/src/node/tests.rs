@@ -31,6 +31,9 @@ struct Net {
     disconnects: Vec<(PeerId, PeerId, &'static str)>,
     /// Nodes whose disk never finishes a write (so they never ack).
     stuck: HashSet<PeerId>,
+    /// Nodes whose checks wait here (answered by the test).
+    hold_checks: HashSet<PeerId>,
+    held_checks: Vec<(PeerId, Id)>,
     now: u64,
 }
 
@@ -43,6 +46,8 @@ impl Net {
             disk: HashMap::new(),
             disconnects: Vec::new(),
             stuck: HashSet::new(),
+            hold_checks: HashSet::new(),
+            held_checks: Vec::new(),
             now: 1_000_000,
         }
     }
@@ -133,6 +138,9 @@ impl Net {
                 if !self.stuck.contains(&p) {
                     self.node(p).file_written(&file, upto);
                 }
+            }
+            FileIo::Check { file, .. } if self.hold_checks.contains(&p) => {
+                self.held_checks.push((p, file));
             }
             FileIo::Check { file, name } => {
                 let buf = disk.partial.remove(&file).unwrap();
@@ -1208,4 +1216,38 @@ fn reconnects_with_a_stuck_disk_stay_within_the_window() {
     net.node(a).file_written(&file, upto);
     net.run();
     assert_eq!(net.disk[&a].done["big.bin"], data);
+}
+
+/// A cancel (or the session's close) that races the final check of a file
+/// whose every byte arrived does not discard it: the check decides.
+#[test]
+fn a_cancel_or_close_during_the_check_does_not_discard_the_file() {
+    let mut net = Net::new();
+    let (a, _) = net.user("alice");
+    let (m, _) = net.user("mallory");
+    net.hold_checks.insert(a);
+    net.connect(a, m);
+    let s = net.open_session(m, a);
+    for (id, close) in [([1u8; 16], false), ([2u8; 16], true)] {
+        let offer = Inner::FileOffer {
+            id,
+            name: "c.bin".into(),
+            size: 4,
+        };
+        inject(&mut net, m, &s, offer);
+        inject(&mut net, m, &s, chunk(id, 0, b"four"));
+        assert_eq!(net.held_checks, vec![(a, id)], "checking");
+        if close {
+            net.node(m).close(&s).unwrap();
+            net.run();
+        } else {
+            inject(&mut net, m, &s, Inner::FileCancel { id });
+        }
+        assert!(net.disk[&a].partial.contains_key(&id), "not discarded");
+        assert!(!completed(&mut net, a, id, "c.bin", false));
+        net.held_checks.clear();
+        net.node(a).file_checked(&id, true);
+        net.run();
+        assert!(completed(&mut net, a, id, "c.bin", true));
+    }
 }

@@ -42,7 +42,7 @@ pub(crate) enum DiskMsg {
 
 enum WriteCmd {
     Write { offset: u64, data: FileBytes },
-    Finish { name: String },
+    Finish { name: String, size: u64 },
     Discard,
 }
 
@@ -115,6 +115,7 @@ impl Disk {
             .spawn(move || {
                 if let Err(e) = write_worker(id, f, &partial, &dir, cmd_rx, &tx) {
                     tracing::warn!(file = %hex::encode(id), error = %e, "cannot write a received file");
+                    let _ = fs::remove_file(&partial);
                     let _ = tx.send(DiskMsg::Failed { file: id });
                 }
             })?;
@@ -130,8 +131,14 @@ impl Disk {
     /// After the writes already queued, syncs the partial copy and makes it
     /// visible as `name`; the answer is a [`DiskMsg::Checked`].
     pub(crate) fn finish(&mut self, file: &Id, name: String) {
-        self.send_to_writer(file, WriteCmd::Finish { name });
+        let size = self.sizes.get(file).copied().unwrap_or(u64::MAX);
+        self.send_to_writer(file, WriteCmd::Finish { name, size });
+    }
+
+    /// The check's answer came: the writer has ended.
+    pub(crate) fn checked(&mut self, file: &Id) {
         self.writers.remove(file);
+        self.sizes.remove(file);
     }
 
     fn send_to_writer(&mut self, file: &Id, cmd: WriteCmd) {
@@ -141,10 +148,17 @@ impl Disk {
         }
     }
 
+    /// Deletes the partial copy through its writer, after the commands
+    /// queued before (a finish under way is not raced: the writer, having
+    /// finished or failed, has left no partial copy).
     pub(crate) fn discard(&mut self, file: &Id) {
+        self.sizes.remove(file);
         match self.writers.remove(file) {
-            Some(w) if w.send(WriteCmd::Discard).is_ok() => {}
-            _ => {
+            // A writer that has ended drops the command: it left nothing.
+            Some(w) => {
+                let _ = w.send(WriteCmd::Discard);
+            }
+            None => {
                 let _ = fs::remove_file(self.partial(file));
             }
         }
@@ -221,7 +235,12 @@ fn write_worker(
                 pos += data.len() as u64;
                 let _ = tx.send(DiskMsg::Written { file, upto: pos });
             }
-            WriteCmd::Finish { name } => {
+            WriteCmd::Finish { name, size } => {
+                if pos != size {
+                    return Err(std::io::Error::other(format!(
+                        "finished at {pos} bytes of {size} offered"
+                    )));
+                }
                 f.sync_all()?;
                 drop(f);
                 let target = save_as_free_name(partial, dir, &name)?;
@@ -434,6 +453,21 @@ mod tests {
             fs::read_dir(dir.path().join(".partial")).unwrap().count(),
             0
         );
+    }
+
+    #[test]
+    fn a_finish_short_of_the_offered_size_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut disk = Disk::new(dir.path().to_path_buf(), tx);
+        let id = [3u8; 16];
+        disk.open(&id, 10).unwrap();
+        disk.write(&id, 0, FileBytes::new(b"short".to_vec(), 0));
+        assert!(matches!(recv(&mut rx), DiskMsg::Written { upto: 5, .. }));
+        disk.finish(&id, "short.txt".into());
+        assert!(matches!(recv(&mut rx), DiskMsg::Failed { file } if file == id));
+        assert!(!dir.path().join("short.txt").exists());
+        assert!(!disk.partial(&id).exists());
     }
 
     #[test]

@@ -312,6 +312,7 @@ impl Shell {
         match msg {
             DiskMsg::Written { file, upto } => self.node.file_written(&file, upto),
             DiskMsg::Checked { file, saved } => {
+                self.disk.checked(&file);
                 let ok = saved.is_some();
                 if let Some(path) = saved {
                     self.emit(ShellEvent::FileSaved { file, path });
