@@ -153,6 +153,16 @@ async fn a_50_mb_file_resumes_after_a_dropped_connection_with_identical_bytes() 
     );
     assert_eq!(saved.file_name().unwrap(), "report.pdf");
     assert!(std::fs::read(&saved).unwrap() == data, "identical bytes");
+    // Resumed in the same transfer (its verified prefix kept), not offered
+    // and received again from the start.
+    let offers = alice
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| matches!(e, ShellEvent::Node(Event::File(FileEvent::Offered { .. }))))
+        .count();
+    assert_eq!(offers, 1, "one offer, resumed after the drop");
     assert!(bob.seen(|e| matches!(
         e,
         ShellEvent::Node(Event::File(FileEvent::Progress {
