@@ -841,8 +841,30 @@ mod tests {
                 let i = OsRng.next_u32() as usize % bytes.len();
                 bytes[i] ^= 1 << (OsRng.next_u32() % 8);
             }
-            let _ = Frame::decode(&bytes);
-            let _ = Inner::decode(&bytes);
+            let frame = Frame::decode(&bytes);
+            // The node's fast path takes exactly the sealed frames that
+            // decode, with the same session and counter.
+            match (sealed_header(&bytes), &frame) {
+                (
+                    Some((s, c)),
+                    Ok(Frame::Sealed {
+                        session, counter, ..
+                    }),
+                ) => assert_eq!((s, c), (*session, *counter)),
+                (None, Ok(Frame::Sealed { .. })) => panic!("a sealed frame missed"),
+                (Some(_), _) => panic!("not a sealed frame: {bytes:?}"),
+                (None, _) => {}
+            }
+            let inner = Inner::decode(&bytes);
+            // And exactly the file chunks that decode.
+            match (chunk_header(&bytes), &inner) {
+                (Ok((i, o)), Ok(Inner::FileChunk { id, offset, .. })) => {
+                    assert_eq!((i, o), (*id, *offset))
+                }
+                (Err(_), Ok(Inner::FileChunk { .. })) => panic!("a chunk missed"),
+                (Ok(_), _) => panic!("not a chunk: {bytes:?}"),
+                (Err(_), _) => {}
+            }
         }
         // A length field claiming 4 GiB is refused before any allocation.
         let mut huge = vec![1u8];
