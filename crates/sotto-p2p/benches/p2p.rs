@@ -241,7 +241,7 @@ async fn main() {
     }
     let (p, t) = (best(&p2p), best(&tcp));
     println!(
-        "file {file_mb} MB (best of 3): sotto-p2p {:.0} MB/s ({:?}; offer, chunks hashed and written on both sides, end, check), plain TCP copy {:.0} MB/s ({:?}); ratio {:.2}",
+        "file {file_mb} MB (best of 3): sotto-p2p {:.0} MB/s ({:?}; offer, chunks read, sealed, opened and written, fsync, rename), plain TCP copy {:.0} MB/s ({:?}); ratio {:.2}",
         bytes / 1e6 / p.as_secs_f64(),
         p,
         bytes / 1e6 / t.as_secs_f64(),

@@ -6,7 +6,7 @@
 //! keys and device certificates as through the server.
 //!
 //! Layers, as in the rest of sotto:
-//! - [`wire`]: the frames of `/sotto/p2p/1` and their bounded codec;
+//! - [`wire`]: the frames of `/sotto/p2p/2` and their bounded codec;
 //! - [`identity`]: the hello that binds a libp2p peer id to a device
 //!   certificate, and the trust a node derives from it;
 //! - [`session`]: request / accept key agreement and the session AEAD;

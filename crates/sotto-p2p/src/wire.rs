@@ -1,4 +1,4 @@
-//! The frames of the peer protocol `/sotto/p2p/1`, and their codec.
+//! The frames of the peer protocol `/sotto/p2p/2`, and their codec.
 //!
 //! Every frame travels on one libp2p stream (inside Noise) with a `u32`
 //! length prefix; the shell refuses a prefix over [`MAX_FRAME`] before it
@@ -12,22 +12,30 @@ use sotto_proto::{DeviceCert, SignedPrekey};
 
 use crate::error::{Error, Result};
 
-/// The version byte every frame starts with.
-pub const WIRE_VERSION: u8 = 1;
+/// The version byte every frame starts with. Version 2 (`/sotto/p2p/2`):
+/// a file is no longer followed by a SHA-256 (`file end`, tag 9, is gone);
+/// version 1 peers do not negotiate the stream with version 2 ones.
+pub const WIRE_VERSION: u8 = 2;
 /// Largest datagram a session carries: far above a chat datagram, and it
 /// bounds what one peer makes this node hold per frame.
 pub const MAX_DATAGRAM: usize = 1024 * 1024;
 /// File chunk size: large enough that the per-chunk AES-GCM and framing
 /// cost is noise, small enough that a dropped connection loses little.
 pub const CHUNK: usize = 256 * 1024;
+/// Bytes of a sealed file-chunk frame before the file bytes: the sealed
+/// frame's header, then the chunk's tag, file id, offset and length. A
+/// sender reads file bytes into a buffer with this much room in front
+/// ([`FileBytes`]), so the frame is built and sealed around them in place.
+pub const CHUNK_FRAME_HEAD: usize = SEALED_HEADER + 1 + 16 + 8 + 4;
 /// Bytes a file sender may have in flight beyond the receiver's last ack
 /// (plus one chunk it may start before the limit): the receiver
 /// disconnects a sender whose chunks go further, so an incoming transfer
 /// never holds more than this in memory.
 pub const MAX_FILE_WINDOW: u64 = 32 << 20;
 /// Largest frame: a datagram (or a group delivery of one) with its headers
-/// and the AES-GCM tag, rounded up.
+/// and the AES-GCM tag, rounded up. A file chunk frame is smaller.
 pub const MAX_FRAME: usize = MAX_DATAGRAM + 1024;
+const _: () = assert!(CHUNK_FRAME_HEAD + CHUNK + 16 <= MAX_FRAME);
 /// Usernames as the client checks them (1-64 bytes).
 pub const MAX_NAME: usize = 64;
 /// Group titles.
@@ -41,6 +49,44 @@ pub const MAX_ROSTER: usize = 256;
 
 /// A 16-byte id (session, file, group).
 pub type Id = [u8; 16];
+
+/// File bytes held inside a larger buffer: the frame they arrived in (from
+/// `start` on, after the opened chunk's header) or the buffer a sender read
+/// them into (after [`CHUNK_FRAME_HEAD`] bytes of room for the frame's
+/// header). File bytes go from the link through the AEAD to the disk, and
+/// from the disk through the AEAD to the link, with no copy. They are file
+/// bytes, not secrets, and are not zeroized.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileBytes {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl FileBytes {
+    /// The bytes of `buf` from `start` on (`start` is clamped to the end).
+    pub fn new(buf: Vec<u8>, start: usize) -> FileBytes {
+        let start = start.min(buf.len());
+        FileBytes { buf, start }
+    }
+
+    /// The whole buffer and where the file bytes start in it.
+    pub fn into_parts(self) -> (Vec<u8>, usize) {
+        (self.buf, self.start)
+    }
+}
+
+impl From<Vec<u8>> for FileBytes {
+    fn from(buf: Vec<u8>) -> FileBytes {
+        FileBytes { buf, start: 0 }
+    }
+}
+
+impl std::ops::Deref for FileBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
 
 /// A group session as its host advertises it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -155,8 +201,7 @@ pub enum Inner {
     /// Opaque bytes for the device core (a sotto datagram).
     Datagram(Vec<u8>),
     Close,
-    /// A file is coming; its SHA-256 follows the last chunk
-    /// ([`Inner::FileEnd`]): the sender hashes while it reads.
+    /// A file of `size` bytes is coming, in chunks sealed in this session.
     FileOffer {
         id: Id,
         name: String,
@@ -178,19 +223,14 @@ pub enum Inner {
         id: Id,
         offset: u64,
     },
-    /// The whole file was checked against its hash (`ok`) or not.
+    /// The receiver has every byte of the file, in order, from chunks that
+    /// opened in this session, and made it visible (`ok`), or gave up.
     FileResult {
         id: Id,
         ok: bool,
     },
     FileCancel {
         id: Id,
-    },
-    /// The SHA-256 of the whole file, sent after its last chunk (again
-    /// after a resume); the receiver checks its copy against it.
-    FileEnd {
-        id: Id,
-        sha256: [u8; 32],
     },
     GroupInvite {
         group: Id,
@@ -300,6 +340,65 @@ pub(crate) const SEALED_HEADER: usize = 2 + 16 + 8 + 4;
 pub(crate) fn seal_frame_finish(w: &mut Writer) {
     let len = (w.buf.len() - SEALED_HEADER) as u32;
     w.buf[SEALED_HEADER - 4..SEALED_HEADER].copy_from_slice(&len.to_be_bytes());
+}
+
+/// The session id and counter of a sealed frame, if `bytes` is one that
+/// [`Frame::decode`] accepts (version, tag, length field equal to the rest,
+/// within [`MAX_FRAME`]); its ciphertext is `bytes[SEALED_HEADER..]`. The
+/// node opens a sealed frame in its own buffer with this, with no copy.
+pub(crate) fn sealed_header(bytes: &[u8]) -> Option<(Id, u64)> {
+    if bytes.len() > MAX_FRAME || bytes.len() < SEALED_HEADER {
+        return None;
+    }
+    let mut r = Reader::new(&bytes[..SEALED_HEADER]);
+    if r.u8().ok()? != WIRE_VERSION || r.u8().ok()? != 5 {
+        return None;
+    }
+    let session = r.array().ok()?;
+    let counter = r.u64().ok()?;
+    let len = r.u32().ok()? as usize;
+    (len == bytes.len() - SEALED_HEADER).then_some((session, counter))
+}
+
+/// Bytes of a file chunk message before its data: tag, file id, offset,
+/// length.
+pub(crate) const CHUNK_HEAD: usize = CHUNK_FRAME_HEAD - SEALED_HEADER;
+
+/// The file id and offset of an opened file chunk message (`plain` starts
+/// with tag 5), checked as [`Inner::decode`] checks it; its data is
+/// `plain[CHUNK_HEAD..]`.
+pub(crate) fn chunk_header(plain: &[u8]) -> Result<(Id, u64)> {
+    let mut r = Reader::new(plain);
+    if r.u8().map_err(malformed("message"))? != 5 {
+        return Err(Error::Malformed("message tag"));
+    }
+    let id = r.array().map_err(malformed("id"))?;
+    let offset = r.u64().map_err(malformed("offset"))?;
+    r.var_bytes(CHUNK, "file chunk")
+        .map_err(malformed("file chunk"))?;
+    r.finish().map_err(malformed("message"))?;
+    Ok((id, offset))
+}
+
+/// Writes the head of a sealed file-chunk frame (before the encryption of
+/// `buf[SEALED_HEADER..]`) into `buf[..CHUNK_FRAME_HEAD]`, for `len` bytes of
+/// data that follow it and the 16-byte tag that will.
+pub(crate) fn write_chunk_frame_head(
+    buf: &mut [u8],
+    session: &Id,
+    counter: u64,
+    file: &Id,
+    offset: u64,
+    len: usize,
+) {
+    let mut w = Writer::with_capacity(CHUNK_FRAME_HEAD);
+    w.u8(WIRE_VERSION)
+        .u8(5)
+        .bytes(session)
+        .u64(counter)
+        .u32((CHUNK_HEAD + len + 16) as u32);
+    w.u8(5).bytes(file).u64(offset).u32(len as u32);
+    buf[..CHUNK_FRAME_HEAD].copy_from_slice(&w.buf);
 }
 
 impl Frame {
@@ -452,9 +551,6 @@ impl Inner {
             Inner::FileCancel { id } => {
                 w.u8(8).bytes(id);
             }
-            Inner::FileEnd { id, sha256 } => {
-                w.u8(9).bytes(id).bytes(sha256);
-            }
             Inner::GroupInvite { group, title } => {
                 w.u8(10).bytes(group);
                 write_str(w, title);
@@ -539,10 +635,7 @@ impl Inner {
                 },
             },
             8 => Inner::FileCancel { id: id(&mut r)? },
-            9 => Inner::FileEnd {
-                id: id(&mut r)?,
-                sha256: r.array().map_err(malformed("file hash"))?,
-            },
+            // 9 was `file end` (a whole-file SHA-256) in version 1.
             10 => Inner::GroupInvite {
                 group: id(&mut r)?,
                 title: read_str(&mut r, MAX_TITLE, "group title")?,
@@ -668,10 +761,6 @@ mod tests {
                 ok: true,
             },
             Inner::FileCancel { id: [1; 16] },
-            Inner::FileEnd {
-                id: [1; 16],
-                sha256: [2; 32],
-            },
             Inner::GroupInvite {
                 group: [3; 16],
                 title: "ops".into(),
@@ -752,8 +841,30 @@ mod tests {
                 let i = OsRng.next_u32() as usize % bytes.len();
                 bytes[i] ^= 1 << (OsRng.next_u32() % 8);
             }
-            let _ = Frame::decode(&bytes);
-            let _ = Inner::decode(&bytes);
+            let frame = Frame::decode(&bytes);
+            // The node's fast path takes exactly the sealed frames that
+            // decode, with the same session and counter.
+            match (sealed_header(&bytes), &frame) {
+                (
+                    Some((s, c)),
+                    Ok(Frame::Sealed {
+                        session, counter, ..
+                    }),
+                ) => assert_eq!((s, c), (*session, *counter)),
+                (None, Ok(Frame::Sealed { .. })) => panic!("a sealed frame missed"),
+                (Some(_), _) => panic!("not a sealed frame: {bytes:?}"),
+                (None, _) => {}
+            }
+            let inner = Inner::decode(&bytes);
+            // And exactly the file chunks that decode.
+            match (chunk_header(&bytes), &inner) {
+                (Ok((i, o)), Ok(Inner::FileChunk { id, offset, .. })) => {
+                    assert_eq!((i, o), (*id, *offset))
+                }
+                (Err(_), Ok(Inner::FileChunk { .. })) => panic!("a chunk missed"),
+                (Ok(_), _) => panic!("not a chunk: {bytes:?}"),
+                (Err(_), _) => {}
+            }
         }
         // A length field claiming 4 GiB is refused before any allocation.
         let mut huge = vec![1u8];

@@ -153,6 +153,38 @@ async fn a_50_mb_file_resumes_after_a_dropped_connection_with_identical_bytes() 
     );
     assert_eq!(saved.file_name().unwrap(), "report.pdf");
     assert!(std::fs::read(&saved).unwrap() == data, "identical bytes");
+    // Resumed in the same transfer (its verified prefix kept), not offered
+    // and received again from the start.
+    let offers = alice
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| matches!(e, ShellEvent::Node(Event::File(FileEvent::Offered { .. }))))
+        .count();
+    assert_eq!(offers, 1, "one offer, resumed after the drop");
+    // And the receiver's progress never went back after the drop.
+    let events = alice.events.lock().unwrap().clone();
+    let done: Vec<u64> = events
+        .iter()
+        .filter_map(|e| match e {
+            ShellEvent::Node(Event::File(FileEvent::Progress {
+                file: f,
+                done,
+                incoming: true,
+                ..
+            })) if *f == file => Some(*done),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        done.windows(2).all(|w| w[0] <= w[1]),
+        "progress went back: {done:?}"
+    );
+    assert!(
+        done.iter().any(|d| *d >= 10 << 20),
+        "progress after the drop"
+    );
     assert!(bob.seen(|e| matches!(
         e,
         ShellEvent::Node(Event::File(FileEvent::Progress {

@@ -37,6 +37,12 @@ pub struct Config {
     pub max_file_size: u64,
     /// Incoming transfers at once, over all sessions.
     pub max_incoming_files: usize,
+    /// Incoming transfers one peer may have at once (over its sessions),
+    /// so that one peer cannot hold every slot of `max_incoming_files`.
+    pub max_incoming_files_per_peer: usize,
+    /// An incoming transfer whose link stays down this long is discarded
+    /// (its slot and partial copy freed); a resume before then goes on.
+    pub file_resume_ms: u64,
     /// Bytes a sender has in flight before the receiver acknowledges them
     /// (flow control: bounds the memory a transfer takes on both sides;
     /// at most [`crate::wire::MAX_FILE_WINDOW`], which receivers enforce).
@@ -69,6 +75,8 @@ impl Default for Config {
             max_sessions: 128,
             max_file_size: 4 << 30,
             max_incoming_files: 8,
+            max_incoming_files_per_peer: 2,
+            file_resume_ms: 10 * 60_000,
             file_window: 32 << 20,
             ack_every: 1 << 20,
             file_stall_ms: 60_000,

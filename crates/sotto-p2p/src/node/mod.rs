@@ -28,7 +28,11 @@ use sotto_proto::{DeviceCert, DeviceId, SignedPrekey, UserPublic};
 use crate::error::{Error, Result};
 use crate::identity::{judge_hello, make_hello, Identity, PeerIdentity};
 use crate::session::SessionKeys;
-use crate::wire::{Frame, GroupAd, Id, Inner, RejectReason, MAX_DATAGRAM};
+use crate::wire::{
+    chunk_header, sealed_header, FileBytes, Frame, GroupAd, Id, Inner, RejectReason, CHUNK_HEAD,
+    MAX_DATAGRAM, SEALED_HEADER,
+};
+use zeroize::Zeroizing;
 
 pub use files::{valid_file_name, FileEvent, FileIo};
 pub use groups::{GroupEvent, GroupInfo};
@@ -124,6 +128,13 @@ pub enum Event {
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Act {
     Seal(Id, Inner),
+    /// A file chunk, sealed around its bytes ([`Node::seal_chunk`]).
+    Chunk {
+        session: Id,
+        file: Id,
+        offset: u64,
+        data: FileBytes,
+    },
     File(FileIo),
     Event(Event),
     Advertise,
@@ -272,7 +283,7 @@ impl Node {
             .filter(|(_, s)| s.peer == peer)
             .map(|(id, _)| *id)
             .collect();
-        self.files.pause_sessions(&on_peer);
+        self.files.pause_sessions(&on_peer, self.now);
         self.event(Event::PeerLost { peer });
     }
 
@@ -292,8 +303,10 @@ impl Node {
             .map(|(id, s)| (id, &s.peer, s.name.as_str()))
     }
 
-    /// A frame from `peer` (the Noise-authenticated sender).
-    pub fn handle_frame(&mut self, peer: PeerId, bytes: &[u8], now: u64) {
+    /// A frame from `peer` (the Noise-authenticated sender). A sealed frame
+    /// is opened in this buffer; a file chunk's bytes stay in it on their
+    /// way to the disk.
+    pub fn handle_frame(&mut self, peer: PeerId, bytes: Vec<u8>, now: u64) {
         self.tick(now);
         let Some(state) = self.peers.get(&peer) else {
             return;
@@ -301,22 +314,30 @@ impl Node {
         if state.limits.frames.check().is_err() {
             return self.disconnect(peer, "frame rate limit");
         }
-        let frame = match Frame::decode(bytes) {
+        let identified = state.identity.is_some();
+        if let Some((session, counter)) = sealed_header(&bytes) {
+            let r = if identified {
+                self.on_sealed(peer, session, counter, bytes)
+            } else {
+                Err("a frame before the hello")
+            };
+            if let Err(why) = r {
+                self.disconnect(peer, why);
+            }
+            return;
+        }
+        let frame = match Frame::decode(&bytes) {
             Ok(f) => f,
             Err(_) => return self.disconnect(peer, "malformed frame"),
         };
-        let identified = state.identity.is_some();
         if let Err(why) = match frame {
             Frame::Hello(h) => self.on_hello(peer, &h),
             _ if !identified => Err("a frame before the hello"),
             Frame::Request(q) => self.on_request(peer, q),
             Frame::Accept(a) => self.on_accept(peer, a),
             Frame::Reject { request, reason } => self.on_reject(peer, request, reason),
-            Frame::Sealed {
-                session,
-                counter,
-                ciphertext,
-            } => self.on_sealed(peer, session, counter, ciphertext),
+            // Every sealed frame that decodes has a sealed header.
+            Frame::Sealed { .. } => Err("malformed frame"),
         } {
             self.disconnect(peer, why);
         }
@@ -366,12 +387,13 @@ impl Node {
         Ok(())
     }
 
+    /// The sealed frame `frame` (its ciphertext after [`SEALED_HEADER`]).
     fn on_sealed(
         &mut self,
         peer: PeerId,
         id: Id,
         counter: u64,
-        ciphertext: Vec<u8>,
+        mut frame: Vec<u8>,
     ) -> std::result::Result<(), &'static str> {
         let session = self
             .sessions
@@ -380,11 +402,24 @@ impl Node {
         if session.peer != peer {
             return Err("a message on another peer's session");
         }
-        let plain = session
+        if !session
             .keys
-            .open_owned(counter, ciphertext)
-            .ok_or("a message that does not open")?;
-        let inner = Inner::decode(&plain).map_err(|_| "a malformed message")?;
+            .open_in_place(counter, &mut frame, SEALED_HEADER)
+        {
+            return Err("a message that does not open");
+        }
+        // A file chunk: its bytes go to the disk from this buffer (file
+        // bytes, not zeroized). Anything else is decoded and erased.
+        if frame.get(SEALED_HEADER) == Some(&5) {
+            let (file, offset) =
+                chunk_header(&frame[SEALED_HEADER..]).map_err(|_| "a malformed message")?;
+            let data = FileBytes::new(frame, SEALED_HEADER + CHUNK_HEAD);
+            let acts = self.files.on_chunk(id, file, offset, data, self.now)?;
+            self.apply(acts);
+            return Ok(());
+        }
+        let plain = Zeroizing::new(frame);
+        let inner = Inner::decode(&plain[SEALED_HEADER..]).map_err(|_| "a malformed message")?;
         drop(plain);
         match inner {
             Inner::Datagram(data) => self.event(Event::Datagram { session: id, data }),
@@ -414,7 +449,13 @@ impl Node {
                 self.apply(acts);
             }
             file => {
-                let acts = self.files.on_message(id, file, &self.config, self.now)?;
+                let peer = self.sessions.get(&id).map(|s| s.peer);
+                let sessions = &self.sessions;
+                let acts = self
+                    .files
+                    .on_message(id, file, &self.config, self.now, |s| {
+                        sessions.get(s).map(|x| x.peer) == peer
+                    })?;
                 self.apply(acts);
             }
         }
@@ -438,6 +479,27 @@ impl Node {
             _ => 256,
         };
         let frame = session.keys.seal_frame(inner, capacity);
+        let peer = session.peer;
+        self.outputs.push_back(Output::Send { peer, frame });
+        Ok(())
+    }
+
+    /// Seals a file chunk on session `id` around its bytes and queues it.
+    pub(crate) fn seal_chunk(
+        &mut self,
+        id: &Id,
+        file: &Id,
+        offset: u64,
+        data: FileBytes,
+    ) -> Result<()> {
+        let session = self
+            .sessions
+            .get_mut(id)
+            .ok_or_else(|| Error::NoSession(hex::encode(id)))?;
+        if !self.peers.contains_key(&session.peer) {
+            return Err(Error::UnknownPeer(session.peer.to_string()));
+        }
+        let frame = session.keys.seal_chunk_frame(file, offset, data);
         let peer = session.peer;
         self.outputs.push_back(Output::Send { peer, frame });
         Ok(())
@@ -500,7 +562,16 @@ impl Node {
             .filter(|p| p.identity.is_none())
             .map(|p| p.linked_at + self.config.hello_timeout_ms)
             .min();
-        let files = self.files.next_deadline(self.config.file_stall_ms);
+        let (peers, sessions) = (&self.peers, &self.sessions);
+        let files = self.files.next_deadline(
+            self.config.file_stall_ms,
+            self.config.file_resume_ms,
+            |id| {
+                sessions
+                    .get(id)
+                    .is_some_and(|s| peers.contains_key(&s.peer))
+            },
+        );
         [
             Some(self.next_hello),
             hello,
@@ -527,13 +598,16 @@ impl Node {
         }
         self.expire_requests();
         let (peers, sessions) = (&self.peers, &self.sessions);
-        let acts = self
-            .files
-            .expire(self.now, self.config.file_stall_ms, |id| {
+        let acts = self.files.expire(
+            self.now,
+            self.config.file_stall_ms,
+            self.config.file_resume_ms,
+            |id| {
                 sessions
                     .get(id)
                     .is_some_and(|s| peers.contains_key(&s.peer))
-            });
+            },
+        );
         self.apply(acts);
         if self.now >= self.next_hello {
             self.next_hello = self.now + self.config.advert_ttl_ms / 2;
@@ -564,6 +638,16 @@ impl Node {
                 Act::Seal(id, inner) => {
                     if let Err(e) = self.seal(&id, &inner) {
                         tracing::debug!(error = %e, "message not sent");
+                    }
+                }
+                Act::Chunk {
+                    session,
+                    file,
+                    offset,
+                    data,
+                } => {
+                    if let Err(e) = self.seal_chunk(&session, &file, offset, data) {
+                        tracing::debug!(error = %e, "chunk not sent");
                     }
                 }
                 Act::File(io) => self.outputs.push_back(Output::File(io)),

@@ -5,7 +5,6 @@
 use std::collections::{HashMap, HashSet};
 
 use rand_core::OsRng;
-use sha2::{Digest, Sha256};
 use sotto_proto::UserKey;
 
 use super::*;
@@ -32,6 +31,9 @@ struct Net {
     disconnects: Vec<(PeerId, PeerId, &'static str)>,
     /// Nodes whose disk never finishes a write (so they never ack).
     stuck: HashSet<PeerId>,
+    /// Nodes whose checks wait here (answered by the test).
+    hold_checks: HashSet<PeerId>,
+    held_checks: Vec<(PeerId, Id)>,
     now: u64,
 }
 
@@ -44,6 +46,8 @@ impl Net {
             disk: HashMap::new(),
             disconnects: Vec::new(),
             stuck: HashSet::new(),
+            hold_checks: HashSet::new(),
+            held_checks: Vec::new(),
             now: 1_000_000,
         }
     }
@@ -102,7 +106,7 @@ impl Net {
                 Output::Send { peer, frame } => {
                     if self.links.contains(&(p, peer)) {
                         if let Some(n) = self.nodes.get_mut(&peer) {
-                            n.handle_frame(p, &frame, now);
+                            n.handle_frame(p, frame, now);
                         }
                     }
                 }
@@ -122,8 +126,9 @@ impl Net {
         let disk = self.disk.get_mut(&p).unwrap();
         match io {
             FileIo::Open { file, .. } => {
-                let have = disk.partial.entry(file).or_default().len() as u64;
-                self.node(p).file_opened(&file, have);
+                // Created empty, as the shell does.
+                disk.partial.insert(file, Vec::new());
+                self.node(p).file_opened(&file);
             }
             FileIo::Write { file, offset, data } => {
                 let buf = disk.partial.get_mut(&file).unwrap();
@@ -134,13 +139,13 @@ impl Net {
                     self.node(p).file_written(&file, upto);
                 }
             }
-            FileIo::Check { file, name, sha256 } => {
+            FileIo::Check { file, .. } if self.hold_checks.contains(&p) => {
+                self.held_checks.push((p, file));
+            }
+            FileIo::Check { file, name } => {
                 let buf = disk.partial.remove(&file).unwrap();
-                let ok = Sha256::digest(&buf)[..] == sha256;
-                if ok {
-                    disk.done.insert(name, buf);
-                }
-                self.node(p).file_checked(&file, ok);
+                disk.done.insert(name, buf);
+                self.node(p).file_checked(&file, true);
             }
             FileIo::Discard { file } => {
                 disk.partial.remove(&file);
@@ -148,14 +153,8 @@ impl Net {
             FileIo::Read { file, offset, len } => {
                 let src = &disk.sources[&file];
                 let data = src[offset as usize..offset as usize + len].to_vec();
-                // The shell hashes as it reads; here, once it reaches the end.
-                let hash = (offset as usize + len == src.len())
-                    .then(|| <[u8; 32]>::from(Sha256::digest(src)));
                 disk.reads += 1;
-                self.node(p).file_data(&file, offset, data);
-                if let Some(hash) = hash {
-                    self.node(p).file_hashed(&file, hash);
-                }
+                self.node(p).file_data(&file, offset, data.into());
             }
             FileIo::Release { .. } => {}
         }
@@ -325,7 +324,7 @@ fn an_impostor_cannot_open_a_session_as_the_user_it_claims() {
         net.links.insert((bob, imp));
         let now = net.now;
         net.node(bob).link_up(imp, now);
-        net.node(bob).handle_frame(imp, &hello, now);
+        net.node(bob).handle_frame(imp, hello, now);
         net.run();
         let identity = net.node(bob).peer_identity(&imp).cloned().unwrap();
         assert_eq!(identity.trust, trust, "{what}");
@@ -335,11 +334,11 @@ fn an_impostor_cannot_open_a_session_as_the_user_it_claims() {
         let mut with_alice_cert = q.request.clone();
         with_alice_cert.cert = alice_cert;
         net.node(bob)
-            .handle_frame(imp, &Frame::Request(with_alice_cert).encode(), now);
+            .handle_frame(imp, Frame::Request(with_alice_cert).encode(), now);
         let mut q2 = q.request.clone();
         q2.id = 2;
         net.node(bob)
-            .handle_frame(imp, &Frame::Request(q2).encode(), now);
+            .handle_frame(imp, Frame::Request(q2).encode(), now);
         let mut sent = Vec::new();
         while let Some(o) = net.node(bob).poll_output() {
             sent.push(o);
@@ -388,7 +387,7 @@ fn misbehaving_peers_are_disconnected_and_the_node_carries_on() {
     ] {
         let imp = PeerId::random();
         net.node(a).link_up(imp, 0);
-        net.node(a).handle_frame(imp, &bytes, 0);
+        net.node(a).handle_frame(imp, bytes, 0);
         let outs: Vec<Output> = std::iter::from_fn(|| net.node(a).poll_output()).collect();
         assert!(
             outs.iter().any(
@@ -506,8 +505,37 @@ fn inject(net: &mut Net, from: PeerId, s: &Id, inner: Inner) {
     net.run();
 }
 
+/// Seals `inner` from `from` on session `s` and returns the frame instead
+/// of delivering it.
+fn capture(net: &mut Net, from: PeerId, s: &Id, inner: Inner) -> Vec<u8> {
+    net.node(from).seal(s, &inner).unwrap();
+    let Some(Output::Send { frame, .. }) = net.node(from).poll_output() else {
+        panic!("a frame to send");
+    };
+    frame
+}
+
+fn chunk(id: Id, offset: u64, data: &[u8]) -> Inner {
+    Inner::FileChunk {
+        id,
+        offset,
+        data: data.to_vec(),
+    }
+}
+
+fn completed(net: &mut Net, p: PeerId, file: Id, name: &str, ok: bool) -> bool {
+    net.events(p).contains(&Event::File(FileEvent::Complete {
+        file,
+        name: name.into(),
+        incoming: true,
+        ok,
+    }))
+}
+
+/// A truncated file (fewer bytes than the offered size) is never made
+/// visible; the missing bytes complete it.
 #[test]
-fn a_file_whose_bytes_do_not_match_the_senders_hash_is_not_made_visible() {
+fn a_file_is_made_visible_only_once_every_byte_of_its_size_arrived() {
     let mut net = Net::new();
     let (a, _) = net.user("alice");
     let (m, _) = net.user("mallory");
@@ -517,38 +545,23 @@ fn a_file_whose_bytes_do_not_match_the_senders_hash_is_not_made_visible() {
     let offer = Inner::FileOffer {
         id,
         name: "x.bin".into(),
-        size: 6,
+        size: 10,
     };
     inject(&mut net, m, &s, offer);
-    let chunk = Inner::FileChunk {
-        id,
-        offset: 0,
-        data: b"sotto!".to_vec(),
-    };
-    inject(&mut net, m, &s, chunk);
+    inject(&mut net, m, &s, chunk(id, 0, b"sotto!"));
     assert_eq!(net.disk[&a].partial[&id], b"sotto!", "written");
-    assert!(net.disk[&a].done.is_empty(), "not visible before the hash");
-    let wrong = Inner::FileEnd {
-        id,
-        sha256: [0; 32],
-    };
-    inject(&mut net, m, &s, wrong);
-    assert!(net.disk[&a].done.is_empty());
-    assert!(
-        net.disk[&a].partial.is_empty(),
-        "the partial copy is discarded"
-    );
-    assert!(net.events(a).contains(&Event::File(FileEvent::Complete {
-        file: id,
-        name: "x.bin".into(),
-        incoming: true,
-        ok: false
-    })));
+    assert!(net.disk[&a].done.is_empty(), "not visible while short");
+    assert!(!completed(&mut net, a, id, "x.bin", true));
+    inject(&mut net, m, &s, chunk(id, 6, b"p2p."));
+    assert_eq!(net.disk[&a].done["x.bin"], b"sotto!p2p.");
+    assert!(completed(&mut net, a, id, "x.bin", true));
     assert!(net.disconnects.is_empty());
 }
 
+/// Chunks out of order, repeated (sealed again by the sender), or after a
+/// gap are ignored: the file only ever grows by the next bytes in order.
 #[test]
-fn a_file_end_that_changes_the_hash_disconnects_the_sender() {
+fn reordered_repeated_or_dropped_chunks_never_reach_the_file_out_of_order() {
     let mut net = Net::new();
     let (a, _) = net.user("alice");
     let (m, _) = net.user("mallory");
@@ -557,17 +570,109 @@ fn a_file_end_that_changes_the_hash_disconnects_the_sender() {
     let id = [6u8; 16];
     let offer = Inner::FileOffer {
         id,
-        name: "x.bin".into(),
-        size: 10,
+        name: "y.bin".into(),
+        size: 9,
     };
     inject(&mut net, m, &s, offer);
-    for sha256 in [[1; 32], [2; 32]] {
-        inject(&mut net, m, &s, Inner::FileEnd { id, sha256 });
-    }
+    inject(&mut net, m, &s, chunk(id, 3, b"DEF")); // ahead: reordered
+    inject(&mut net, m, &s, chunk(id, 0, b"abc"));
+    inject(&mut net, m, &s, chunk(id, 0, b"abc")); // repeated
+    inject(&mut net, m, &s, chunk(id, 6, b"ghi")); // after a gap: 3..6 dropped
+    assert_eq!(net.disk[&a].partial[&id], b"abc");
+    assert!(net.disk[&a].done.is_empty());
+    inject(&mut net, m, &s, chunk(id, 3, b"def"));
+    assert_eq!(net.disk[&a].partial[&id], b"abcdef");
+    assert!(net.disk[&a].done.is_empty());
+    inject(&mut net, m, &s, chunk(id, 6, b"ghi"));
+    assert_eq!(net.disk[&a].done["y.bin"], b"abcdefghi");
+    assert!(net.disconnects.is_empty(), "ignored, not errors");
+}
+
+/// The very frame of a chunk delivered again (a replay on the wire) does
+/// not open: its counter was taken. Nothing more is written.
+#[test]
+fn a_replayed_chunk_frame_does_not_open() {
+    let mut net = Net::new();
+    let (a, _) = net.user("alice");
+    let (m, _) = net.user("mallory");
+    net.connect(a, m);
+    let s = net.open_session(m, a);
+    let id = [7u8; 16];
+    let offer = Inner::FileOffer {
+        id,
+        name: "z.bin".into(),
+        size: 8,
+    };
+    inject(&mut net, m, &s, offer);
+    let frame = capture(&mut net, m, &s, chunk(id, 0, b"four"));
+    let now = net.now;
+    net.node(a).handle_frame(m, frame.clone(), now);
+    net.run();
+    assert_eq!(net.disk[&a].partial[&id], b"four");
+    net.node(a).handle_frame(m, frame, now);
+    net.run();
+    assert_eq!(net.disk[&a].partial[&id], b"four", "written once");
+    assert!(net.disk[&a].done.is_empty());
     assert!(net
         .disconnects
         .iter()
-        .any(|(p, q, why)| (*p, *q, *why) == (a, m, "a file end that changes the hash")));
+        .any(|(p, q, why)| (*p, *q, *why) == (a, m, "a message that does not open")));
+}
+
+/// A chunk taken from another session (another peer's transfer to the
+/// same receiver) does not open under this session's key, is refused on
+/// its own session when it comes from another peer, and a chunk naming
+/// another session's file id is refused.
+#[test]
+fn a_chunk_from_another_session_or_file_is_refused() {
+    let mut net = Net::new();
+    let (a, _) = net.user("alice");
+    let (b, _) = net.user("bob");
+    let (m, _) = net.user("mallory");
+    net.connect(a, b);
+    net.connect(a, m);
+    let sb = net.open_session(b, a);
+    let sm = net.open_session(m, a);
+    let (fb, fm) = ([8u8; 16], [9u8; 16]);
+    for (from, s, id) in [(b, sb, fb), (m, sm, fm)] {
+        let offer = Inner::FileOffer {
+            id,
+            name: "w.bin".into(),
+            size: 4,
+        };
+        inject(&mut net, from, &s, offer);
+    }
+    // bob's genuine chunk, replayed by mallory as her own session's.
+    let frame = capture(&mut net, b, &sb, chunk(fb, 0, b"bob!"));
+    let mut moved = frame.clone();
+    moved[2..18].copy_from_slice(&sm);
+    let now = net.now;
+    net.node(a).handle_frame(m, moved, now);
+    net.run();
+    assert!(net
+        .disconnects
+        .iter()
+        .any(|(p, q, why)| (*p, *q, *why) == (a, m, "a message that does not open")));
+    net.disconnects.clear();
+    net.connect(a, m);
+    // As it is, from mallory: not her session.
+    net.node(a).handle_frame(m, frame, now);
+    net.run();
+    assert!(net
+        .disconnects
+        .iter()
+        .any(|(p, q, why)| (*p, *q, *why) == (a, m, "a message on another peer's session")));
+    net.disconnects.clear();
+    net.connect(a, m);
+    // Sealed by mallory in her session, but naming bob's file.
+    inject(&mut net, m, &sm, chunk(fb, 0, b"evil"));
+    assert!(net
+        .disconnects
+        .iter()
+        .any(|(p, q, why)| (*p, *q, *why) == (a, m, "a chunk for another session's transfer")));
+    assert!(net.disk[&a].partial[&fb].is_empty(), "bob's file untouched");
+    assert!(net.disk[&a].partial[&fm].is_empty());
+    assert!(net.disk[&a].done.is_empty());
 }
 
 /// A sender that ignores the window while the receiver's disk is slow (no
@@ -651,7 +756,7 @@ fn chunks_at_wrong_offsets_or_with_a_bad_tag_are_not_written() {
     let last = frame.len() - 1;
     frame[last] ^= 1;
     let now = net.now;
-    net.node(a).handle_frame(m, &frame, now);
+    net.node(a).handle_frame(m, frame, now);
     net.run();
     assert!(net.disk[&a].partial[&id].is_empty(), "nothing written");
     assert!(net
@@ -954,4 +1059,195 @@ fn a_member_cannot_speak_as_the_host_of_a_group() {
     net.run();
     assert!(group_messages(&net.events(b)).is_empty());
     assert!(net.disconnects.iter().any(|(p, q, _)| *p == b && *q == c));
+}
+
+fn offer_with_a_byte(net: &mut Net, from: PeerId, s: &Id, id: Id, name: &str) {
+    let offer = Inner::FileOffer {
+        id,
+        name: name.into(),
+        size: 1000,
+    };
+    inject(net, from, s, offer);
+    inject(net, from, s, chunk(id, 0, b"x"));
+}
+
+/// A sender that offers, sends a byte and goes away: the receiver's next
+/// timeout is never in the past while the peer is away (no busy loop),
+/// the transfer waits for a resume up to `file_resume_ms`, then its slot
+/// and partial copy are freed.
+#[test]
+fn a_sender_gone_away_never_makes_a_past_deadline_and_is_discarded_in_time() {
+    let mut net = Net::new();
+    let (a, _) = net.user("alice");
+    let (m, _) = net.user("mallory");
+    net.connect(a, m);
+    let s = net.open_session(m, a);
+    let ids = [[1u8; 16], [2u8; 16]];
+    for (i, id) in ids.iter().enumerate() {
+        offer_with_a_byte(&mut net, m, &s, *id, &format!("f{i}.bin"));
+    }
+    assert_eq!(net.disk[&a].partial.len(), 2);
+    net.drop_link(a, m);
+    let config = Config::default();
+    let start = net.now;
+    for step in [1, config.file_stall_ms, config.file_stall_ms * 5] {
+        net.now = start + step;
+        let now = net.now;
+        net.node(a).handle_timeout(now);
+        net.run();
+        let next = net.node(a).poll_timeout().unwrap();
+        assert!(next > now, "a deadline in the past after {step} ms");
+        assert_eq!(net.disk[&a].partial.len(), 2, "waits for a resume");
+    }
+    net.now = start + config.file_resume_ms;
+    let now = net.now;
+    assert!(net.node(a).poll_timeout().unwrap() <= now, "due now");
+    net.node(a).handle_timeout(now);
+    net.run();
+    assert!(net.disk[&a].partial.is_empty(), "discarded");
+    assert!(net.node(a).poll_timeout().unwrap() > now);
+    let events = net.events(a);
+    for (i, id) in ids.iter().enumerate() {
+        assert!(events.contains(&Event::File(FileEvent::Complete {
+            file: *id,
+            name: format!("f{i}.bin"),
+            incoming: true,
+            ok: false,
+        })));
+    }
+    // The slots are free again.
+    net.connect(a, m);
+    offer_with_a_byte(&mut net, m, &s, [3u8; 16], "again.bin");
+    assert!(net.disk[&a].partial.contains_key(&[3u8; 16]));
+}
+
+/// A transfer resumed within `file_resume_ms` goes on.
+#[test]
+fn a_sender_back_within_the_resume_bound_goes_on() {
+    let mut net = Net::new();
+    let (a, _) = net.user("alice");
+    let (m, _) = net.user("mallory");
+    net.connect(a, m);
+    let s = net.open_session(m, a);
+    let id = [4u8; 16];
+    offer_with_a_byte(&mut net, m, &s, id, "r.bin");
+    net.drop_link(a, m);
+    net.now += Config::default().file_resume_ms - 1;
+    let now = net.now;
+    net.node(a).handle_timeout(now);
+    net.connect(a, m);
+    net.now += 1;
+    let now = net.now;
+    net.node(a).handle_timeout(now);
+    net.run();
+    inject(&mut net, m, &s, chunk(id, 1, &[7u8; 999]));
+    assert_eq!(net.disk[&a].done["r.bin"].len(), 1000);
+}
+
+/// One peer holding its limit of incoming transfers does not block
+/// another peer's file.
+#[test]
+fn a_peer_at_its_limit_of_incoming_files_does_not_block_another_peer() {
+    let mut net = Net::new();
+    let (a, _) = net.user("alice");
+    let (b, _) = net.user("bob");
+    let (m, _) = net.user("mallory");
+    net.connect(a, b);
+    net.connect(a, m);
+    let sb = net.open_session(b, a);
+    let sm = net.open_session(m, a);
+    // Two sessions of mallory's count together.
+    let sm2 = net.open_session(m, a);
+    let slots = Config::default().max_incoming_files as u8;
+    for i in 0..slots {
+        let s = if i % 2 == 0 { sm } else { sm2 };
+        offer_with_a_byte(&mut net, m, &s, [10 + i; 16], &format!("m{i}.bin"));
+    }
+    assert_eq!(
+        net.disk[&a].partial.len(),
+        Config::default().max_incoming_files_per_peer
+    );
+    offer_with_a_byte(&mut net, b, &sb, [99u8; 16], "bob.bin");
+    assert!(net.disk[&a].partial.contains_key(&[99u8; 16]), "bob's file");
+    assert!(net.disconnects.is_empty());
+}
+
+/// A receiver whose disk is stuck, reconnected again and again, holds no
+/// more than one window of queued bytes (a resume does not restart the
+/// window from bytes not yet written); once the disk catches up the
+/// transfer resumes and completes.
+#[test]
+fn reconnects_with_a_stuck_disk_stay_within_the_window() {
+    let mut net = Net::new();
+    let config = Config {
+        file_window: 1 << 20,
+        ack_every: 256 << 10,
+        ..Config::default()
+    };
+    let (a, _) = net.user_with("alice", config.clone());
+    let (b, _) = net.user_with("bob", config);
+    net.stuck.insert(a);
+    net.connect(a, b);
+    let sid = net.open_session(b, a);
+    let data: Vec<u8> = (0..6_000_000u32).map(|i| (i * 3 + i / 7) as u8).collect();
+    let file = net
+        .node(b)
+        .send_file(&sid, "big.bin", data.len() as u64)
+        .unwrap();
+    net.disk
+        .get_mut(&b)
+        .unwrap()
+        .sources
+        .insert(file, data.clone());
+    net.run();
+    let bound = (1u64 << 20) + CHUNK as u64;
+    for _ in 0..5 {
+        net.drop_link(a, b);
+        net.run();
+        net.connect(a, b);
+        net.run();
+        let held = net.disk[&a].partial[&file].len() as u64;
+        assert!(held <= bound, "{held} bytes queued for a stuck disk");
+    }
+    assert!(net.disconnects.is_empty(), "{:?}", net.disconnects);
+    // The disk catches up: the held want goes and the rest follows.
+    net.stuck.remove(&a);
+    let upto = net.disk[&a].partial[&file].len() as u64;
+    net.node(a).file_written(&file, upto);
+    net.run();
+    assert_eq!(net.disk[&a].done["big.bin"], data);
+}
+
+/// A cancel (or the session's close) that races the final check of a file
+/// whose every byte arrived does not discard it: the check decides.
+#[test]
+fn a_cancel_or_close_during_the_check_does_not_discard_the_file() {
+    let mut net = Net::new();
+    let (a, _) = net.user("alice");
+    let (m, _) = net.user("mallory");
+    net.hold_checks.insert(a);
+    net.connect(a, m);
+    let s = net.open_session(m, a);
+    for (id, close) in [([1u8; 16], false), ([2u8; 16], true)] {
+        let offer = Inner::FileOffer {
+            id,
+            name: "c.bin".into(),
+            size: 4,
+        };
+        inject(&mut net, m, &s, offer);
+        inject(&mut net, m, &s, chunk(id, 0, b"four"));
+        assert_eq!(net.held_checks, vec![(a, id)], "checking");
+        if close {
+            net.node(m).close(&s).unwrap();
+            net.run();
+        } else {
+            inject(&mut net, m, &s, Inner::FileCancel { id });
+        }
+        assert!(net.disk[&a].partial.contains_key(&id), "not discarded");
+        assert!(!completed(&mut net, a, id, "c.bin", false));
+        net.held_checks.clear();
+        net.node(a).file_checked(&id, true);
+        net.run();
+        assert!(completed(&mut net, a, id, "c.bin", true));
+    }
 }

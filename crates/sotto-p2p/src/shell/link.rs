@@ -1,4 +1,4 @@
-//! One link: the `/sotto/p2p/1` stream to a peer, split into a reader that
+//! One link: the `/sotto/p2p/2` stream to a peer, split into a reader that
 //! cuts length-prefixed frames (refusing a length over [`MAX_FRAME`] before
 //! it allocates, and a peer that stays silent mid-frame) and a writer fed
 //! by a bounded queue.

@@ -1,5 +1,5 @@
 //! The libp2p shell around a [`Node`]: TCP + Noise + Yamux, mDNS, a
-//! rendezvous client, explicit dialing, one `/sotto/p2p/1` stream per
+//! rendezvous client, explicit dialing, one `/sotto/p2p/2` stream per
 //! peer, and the files of transfers. The node decides; the shell moves
 //! bytes, and runs the application's commands ([`Handle`]) on the node
 //! inside its loop.
@@ -21,11 +21,10 @@ use crate::identity::Identity;
 use crate::node::{Config, Event, GroupInfo, PendingRequest};
 use crate::wire::Id;
 
-pub use disk::hash_file;
 pub use run::Shell;
 
 /// The libp2p protocol name of the sotto stream.
-pub const PROTOCOL: libp2p::StreamProtocol = libp2p::StreamProtocol::new("/sotto/p2p/1");
+pub const PROTOCOL: libp2p::StreamProtocol = libp2p::StreamProtocol::new("/sotto/p2p/2");
 /// The rendezvous namespace sotto peers register under.
 pub const NAMESPACE: &str = "sotto";
 
@@ -64,10 +63,16 @@ impl ShellConfig {
 #[allow(clippy::large_enum_variant)]
 pub enum ShellEvent {
     Node(Event),
-    /// A received file matched its hash and is now at `path`.
+    /// A received file arrived whole and is now at `path`.
     FileSaved {
         file: Id,
         path: PathBuf,
+    },
+    /// A received file was refused before any byte came (e.g. not enough
+    /// free space); the sender sees the transfer fail.
+    FileRefused {
+        file: Id,
+        reason: String,
     },
     /// Could not dial an address (explicit or discovered).
     DialFailed {
@@ -181,7 +186,7 @@ impl Handle {
     }
 
     /// Offers the file at `path` on `session`; the node sends it chunk by
-    /// chunk, hashing it as it reads, and sends the hash after the last.
+    /// chunk, each sealed in the session.
     pub async fn send_file(&self, session: Id, path: PathBuf) -> Result<Id> {
         let name = path
             .file_name()

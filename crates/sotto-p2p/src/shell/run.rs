@@ -279,16 +279,20 @@ impl Shell {
 
     fn file_io(&mut self, io: FileIo) {
         match io {
-            FileIo::Open { file, .. } => match self.disk.open(&file) {
-                Ok(have) => self.node.file_opened(&file, have),
+            FileIo::Open { file, size, .. } => match self.disk.open(&file, size) {
+                Ok(()) => self.node.file_opened(&file),
                 Err(e) => {
                     tracing::warn!(file = %hex::encode(file), error = %e, "cannot create a received file");
+                    self.emit(ShellEvent::FileRefused {
+                        file,
+                        reason: e.to_string(),
+                    });
                     // Refused before any want: the sender sends nothing.
                     self.node.file_failed(&file);
                 }
             },
             FileIo::Write { file, offset, data } => self.disk.write(&file, offset, data),
-            FileIo::Check { file, name, sha256 } => self.disk.check(&file, name, sha256),
+            FileIo::Check { file, name } => self.disk.finish(&file, name),
             FileIo::Discard { file } => self.disk.discard(&file),
             FileIo::Read { file, offset, len } => self.disk.read(&file, offset, len),
             FileIo::Release { file } => self.disk.release(&file),
@@ -308,6 +312,7 @@ impl Shell {
         match msg {
             DiskMsg::Written { file, upto } => self.node.file_written(&file, upto),
             DiskMsg::Checked { file, saved } => {
+                self.disk.checked(&file);
                 let ok = saved.is_some();
                 if let Some(path) = saved {
                     self.emit(ShellEvent::FileSaved { file, path });
@@ -315,7 +320,6 @@ impl Shell {
                 self.node.file_checked(&file, ok);
             }
             DiskMsg::Data { file, offset, data } => self.node.file_data(&file, offset, data),
-            DiskMsg::Hashed { file, sha256 } => self.node.file_hashed(&file, sha256),
             DiskMsg::Failed { file } => self.node.file_failed(&file),
         }
     }
@@ -352,7 +356,7 @@ impl Shell {
         match msg {
             LinkMsg::Frame { peer, link, bytes } => {
                 if self.links.get(&peer).is_some_and(|l| l.id == link) {
-                    self.node.handle_frame(peer, &bytes, now_ms());
+                    self.node.handle_frame(peer, bytes, now_ms());
                 }
             }
             LinkMsg::Closed { peer, link } => {
