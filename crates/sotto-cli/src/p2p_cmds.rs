@@ -53,7 +53,8 @@ pub enum P2pCommand {
     /// core like any message, it shows in USER's `inbox` (and in yours).
     Send { user: String, text: String },
     /// Send a file inside the session with USER (progress on both sides;
-    /// USER finds it under the home's files/ once its hash checked).
+    /// USER finds it under the home's files/ once every byte arrived,
+    /// each chunk authenticated under the session's keys).
     SendFile { user: String, path: PathBuf },
     /// End the session with USER; its keys are erased on both sides.
     Close { user: String },
@@ -374,12 +375,13 @@ fn print_event(ev: &ShellEvent, json: bool) {
             "{} {name}: {}",
             if *incoming { "received" } else { "sent" },
             if *ok {
-                "complete, hash checked"
+                "complete, every chunk checked"
             } else {
                 "failed"
             }
         ),
         ShellEvent::FileSaved { path, .. } => format!("saved {}", path.display()),
+        ShellEvent::FileRefused { reason, .. } => format!("file refused: {reason}"),
         ShellEvent::Node(Event::Group(GroupEvent::Invited { title, host, .. })) => {
             format!("[{title}] {host} invites you: sotto p2p group join {title}")
         }
