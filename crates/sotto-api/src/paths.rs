@@ -1,28 +1,29 @@
 //! Every path of the API, in one place: the route templates the server is
-//! built from (axum syntax, `:param`), and the functions that fill them in
-//! for the client and the load generator. A test checks that each function
-//! fills the template it belongs to, so the two cannot drift apart.
+//! built from (axum 0.8 syntax, `{param}`, as in OpenAPI), and the
+//! functions that fill them in for the client and the load generator. A
+//! test checks that each function fills the template it belongs to, so the
+//! two cannot drift apart.
 
 pub const CLOCK: &str = "/v1/clock";
 pub const REGISTER: &str = "/v1/register";
-pub const USER: &str = "/v1/users/:username_hash";
+pub const USER: &str = "/v1/users/{username_hash}";
 pub const DEVICES: &str = "/v1/devices";
-pub const DEVICE: &str = "/v1/devices/:device_id";
-pub const BUNDLES: &str = "/v1/users/:username_hash/bundles";
+pub const DEVICE: &str = "/v1/devices/{device_id}";
+pub const BUNDLES: &str = "/v1/users/{username_hash}/bundles";
 pub const PREKEYS: &str = "/v1/prekeys";
 pub const MESSAGES: &str = "/v1/messages";
 pub const MAILBOX: &str = "/v1/mailbox";
 pub const MAILBOX_ACK: &str = "/v1/mailbox/ack";
-pub const DATAGRAM: &str = "/v1/datagrams/:datagram_id";
+pub const DATAGRAM: &str = "/v1/datagrams/{datagram_id}";
 pub const WS: &str = "/v1/ws";
 pub const LINK: &str = "/v1/link";
-pub const LINK_READ: &str = "/v1/link/:link_id";
-pub const LINK_APPROVE: &str = "/v1/link/:link_id/approve";
-pub const LINK_STATUS: &str = "/v1/link/:link_id/status";
+pub const LINK_READ: &str = "/v1/link/{link_id}";
+pub const LINK_APPROVE: &str = "/v1/link/{link_id}/approve";
+pub const LINK_STATUS: &str = "/v1/link/{link_id}/status";
 pub const BLOCKS: &str = "/v1/blocks";
-pub const BLOCK: &str = "/v1/blocks/:username_hash";
+pub const BLOCK: &str = "/v1/blocks/{username_hash}";
 pub const SENDER_MESSAGES: &str = "/v1/sender/messages";
-pub const SENDER_MESSAGE: &str = "/v1/sender/messages/:id";
+pub const SENDER_MESSAGE: &str = "/v1/sender/messages/{id}";
 pub const PHONE_REGISTER: &str = "/v1/phone/register";
 pub const PHONE_VERIFY: &str = "/v1/phone/verify";
 pub const SMS_INBOUND: &str = "/v1/sms/inbound";
@@ -59,11 +60,11 @@ pub const ALL: &[&str] = &[
     METRICS,
 ];
 
-/// Replaces the one `:param` segment of `template` with `value`.
+/// Replaces the one `{param}` segment of `template` with `value`.
 fn fill(template: &str, value: &str) -> String {
     template
         .split('/')
-        .map(|seg| if seg.starts_with(':') { value } else { seg })
+        .map(|seg| if seg.starts_with('{') { value } else { seg })
         .collect::<Vec<_>>()
         .join("/")
 }
@@ -129,7 +130,7 @@ mod tests {
         t.len() == p.len()
             && t.iter()
                 .zip(&p)
-                .all(|(t, p)| t == p || (t.starts_with(':') && !p.is_empty()))
+                .all(|(t, p)| t == p || (t.starts_with('{') && !p.is_empty()))
     }
 
     #[test]

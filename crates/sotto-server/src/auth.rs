@@ -11,7 +11,6 @@
 //! (`POST /v1/messages`, the hot path) hands its id to the transaction that
 //! stores the datagram instead ([`Caller::once`]): one writer job per send.
 
-use axum::async_trait;
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, StatusCode, Uri};
@@ -163,7 +162,6 @@ pub(crate) async fn registered_device(
     Ok(record)
 }
 
-#[async_trait]
 impl FromRequest<AppState> for Signed {
     type Rejection = ApiError;
 
@@ -173,7 +171,6 @@ impl FromRequest<AppState> for Signed {
     }
 }
 
-#[async_trait]
 impl FromRequest<AppState> for Caller {
     type Rejection = ApiError;
 

@@ -70,6 +70,12 @@ const ACKS_IN_FLIGHT: usize = 64;
 const WRITE_BUFFER: usize = 0;
 /// Most outgoing bytes buffered for a connection whose peer does not read.
 const MAX_WRITE_BUFFER: usize = 1 << 20;
+/// What tungstenite allocates to read into, and reads at most at a time:
+/// an `Ack`, a pong, or the send frame of a short message fits. A longer
+/// frame gets room for all of it once its header is read (up to the
+/// frame limit above, which stays the limit), so this only sizes the
+/// buffer an idle socket holds; tungstenite's default is 128 KiB.
+const READ_BUFFER: usize = 1024;
 
 pub(super) async fn upgrade(
     State(state): State<AppState>,
@@ -91,6 +97,7 @@ pub(super) async fn upgrade(
     upgrade
         .max_message_size(max_message)
         .max_frame_size(max_message)
+        .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(MAX_WRITE_BUFFER)
         .on_upgrade(move |socket| session(state, device, socket, slot))
@@ -128,7 +135,7 @@ async fn session(
                 let mut failed = false;
                 while let Some((req, len, result)) = next.take() {
                     sends.bytes -= len;
-                    if sink.feed(Message::Text(result_frame(req, result))).await.is_err() {
+                    if sink.feed(Message::Text(result_frame(req, result).into())).await.is_err() {
                         failed = true;
                         break;
                     }
@@ -147,7 +154,7 @@ async fn session(
             }
             push = pushes.recv() => match push {
                 Some(frame) => {
-                    if sink.send(Message::Text(frame)).await.is_err() {
+                    if sink.send(Message::Text(frame.into())).await.is_err() {
                         break;
                     }
                 }
@@ -191,7 +198,7 @@ async fn session(
                 Some(Ok(Message::Binary(bytes))) => match sends.take(&state, device, bytes) {
                     Ok(None) => {}
                     Ok(Some(refused)) => {
-                        if sink.send(Message::Text(refused)).await.is_err() {
+                        if sink.send(Message::Text(refused.into())).await.is_err() {
                             break;
                         }
                     }
@@ -215,7 +222,7 @@ async fn session(
                 Some(Ok(Message::Close(_))) | None => break,
             },
             _ = ping.tick() => {
-                if sink.send(Message::Ping(Vec::new())).await.is_err() {
+                if sink.send(Message::Ping(Bytes::new())).await.is_err() {
                     break;
                 }
             }
@@ -254,7 +261,7 @@ impl Sends {
         &mut self,
         state: &AppState,
         device: DeviceId,
-        bytes: Vec<u8>,
+        bytes: Bytes,
     ) -> Result<Option<String>, FrameError> {
         let DeviceFrame::Send { req, .. } = frame::decode(&bytes)?;
         if self.last_req.is_some_and(|last| req <= last) {
@@ -277,7 +284,7 @@ impl Sends {
             );
             return Ok(Some(result_frame(req, Err(too_large))));
         }
-        let body = Bytes::from(bytes).slice(frame::HEADER..);
+        let body = bytes.slice(frame::HEADER..);
         let state = state.clone();
         self.bytes += len;
         self.running.push(
