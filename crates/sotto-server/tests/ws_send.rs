@@ -13,7 +13,8 @@ use futures_util::{SinkExt, StreamExt};
 use reqwest::{Method, StatusCode};
 use sotto_api::frame::encode_send;
 use sotto_api::*;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::Message;
 
 const CHILD_ENV: &str = "SOTTO_TEST_WS_SEND_CHILD_DATA";
@@ -234,6 +235,39 @@ async fn oversized_and_malformed_frames_close_the_socket_with_a_clear_code() {
     let mut ws = websocket(&http2, &c).await;
     let _ = ws.send(Message::Text(" ".repeat(300_000))).await;
     assert_eq!(close_code(&mut ws).await, Some(CloseCode::Size));
+    // A binary frame over 256 KiB, though the message would be within the
+    // datagram limit: 1009 (a frame header alone makes the server reserve
+    // room for the whole frame, so frames stay small)...
+    let mut ws = websocket(&http2, &c).await;
+    let _ = ws
+        .send(Message::Binary(encode_send(1, &vec![7; 300_000])))
+        .await;
+    assert_eq!(close_code(&mut ws).await, Some(CloseCode::Size));
+    // ... while the same message split into continuation frames is read
+    // and answered (not a datagram: refused by its decoder, socket kept).
+    let mut ws = websocket(&http2, &c).await;
+    let whole = encode_send(1, &vec![7; 300_000]);
+    let parts: Vec<&[u8]> = whole.chunks(100_000).collect();
+    for (i, part) in parts.iter().enumerate() {
+        let opcode = if i == 0 {
+            OpCode::Data(Data::Binary)
+        } else {
+            OpCode::Data(Data::Continue)
+        };
+        let last = i + 1 == parts.len();
+        ws.send(Message::Frame(Frame::message(part.to_vec(), opcode, last)))
+            .await
+            .unwrap();
+    }
+    let r = next_result(&mut ws).await;
+    assert_eq!(r.req, 1);
+    assert!(r.error.is_some(), "garbage is not stored: {r:?}");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), ws.next())
+            .await
+            .is_err(),
+        "the socket stays open after a refused fragmented send"
+    );
     server2.shutdown().await;
     // A frame type the server does not know (0x02, sealed sender, is
     // reserved): 1003.

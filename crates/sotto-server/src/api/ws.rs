@@ -42,9 +42,13 @@ use super::ApiError;
 use crate::auth::{registered_device, Caller};
 use crate::state::{AppState, Pending};
 
-/// Largest text frame a device may send (an `Ack` of many sequence
-/// numbers); binary send frames may be as large as a datagram
-/// (`Limits::max_datagram`) plus [`frame::HEADER`].
+/// Largest WebSocket frame a device may send, and largest text message (an
+/// `Ack` of many sequence numbers). A binary send message may be as large
+/// as a datagram (`Limits::max_datagram`) plus [`frame::HEADER`], split
+/// into frames of at most this (RFC 6455 continuation frames). The frame
+/// cap matters because tungstenite reserves room for a whole frame as soon
+/// as its 14-byte header arrives: with frames as large as a datagram, a
+/// stranger's header alone would make every socket reserve megabytes.
 const MAX_FRAME: usize = 256 * 1024;
 /// Sends taken from one socket and not yet answered. Past this many the
 /// session stops reading the socket until one is answered (TCP then slows
@@ -96,7 +100,7 @@ pub(super) async fn upgrade(
     };
     upgrade
         .max_message_size(max_message)
-        .max_frame_size(max_message)
+        .max_frame_size(MAX_FRAME)
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(MAX_WRITE_BUFFER)
