@@ -89,22 +89,27 @@ impl Pushes {
     /// Cancel-safe (a frame is taken only when this returns it).
     pub async fn recv(&mut self) -> Option<String> {
         loop {
-            {
-                let mut frames = self.queue.lock();
-                if let Some(frame) = frames.pop_front() {
-                    if frames.is_empty() && frames.capacity() > KEPT_CAPACITY {
-                        *frames = VecDeque::new(); // after a burst
-                    }
-                    drop(frames);
-                    self.queue.queued.fetch_sub(frame.len(), Ordering::Relaxed);
-                    return Some(frame);
-                }
+            if let Some(frame) = self.try_recv() {
+                return Some(frame);
             }
             if self.queue.closed.load(Ordering::Acquire) {
                 return None;
             }
             self.queue.ready.notified().await;
         }
+    }
+
+    /// The next frame if one is queued now (the session takes every
+    /// queued frame before it flushes, so a burst is one write).
+    pub fn try_recv(&mut self) -> Option<String> {
+        let mut frames = self.queue.lock();
+        let frame = frames.pop_front()?;
+        if frames.is_empty() && frames.capacity() > KEPT_CAPACITY {
+            *frames = VecDeque::new(); // after a burst
+        }
+        drop(frames);
+        self.queue.queued.fetch_sub(frame.len(), Ordering::Relaxed);
+        Some(frame)
     }
 }
 
@@ -295,6 +300,23 @@ mod tests {
         assert_eq!(old.recv().await, None);
         hub.deliver(&DEV, "f".into());
         assert_eq!(new.recv().await.as_deref(), Some("f"));
+    }
+
+    #[tokio::test]
+    async fn queued_frames_can_be_taken_without_waiting_in_order() {
+        let hub = hub(10, 1);
+        let (_, mut pushes) = hub.connect(DEV);
+        assert_eq!(pushes.try_recv(), None);
+        for f in ["12345", "678"] {
+            hub.deliver(&DEV, f.into());
+        }
+        assert_eq!(pushes.try_recv().as_deref(), Some("12345"));
+        assert_eq!(pushes.try_recv().as_deref(), Some("678"));
+        assert_eq!(pushes.try_recv(), None);
+        // What was taken left the budget: 10 more bytes fit.
+        hub.deliver(&DEV, "1234567890".into());
+        assert_eq!(pushes.recv().await.as_deref(), Some("1234567890"));
+        assert!(hub.lock().contains_key(&DEV));
     }
 
     #[tokio::test]

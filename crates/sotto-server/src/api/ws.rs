@@ -68,10 +68,15 @@ const PING_EVERY: Duration = Duration::from_secs(30);
 /// go on while they commit (they share the writer's batches); past this
 /// many, the connection waits for the oldest.
 const ACKS_IN_FLIGHT: usize = 64;
-/// Bytes of outgoing frames buffered before a write reaches the socket.
-/// Every push is flushed at once anyway; tungstenite's default (128 KiB)
-/// only makes the buffer of a connection that ever had a burst stay large.
+/// Bytes of outgoing frames buffered before a write reaches the socket: 0,
+/// each frame goes to TLS as it is fed. A 16 KiB buffer (one TLS write per
+/// burst of pushes) was measured on the relay (docs/PERFORMANCE.md, "Server
+/// CPU per message") with no gain beyond noise, and tungstenite keeps its
+/// write buffer's capacity, so every socket that once had a burst would
+/// hold 16 KiB more while idle (the idle-memory goal is 10 kB a socket).
 const WRITE_BUFFER: usize = 0;
+/// Push frames fed before one flush.
+const BURST_BYTES: usize = 16 * 1024;
 /// Most outgoing bytes buffered for a connection whose peer does not read.
 const MAX_WRITE_BUFFER: usize = 1 << 20;
 /// What tungstenite allocates to read into, and reads at most at a time:
@@ -157,8 +162,10 @@ async fn session(
                 }
             }
             push = pushes.recv() => match push {
+                // Every frame queued by now goes out in one flush (one TLS
+                // write instead of one per frame under load).
                 Some(frame) => {
-                    if sink.send(Message::Text(frame.into())).await.is_err() {
+                    if write_burst(&mut sink, frame, &mut pushes).await.is_err() {
                         break;
                     }
                 }
@@ -237,6 +244,25 @@ async fn session(
         }
     }
     state.hub.disconnect(&device, id);
+}
+
+/// Writes `first` and every push frame queued behind it (up to
+/// [`BURST_BYTES`]), then flushes once.
+async fn write_burst(
+    sink: &mut (impl SinkExt<Message> + Unpin),
+    first: String,
+    pushes: &mut crate::hub::Pushes,
+) -> Result<(), ()> {
+    let mut bytes = first.len();
+    sink.feed(Message::Text(first.into())).await.map_err(drop)?;
+    while bytes < BURST_BYTES {
+        let Some(frame) = pushes.try_recv() else {
+            break;
+        };
+        bytes += frame.len();
+        sink.feed(Message::Text(frame.into())).await.map_err(drop)?;
+    }
+    sink.flush().await.map_err(drop)
 }
 
 /// What a sent datagram comes to: its `req`, its frame's length, and the
@@ -339,6 +365,36 @@ mod tests {
 
     fn held() -> BoxFuture<'static, Sent> {
         futures_util::future::pending().boxed()
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_queued_pushes_is_written_in_order_up_to_its_byte_budget() {
+        let limits = crate::limits::Limits::default();
+        let hub = crate::hub::Hub::new(&limits, Default::default());
+        let dev = DeviceId([5; 32]);
+        let (_, mut pushes) = hub.connect(dev);
+        let big = "x".repeat(BURST_BYTES / 2);
+        for f in ["b", &big, &big, "after"] {
+            hub.deliver(&dev, f.to_string());
+        }
+        let mut sink: Vec<Message> = Vec::new();
+        write_burst(&mut sink, "a".into(), &mut pushes)
+            .await
+            .unwrap();
+        let texts = |sink: &Vec<Message>| -> Vec<String> {
+            sink.iter()
+                .map(|m| match m {
+                    Message::Text(t) => t.to_string(),
+                    other => panic!("not text: {other:?}"),
+                })
+                .collect()
+        };
+        // Past the budget the burst ends; the rest waits for the next one.
+        assert_eq!(texts(&sink), ["a", "b", big.as_str(), big.as_str()]);
+        sink.clear();
+        let first = pushes.try_recv().unwrap();
+        write_burst(&mut sink, first, &mut pushes).await.unwrap();
+        assert_eq!(texts(&sink), ["after"]);
     }
 
     #[test]
