@@ -282,6 +282,11 @@ async fn oversized_and_malformed_frames_close_the_socket_with_a_clear_code() {
         .await
         .unwrap();
     assert_eq!(close_code(&mut ws).await, Some(CloseCode::Invalid));
+    // A text frame that is not UTF-8: 1007.
+    let mut ws = websocket(&http, &b).await;
+    let bad = Frame::message(vec![b'{', 0xff, 0xfe, b'}'], OpCode::Data(Data::Text), true);
+    ws.send(Message::Frame(bad)).await.unwrap();
+    assert_eq!(close_code(&mut ws).await, Some(CloseCode::Invalid));
     // Text that is not an Ack: 1007.
     let mut ws = websocket(&http, &b).await;
     send_text(&mut ws, "{\"type\":\"send\"}").await;

@@ -225,8 +225,14 @@ async fn session(
                 },
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                 Some(Err(e)) => {
-                    if too_large(e) {
-                        close(&mut sink, close_code::SIZE, "frame too large").await;
+                    match read_error(e) {
+                        ReadError::TooLarge => {
+                            close(&mut sink, close_code::SIZE, "frame too large").await
+                        }
+                        ReadError::NotUtf8 => {
+                            close(&mut sink, close_code::INVALID, "text frame not UTF-8").await
+                        }
+                        ReadError::Broken => {}
                     }
                     break;
                 }
@@ -352,11 +358,24 @@ fn result_frame(req: u64, result: Result<SendResponse, ApiError>) -> String {
 }
 
 /// Whether a read failed on a message over the size limit.
-fn too_large(e: axum::Error) -> bool {
-    matches!(
-        e.into_inner().downcast_ref::<tungstenite::Error>(),
-        Some(tungstenite::Error::Capacity(_))
-    )
+/// Why reading a socket failed, for its close code. The server's own
+/// `tungstenite` must be the version axum uses (both pinned in Cargo.toml),
+/// or nothing downcasts and every failure reads as `Broken`.
+enum ReadError {
+    /// Over the frame or message limit: 1009.
+    TooLarge,
+    /// A text frame that is not UTF-8: 1007.
+    NotUtf8,
+    /// The connection broke: no close frame to send.
+    Broken,
+}
+
+fn read_error(e: axum::Error) -> ReadError {
+    match e.into_inner().downcast_ref::<tungstenite::Error>() {
+        Some(tungstenite::Error::Capacity(_)) => ReadError::TooLarge,
+        Some(tungstenite::Error::Utf8(_)) => ReadError::NotUtf8,
+        _ => ReadError::Broken,
+    }
 }
 
 #[cfg(test)]
