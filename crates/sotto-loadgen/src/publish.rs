@@ -108,11 +108,7 @@ pub fn start_publishers(
     t: &Arc<Tracker>,
     pub_apis: &[Api],
 ) -> Vec<JoinHandle<Vec<u32>>> {
-    let rate_per_pub = if rate == 0 {
-        0.0
-    } else {
-        rate as f64 / sealed.len() as f64
-    };
+    let rate_per_pub = rate_per_pub(rate, sealed.len());
     let shown = Arc::new(AtomicU64::new(0));
     let mut hs = Vec::new();
     for (p, s) in sealed.iter_mut().enumerate() {
@@ -216,4 +212,13 @@ fn spawn_publisher(
             })
         })
         .collect()
+}
+
+/// Each publisher's share of a total `rate` (msgs/s; 0 = as fast as possible).
+pub(crate) fn rate_per_pub(rate: u64, publishers: usize) -> f64 {
+    if rate == 0 {
+        0.0
+    } else {
+        rate as f64 / publishers as f64
+    }
 }

@@ -43,11 +43,7 @@ pub fn start(
     deadline: Instant,
     t: &Arc<Tracker>,
 ) -> Vec<JoinHandle<Vec<u32>>> {
-    let rate_per_pub = if rate == 0 {
-        0.0
-    } else {
-        rate as f64 / sealed.len() as f64
-    };
+    let rate_per_pub = crate::publish::rate_per_pub(rate, sealed.len());
     let shown = Arc::new(AtomicU64::new(0));
     sealed
         .iter_mut()

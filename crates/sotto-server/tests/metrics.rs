@@ -128,15 +128,7 @@ async fn metrics_name_no_device_user_or_address() {
     let b = bob.register(&http, 2).await;
     let datagram = seal_to(&http, &mut a, &bob, "who?").await;
     send(&http, &a, datagram).await;
-    let text = http
-        .client
-        .get(http.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = http.metrics_text().await;
     for needle in [
         hex::encode(a.id().0),
         hex::encode(b.id().0),

@@ -112,15 +112,7 @@ async fn pipelined_sends_are_answered_once_each_after_commit_and_pushed() {
         )
         .await;
     assert_eq!(page.items.len() as u64, n + 1);
-    let metrics = http
-        .client
-        .get(http.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = http.metrics_text().await;
     assert!(
         metrics.contains(&format!("sotto_ws_sends_total {n}")),
         "{metrics}"

@@ -464,13 +464,7 @@ impl Node {
 
     /// Seals `inner` on session `id` and queues it; the link must be up.
     pub(crate) fn seal(&mut self, id: &Id, inner: &Inner) -> Result<()> {
-        let session = self
-            .sessions
-            .get_mut(id)
-            .ok_or_else(|| Error::NoSession(hex::encode(id)))?;
-        if !self.peers.contains_key(&session.peer) {
-            return Err(Error::UnknownPeer(session.peer.to_string()));
-        }
+        let (keys, peer) = self.linked_keys(id)?;
         let capacity = match inner {
             Inner::FileChunk { data, .. }
             | Inner::Datagram(data)
@@ -478,8 +472,7 @@ impl Node {
             | Inner::GroupDeliver { data, .. } => data.len() + 160,
             _ => 256,
         };
-        let frame = session.keys.seal_frame(inner, capacity);
-        let peer = session.peer;
+        let frame = keys.seal_frame(inner, capacity);
         self.outputs.push_back(Output::Send { peer, frame });
         Ok(())
     }
@@ -492,6 +485,14 @@ impl Node {
         offset: u64,
         data: FileBytes,
     ) -> Result<()> {
+        let (keys, peer) = self.linked_keys(id)?;
+        let frame = keys.seal_chunk_frame(file, offset, data);
+        self.outputs.push_back(Output::Send { peer, frame });
+        Ok(())
+    }
+
+    /// The keys of session `id` and its peer, whose link must be up.
+    fn linked_keys(&mut self, id: &Id) -> Result<(&mut SessionKeys, PeerId)> {
         let session = self
             .sessions
             .get_mut(id)
@@ -499,10 +500,7 @@ impl Node {
         if !self.peers.contains_key(&session.peer) {
             return Err(Error::UnknownPeer(session.peer.to_string()));
         }
-        let frame = session.keys.seal_chunk_frame(file, offset, data);
-        let peer = session.peer;
-        self.outputs.push_back(Output::Send { peer, frame });
-        Ok(())
+        Ok((&mut session.keys, session.peer))
     }
 
     /// Sends opaque bytes (a sotto datagram) inside session `id`.

@@ -615,8 +615,7 @@ fn a_replayed_chunk_frame_does_not_open() {
     assert!(net.disk[&a].done.is_empty());
     assert!(net
         .disconnects
-        .iter()
-        .any(|(p, q, why)| (*p, *q, *why) == (a, m, "a message that does not open")));
+        .contains(&(a, m, "a message that does not open")));
 }
 
 /// A chunk taken from another session (another peer's transfer to the
@@ -651,8 +650,7 @@ fn a_chunk_from_another_session_or_file_is_refused() {
     net.run();
     assert!(net
         .disconnects
-        .iter()
-        .any(|(p, q, why)| (*p, *q, *why) == (a, m, "a message that does not open")));
+        .contains(&(a, m, "a message that does not open")));
     net.disconnects.clear();
     net.connect(a, m);
     // As it is, from mallory: not her session.
@@ -660,16 +658,14 @@ fn a_chunk_from_another_session_or_file_is_refused() {
     net.run();
     assert!(net
         .disconnects
-        .iter()
-        .any(|(p, q, why)| (*p, *q, *why) == (a, m, "a message on another peer's session")));
+        .contains(&(a, m, "a message on another peer's session")));
     net.disconnects.clear();
     net.connect(a, m);
     // Sealed by mallory in her session, but naming bob's file.
     inject(&mut net, m, &sm, chunk(fb, 0, b"evil"));
     assert!(net
         .disconnects
-        .iter()
-        .any(|(p, q, why)| (*p, *q, *why) == (a, m, "a chunk for another session's transfer")));
+        .contains(&(a, m, "a chunk for another session's transfer")));
     assert!(net.disk[&a].partial[&fb].is_empty(), "bob's file untouched");
     assert!(net.disk[&a].partial[&fm].is_empty());
     assert!(net.disk[&a].done.is_empty());
@@ -709,8 +705,7 @@ fn chunks_beyond_the_window_disconnect_the_sender_and_bound_memory() {
     }
     assert!(net
         .disconnects
-        .iter()
-        .any(|(p, q, why)| (*p, *q, *why) == (a, m, "a chunk beyond the window")));
+        .contains(&(a, m, "a chunk beyond the window")));
     let held = net.disk[&a].partial.get(&id).map_or(0, |p| p.len()) as u64;
     assert!(held <= MAX_FILE_WINDOW + CHUNK as u64, "held {held}");
 }
@@ -761,8 +756,7 @@ fn chunks_at_wrong_offsets_or_with_a_bad_tag_are_not_written() {
     assert!(net.disk[&a].partial[&id].is_empty(), "nothing written");
     assert!(net
         .disconnects
-        .iter()
-        .any(|(p, q, why)| (*p, *q, *why) == (a, m, "a message that does not open")));
+        .contains(&(a, m, "a message that does not open")));
 }
 
 /// A receiver that never acknowledges gets no more than the window, and

@@ -27,9 +27,9 @@ use crate::wire::{FileBytes, Id, CHUNK_FRAME_HEAD};
 pub(crate) enum DiskMsg {
     /// Receiver: everything before `upto` is written.
     Written { file: Id, upto: u64 },
-    /// Receiver: the file is complete; `saved` is where it now is, or
-    /// `None` when it could not be written.
-    Checked { file: Id, saved: Option<PathBuf> },
+    /// Receiver: the file is complete; `saved` is where it now is (a file
+    /// that could not be saved is `Failed`).
+    Checked { file: Id, saved: PathBuf },
     /// Sender: bytes asked for.
     Data {
         file: Id,
@@ -246,7 +246,7 @@ fn write_worker(
                 let target = save_as_free_name(partial, dir, &name)?;
                 let _ = tx.send(DiskMsg::Checked {
                     file,
-                    saved: Some(target),
+                    saved: target,
                 });
                 return Ok(());
             }
@@ -381,10 +381,7 @@ mod tests {
         disk.write(&id, 0, FileBytes::new(b"..new".to_vec(), 2));
         assert!(matches!(recv(&mut rx), DiskMsg::Written { upto: 3, .. }));
         disk.finish(&id, "f.txt".into());
-        let DiskMsg::Checked {
-            saved: Some(path), ..
-        } = recv(&mut rx)
-        else {
+        let DiskMsg::Checked { saved: path, .. } = recv(&mut rx) else {
             panic!("saved");
         };
         assert_eq!(fs::read(path).unwrap(), b"new");
@@ -432,11 +429,7 @@ mod tests {
         }
         let mut saved = HashMap::new();
         for _ in 0..n {
-            let DiskMsg::Checked {
-                file,
-                saved: Some(path),
-            } = recv(&mut rx)
-            else {
+            let DiskMsg::Checked { file, saved: path } = recv(&mut rx) else {
                 panic!("saved");
             };
             saved.insert(path, file[0]);

@@ -313,11 +313,8 @@ impl Shell {
             DiskMsg::Written { file, upto } => self.node.file_written(&file, upto),
             DiskMsg::Checked { file, saved } => {
                 self.disk.checked(&file);
-                let ok = saved.is_some();
-                if let Some(path) = saved {
-                    self.emit(ShellEvent::FileSaved { file, path });
-                }
-                self.node.file_checked(&file, ok);
+                self.emit(ShellEvent::FileSaved { file, path: saved });
+                self.node.file_checked(&file, true);
             }
             DiskMsg::Data { file, offset, data } => self.node.file_data(&file, offset, data),
             DiskMsg::Failed { file } => self.node.file_failed(&file),

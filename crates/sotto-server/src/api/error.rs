@@ -132,17 +132,21 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<ApiError> for ErrorBody {
+    /// The JSON every failure is, over HTTP and in a WebSocket `send_result`.
+    fn from(e: ApiError) -> Self {
+        ErrorBody {
+            error: e.message,
+            code: e.code.to_string(),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (
-            self.status,
-            Json(ErrorBody {
-                error: self.message,
-                code: self.code.to_string(),
-            }),
-        )
-            .into_response();
-        if let Some(secs) = self.retry_after {
+        let (status, retry_after) = (self.status, self.retry_after);
+        let mut response = (status, Json(ErrorBody::from(self))).into_response();
+        if let Some(secs) = retry_after {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, secs.into());

@@ -302,7 +302,7 @@ impl Sends {
         let DeviceFrame::Send { req, .. } = frame::decode(&bytes)?;
         if self.last_req.is_some_and(|last| req <= last) {
             let replayed = ApiError::new(
-                axum::http::StatusCode::CONFLICT,
+                StatusCode::CONFLICT,
                 codes::REPLAYED,
                 format!("req {req} is not greater than every req before it on this socket"),
             );
@@ -314,7 +314,7 @@ impl Sends {
         // text frames may be 256 KiB).
         if len - frame::HEADER > state.limits.max_datagram {
             let too_large = ApiError::new(
-                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                StatusCode::PAYLOAD_TOO_LARGE,
                 codes::TOO_LARGE,
                 "the datagram is larger than the server accepts",
             );
@@ -345,19 +345,12 @@ impl Sends {
 fn result_frame(req: u64, result: Result<SendResponse, ApiError>) -> String {
     let (ok, error) = match result {
         Ok(ok) => (Some(ok), None),
-        Err(e) => (
-            None,
-            Some(ErrorBody {
-                error: e.message,
-                code: e.code.to_string(),
-            }),
-        ),
+        Err(e) => (None, Some(ErrorBody::from(e))),
     };
     serde_json::to_string(&Push::SendResult(SendResult { req, ok, error }))
         .unwrap_or_else(|_| String::from("{}"))
 }
 
-/// Whether a read failed on a message over the size limit.
 /// Why reading a socket failed, for its close code. The server's own
 /// `tungstenite` must be the version axum uses (both pinned in Cargo.toml),
 /// or nothing downcasts and every failure reads as `Broken`.

@@ -109,6 +109,12 @@ pub struct Http {
 }
 
 impl Http {
+    /// The text of `/metrics` (no signature needed).
+    pub async fn metrics_text(&self) -> String {
+        let resp = self.client.get(self.url("/metrics")).send().await.unwrap();
+        resp.text().await.unwrap()
+    }
+
     pub fn new(addr: SocketAddr, fingerprint: &str) -> Http {
         Http::from_ip(addr, fingerprint, "127.0.0.1".parse().unwrap())
     }
