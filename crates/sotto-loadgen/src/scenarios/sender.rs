@@ -163,7 +163,7 @@ pub async fn sender(ctx: &Ctx, a: &SenderArgs) -> Result<()> {
         .pct("max_ms", &lats, 1.0)
         .print();
     if errors > 0 {
-        return Err(format!("{errors} calls failed").into());
+        return Err(format!("{errors} calls failed"));
     }
     Ok(())
 }

@@ -53,10 +53,9 @@ pub(crate) const FREE_RESERVE: u64 = 512 << 20;
 
 pub(crate) struct Disk {
     dir: PathBuf,
-    writers: HashMap<Id, std_mpsc::Sender<WriteCmd>>,
-    /// Offered sizes of the partial copies being written (counted against
-    /// the free space until they end).
-    sizes: HashMap<Id, u64>,
+    /// Each partial copy's writer, and its offered size (counted against
+    /// the free space until it ends).
+    writers: HashMap<Id, (std_mpsc::Sender<WriteCmd>, u64)>,
     readers: HashMap<Id, std_mpsc::Sender<(u64, usize)>>,
     tx: mpsc::UnboundedSender<DiskMsg>,
 }
@@ -76,7 +75,6 @@ impl Disk {
         Disk {
             dir,
             writers: HashMap::new(),
-            sizes: HashMap::new(),
             readers: HashMap::new(),
             tx,
         }
@@ -93,8 +91,7 @@ impl Disk {
     /// [`FREE_RESERVE`] free.
     pub(crate) fn open(&mut self, file: &Id, size: u64) -> std::io::Result<()> {
         fs::create_dir_all(self.dir.join(".partial"))?;
-        self.sizes.retain(|id, _| self.writers.contains_key(id));
-        let pending: u64 = self.sizes.values().sum();
+        let pending: u64 = self.writers.values().map(|(_, size)| size).sum();
         let free = free_space(&self.dir)?;
         let needed = size.saturating_add(pending).saturating_add(FREE_RESERVE);
         if free < needed {
@@ -119,8 +116,7 @@ impl Disk {
                     let _ = tx.send(DiskMsg::Failed { file: id });
                 }
             })?;
-        self.writers.insert(*file, cmd_tx);
-        self.sizes.insert(*file, size);
+        self.writers.insert(*file, (cmd_tx, size));
         Ok(())
     }
 
@@ -131,31 +127,27 @@ impl Disk {
     /// After the writes already queued, syncs the partial copy and makes it
     /// visible as `name`; the answer is a [`DiskMsg::Checked`].
     pub(crate) fn finish(&mut self, file: &Id, name: String) {
-        let size = self.sizes.get(file).copied().unwrap_or(u64::MAX);
+        let size = self.writers.get(file).map_or(u64::MAX, |(_, size)| *size);
         self.send_to_writer(file, WriteCmd::Finish { name, size });
     }
 
     /// The check's answer came: the writer has ended.
     pub(crate) fn checked(&mut self, file: &Id) {
         self.writers.remove(file);
-        self.sizes.remove(file);
     }
 
     fn send_to_writer(&mut self, file: &Id, cmd: WriteCmd) {
-        let sent = self.writers.get(file).map(|w| w.send(cmd).is_ok());
-        if sent != Some(true) {
-            let _ = self.tx.send(DiskMsg::Failed { file: *file });
-        }
+        let writer = self.writers.get(file).map(|(w, _)| w);
+        send_or_fail(writer, cmd, file, &self.tx);
     }
 
     /// Deletes the partial copy through its writer, after the commands
     /// queued before (a finish under way is not raced: the writer, having
     /// finished or failed, has left no partial copy).
     pub(crate) fn discard(&mut self, file: &Id) {
-        self.sizes.remove(file);
         match self.writers.remove(file) {
             // A writer that has ended drops the command: it left nothing.
-            Some(w) => {
+            Some((w, _)) => {
                 let _ = w.send(WriteCmd::Discard);
             }
             None => {
@@ -181,18 +173,25 @@ impl Disk {
     }
 
     pub(crate) fn read(&mut self, file: &Id, offset: u64, len: usize) {
-        let sent = self
-            .readers
-            .get(file)
-            .map(|r| r.send((offset, len)).is_ok());
-        if sent != Some(true) {
-            let _ = self.tx.send(DiskMsg::Failed { file: *file });
-        }
+        send_or_fail(self.readers.get(file), (offset, len), file, &self.tx);
     }
 
     /// The transfer ended: its reader stops once its channel is dropped.
     pub(crate) fn release(&mut self, file: &Id) {
         self.readers.remove(file);
+    }
+}
+
+/// Hands `cmd` to a file's worker; with no worker, or one that has ended,
+/// the transfer fails.
+fn send_or_fail<T>(
+    worker: Option<&std_mpsc::Sender<T>>,
+    cmd: T,
+    file: &Id,
+    tx: &mpsc::UnboundedSender<DiskMsg>,
+) {
+    if worker.is_none_or(|w| w.send(cmd).is_err()) {
+        let _ = tx.send(DiskMsg::Failed { file: *file });
     }
 }
 
