@@ -34,7 +34,7 @@ use super::schema;
 /// enough that the log stays a few MiB at saturation and a restart after a
 /// crash has little to replay.
 #[cfg(not(test))]
-const INTERVAL: Duration = Duration::from_millis(500);
+const INTERVAL: Duration = Duration::from_secs(1);
 #[cfg(test)]
 const INTERVAL: Duration = Duration::from_millis(20);
 
