@@ -39,8 +39,21 @@ use pool::{Conn, Pool};
 
 pub use schema::VERSION as SCHEMA_VERSION;
 
-/// Connections one node keeps to the database at most for its calls.
-const POOL_SIZE: usize = 16;
+/// Connections one node keeps to the database at most for its calls, unless
+/// `SOTTO_PG_POOL_SIZE` names another number (1 to 256). Sends commit on
+/// their own connections, and PostgreSQL flushes the WAL once for all the
+/// commits waiting at that moment: under load, the pool's size bounds how
+/// many sends share one flush (see `docs/PERFORMANCE.md`). Every node's
+/// pool counts against the server's `max_connections`.
+const POOL_SIZE: usize = 32;
+
+fn pool_size() -> usize {
+    std::env::var("SOTTO_PG_POOL_SIZE")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| (1..=256).contains(n))
+        .unwrap_or(POOL_SIZE)
+}
 /// Connections one node keeps at most to hold sender locks
 /// (`PhoneStore::lock_sender`): apart from [`POOL_SIZE`], so a lock
 /// holder, which makes calls while it holds its lock, never waits for a
@@ -179,7 +192,7 @@ impl PostgresStore {
             rt: Some(rt),
             inner: Arc::new(Inner {
                 lock_pool: Pool::new(config.clone(), LOCK_POOL_SIZE, "sender-lock"),
-                pool: Pool::new(config, POOL_SIZE, "database"),
+                pool: Pool::new(config, pool_size(), "database"),
                 secret,
                 devices: Arc::default(),
                 in_flight: Mutex::new(0),
