@@ -263,17 +263,19 @@ fn two_nodes_racing_to_fill_a_mailbox_stop_at_its_quota<B: Backend>(b: B) {
                 start.wait();
                 let to = dev(2 + u32::from(t) % 2);
                 (0..5u8)
-                    .map(|i| match node.enqueue(&dev(1), &[to], vec![t * 5 + i; 100], 1, &quota) {
-                        Ok(e) => {
-                            assert_eq!(e.deliveries.len(), 1);
-                            true
-                        }
-                        Err(StoreError::MailboxFull(d)) => {
-                            assert!(d == dev(2) || d == dev(3), "{d:?}");
-                            false
-                        }
-                        Err(e) => panic!("{e}"),
-                    })
+                    .map(
+                        |i| match node.enqueue(&dev(1), &[to], vec![t * 5 + i; 100], 1, &quota) {
+                            Ok(e) => {
+                                assert_eq!(e.deliveries.len(), 1);
+                                true
+                            }
+                            Err(StoreError::MailboxFull(d)) => {
+                                assert!(d == dev(2) || d == dev(3), "{d:?}");
+                                false
+                            }
+                            Err(e) => panic!("{e}"),
+                        },
+                    )
                     .filter(|ok| *ok)
                     .count()
             })
@@ -282,7 +284,13 @@ fn two_nodes_racing_to_fill_a_mailbox_stop_at_its_quota<B: Backend>(b: B) {
     let accepted: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
     assert_eq!(accepted, 10, "exactly the quota's room");
     assert_eq!(b.count("mailbox"), 10);
-    assert_eq!(b.int("SELECT CAST(SUM(pending_bytes) AS BIGINT) FROM devices", None), 1_000);
+    assert_eq!(
+        b.int(
+            "SELECT CAST(SUM(pending_bytes) AS BIGINT) FROM devices",
+            None
+        ),
+        1_000
+    );
     let err = nodes[0]
         .enqueue(&dev(1), &[dev(2)], vec![0xee; 100], 1, &quota)
         .unwrap_err();
@@ -297,7 +305,13 @@ fn two_nodes_racing_to_fill_a_mailbox_stop_at_its_quota<B: Backend>(b: B) {
     nodes[0]
         .enqueue(&dev(1), &[dev(2)], vec![0xee; 100], 1, &quota)
         .unwrap();
-    assert_eq!(b.int("SELECT CAST(SUM(pending_bytes) AS BIGINT) FROM devices", None), 1_000);
+    assert_eq!(
+        b.int(
+            "SELECT CAST(SUM(pending_bytes) AS BIGINT) FROM devices",
+            None
+        ),
+        1_000
+    );
 }
 
 /// A node that sent to bob's second device remembers whose it is; the
@@ -321,7 +335,11 @@ fn a_node_remembering_a_removed_device_honours_its_new_owners_blocks<B: Backend>
         .enqueue(&dev(1), &[dev(3)], b"to carol?".to_vec(), 2, Q)
         .unwrap();
     assert!(sent.deliveries.is_empty(), "carol blocks alice");
-    assert!(nodes[1].fetch(&dev(3), 0, 10, usize::MAX).unwrap().0.is_empty());
+    assert!(nodes[1]
+        .fetch(&dev(3), 0, 10, usize::MAX)
+        .unwrap()
+        .0
+        .is_empty());
     nodes[1].unblock(&user_key(3), &name("alice")).unwrap();
     let sent = nodes[0]
         .enqueue(&dev(1), &[dev(3)], b"to carol".to_vec(), 3, Q)

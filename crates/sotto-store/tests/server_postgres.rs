@@ -61,7 +61,9 @@ fn a_database_at_the_previous_version_is_upgraded_with_its_data() {
     assert_eq!(answers, [false, true], "a request id is used once");
     // What version 5 brought works on the old rows: the next sequence
     // number, the ack (and the byte count it frees).
-    let sent = s.enqueue(&dev(1), &[dev(2)], b"new".to_vec(), 2, Q).unwrap();
+    let sent = s
+        .enqueue(&dev(1), &[dev(2)], b"new".to_vec(), 2, Q)
+        .unwrap();
     assert_eq!(sent.deliveries[0].seq, 2);
     assert_eq!(s.ack(&dev(2), &[items[0].seq], 3, 0).unwrap(), 1);
     assert_eq!(
@@ -94,9 +96,7 @@ fn a_database_at_version_4_gets_the_send_functions_and_keeps_its_mailboxes() {
         }
         s.ack(&dev(2), &[1], 2, 60_000).unwrap();
     }
-    b.exec(
-        "DELETE FROM sotto_schema WHERE version >= 5; DROP FUNCTION sotto_send, sotto_ack",
-    );
+    b.exec("DELETE FROM sotto_schema WHERE version >= 5; DROP FUNCTION sotto_send, sotto_ack");
     assert_eq!(b.int("SELECT MAX(version) FROM sotto_schema", None), 4);
     assert_eq!(
         migrate_postgres(b.url()).unwrap(),
@@ -113,16 +113,29 @@ fn a_database_at_version_4_gets_the_send_functions_and_keeps_its_mailboxes() {
     let (items, _) = s.fetch(&dev(2), 0, 10, usize::MAX).unwrap();
     assert_eq!(items.iter().map(|i| i.seq).collect::<Vec<_>>(), [2, 3]);
     // 600 + 300 fit, 600 + 300 + 300 do not.
-    let sent = s.enqueue(&dev(1), &[dev(2)], vec![7; 300], 3, &quota).unwrap();
+    let sent = s
+        .enqueue(&dev(1), &[dev(2)], vec![7; 300], 3, &quota)
+        .unwrap();
     assert_eq!(sent.deliveries[0].seq, 4);
     let err = s
         .enqueue(&dev(1), &[dev(2)], vec![8; 300], 3, &quota)
         .unwrap_err();
-    assert!(matches!(err, StoreError::MailboxFull(d) if d == dev(2)), "{err}");
-    assert_eq!(s.ack(&dev(2), &[1, 2, 3], 4, 0).unwrap(), 2, "1 was acked before");
-    s.enqueue(&dev(1), &[dev(2)], vec![8; 300], 5, &quota).unwrap();
+    assert!(
+        matches!(err, StoreError::MailboxFull(d) if d == dev(2)),
+        "{err}"
+    );
     assert_eq!(
-        b.int("SELECT COUNT(*) FROM mailbox WHERE acked_at IS NOT NULL", None),
+        s.ack(&dev(2), &[1, 2, 3], 4, 0).unwrap(),
+        2,
+        "1 was acked before"
+    );
+    s.enqueue(&dev(1), &[dev(2)], vec![8; 300], 5, &quota)
+        .unwrap();
+    assert_eq!(
+        b.int(
+            "SELECT COUNT(*) FROM mailbox WHERE acked_at IS NOT NULL",
+            None
+        ),
         1
     );
 }

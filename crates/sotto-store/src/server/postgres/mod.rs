@@ -510,9 +510,9 @@ impl ServerStore for PostgresStore {
         self.call_with(
             move |c, _| {
                 let seqs = seqs.clone();
-                Box::pin(async move {
-                    mailbox::ack(c, device, &seqs, now_ms, retention_ms, true).await
-                })
+                Box::pin(
+                    async move { mailbox::ack(c, device, &seqs, now_ms, retention_ms, true).await },
+                )
             },
             reply,
         )
