@@ -15,6 +15,8 @@ store_tests!(
     a_removed_device_leaves_the_directory_with_its_prekeys_and_mailbox,
     the_secret_can_live_elsewhere_and_a_wrong_or_missing_one_is_refused,
     the_block_list_names_no_user_in_the_database,
+    two_nodes_racing_to_fill_a_mailbox_stop_at_its_quota,
+    a_node_remembering_a_removed_device_honours_its_new_owners_blocks,
 );
 
 /// Links a second device `d` to user `u` (as an approved link does).
@@ -237,4 +239,119 @@ fn the_block_list_names_no_user_in_the_database<B: Backend>(b: B) {
         assert!(!stored_users.contains(value));
         assert_ne!(value.as_slice(), &name("alice")[..]);
     }
+}
+
+/// Two nodes (two stores over one database) send to bob's two devices
+/// from 16 threads at once, against a user quota with room for exactly
+/// ten 100-byte datagrams: ten are accepted, every other send is refused
+/// as full, and the byte count matches what is stored; an ack on one node
+/// makes room for a send on the other.
+fn two_nodes_racing_to_fill_a_mailbox_stop_at_its_quota<B: Backend>(b: B) {
+    let nodes = [std::sync::Arc::new(b.open()), std::sync::Arc::new(b.open())];
+    register(&*nodes[0], "alice", 1, 1, 0);
+    register(&*nodes[0], "bob", 2, 2, 0);
+    add_device(&*nodes[1], 2, 3);
+    let quota = MailboxQuota {
+        device_bytes: 10_000,
+        user_bytes: 1_000,
+    };
+    let start = std::sync::Arc::new(std::sync::Barrier::new(16));
+    let handles: Vec<_> = (0..16u8)
+        .map(|t| {
+            let (node, start) = (nodes[t as usize % 2].clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                let to = dev(2 + u32::from(t) % 2);
+                (0..5u8)
+                    .map(
+                        |i| match node.enqueue(&dev(1), &[to], vec![t * 5 + i; 100], 1, &quota) {
+                            Ok(e) => {
+                                assert_eq!(e.deliveries.len(), 1);
+                                true
+                            }
+                            Err(StoreError::MailboxFull(d)) => {
+                                assert!(d == dev(2) || d == dev(3), "{d:?}");
+                                false
+                            }
+                            Err(e) => panic!("{e}"),
+                        },
+                    )
+                    .filter(|ok| *ok)
+                    .count()
+            })
+        })
+        .collect();
+    let accepted: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    assert_eq!(accepted, 10, "exactly the quota's room");
+    assert_eq!(b.count("mailbox"), 10);
+    assert_eq!(
+        b.int(
+            "SELECT CAST(SUM(pending_bytes) AS BIGINT) FROM devices",
+            None
+        ),
+        1_000
+    );
+    let err = nodes[0]
+        .enqueue(&dev(1), &[dev(2)], vec![0xee; 100], 1, &quota)
+        .unwrap_err();
+    assert!(matches!(err, StoreError::MailboxFull(_)), "{err}");
+    let (items, _) = nodes[1].fetch(&dev(2), 0, 1, usize::MAX).unwrap();
+    let (items3, _) = nodes[1].fetch(&dev(3), 0, 1, usize::MAX).unwrap();
+    let (d, item) = match items.first() {
+        Some(i) => (dev(2), i),
+        None => (dev(3), &items3[0]),
+    };
+    assert_eq!(nodes[1].ack(&d, &[item.seq], 2, 0).unwrap(), 1);
+    nodes[0]
+        .enqueue(&dev(1), &[dev(2)], vec![0xee; 100], 1, &quota)
+        .unwrap();
+    assert_eq!(
+        b.int(
+            "SELECT CAST(SUM(pending_bytes) AS BIGINT) FROM devices",
+            None
+        ),
+        1_000
+    );
+}
+
+/// A node that sent to bob's second device remembers whose it is; the
+/// device is removed on the other node and its id registered again by
+/// carol, who blocks alice. The first node's next send to that id must
+/// honour carol's block (not bob's absence of one), and once carol
+/// unblocks her, reach carol's device from sequence 1.
+fn a_node_remembering_a_removed_device_honours_its_new_owners_blocks<B: Backend>(b: B) {
+    let nodes = [b.open(), b.open()];
+    register(&nodes[0], "alice", 1, 1, 0);
+    register(&nodes[0], "bob", 2, 2, 0);
+    add_device(&nodes[0], 2, 3);
+    let sent = nodes[0]
+        .enqueue(&dev(1), &[dev(3)], b"to bob".to_vec(), 1, Q)
+        .unwrap();
+    assert_eq!(sent.deliveries[0].device, dev(3));
+    nodes[1].remove_device(&user_key(2), &dev(3)).unwrap();
+    register(&nodes[1], "carol", 3, 3, 0);
+    nodes[1].block(&user_key(3), &name("alice")).unwrap();
+    let sent = nodes[0]
+        .enqueue(&dev(1), &[dev(3)], b"to carol?".to_vec(), 2, Q)
+        .unwrap();
+    assert!(sent.deliveries.is_empty(), "carol blocks alice");
+    assert!(nodes[1]
+        .fetch(&dev(3), 0, 10, usize::MAX)
+        .unwrap()
+        .0
+        .is_empty());
+    nodes[1].unblock(&user_key(3), &name("alice")).unwrap();
+    let sent = nodes[0]
+        .enqueue(&dev(1), &[dev(3)], b"to carol".to_vec(), 3, Q)
+        .unwrap();
+    assert_eq!(
+        sent.deliveries,
+        vec![Delivery {
+            device: dev(3),
+            seq: 1
+        }]
+    );
+    let (items, _) = nodes[1].fetch(&dev(3), 0, 10, usize::MAX).unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].datagram, b"to carol");
 }

@@ -25,11 +25,13 @@ fn a_database_at_the_previous_version_is_upgraded_with_its_data() {
         s.block(&user_key(2), &name("carol")).unwrap();
     }
     // Back to version 1: version 2 only added the request table, versions
-    // 3 and 4 only the phone tables (and their columns).
+    // 3 and 4 only the phone tables (and their columns), version 5 only
+    // the send and ack functions.
     b.exec(
         "DELETE FROM sotto_schema WHERE version >= 2; DROP TABLE requests;
          DROP TABLE otp_requests, outbox, otps, phone_users, sender_threads,
-         sender_invites, sender_messages, sender_sessions, sender_keys, senders",
+         sender_invites, sender_messages, sender_sessions, sender_keys, senders;
+         DROP FUNCTION sotto_send, sotto_ack",
     );
     assert_eq!(b.int("SELECT MAX(version) FROM sotto_schema", None), 1);
 
@@ -57,6 +59,85 @@ fn a_database_at_the_previous_version_is_upgraded_with_its_data() {
     let mut answers = [rx.recv().unwrap(), rx.recv().unwrap()];
     answers.sort();
     assert_eq!(answers, [false, true], "a request id is used once");
+    // What version 5 brought works on the old rows: the next sequence
+    // number, the ack (and the byte count it frees).
+    let sent = s
+        .enqueue(&dev(1), &[dev(2)], b"new".to_vec(), 2, Q)
+        .unwrap();
+    assert_eq!(sent.deliveries[0].seq, 2);
+    assert_eq!(s.ack(&dev(2), &[items[0].seq], 3, 0).unwrap(), 1);
+    assert_eq!(
+        b.int(
+            "SELECT pending_bytes FROM devices WHERE device = $1",
+            Some(&dev(2).0[..])
+        ),
+        3
+    );
+}
+
+/// A database at version 4 (before the send and ack functions) with
+/// mailboxes holding datagrams, one of them acknowledged and retained, is
+/// upgraded in place: sequences go on, quotas count what was there, acks
+/// free it, the retained row stays acknowledged.
+#[test]
+fn a_database_at_version_4_gets_the_send_functions_and_keeps_its_mailboxes() {
+    let Some(b) = Postgres::new() else { return };
+    let quota = MailboxQuota {
+        device_bytes: 1_000,
+        user_bytes: 1_000,
+    };
+    {
+        let s = b.open();
+        register(&s, "alice", 1, 1, 0);
+        register(&s, "bob", 2, 2, 0);
+        for i in 0..3u8 {
+            s.enqueue(&dev(1), &[dev(2)], vec![i; 300], 1, &quota)
+                .unwrap();
+        }
+        s.ack(&dev(2), &[1], 2, 60_000).unwrap();
+    }
+    b.exec("DELETE FROM sotto_schema WHERE version >= 5; DROP FUNCTION sotto_send, sotto_ack");
+    assert_eq!(b.int("SELECT MAX(version) FROM sotto_schema", None), 4);
+    assert_eq!(
+        migrate_postgres(b.url()).unwrap(),
+        (4, POSTGRES_SCHEMA_VERSION)
+    );
+    let s = b.open();
+    assert_eq!(
+        b.int(
+            "SELECT pending_bytes FROM devices WHERE device = $1",
+            Some(&dev(2).0[..])
+        ),
+        600
+    );
+    let (items, _) = s.fetch(&dev(2), 0, 10, usize::MAX).unwrap();
+    assert_eq!(items.iter().map(|i| i.seq).collect::<Vec<_>>(), [2, 3]);
+    // 600 + 300 fit, 600 + 300 + 300 do not.
+    let sent = s
+        .enqueue(&dev(1), &[dev(2)], vec![7; 300], 3, &quota)
+        .unwrap();
+    assert_eq!(sent.deliveries[0].seq, 4);
+    let err = s
+        .enqueue(&dev(1), &[dev(2)], vec![8; 300], 3, &quota)
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::MailboxFull(d) if d == dev(2)),
+        "{err}"
+    );
+    assert_eq!(
+        s.ack(&dev(2), &[1, 2, 3], 4, 0).unwrap(),
+        2,
+        "1 was acked before"
+    );
+    s.enqueue(&dev(1), &[dev(2)], vec![8; 300], 5, &quota)
+        .unwrap();
+    assert_eq!(
+        b.int(
+            "SELECT COUNT(*) FROM mailbox WHERE acked_at IS NOT NULL",
+            None
+        ),
+        1
+    );
 }
 
 /// Two nodes opening a fresh database at the same moment: one schema, one

@@ -1,14 +1,15 @@
 //! Datagrams (stored once) and per-device mailbox rows (as
-//! `sqlite/mailbox.rs`). A send resolves all its recipients in one
-//! statement and writes all their rows in two, whatever their number.
+//! `sqlite/mailbox.rs`). A send and an acknowledgement are one call each
+//! of a function of the schema (version 5), whatever the number of
+//! recipients: one round trip, in autocommit.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
 
 use super::super::secret::ServerSecret;
 use super::super::*;
-use super::directory::blocks_user;
 use super::pool::Conn;
 use super::{int, key32};
 
@@ -26,194 +27,201 @@ pub(super) struct Outgoing {
     pub quota: MailboxQuota,
 }
 
-struct Target {
-    device: DeviceId,
-    row: i64,
+/// What a node remembers of a device's user, to compute the block pairs
+/// of a send without a lookup: neither ever changes for a device row (a
+/// device's user is fixed, a user's key too). The send function checks
+/// what the node assumed against the database (see schema version 5), so
+/// a stale entry (the device removed, its id registered again under
+/// another user) costs one more try, never a skipped block.
+#[derive(Clone, Copy)]
+struct Known {
     user_row: i64,
     user: UserPublic,
 }
 
-pub(super) async fn enqueue(c: &mut Conn, secret: &ServerSecret, s: &Outgoing) -> Result<Enqueued> {
-    let sender = c
-        .opt(
-            "SELECT d.user_id, u.user_key FROM devices d JOIN users u ON u.id = d.user_id
-             WHERE d.device = $1",
-            &[&&s.sender.0[..]],
-        )
-        .await?
-        .ok_or(StoreError::UnknownDevice(s.sender))?;
-    let (from_row, from): (i64, UserPublic) = (sender.get(0), UserPublic(key32(sender.get(1))?));
-    let keys: Vec<&[u8]> = s.recipients.iter().map(|d| &d.0[..]).collect();
-    let mut found: HashMap<DeviceId, Target> = HashMap::with_capacity(keys.len());
-    for r in c
-        .query(
-            "SELECT d.device, d.id, d.user_id, u.user_key FROM devices d
-             JOIN users u ON u.id = d.user_id WHERE d.device = ANY($1)",
-            &[&keys],
-        )
-        .await?
-    {
-        let device = DeviceId(key32(r.get(0))?);
-        let user = UserPublic(key32(r.get(3))?);
-        found.insert(
-            device,
-            Target {
-                device,
-                row: r.get(1),
-                user_row: r.get(2),
-                user,
-            },
-        );
+/// Most devices a node remembers (a few MB); past it, it starts over.
+const REMEMBERED: usize = 200_000;
+
+/// The devices a node has looked up, shared by its connections.
+#[derive(Default)]
+pub(super) struct Devices(Mutex<HashMap<DeviceId, Known>>);
+
+impl Devices {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceId, Known>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
-    // Refused as a whole, naming the first unknown recipient.
-    let mut targets: Vec<Target> = Vec::with_capacity(found.len());
-    for d in &s.recipients {
-        match found.remove(d) {
-            Some(t) => targets.push(t),
-            None if targets.iter().any(|t| t.device == *d) => {}
-            None => return Err(StoreError::UnknownDevice(*d)),
-        }
+
+    pub fn forget(&self, device: &DeviceId) {
+        self.map().remove(device);
     }
-    // Users that block the sender get nothing, and the sender is not told.
-    let mut users: Vec<(i64, UserPublic)> = targets
+}
+
+/// The SQLSTATE of the send function's refusals (schema version 5).
+const UNKNOWN: &str = "SO001";
+const FULL: &str = "SO002";
+const REPLAYED: &str = "SO003";
+/// The node's idea of a device's user was stale: look up again and retry.
+pub(super) const STALE: &str = "SO004";
+
+/// The code and detail of an error the send or ack function raised.
+fn raised(e: &tokio_postgres::Error) -> Option<(&str, Option<i64>)> {
+    let db = e.as_db_error()?;
+    let code = db.code().code();
+    code.starts_with("SO")
+        .then(|| (code, db.detail().and_then(|d| d.parse().ok())))
+}
+
+/// Stores one send: one call of `sotto_send` (one round trip), after a
+/// lookup of the devices the node does not know yet. Runs as a statement
+/// of its own (autocommit) or inside a caller's transaction.
+pub(super) async fn enqueue(
+    c: &mut Conn,
+    secret: &ServerSecret,
+    known: &Devices,
+    s: &Outgoing,
+    request: Option<&RequestId>,
+) -> Result<Enqueued> {
+    let mut seen = HashSet::with_capacity(s.recipients.len());
+    let recipients: Vec<DeviceId> = s
+        .recipients
         .iter()
-        .filter(|t| t.user_row != from_row)
-        .map(|t| (t.user_row, t.user))
+        .copied()
+        .filter(|d| seen.insert(*d))
         .collect();
-    users.sort_unstable_by_key(|u| u.0);
-    users.dedup_by_key(|u| u.0);
-    for (row, user) in users {
-        if blocks_user(c, secret, &user, &from).await? {
-            targets.retain(|t| t.user_row != row);
-        }
-    }
-    let nothing = Enqueued {
-        datagram_id: s.digest,
-        received_at: s.now,
-        deliveries: Vec::new(),
-    };
-    if targets.is_empty() {
-        return Ok(nothing);
-    }
-    // The quota reads what every device of each recipient user holds:
-    // those users are locked (in id order, so concurrent sends cannot
-    // deadlock) until the commit, so two nodes cannot both fill the last
-    // room of one mailbox.
-    let mut user_rows: Vec<i64> = targets.iter().map(|t| t.user_row).collect();
-    user_rows.sort_unstable();
-    user_rows.dedup();
-    c.query(
-        "SELECT id FROM users WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
-        &[&user_rows],
-    )
-    .await?;
-    let mut pending: HashMap<i64, (i64, i64)> = HashMap::new(); // device row -> (user row, bytes)
-    for r in c
-        .query(
-            "SELECT id, user_id, pending_bytes FROM devices WHERE user_id = ANY($1)",
-            &[&user_rows],
-        )
-        .await?
-    {
-        pending.insert(r.get(0), (r.get(1), r.get(2)));
-    }
-    let size = s.datagram.len() as i64;
-    let mut tries = 0;
-    let datagram_row = loop {
-        tries += 1;
-        if tries > 3 {
-            return Err(StoreError::Backend(
-                "the datagram kept being deleted under this send".into(),
-            ));
-        }
-        let inserted = c
-            .opt(
-                "INSERT INTO datagrams (digest, body, received_at) VALUES ($1, $2, $3)
-                 ON CONFLICT (digest) DO NOTHING RETURNING id",
-                &[&&s.digest[..], &s.datagram, &int(s.now)],
-            )
-            .await?;
-        if let Some(r) = inserted {
-            break r.get::<_, i64>(0);
-        }
-        // Stored already (a retry, or the same datagram resent): rows only
-        // for devices that have none for it. If it went in between (its
-        // last row acknowledged), insert it again.
-        if let Some(r) = c
-            .opt(
-                "SELECT id FROM datagrams WHERE digest = $1",
-                &[&&s.digest[..]],
-            )
-            .await?
-        {
-            let id: i64 = r.get(0);
-            let rows: Vec<i64> = targets.iter().map(|t| t.row).collect();
-            let has: Vec<i64> = c
-                .query(
-                    "SELECT device_id FROM mailbox WHERE datagram = $1 AND device_id = ANY($2)",
-                    &[&id, &rows],
-                )
-                .await?
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
-            targets.retain(|t| !has.contains(&t.row));
-            if targets.is_empty() {
-                return Ok(nothing);
+    let users = resolve(c, known, &s.sender, &recipients).await?;
+    // Devices unknown here are passed on all the same: the function names
+    // the first one, after the request id check, as a transaction would.
+    let from = users.get(&s.sender);
+    let mut block_users: Vec<i64> = Vec::new();
+    let mut block_pairs: Vec<Vec<u8>> = Vec::new();
+    if let Some(from) = from {
+        for d in &recipients {
+            if let Some(k) = users.get(d) {
+                if k.user_row != from.user_row && !block_users.contains(&k.user_row) {
+                    block_users.push(k.user_row);
+                    block_pairs.push(secret.block_pair(&k.user, &from.user).to_vec());
+                }
             }
-            break id;
-        }
-    };
-    // Quota: one more row per target device, and per user the sum.
-    let user_bytes = |user: i64| -> i64 {
-        pending
-            .values()
-            .filter(|(u, _)| *u == user)
-            .map(|(_, b)| *b)
-            .sum()
-    };
-    for t in &targets {
-        let rows = targets.iter().filter(|o| o.user_row == t.user_row).count() as u64;
-        let mine = pending.get(&t.row).map(|p| p.1).unwrap_or(0) as u64;
-        let all = user_bytes(t.user_row) as u64;
-        if mine.saturating_add(size as u64) > s.quota.device_bytes
-            || all.saturating_add((size as u64).saturating_mul(rows)) > s.quota.user_bytes
-        {
-            return Err(StoreError::MailboxFull(t.device));
         }
     }
-    targets.sort_unstable_by_key(|t| t.row);
-    let rows: Vec<i64> = targets.iter().map(|t| t.row).collect();
-    let seqs = c
+    let keys: Vec<&[u8]> = recipients.iter().map(|d| &d.0[..]).collect();
+    let (request_id, request_expires) = match request {
+        Some(r) => (Some(&r.id[..]), Some(int(r.expires_at))),
+        None => (None, None),
+    };
+    let rows = c
         .query(
-            "UPDATE devices SET last_seq = last_seq + 1, pending_bytes = pending_bytes + $2
-             WHERE id = ANY($1) RETURNING id, last_seq",
-            &[&rows, &size],
+            "SELECT o_at, o_seq FROM sotto_send($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            &[
+                &&s.sender.0[..],
+                &from.map_or(0, |f| f.user_row),
+                &keys,
+                &block_users,
+                &block_pairs,
+                &&s.digest[..],
+                &s.datagram,
+                &int(s.now),
+                &int(s.quota.device_bytes),
+                &int(s.quota.user_bytes),
+                &request_id,
+                &request_expires,
+            ],
         )
-        .await?;
-    let seq_of: HashMap<i64, i64> = seqs.iter().map(|r| (r.get(0), r.get(1))).collect();
-    let seq_list: Vec<i64> = rows
+        .await;
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(StoreError::Postgres(e)) => {
+            let at = |i: Option<i64>| match i {
+                Some(i) if i >= 0 => recipients.get(i as usize).copied().unwrap_or(s.sender),
+                _ => s.sender,
+            };
+            return Err(match raised(&e) {
+                Some((UNKNOWN, i)) => StoreError::UnknownDevice(at(i)),
+                Some((FULL, i)) => StoreError::MailboxFull(at(i)),
+                Some((REPLAYED, _)) => StoreError::Replayed,
+                Some((STALE, _)) => {
+                    // Looked up again on the next try (which `retryable`
+                    // grants).
+                    let mut map = known.map();
+                    for d in std::iter::once(&s.sender).chain(&recipients) {
+                        map.remove(d);
+                    }
+                    StoreError::Postgres(e)
+                }
+                _ => StoreError::Postgres(e),
+            });
+        }
+        Err(e) => return Err(e),
+    };
+    let deliveries = rows
         .iter()
-        .map(|r| seq_of.get(r).copied().unwrap_or(0))
-        .collect();
-    c.exec(
-        "INSERT INTO mailbox (device_id, seq, datagram, received_at, size)
-         SELECT d, s, $3::bigint, $4::bigint, $5::bigint FROM unnest($1::bigint[], $2::bigint[]) AS t(d, s)",
-        &[&rows, &seq_list, &datagram_row, &int(s.now), &size],
-    )
-    .await?;
+        .map(|r| {
+            let (at, seq): (i64, i64) = (r.get(0), r.get(1));
+            let device = usize::try_from(at)
+                .ok()
+                .and_then(|at| recipients.get(at))
+                .copied()
+                .ok_or_else(|| {
+                    StoreError::Backend("the send function named no recipient of the send".into())
+                })?;
+            Ok(Delivery {
+                device,
+                seq: seq as u64,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     Ok(Enqueued {
         datagram_id: s.digest,
         received_at: s.now,
-        deliveries: targets
-            .iter()
-            .zip(&seq_list)
-            .map(|(t, seq)| Delivery {
-                device: t.device,
-                seq: *seq as u64,
-            })
-            .collect(),
+        deliveries,
     })
+}
+/// What the node knows of the users of `sender` and `recipients`, looking
+/// up (in one statement) the devices it does not remember. Devices not
+/// found are left out.
+async fn resolve(
+    c: &mut Conn,
+    known: &Devices,
+    sender: &DeviceId,
+    recipients: &[DeviceId],
+) -> Result<HashMap<DeviceId, Known>> {
+    let mut found = HashMap::with_capacity(recipients.len() + 1);
+    let mut missing: Vec<&[u8]> = Vec::new();
+    {
+        let map = known.map();
+        for d in std::iter::once(sender).chain(recipients) {
+            match map.get(d) {
+                Some(k) => {
+                    found.insert(*d, *k);
+                }
+                None => missing.push(&d.0[..]),
+            }
+        }
+    }
+    if missing.is_empty() {
+        return Ok(found);
+    }
+    let rows = c
+        .query(
+            "SELECT d.device, d.user_id, u.user_key FROM devices d
+             JOIN users u ON u.id = d.user_id WHERE d.device = ANY($1)",
+            &[&missing],
+        )
+        .await?;
+    let mut map = known.map();
+    if map.len() + rows.len() > REMEMBERED {
+        map.clear();
+    }
+    for r in rows {
+        let device = DeviceId(key32(r.get(0))?);
+        let k = Known {
+            user_row: r.get(1),
+            user: UserPublic(key32(r.get(2))?),
+        };
+        map.insert(device, k);
+        found.insert(device, k);
+    }
+    Ok(found)
 }
 
 async fn device_row(c: &mut Conn, device: &DeviceId) -> Result<(i64, i64)> {
@@ -260,55 +268,37 @@ pub(super) async fn fetch(
     Ok((items, more))
 }
 
+/// Acknowledges `seqs` of `device`: one call of `sotto_ack`, in
+/// autocommit. `relaxed`: the commit does not wait for the WAL flush (a
+/// lost ack is a redelivery, which devices drop by message id; as the
+/// SQLite writer's relaxed acks).
 pub(super) async fn ack(
     c: &mut Conn,
     device: DeviceId,
     seqs: &[i64],
     now: u64,
     retention_ms: u64,
+    relaxed: bool,
 ) -> Result<u32> {
-    // Locked: the pending byte count changes below.
-    let device_id: i64 = c
-        .opt(
-            "SELECT id FROM devices WHERE device = $1 FOR NO KEY UPDATE",
-            &[&&device.0[..]],
+    let acked = c
+        .one(
+            "SELECT sotto_ack($1, $2, $3, $4, $5)",
+            &[
+                &&device.0[..],
+                &seqs,
+                &int(now),
+                &(retention_ms != 0),
+                &relaxed,
+            ],
         )
-        .await?
-        .ok_or(StoreError::UnknownDevice(device))?
-        .get(0);
-    let (acked, freed) = if retention_ms == 0 {
-        let gone = c
-            .query(
-                "DELETE FROM mailbox WHERE device_id = $1 AND seq = ANY($2) AND acked_at IS NULL
-                 RETURNING datagram, size",
-                &[&device_id, &seqs],
-            )
-            .await?;
-        let freed: i64 = gone.iter().map(|r| r.get::<_, i64>(1)).sum();
-        let touched: Vec<i64> = gone.iter().map(|r| r.get(0)).collect();
-        delete_orphans(c, touched).await?;
-        (gone.len(), freed)
-    } else {
-        let marked = c
-            .query(
-                "UPDATE mailbox SET acked_at = $3 WHERE device_id = $1 AND seq = ANY($2)
-                 AND acked_at IS NULL RETURNING size",
-                &[&device_id, &seqs, &int(now)],
-            )
-            .await?;
-        (
-            marked.len(),
-            marked.iter().map(|r| r.get::<_, i64>(0)).sum(),
-        )
-    };
-    if freed > 0 {
-        c.exec(
-            "UPDATE devices SET pending_bytes = pending_bytes - $2 WHERE id = $1",
-            &[&device_id, &freed],
-        )
-        .await?;
+        .await;
+    match acked {
+        Ok(r) => Ok(r.get::<_, i64>(0) as u32),
+        Err(StoreError::Postgres(e)) if raised(&e).is_some_and(|(c, _)| c == UNKNOWN) => {
+            Err(StoreError::UnknownDevice(device))
+        }
+        Err(e) => Err(e),
     }
-    Ok(acked as u32)
 }
 
 /// Deletes those of `touched` (datagram row ids) no row points at any more.

@@ -39,8 +39,21 @@ use pool::{Conn, Pool};
 
 pub use schema::VERSION as SCHEMA_VERSION;
 
-/// Connections one node keeps to the database at most for its calls.
-const POOL_SIZE: usize = 16;
+/// Connections one node keeps to the database at most for its calls, unless
+/// `SOTTO_PG_POOL_SIZE` names another number (1 to 256). Sends commit on
+/// their own connections, and PostgreSQL flushes the WAL once for all the
+/// commits waiting at that moment: under load, the pool's size bounds how
+/// many sends share one flush (see `docs/PERFORMANCE.md`). Every node's
+/// pool counts against the server's `max_connections`.
+const POOL_SIZE: usize = 32;
+
+fn pool_size() -> usize {
+    std::env::var("SOTTO_PG_POOL_SIZE")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| (1..=256).contains(n))
+        .unwrap_or(POOL_SIZE)
+}
 /// Connections one node keeps at most to hold sender locks
 /// (`PhoneStore::lock_sender`): apart from [`POOL_SIZE`], so a lock
 /// holder, which makes calls while it holds its lock, never waits for a
@@ -62,6 +75,8 @@ struct Inner {
     /// Connections that hold sender locks, and nothing else.
     lock_pool: Pool,
     secret: ServerSecret,
+    /// The users of the devices this node has sent from or to.
+    devices: Arc<mailbox::Devices>,
     /// Non-blocking writes not yet answered: dropping the store waits for
     /// them (as the SQLite writer finishes its queue).
     in_flight: Mutex<usize>,
@@ -177,8 +192,9 @@ impl PostgresStore {
             rt: Some(rt),
             inner: Arc::new(Inner {
                 lock_pool: Pool::new(config.clone(), LOCK_POOL_SIZE, "sender-lock"),
-                pool: Pool::new(config, POOL_SIZE, "database"),
+                pool: Pool::new(config, pool_size(), "database"),
                 secret,
+                devices: Arc::default(),
                 in_flight: Mutex::new(0),
                 idle: Condvar::new(),
             }),
@@ -221,6 +237,21 @@ impl PostgresStore {
         let flight = Flight::new(&self.inner);
         self.rt().spawn(async move {
             reply(flight.0.tx(body).await);
+            drop(flight);
+        });
+    }
+
+    /// Runs `body` in autocommit (each of its statements is its own
+    /// transaction: for bodies of one statement) on the store's runtime;
+    /// `reply` gets the answer once it is committed (or refused).
+    fn call_with<T: Send + 'static>(
+        &self,
+        body: impl for<'c> Fn(&'c mut Conn, &'c ServerSecret) -> Body<'c, T> + Send + Sync + 'static,
+        reply: Reply<T>,
+    ) {
+        let flight = Flight::new(&self.inner);
+        self.rt().spawn(async move {
+            reply(flight.0.call(body).await);
             drop(flight);
         });
     }
@@ -286,6 +317,33 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// As [`Inner::tx`] without `BEGIN` and `COMMIT`: a body of one
+    /// statement is one round trip.
+    async fn call<T>(
+        &self,
+        body: impl for<'c> Fn(&'c mut Conn, &'c ServerSecret) -> Body<'c, T>,
+    ) -> Result<T> {
+        let mut conn = self.pool.get().await?;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            // A connection dropped mid-call (its task abandoned) is closed,
+            // never lent again with an answer still owed on it.
+            conn.in_tx = true;
+            let result = body(&mut conn, &self.secret).await;
+            conn.in_tx = false;
+            match result {
+                Err(e) if tries < TRIES && retryable(&e) => {
+                    tracing::debug!(error = %e, tries, "call lost a race; running it again");
+                    tokio::time::sleep(std::time::Duration::from_millis(2 << tries)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
 /// Races the database detects and that running again resolves.
 fn retryable(e: &StoreError) -> bool {
     let StoreError::Postgres(e) = e else {
@@ -298,6 +356,9 @@ fn retryable(e: &StoreError) -> bool {
             // A datagram deleted (its last row acknowledged) while a resend
             // pointed a new row at it.
             || *c == SqlState::FOREIGN_KEY_VIOLATION
+            // The node's idea of a device's user was stale (it has
+            // forgotten it, and looks it up again).
+            || c.code() == mailbox::STALE
     )
 }
 
@@ -395,14 +456,12 @@ impl ServerStore for PostgresStore {
             now: now_ms,
             quota: *quota,
         });
-        self.tx_with(
+        let known = self.inner.devices.clone();
+        self.call_with(
             move |c, secret| {
-                let send = send.clone();
+                let (send, known) = (send.clone(), known.clone());
                 Box::pin(async move {
-                    if let Some(r) = request {
-                        mailbox::single_use(c, &r.id, r.expires_at).await?;
-                    }
-                    mailbox::enqueue(c, secret, &send).await
+                    mailbox::enqueue(c, secret, &known, &send, request.as_ref()).await
                 })
             },
             reply,
@@ -421,7 +480,19 @@ impl ServerStore for PostgresStore {
     }
 
     fn ack(&self, device: &DeviceId, seqs: &[u64], now_ms: u64, retention_ms: u64) -> Result<u32> {
-        wait_for(|reply| self.ack_with(device, seqs, now_ms, retention_ms, reply))
+        let device = *device;
+        let seqs: Arc<Vec<i64>> = Arc::new(seqs.iter().map(|s| int(*s)).collect());
+        let inner = self.inner.clone();
+        self.rt().block_on(async move {
+            inner
+                .call(move |c, _| {
+                    let seqs = seqs.clone();
+                    Box::pin(async move {
+                        mailbox::ack(c, device, &seqs, now_ms, retention_ms, false).await
+                    })
+                })
+                .await
+        })
     }
 
     fn ack_with(
@@ -434,10 +505,14 @@ impl ServerStore for PostgresStore {
     ) {
         let device = *device;
         let seqs: Arc<Vec<i64>> = Arc::new(seqs.iter().map(|s| int(*s)).collect());
-        self.tx_with(
+        // A lost ack is a redelivery: its commit does not wait for the
+        // WAL flush (as the SQLite writer's relaxed acks).
+        self.call_with(
             move |c, _| {
                 let seqs = seqs.clone();
-                Box::pin(async move { mailbox::ack(c, device, &seqs, now_ms, retention_ms).await })
+                Box::pin(
+                    async move { mailbox::ack(c, device, &seqs, now_ms, retention_ms, true).await },
+                )
             },
             reply,
         )
@@ -462,7 +537,9 @@ impl ServerStore for PostgresStore {
 
     fn remove_device(&self, owner: &UserPublic, device: &DeviceId) -> Result<()> {
         let (owner, device) = (*owner, *device);
-        self.tx(move |c, _| Box::pin(directory::remove_device(c, owner, device)))
+        self.tx(move |c, _| Box::pin(directory::remove_device(c, owner, device)))?;
+        self.inner.devices.forget(&device);
+        Ok(())
     }
 
     fn block(&self, blocker: &UserPublic, blocked: &UsernameHash) -> Result<()> {

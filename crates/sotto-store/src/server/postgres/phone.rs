@@ -710,8 +710,9 @@ impl PhoneStore for PostgresStore {
         };
         let (digest, recipients) = (first.digest, first.recipients.len() as i64);
         let (outgoing, send) = (Arc::new(outgoing), Arc::new(send));
+        let known = self.inner.devices.clone();
         self.tx(move |c, secret| {
-            let (outgoing, send) = (outgoing.clone(), send.clone());
+            let (outgoing, send, known) = (outgoing.clone(), send.clone(), known.clone());
             Box::pin(async move {
                 // The row stays locked to the commit: a claim racing this
                 // one re-reads it `sent`.
@@ -728,7 +729,7 @@ impl PhoneStore for PostgresStore {
                 }
                 let mut enqueued = Vec::with_capacity(outgoing.len());
                 for o in outgoing.iter() {
-                    enqueued.push(mailbox::enqueue(c, secret, o).await?);
+                    enqueued.push(mailbox::enqueue(c, secret, &known, o, None).await?);
                 }
                 Ok(Some(enqueued))
             })

@@ -11,7 +11,7 @@ use super::pool::Conn;
 
 /// Migrations in order; the last one's number is the current version.
 /// Never edit one that has shipped: add the next.
-const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4)];
+const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4), (5, V5)];
 
 /// The schema version this server writes.
 pub const VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
@@ -195,6 +195,198 @@ CREATE TABLE otp_requests (
     count        bigint NOT NULL
 );
 ";
+
+/// Version 5: a send and an acknowledgement each as one call of a
+/// function (`mailbox.rs`), so that each is one round trip, run in
+/// autocommit (the call is its own transaction), instead of about ten
+/// statements inside a transaction.
+///
+/// The block check needs HMACs under the server secret, which the database
+/// never sees: the node computes the block pair of every recipient user
+/// before the call, from what it knows of the recipient devices' users
+/// (which it may remember: a device row's user never changes). The
+/// function resolves the devices itself, and refuses the call (`SO004`)
+/// if a recipient's user is not among the users the node computed pairs
+/// for, or the sender's user is not the one it assumed: a node that
+/// remembers wrongly (a device removed and its id registered again under
+/// another user) looks up again, and a block is never skipped. A removed
+/// device is simply not found.
+///
+/// Refusals are errors with codes of their own (`SO001` unknown device,
+/// `SO002` mailbox full, `SO003` request replayed, `SO004` as above;
+/// DETAIL the 0-based index of the recipient, -1 the sender), so nothing
+/// of a refused send is committed.
+const V5: &str = r#"
+CREATE FUNCTION sotto_send(
+    p_sender bytea,             -- the sender's device id
+    p_sender_user bigint,       -- its user's row, as the node knows it
+    p_devices bytea[],          -- recipient device ids, in order, distinct
+    p_block_users bigint[],     -- every recipient user other than the sender's...
+    p_block_pairs bytea[],      -- ...and its block pair (that user blocks the sender)
+    p_digest bytea,
+    p_body bytea,
+    p_now bigint,
+    p_device_quota bigint,
+    p_user_quota bigint,
+    p_request bytea,            -- a request id to use once, or NULL
+    p_request_expires bigint
+) RETURNS TABLE (o_at bigint, o_seq bigint)
+LANGUAGE plpgsql AS $f$
+DECLARE
+    v_size bigint := octet_length(p_body);
+    v_from bigint;
+    v_at bigint;
+    v_datagram bigint;
+    v_ords bigint[];
+    v_rows bigint[];
+    v_users bigint[];
+    v_done bigint[];
+    v_seqs bigint[];
+BEGIN
+    IF p_request IS NOT NULL THEN
+        INSERT INTO requests (id, expires_at) VALUES (p_request, p_request_expires)
+            ON CONFLICT DO NOTHING;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION USING ERRCODE = 'SO003', MESSAGE = 'request replayed';
+        END IF;
+    END IF;
+    SELECT user_id INTO v_from FROM devices WHERE device = p_sender;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'SO001', MESSAGE = 'unknown device', DETAIL = '-1';
+    END IF;
+    SELECT array_agg(t.ord ORDER BY t.ord), array_agg(d.id ORDER BY t.ord),
+           array_agg(d.user_id ORDER BY t.ord)
+        INTO v_ords, v_rows, v_users
+        FROM unnest(p_devices) WITH ORDINALITY AS t(key, ord) JOIN devices d ON d.device = t.key;
+    IF coalesce(cardinality(v_rows), 0) < cardinality(p_devices) THEN
+        SELECT min(t.ord) - 1 INTO v_at FROM unnest(p_devices) WITH ORDINALITY AS t(key, ord)
+            WHERE NOT (t.ord = ANY(coalesce(v_ords, '{}')));
+        RAISE EXCEPTION USING ERRCODE = 'SO001', MESSAGE = 'unknown device', DETAIL = v_at::text;
+    END IF;
+    IF v_from <> p_sender_user OR EXISTS (
+        SELECT 1 FROM unnest(v_users) AS u(id)
+        WHERE u.id <> v_from AND NOT (u.id = ANY(p_block_users))
+    ) THEN
+        RAISE EXCEPTION USING ERRCODE = 'SO004', MESSAGE = 'the node looked up stale device users';
+    END IF;
+    -- Users that block the sender get nothing, and the sender is not told.
+    SELECT array_agg(t.o ORDER BY t.o), array_agg(t.r ORDER BY t.o), array_agg(t.u ORDER BY t.o)
+        INTO v_ords, v_rows, v_users
+        FROM unnest(v_ords, v_rows, v_users) AS t(o, r, u)
+        WHERE t.u NOT IN (
+            SELECT b.u FROM unnest(p_block_users, p_block_pairs) AS b(u, pair)
+            JOIN block_list l ON l.pair = b.pair);
+    IF v_rows IS NULL THEN
+        RETURN;
+    END IF;
+    -- The quota reads what every device of each recipient user holds:
+    -- those users stay locked (in id order, so concurrent sends cannot
+    -- deadlock) until the commit, so two nodes cannot both fill the last
+    -- room of one mailbox.
+    PERFORM 1 FROM users WHERE id = ANY(v_users) ORDER BY id FOR NO KEY UPDATE;
+    FOR i IN 1..3 LOOP
+        INSERT INTO datagrams (digest, body, received_at) VALUES (p_digest, p_body, p_now)
+            ON CONFLICT (digest) DO NOTHING RETURNING id INTO v_datagram;
+        EXIT WHEN v_datagram IS NOT NULL;
+        -- Stored already (a retry, or the same datagram resent): rows only
+        -- for devices that have none for it. If it went in between (its
+        -- last row acknowledged), insert it again.
+        SELECT id INTO v_datagram FROM datagrams WHERE digest = p_digest;
+        IF v_datagram IS NOT NULL THEN
+            SELECT array_agg(t.o ORDER BY t.o), array_agg(t.r ORDER BY t.o),
+                   array_agg(t.u ORDER BY t.o)
+                INTO v_ords, v_rows, v_users
+                FROM unnest(v_ords, v_rows, v_users) AS t(o, r, u)
+                WHERE NOT EXISTS (SELECT 1 FROM mailbox m
+                                  WHERE m.datagram = v_datagram AND m.device_id = t.r);
+            IF v_rows IS NULL THEN
+                RETURN;
+            END IF;
+            EXIT;
+        END IF;
+    END LOOP;
+    IF v_datagram IS NULL THEN
+        RAISE EXCEPTION 'the datagram kept being deleted under this send';
+    END IF;
+    -- Quota: one more row per target device, and per user the sum.
+    SELECT t.o - 1 INTO v_at
+        FROM unnest(v_ords, v_rows, v_users) AS t(o, r, u) JOIN devices d ON d.id = t.r
+        WHERE d.pending_bytes::numeric + v_size > p_device_quota
+           OR (SELECT sum(a.pending_bytes) FROM devices a WHERE a.user_id = t.u)
+              + v_size::numeric * (SELECT count(*) FROM unnest(v_users) AS x(u) WHERE x.u = t.u)
+              > p_user_quota
+        ORDER BY t.o LIMIT 1;
+    IF v_at IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'SO002', MESSAGE = 'mailbox full', DETAIL = v_at::text;
+    END IF;
+    WITH s AS (
+        UPDATE devices SET last_seq = last_seq + 1, pending_bytes = pending_bytes + v_size
+        WHERE id = ANY(v_rows) RETURNING id, last_seq
+    )
+    SELECT array_agg(s.id ORDER BY s.id), array_agg(s.last_seq ORDER BY s.id)
+        INTO v_done, v_seqs FROM s;
+    -- A device removed since it was looked up (its removal committed first).
+    SELECT min(t.o) - 1 INTO v_at FROM unnest(v_ords, v_rows) AS t(o, r)
+        WHERE NOT (t.r = ANY(coalesce(v_done, '{}')));
+    IF v_at IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'SO001', MESSAGE = 'unknown device', DETAIL = v_at::text;
+    END IF;
+    INSERT INTO mailbox (device_id, seq, datagram, received_at, size)
+        SELECT t.r, t.s, v_datagram, p_now, v_size FROM unnest(v_done, v_seqs) AS t(r, s);
+    -- Each recipient's index in p_devices and sequence number, in row order.
+    RETURN QUERY SELECT t.o - 1, q.s FROM unnest(v_ords, v_rows) AS t(o, r)
+        JOIN unnest(v_done, v_seqs) AS q(r, s) ON q.r = t.r ORDER BY t.r;
+END
+$f$;
+
+CREATE FUNCTION sotto_ack(
+    p_device bytea,
+    p_seqs bigint[],
+    p_now bigint,
+    p_retain boolean,           -- mark acknowledged (kept until purged) rather than delete
+    p_relaxed boolean           -- commit without waiting for the WAL flush
+) RETURNS bigint
+LANGUAGE plpgsql AS $f$
+DECLARE
+    v_id bigint;
+    v_n bigint;
+    v_freed bigint;
+    v_touched bigint[];
+BEGIN
+    IF p_relaxed THEN
+        -- Until the end of this call's transaction, i.e. its commit.
+        PERFORM set_config('synchronous_commit', 'off', true);
+    END IF;
+    -- Locked: the pending byte count changes below.
+    SELECT id INTO v_id FROM devices WHERE device = p_device FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'SO001', MESSAGE = 'unknown device', DETAIL = '-1';
+    END IF;
+    IF p_retain THEN
+        WITH m AS (
+            UPDATE mailbox SET acked_at = p_now
+            WHERE device_id = v_id AND seq = ANY(p_seqs) AND acked_at IS NULL RETURNING size
+        )
+        SELECT count(*), coalesce(sum(m.size), 0) INTO v_n, v_freed FROM m;
+    ELSE
+        WITH m AS (
+            DELETE FROM mailbox
+            WHERE device_id = v_id AND seq = ANY(p_seqs) AND acked_at IS NULL
+            RETURNING datagram, size
+        )
+        SELECT count(*), coalesce(sum(m.size), 0), array_agg(DISTINCT m.datagram)
+            INTO v_n, v_freed, v_touched FROM m;
+        -- Datagrams no row points at any more.
+        DELETE FROM datagrams d WHERE d.id = ANY(v_touched)
+            AND NOT EXISTS (SELECT 1 FROM mailbox x WHERE x.datagram = d.id);
+    END IF;
+    IF v_freed > 0 THEN
+        UPDATE devices SET pending_bytes = pending_bytes - v_freed WHERE id = v_id;
+    END IF;
+    RETURN v_n;
+END
+$f$;
+"#;
 
 /// Brings the database to [`VERSION`]; (version before, version after).
 pub(super) async fn migrate(conn: &mut Conn) -> Result<(i64, i64)> {
