@@ -1,9 +1,19 @@
 //! Group commit: one thread owns the only writing connection. Callers hand
-//! it jobs; it runs every job waiting in its queue inside one transaction
-//! (each job in its own savepoint, so one failing job does not undo the
-//! others), commits once (one fsync with `synchronous=FULL`), and only then
-//! answers each caller. Under load many sends share one fsync; alone, a send
-//! waits for exactly one.
+//! it jobs; it runs every job waiting in its queue inside one transaction,
+//! commits once (one fsync with `synchronous=FULL`), and only then answers
+//! each caller. Under load many sends share one fsync; alone, a send waits
+//! for exactly one.
+//!
+//! One failing job must not undo the others. A savepoint per job would
+//! give that, but costs two statements and a copy of every page the job
+//! touches into the statement journal, for every job, while failures are
+//! rare. So a batch first runs its jobs without savepoints; a job that
+//! fails without having changed a row (most refusals: an unknown device, a
+//! full mailbox, a replayed request) is answered with its error and the
+//! batch goes on. Only when a job fails after changing rows (or panics) is
+//! the whole transaction rolled back and the batch run again, each job in
+//! its own savepoint; the first run's answers are dropped unsent, so no
+//! caller hears anything before the commit that carries its job.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,9 +25,29 @@ use rusqlite::Connection;
 
 use super::{Result, StoreError};
 
-/// Runs one caller's work and returns how to answer it once the batch's
-/// commit is known.
-type Job = Box<dyn FnOnce(&Connection) -> Reply + Send>;
+/// Runs one caller's work (in a savepoint of its own when asked) and
+/// returns whether it failed after changing rows (the batch must then be
+/// run again with savepoints), and how to answer it once the batch's
+/// commit is known. A job may be run twice: only the last run's answer is
+/// sent.
+type Job = Box<dyn FnMut(&Connection, Savepoint) -> (Outcome, Reply) + Send>;
+
+/// Whether a job runs in a savepoint of its own.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Savepoint {
+    Own,
+    None,
+}
+
+/// How a job ended, as far as the batch is concerned.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Succeeded, or failed and left the transaction as it found it.
+    Clean,
+    /// Failed (or panicked) possibly after changing rows, outside a
+    /// savepoint: the transaction holds part of it.
+    Dirty,
+}
 
 /// How a job's commit must reach the disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,7 +115,7 @@ impl Writer {
     pub(crate) fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+        F: FnMut(&Connection) -> Result<T> + Send + 'static,
     {
         let (tx, rx) = mpsc::sync_channel::<Result<T>>(1);
         self.submit(
@@ -105,7 +135,7 @@ impl Writer {
     pub(crate) fn write_with<T, F>(&self, f: F, sync: Durability, reply: Callback<T>)
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+        F: FnMut(&Connection) -> Result<T> + Send + 'static,
     {
         // `submit` hands `reply` back only when the job never got queued.
         if let Err(reply) = self.submit_or_return(f, sync, reply) {
@@ -116,7 +146,7 @@ impl Writer {
     fn submit<T, F>(&self, f: F, sync: Durability, reply: Callback<T>) -> Result<()>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+        F: FnMut(&Connection) -> Result<T> + Send + 'static,
     {
         self.submit_or_return(f, sync, reply).map_err(|_| closed())
     }
@@ -129,15 +159,20 @@ impl Writer {
     ) -> std::result::Result<(), Callback<T>>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+        F: FnMut(&Connection) -> Result<T> + Send + 'static,
     {
         // The reply is shared with the job so it can be taken back if the
         // job cannot be queued.
         let slot = Arc::new(Mutex::new(Some(reply)));
         let job_slot = slot.clone();
-        let job: Job = Box::new(move |conn: &Connection| {
-            let result = in_savepoint(conn, f);
-            Box::new(move |commit: Result<(), String>| {
+        let mut f = f;
+        let job: Job = Box::new(move |conn: &Connection, savepoint: Savepoint| {
+            let (result, outcome) = match savepoint {
+                Savepoint::Own => (in_savepoint(conn, &mut f), Outcome::Clean),
+                Savepoint::None => bare(conn, &mut f),
+            };
+            let job_slot = job_slot.clone();
+            let reply: Reply = Box::new(move |commit: Result<(), String>| {
                 let answer = match (result, commit) {
                     (Err(e), _) => Err(e),
                     (Ok(_), Err(e)) => Err(StoreError::Backend(format!("commit failed: {e}"))),
@@ -147,7 +182,8 @@ impl Writer {
                 if let Some(reply) = reply {
                     reply(answer);
                 }
-            })
+            });
+            (outcome, reply)
         });
         let queued = {
             let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
@@ -192,12 +228,43 @@ fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-    exec(conn, "SAVEPOINT job")?;
-    let result = match catch_unwind(AssertUnwindSafe(|| f(conn))) {
+/// Runs `f` catching a panic (as an error).
+fn guarded<T>(conn: &Connection, f: &mut impl FnMut(&Connection) -> Result<T>) -> Result<T> {
+    match catch_unwind(AssertUnwindSafe(|| f(conn))) {
         Ok(r) => r,
         Err(_) => Err(StoreError::Backend("a store operation panicked".into())),
+    }
+}
+
+/// Runs `f` in the batch's transaction as it is. A failure that changed no
+/// row (SQLite's count of rows changed by the connection is unchanged:
+/// every INSERT, UPDATE and DELETE counts, those of triggers and foreign
+/// key actions included, and a statement that fails midway undoes its own
+/// rows) leaves the transaction as `f` found it.
+fn bare<T>(
+    conn: &Connection,
+    f: &mut impl FnMut(&Connection) -> Result<T>,
+) -> (Result<T>, Outcome) {
+    let before = conn.total_changes();
+    let mut panicked = false;
+    let result = match catch_unwind(AssertUnwindSafe(|| f(conn))) {
+        Ok(r) => r,
+        Err(_) => {
+            panicked = true;
+            Err(StoreError::Backend("a store operation panicked".into()))
+        }
     };
+    let outcome = if result.is_ok() || (!panicked && conn.total_changes() == before) {
+        Outcome::Clean
+    } else {
+        Outcome::Dirty
+    };
+    (result, outcome)
+}
+
+fn in_savepoint<T>(conn: &Connection, f: &mut impl FnMut(&Connection) -> Result<T>) -> Result<T> {
+    exec(conn, "SAVEPOINT job")?;
+    let result = guarded(conn, f);
     if result.is_ok() {
         exec(conn, "RELEASE job")?;
     } else {
@@ -205,6 +272,50 @@ fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) 
         exec(conn, "RELEASE job")?;
     }
     result
+}
+
+/// Runs the batch's jobs in one transaction (begun by the caller): first
+/// without savepoints; if one leaves the transaction dirty, rolls it back
+/// and runs them all again in savepoints. `None` if the transaction could
+/// not be begun again (nothing of the batch is kept; the jobs go
+/// unanswered, which fails their callers).
+fn run_batch(conn: &Connection, jobs: &mut [Job]) -> Option<Vec<Reply>> {
+    let mut replies = Vec::with_capacity(jobs.len());
+    let mut dirty = false;
+    for job in jobs.iter_mut() {
+        let (outcome, reply) = job(conn, Savepoint::None);
+        replies.push(reply);
+        // A failed statement may have ended the transaction (SQLite rolls
+        // back on some I/O and memory errors): the jobs after it must not
+        // run in autocommit mode.
+        if outcome == Outcome::Dirty || conn.is_autocommit() {
+            dirty = true;
+            break;
+        }
+    }
+    if !dirty {
+        return Some(replies);
+    }
+    // Dropped unsent: these answers described writes now undone.
+    drop(replies);
+    if !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    tracing::debug!(
+        jobs = jobs.len(),
+        "a job failed after writing: batch rerun in savepoints"
+    );
+    if exec(conn, "BEGIN IMMEDIATE").is_err() {
+        return None;
+    }
+    let mut replies = Vec::with_capacity(jobs.len());
+    for job in jobs.iter_mut() {
+        replies.push(job(conn, Savepoint::Own).1);
+        if conn.is_autocommit() {
+            return None; // the transaction is gone (see above)
+        }
+    }
+    Some(replies)
 }
 
 fn run(conn: Connection, rx: mpsc::Receiver<(Job, Durability)>, stats: &Stats) {
@@ -243,7 +354,11 @@ fn run(conn: Connection, rx: mpsc::Receiver<(Job, Durability)>, stats: &Stats) {
             drop(batch);
             continue;
         }
-        let replies: Vec<Reply> = batch.into_iter().map(|(job, _)| job(&conn)).collect();
+        let mut jobs: Vec<Job> = batch.into_iter().map(|(job, _)| job).collect();
+        let Some(replies) = run_batch(&conn, &mut jobs) else {
+            continue;
+        };
+        drop(jobs);
         let commit = exec(&conn, "COMMIT").map_err(|e| e.to_string());
         if commit.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
@@ -313,5 +428,126 @@ mod tests {
         go.send(()).unwrap();
         assert!(held.recv().unwrap());
         assert_eq!((rx.recv().unwrap(), rx.recv().unwrap()), (FULL, FULL));
+    }
+
+    /// Queues `jobs` behind a job that holds the writer, so that they run
+    /// as one batch; returns their answers in order.
+    #[allow(clippy::type_complexity)]
+    fn one_batch(
+        w: &Writer,
+        jobs: Vec<Box<dyn FnMut(&Connection) -> Result<i64> + Send>>,
+    ) -> Vec<Result<i64>> {
+        let (started_tx, started) = mpsc::channel();
+        let (go, go_rx) = mpsc::channel::<()>();
+        let go_rx = Mutex::new(Some(go_rx));
+        w.write_with(
+            move |_c| {
+                // Waits only on its first run (a rerun must not block).
+                if let Some(rx) = go_rx.lock().unwrap().take() {
+                    started_tx.send(()).unwrap();
+                    rx.recv().unwrap();
+                }
+                Ok(())
+            },
+            Durability::Durable,
+            Box::new(|_| {}),
+        );
+        started.recv().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let n = jobs.len();
+        for (i, job) in jobs.into_iter().enumerate() {
+            let tx = tx.clone();
+            w.write_with(
+                job,
+                Durability::Durable,
+                Box::new(move |r| tx.send((i, r)).unwrap()),
+            );
+        }
+        go.send(()).unwrap();
+        let mut answers: Vec<(usize, Result<i64>)> = (0..n).map(|_| rx.recv().unwrap()).collect();
+        answers.sort_by_key(|a| a.0);
+        answers.into_iter().map(|a| a.1).collect()
+    }
+
+    fn insert(n: i64) -> impl FnMut(&Connection) -> Result<i64> {
+        move |c| {
+            c.execute("INSERT INTO t (n) VALUES (?1)", [n])?;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_failing_job_undoes_only_itself_and_clean_failures_cost_no_rerun() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join("w.db")).unwrap();
+        super::super::sqlite::configure_for_tests(&conn);
+        conn.execute_batch("CREATE TABLE t (n INTEGER PRIMARY KEY)")
+            .unwrap();
+        let w = Writer::start(conn).unwrap();
+        let runs = Arc::new(AtomicU64::new(0));
+        let counted = |n: i64| {
+            let runs = runs.clone();
+            let mut insert = insert(n);
+            move |c: &Connection| {
+                runs.fetch_add(1, Ordering::SeqCst);
+                insert(c)
+            }
+        };
+        let rows = |w: &Writer| {
+            w.write(|c| {
+                Ok(c.query_row(
+                    "SELECT group_concat(n) FROM (SELECT n FROM t ORDER BY n)",
+                    [],
+                    |r| r.get::<_, String>(0),
+                )?)
+            })
+            .unwrap()
+        };
+
+        // Fails before writing: the batch goes on, nothing is run twice.
+        let answers = one_batch(
+            &w,
+            vec![
+                Box::new(counted(1)),
+                Box::new(|_c: &Connection| Err(StoreError::Replayed)),
+                Box::new(counted(2)),
+            ],
+        );
+        assert!(matches!(answers[1], Err(StoreError::Replayed)));
+        assert_eq!(
+            (answers[0].as_ref().ok(), answers[2].as_ref().ok()),
+            (Some(&1), Some(&2))
+        );
+        assert_eq!(runs.load(Ordering::SeqCst), 2, "no rerun");
+        assert_eq!(rows(&w), "1,2");
+
+        // Fails after writing (a row, then a constraint error), and a
+        // panic: their rows are undone, the others' kept (the batch ran
+        // again in savepoints).
+        runs.store(0, Ordering::SeqCst);
+        let answers = one_batch(
+            &w,
+            vec![
+                Box::new(counted(3)),
+                Box::new(|c: &Connection| {
+                    c.execute("INSERT INTO t (n) VALUES (10)", [])?;
+                    c.execute("INSERT INTO t (n) VALUES (1)", [])?; // taken
+                    Ok(0)
+                }),
+                Box::new(counted(4)),
+                Box::new(|c: &Connection| {
+                    c.execute("INSERT INTO t (n) VALUES (11)", []).unwrap();
+                    panic!("a bug");
+                }),
+                Box::new(counted(5)),
+            ],
+        );
+        assert!(matches!(answers[1], Err(StoreError::Db(_))));
+        assert!(matches!(answers[3], Err(StoreError::Backend(_))));
+        for (i, n) in [(0, 3), (2, 4), (4, 5)] {
+            assert_eq!(answers[i].as_ref().ok(), Some(&n));
+        }
+        assert!(runs.load(Ordering::SeqCst) > 3, "rerun in savepoints");
+        assert_eq!(rows(&w), "1,2,3,4,5");
     }
 }

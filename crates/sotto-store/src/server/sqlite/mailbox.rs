@@ -25,6 +25,8 @@ struct Target {
     row: i64,
     user_row: i64,
     user: UserPublic,
+    /// The device's last mailbox sequence number (its next row gets one more).
+    last_seq: i64,
     /// Unacknowledged bytes of this device, and of all its user's devices.
     pending: u64,
     user_pending: u64,
@@ -34,7 +36,7 @@ struct Target {
 fn target(c: &Connection, device: &DeviceId) -> Result<Target> {
     c.prepare_cached(
         "SELECT d.id, d.user_id, u.user_key, d.pending_bytes,
-                (SELECT SUM(pending_bytes) FROM devices WHERE user_id = d.user_id)
+                (SELECT SUM(pending_bytes) FROM devices WHERE user_id = d.user_id), d.last_seq
          FROM devices d JOIN users u ON u.id = d.user_id WHERE d.device = ?1",
     )?
     .query_row([&device.0[..]], |r| {
@@ -45,6 +47,7 @@ fn target(c: &Connection, device: &DeviceId) -> Result<Target> {
             user: UserPublic(r.get(2)?),
             pending: r.get::<_, i64>(3)? as u64,
             user_pending: r.get::<_, i64>(4)? as u64,
+            last_seq: r.get(5)?,
         })
     })
     .optional()?
@@ -62,27 +65,25 @@ fn sender_of(c: &Connection, device: &DeviceId) -> Result<(i64, UserPublic)> {
     .ok_or(StoreError::UnknownDevice(*device))
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(super) fn enqueue(
+/// The devices a send adds rows for: every recipient resolved (the send is
+/// refused as a whole if one is unknown or has no room), less those whose
+/// user blocks the sender (who is not told). Reads only.
+fn resolve(
     c: &Connection,
     secret: &ServerSecret,
     sender: &DeviceId,
     recipients: &[DeviceId],
     datagram: &[u8],
-    digest: [u8; 32],
-    now: u64,
+    digest: &[u8; 32],
     quota: &MailboxQuota,
-) -> Result<Enqueued> {
+) -> Result<Vec<Target>> {
     let from = sender_of(c, sender)?;
-    // Resolve every recipient before writing anything: the send is refused
-    // as a whole if one is unknown or has no room.
     let mut targets: Vec<Target> = Vec::with_capacity(recipients.len());
     for r in recipients {
         if !targets.iter().any(|t| t.device == *r) {
             targets.push(target(c, r)?);
         }
     }
-    // Users that block the sender get nothing, and the sender is not told.
     let mut users: Vec<(i64, UserPublic)> = targets
         .iter()
         .filter(|t| t.user_row != from.0)
@@ -95,57 +96,99 @@ pub(super) fn enqueue(
             targets.retain(|t| t.user_row != row);
         }
     }
+    // The quota is checked against every target first (a retry adds rows
+    // only for some, so passing for all passes for those); only if that
+    // refuses does the datagram's retry state matter.
+    let size = datagram.len() as u64;
+    if !targets.is_empty() && check_quota(&targets, size, quota).is_err() {
+        if let Some(id) = stored(c, digest)? {
+            targets = without_rows(c, id, targets)?;
+            if targets.is_empty() {
+                return Ok(targets);
+            }
+        }
+        check_quota(&targets, size, quota)?;
+    }
+    Ok(targets)
+}
+
+/// Stores a datagram for `recipients` (see [`ServerStore::enqueue`]),
+/// remembering `request` (see [`single_use`]) in the same transaction.
+///
+/// Every refusal (an unknown device, a full mailbox, a replayed request)
+/// comes before the first write: a job that fails without writing costs
+/// the writer's batch nothing (see `super::super::writer`). A replayed
+/// request is told so whatever else would refuse it.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn enqueue(
+    c: &Connection,
+    secret: &ServerSecret,
+    sender: &DeviceId,
+    recipients: &[DeviceId],
+    datagram: &[u8],
+    digest: [u8; 32],
+    now: u64,
+    quota: &MailboxQuota,
+    request: Option<&RequestId>,
+) -> Result<Enqueued> {
+    let mut targets = match resolve(c, secret, sender, recipients, datagram, &digest, quota) {
+        Ok(targets) => targets,
+        Err(e) => match request {
+            Some(r) if remembered(c, r)? => return Err(StoreError::Replayed),
+            _ => return Err(e),
+        },
+    };
+    if let Some(r) = request {
+        single_use(c, &r.id, r.expires_at)?;
+    }
     let nothing = Enqueued {
         datagram_id: digest,
         received_at: now,
         deliveries: Vec::new(),
     };
     if targets.is_empty() {
-        return Ok(nothing); // all blocked: store nothing
+        return Ok(nothing); // all blocked, or all had it (a retry)
     }
-    // A new datagram's id comes back from the insert (undone with the rest
-    // if the quota refuses); a resent one (the digest is stored already)
-    // adds rows only for devices that have none for it.
-    let inserted: Option<i64> = c
+    // A new datagram's id comes back from the insert; a resent one (the
+    // digest is stored already) adds rows only for devices that have none
+    // for it.
+    // No RETURNING: SQLite runs it through a temporary table opened and
+    // closed for every statement (a tenth of a send's cost in the
+    // profile); the writer's connection is the only writer, so the row id
+    // and the count of changed rows say the same.
+    let added = c
         .prepare_cached(
             "INSERT INTO datagrams (digest, body, received_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT (digest) DO NOTHING RETURNING id",
+             ON CONFLICT (digest) DO NOTHING",
         )?
-        .query_row(params![&digest[..], datagram, now as i64], |r| r.get(0))
-        .optional()?;
+        .execute(params![&digest[..], datagram, now as i64])?;
+    let inserted = (added == 1).then(|| c.last_insert_rowid());
     let datagram_id: i64 = match inserted {
         Some(id) => id,
         None => {
-            let id = c
-                .prepare_cached("SELECT id FROM datagrams WHERE digest = ?1")?
-                .query_row([&digest[..]], |r| r.get(0))?;
-            let mut has_row =
-                c.prepare_cached("SELECT 1 FROM mailbox WHERE datagram = ?1 AND device_id = ?2")?;
-            let mut fresh = Vec::with_capacity(targets.len());
-            for t in targets {
-                if !has_row.exists([id, t.row])? {
-                    fresh.push(t);
-                }
-            }
-            targets = fresh;
+            let id = stored(c, &digest)?.ok_or_else(|| {
+                StoreError::Backend("a datagram's digest conflicts but is not stored".into())
+            })?;
+            targets = without_rows(c, id, targets)?;
             if targets.is_empty() {
                 return Ok(nothing); // all had it: a retry
             }
             id
         }
     };
-    check_quota(&targets, datagram.len() as u64, quota)?;
     let size = datagram.len() as i64;
+    // The sequence number follows from the target's row as read in this
+    // transaction (the writer is the only writer; targets are distinct).
     let mut next_seq = c.prepare_cached(
-        "UPDATE devices SET last_seq = last_seq + 1, pending_bytes = pending_bytes + ?2
-         WHERE id = ?1 RETURNING last_seq",
+        "UPDATE devices SET last_seq = ?2, pending_bytes = pending_bytes + ?3 WHERE id = ?1",
     )?;
     let mut insert = c.prepare_cached(
         "INSERT INTO mailbox (device_id, seq, datagram, received_at, size) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
     let mut deliveries = Vec::with_capacity(targets.len());
     for t in targets {
-        let seq: i64 = next_seq.query_row(params![t.row, size], |r| r.get(0))?;
+        let seq = t.last_seq + 1;
+        next_seq.execute(params![t.row, seq, size])?;
         insert.execute(params![t.row, seq, datagram_id, now as i64, size])?;
         deliveries.push(Delivery {
             device: t.device,
@@ -157,6 +200,28 @@ pub(super) fn enqueue(
         received_at: now,
         deliveries,
     })
+}
+
+/// The row id of the datagram stored under `digest`, if any.
+fn stored(c: &Connection, digest: &[u8; 32]) -> Result<Option<i64>> {
+    Ok(
+        c.prepare_cached("SELECT id FROM datagrams WHERE digest = ?1")?
+            .query_row([&digest[..]], |r| r.get(0))
+            .optional()?,
+    )
+}
+
+/// Those of `targets` that have no row for the datagram `id` yet.
+fn without_rows(c: &Connection, id: i64, targets: Vec<Target>) -> Result<Vec<Target>> {
+    let mut has_row =
+        c.prepare_cached("SELECT 1 FROM mailbox WHERE datagram = ?1 AND device_id = ?2")?;
+    let mut fresh = Vec::with_capacity(targets.len());
+    for t in targets {
+        if !has_row.exists([id, t.row])? {
+            fresh.push(t);
+        }
+    }
+    Ok(fresh)
 }
 
 /// Refuses the send if one more row of `size` bytes would take a target
@@ -330,6 +395,14 @@ pub(super) fn purge(c: &Connection, now: u64, retention_ms: u64, ttl_ms: u64) ->
         links,
         requests,
     })
+}
+
+/// Whether a request id is remembered.
+fn remembered(c: &Connection, r: &RequestId) -> Result<bool> {
+    Ok(
+        c.prepare_cached("SELECT 1 FROM requests WHERE expires_at = ?2 AND id = ?1")?
+            .exists(params![&r.id[..], r.expires_at as i64])?,
+    )
 }
 
 /// Remembers a request id; refuses one remembered already.

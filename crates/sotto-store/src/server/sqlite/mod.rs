@@ -124,6 +124,12 @@ impl SqliteStore {
                 schema::SCHEMA_V4
             ))?;
         }
+        if version < 5 {
+            conn.execute_batch(&format!(
+                "BEGIN; {} PRAGMA user_version = 5; COMMIT;",
+                schema::SCHEMA_V5
+            ))?;
+        }
         let check: Option<[u8; 32]> = conn
             .query_row(
                 "SELECT value FROM meta WHERE key = 'secret_check'",
@@ -321,11 +327,8 @@ impl ServerStore for SqliteStore {
         let digest = mailbox::digest(&datagram);
         self.writer.write_with(
             move |c| {
-                if let Some(r) = request {
-                    mailbox::single_use(c, &r.id, r.expires_at)?;
-                }
-                let (dg, to) = (&datagram, &recipients);
-                mailbox::enqueue(c, &secret, &sender, to, dg, digest, now_ms, &quota)
+                let (dg, to, r) = (&datagram, &recipients, request.as_ref());
+                mailbox::enqueue(c, &secret, &sender, to, dg, digest, now_ms, &quota, r)
             },
             Durability::Durable,
             reply,
@@ -500,7 +503,7 @@ mod tests {
     }
 
     #[test]
-    fn a_version_1_database_is_upgraded_with_its_block_list_rekeyed() {
+    fn a_version_1_database_is_upgraded_with_its_block_list_rekeyed_and_its_mailbox() {
         let dir = tempfile::tempdir().unwrap();
         let secret = ServerSecret::load(&dir.path().join(SECRET_FILE), true).unwrap();
         let (alice, carol) = ([1u8; 32], [3u8; 32]);
@@ -536,6 +539,19 @@ mod tests {
             .unwrap();
             c.execute("INSERT INTO blocks (blocker, blocked) VALUES (3, 1)", [])
                 .unwrap();
+            // A pending and an acknowledged (retained) mailbox row.
+            c.execute(
+                "INSERT INTO datagrams (id, digest, body, received_at)
+                     VALUES (1, zeroblob(32), x'aaaa', 5), (2, ?1, x'bbbbbb', 6)",
+                [&[2u8; 32][..]],
+            )
+            .unwrap();
+            c.execute_batch(
+                "INSERT INTO mailbox (device_id, seq, datagram, received_at, acked_at)
+                     VALUES (1, 1, 2, 6, 7), (1, 2, 1, 5, NULL);
+                 UPDATE devices SET last_seq = 2 WHERE id = 1;",
+            )
+            .unwrap();
         }
         let s = SqliteStore::open(dir.path()).unwrap();
         assert_eq!(s.blocks(&UserPublic([3; 32])).unwrap(), vec![alice]);
@@ -545,7 +561,41 @@ mod tests {
             s.add_prekeys(&DeviceId([9; 32]), vec![(41, vec![])], None),
             Err(StoreError::PrekeyIdReused { prekey_id: 41, .. })
         ));
+        // The mailbox kept its rows through the rebuild of version 5.
+        let d9 = DeviceId([9; 32]);
+        let (items, more) = s.fetch(&d9, 0, 10, 1 << 20).unwrap();
+        assert_eq!(
+            (items.len(), items[0].seq, &items[0].datagram[..], more),
+            (1, 2, &[0xaa, 0xaa][..], false)
+        );
+        assert_eq!(
+            s.datagram_for(&d9, &[2; 32]).unwrap(),
+            Some(vec![0xbb; 3]),
+            "retained"
+        );
+        let sent = s
+            .enqueue(&d9, &[d9], vec![7; 3], 10, &MailboxQuota::UNLIMITED)
+            .unwrap();
+        assert_eq!(sent.deliveries[0].seq, 3);
+        assert_eq!(s.ack(&d9, &[2, 3], 11, 0).unwrap(), 2);
+        assert_eq!(s.pending_items().unwrap(), 0);
         let c = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        let (version, mailbox): (i64, String) = c
+            .query_row(
+                "SELECT (SELECT user_version FROM pragma_user_version), sql
+                 FROM sqlite_master WHERE name = 'mailbox'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(version, schema::VERSION);
+        assert!(mailbox.contains("WITHOUT ROWID"), "{mailbox}");
+        let retained: i64 = c
+            .query_row("SELECT COUNT(*) FROM mailbox WHERE acked_at = 7", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(retained, 1, "the retained row is kept");
         let old: i64 = c
             .query_row(
                 "SELECT COUNT(*) FROM sqlite_master WHERE name = 'blocks'",

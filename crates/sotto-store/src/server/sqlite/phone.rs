@@ -521,6 +521,7 @@ impl PhoneStore for SqliteStore {
                     mailbox::digest(datagram),
                     send.now_ms,
                     &send.quota,
+                    None,
                 )?);
             }
             Ok(Some(enqueued))

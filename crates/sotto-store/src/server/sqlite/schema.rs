@@ -5,7 +5,7 @@ use rusqlite::Connection;
 use super::super::Result;
 
 /// Schema version in `PRAGMA user_version`.
-pub(super) const VERSION: i64 = 4;
+pub(super) const VERSION: i64 = 5;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE users (
@@ -198,6 +198,34 @@ CREATE TABLE otp_requests (
     window_start INTEGER NOT NULL,
     count        INTEGER NOT NULL
 ) WITHOUT ROWID;
+";
+
+/// Version 5: the mailbox without a row id, its rows kept in the order of
+/// its primary key (device, seq). Before, a row lived in the row-id tree and
+/// again in the primary key's index: every send inserted into both and
+/// every acknowledgement looked the row up through both. Rebuilt with its
+/// rows (SQLite cannot change a table's key in place), and its indexes
+/// made again.
+pub(super) const SCHEMA_V5: &str = "
+CREATE TABLE mailbox_v5 (
+    device_id   INTEGER NOT NULL REFERENCES devices(id),
+    seq         INTEGER NOT NULL,
+    datagram    INTEGER NOT NULL REFERENCES datagrams(id),
+    received_at INTEGER NOT NULL,
+    acked_at    INTEGER,
+    size        INTEGER NOT NULL DEFAULT 0,  -- the datagram's size
+    PRIMARY KEY (device_id, seq)
+) WITHOUT ROWID;
+INSERT INTO mailbox_v5 (device_id, seq, datagram, received_at, acked_at, size)
+    SELECT device_id, seq, datagram, received_at, acked_at, size FROM mailbox;
+DROP TABLE mailbox;
+ALTER TABLE mailbox_v5 RENAME TO mailbox;
+CREATE UNIQUE INDEX mailbox_datagram ON mailbox(datagram, device_id);
+CREATE INDEX mailbox_acked ON mailbox(acked_at) WHERE acked_at IS NOT NULL;
+-- Fetch skips retained (acked) rows without scanning them.
+CREATE INDEX mailbox_pending ON mailbox(device_id, seq) WHERE acked_at IS NULL;
+-- The TTL of unacknowledged items purges by age.
+CREATE INDEX mailbox_unacked_age ON mailbox(received_at) WHERE acked_at IS NULL;
 ";
 
 /// Settings of every connection. `synchronous=FULL` in WAL mode fsyncs the
