@@ -14,6 +14,10 @@
 //! the whole transaction rolled back and the batch run again, each job in
 //! its own savepoint; the first run's answers are dropped unsent, so no
 //! caller hears anything before the commit that carries its job.
+//!
+//! If the batch cannot be kept whole (the rerun cannot begin, a job ends
+//! the transaction, a savepoint cannot be undone), it is rolled back and
+//! every caller in it gets an error: a half batch is never committed.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,10 +30,10 @@ use rusqlite::Connection;
 use super::{Result, StoreError};
 
 /// Runs one caller's work (in a savepoint of its own when asked) and
-/// returns whether it failed after changing rows (the batch must then be
-/// run again with savepoints), and how to answer it once the batch's
-/// commit is known. A job may be run twice: only the last run's answer is
-/// sent.
+/// returns whether it left part of itself in the transaction (see
+/// [`Outcome`]), and how to answer it once the batch's commit is known. A
+/// job may be run twice: only the last run's answer is sent; a job dropped
+/// unanswered answers its caller with an error (see [`Answer`]).
 type Job = Box<dyn FnMut(&Connection, Savepoint) -> (Outcome, Reply) + Send>;
 
 /// Whether a job runs in a savepoint of its own.
@@ -45,7 +49,8 @@ enum Outcome {
     /// Succeeded, or failed and left the transaction as it found it.
     Clean,
     /// Failed (or panicked) possibly after changing rows, outside a
-    /// savepoint: the transaction holds part of it.
+    /// savepoint, or its savepoint could not be rolled back or released:
+    /// the transaction may hold part of it.
     Dirty,
 }
 
@@ -163,12 +168,12 @@ impl Writer {
     {
         // The reply is shared with the job so it can be taken back if the
         // job cannot be queued.
-        let slot = Arc::new(Mutex::new(Some(reply)));
+        let slot = Arc::new(Answer(Mutex::new(Some(reply))));
         let job_slot = slot.clone();
         let mut f = f;
         let job: Job = Box::new(move |conn: &Connection, savepoint: Savepoint| {
             let (result, outcome) = match savepoint {
-                Savepoint::Own => (in_savepoint(conn, &mut f), Outcome::Clean),
+                Savepoint::Own => in_savepoint(conn, &mut f),
                 Savepoint::None => bare(conn, &mut f),
             };
             let job_slot = job_slot.clone();
@@ -178,8 +183,7 @@ impl Writer {
                     (Ok(_), Err(e)) => Err(StoreError::Backend(format!("commit failed: {e}"))),
                     (Ok(v), Ok(())) => Ok(v),
                 };
-                let reply = job_slot.lock().unwrap_or_else(|p| p.into_inner()).take();
-                if let Some(reply) = reply {
+                if let Some(reply) = job_slot.take() {
                     reply(answer);
                 }
             });
@@ -195,8 +199,7 @@ impl Writer {
         if queued {
             return Ok(());
         }
-        let reply = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
-        match reply {
+        match slot.take() {
             Some(reply) => Err(reply),
             None => Ok(()),
         }
@@ -219,6 +222,47 @@ impl Drop for Writer {
 
 fn closed() -> StoreError {
     StoreError::Backend("the store is closed or could not start a transaction".into())
+}
+
+/// A caller's answer, sent at most once. Whatever drops a job unanswered
+/// (a batch rolled back as a whole, a transaction that could not begin,
+/// the writer stopping) drops this with it, and the caller then hears an
+/// error rather than nothing: a `write_with` reply need not be a channel
+/// whose closing the caller would notice.
+struct Answer<T>(Mutex<Option<Callback<T>>>);
+
+impl<T> Answer<T> {
+    fn take(&self) -> Option<Callback<T>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+impl<T> Drop for Answer<T> {
+    fn drop(&mut self) {
+        let reply = self.0.get_mut().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(reply) = reply {
+            reply(Err(StoreError::Backend(
+                "not committed: the write's batch failed and was rolled back, or the store closed"
+                    .into(),
+            )));
+        }
+    }
+}
+
+/// Ends the connection's transaction, if it is in one. A failed ROLLBACK
+/// is tried once more; `false` if the transaction is still open, in which
+/// case nothing may be begun (or committed) on it: the caller fails its
+/// batch and the next batch tries again.
+fn leave_transaction(conn: &Connection) -> bool {
+    for _ in 0..2 {
+        if conn.is_autocommit() {
+            return true;
+        }
+        if let Err(e) = conn.execute_batch("ROLLBACK") {
+            tracing::warn!(error = %e, "store writer: ROLLBACK failed");
+        }
+    }
+    conn.is_autocommit()
 }
 
 /// Runs one fixed statement through the connection's statement cache (the
@@ -262,23 +306,37 @@ fn bare<T>(
     (result, outcome)
 }
 
-fn in_savepoint<T>(conn: &Connection, f: &mut impl FnMut(&Connection) -> Result<T>) -> Result<T> {
-    exec(conn, "SAVEPOINT job")?;
-    let result = guarded(conn, f);
-    if result.is_ok() {
-        exec(conn, "RELEASE job")?;
-    } else {
-        exec(conn, "ROLLBACK TO job")?;
-        exec(conn, "RELEASE job")?;
+/// Runs `f` in a savepoint of its own, undone if `f` fails. `Dirty` if the
+/// savepoint could not be rolled back or released: the transaction may
+/// then hold part of a job whose caller would hear it failed (or a
+/// savepoint left open), so the batch must not be committed.
+fn in_savepoint<T>(
+    conn: &Connection,
+    f: &mut impl FnMut(&Connection) -> Result<T>,
+) -> (Result<T>, Outcome) {
+    if let Err(e) = exec(conn, "SAVEPOINT job") {
+        // Nothing ran.
+        return (Err(e.into()), Outcome::Clean);
     }
-    result
+    let result = guarded(conn, f);
+    let closed = if result.is_ok() {
+        exec(conn, "RELEASE job")
+    } else {
+        exec(conn, "ROLLBACK TO job").and_then(|()| exec(conn, "RELEASE job"))
+    };
+    match closed {
+        Ok(()) => (result, Outcome::Clean),
+        Err(e) => (result.and(Err(e.into())), Outcome::Dirty),
+    }
 }
 
 /// Runs the batch's jobs in one transaction (begun by the caller): first
 /// without savepoints; if one leaves the transaction dirty, rolls it back
-/// and runs them all again in savepoints. `None` if the transaction could
-/// not be begun again (nothing of the batch is kept; the jobs go
-/// unanswered, which fails their callers).
+/// and runs them all again in savepoints. `None` if the batch cannot be
+/// kept whole: the transaction could not be begun again, or in the rerun a
+/// job ended it or its savepoint could not be undone. The transaction is
+/// then rolled back (or left for the next batch to roll back) and the jobs
+/// go unanswered, which fails their callers (see [`Answer`]).
 fn run_batch(conn: &Connection, jobs: &mut [Job]) -> Option<Vec<Reply>> {
     let mut replies = Vec::with_capacity(jobs.len());
     let mut dirty = false;
@@ -298,21 +356,27 @@ fn run_batch(conn: &Connection, jobs: &mut [Job]) -> Option<Vec<Reply>> {
     }
     // Dropped unsent: these answers described writes now undone.
     drop(replies);
-    if !conn.is_autocommit() {
-        let _ = conn.execute_batch("ROLLBACK");
+    if !leave_transaction(conn) {
+        return None;
     }
     tracing::debug!(
         jobs = jobs.len(),
         "a job failed after writing: batch rerun in savepoints"
     );
-    if exec(conn, "BEGIN IMMEDIATE").is_err() {
+    if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
+        tracing::warn!(error = %e, "store writer: could not begin a batch's rerun");
         return None;
     }
     let mut replies = Vec::with_capacity(jobs.len());
     for job in jobs.iter_mut() {
-        replies.push(job(conn, Savepoint::Own).1);
-        if conn.is_autocommit() {
-            return None; // the transaction is gone (see above)
+        let (outcome, reply) = job(conn, Savepoint::Own);
+        replies.push(reply);
+        // The transaction is gone (see above; the jobs before this one
+        // went with it), or holds part of a failed job.
+        if outcome == Outcome::Dirty || conn.is_autocommit() {
+            tracing::warn!("store writer: a batch could not be kept whole; rolled back");
+            leave_transaction(conn);
+            return None;
         }
     }
     Some(replies)
@@ -328,6 +392,14 @@ fn run(conn: Connection, rx: mpsc::Receiver<(Job, Durability)>, stats: &Stats) {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
             }
+        }
+        // A transaction left open by a failed ROLLBACK is ended before
+        // anything else runs; while it cannot be, batches fail (never run
+        // in, or commit, what is left of an earlier one).
+        if !leave_transaction(&conn) {
+            tracing::error!("store writer: stuck in a transaction; batch refused");
+            drop(batch);
+            continue;
         }
         let wanted = if batch.iter().all(|(_, d)| *d == Durability::Relaxed) {
             Durability::Relaxed
@@ -350,7 +422,7 @@ fn run(conn: Connection, rx: mpsc::Receiver<(Job, Durability)>, stats: &Stats) {
         }
         if exec(&conn, "BEGIN IMMEDIATE").is_err() {
             // Dropping a job unanswered makes its caller fail (see
-            // `closed`); nothing of it ran.
+            // `Answer`); nothing of it ran.
             drop(batch);
             continue;
         }
@@ -361,7 +433,8 @@ fn run(conn: Connection, rx: mpsc::Receiver<(Job, Durability)>, stats: &Stats) {
         drop(jobs);
         let commit = exec(&conn, "COMMIT").map_err(|e| e.to_string());
         if commit.is_err() {
-            let _ = conn.execute_batch("ROLLBACK");
+            // If this fails too, the next batch tries again.
+            leave_transaction(&conn);
         } else {
             stats
                 .writes
@@ -464,7 +537,10 @@ mod tests {
             );
         }
         go.send(()).unwrap();
-        let mut answers: Vec<(usize, Result<i64>)> = (0..n).map(|_| rx.recv().unwrap()).collect();
+        // Every caller must hear, even when its job is dropped unanswered.
+        let answer = || rx.recv_timeout(std::time::Duration::from_secs(30));
+        let mut answers: Vec<(usize, Result<i64>)> =
+            (0..n).map(|_| answer().expect("an answer")).collect();
         answers.sort_by_key(|a| a.0);
         answers.into_iter().map(|a| a.1).collect()
     }
@@ -549,5 +625,119 @@ mod tests {
         }
         assert!(runs.load(Ordering::SeqCst) > 3, "rerun in savepoints");
         assert_eq!(rows(&w), "1,2,3,4,5");
+
+        // Fails after writing, alone (no panic in the batch to force the
+        // rerun): only the failure count tells it apart from a refusal.
+        runs.store(0, Ordering::SeqCst);
+        let answers = one_batch(
+            &w,
+            vec![
+                Box::new(counted(6)),
+                Box::new(|c: &Connection| {
+                    c.execute("INSERT INTO t (n) VALUES (12)", [])?;
+                    c.execute("INSERT INTO t (n) VALUES (1)", [])?; // taken
+                    Ok(0)
+                }),
+                Box::new(counted(7)),
+            ],
+        );
+        assert!(matches!(answers[1], Err(StoreError::Db(_))));
+        assert_eq!(
+            (answers[0].as_ref().ok(), answers[2].as_ref().ok()),
+            (Some(&6), Some(&7))
+        );
+        // 6 twice (first run, rerun), 7 once (the first run stops at the
+        // dirty job); without a rerun it would be 2.
+        assert_eq!(runs.load(Ordering::SeqCst), 3, "rerun in savepoints");
+        assert_eq!(rows(&w), "1,2,3,4,5,6,7", "12 undone");
+    }
+
+    /// Batches that cannot be kept whole fail every caller in them, commit
+    /// nothing of them, and leave the writer working.
+    #[test]
+    fn a_batch_that_cannot_be_kept_whole_fails_all_and_commits_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        let conn = Connection::open(&path).unwrap();
+        super::super::sqlite::configure_for_tests(&conn);
+        conn.execute_batch("CREATE TABLE t (n INTEGER PRIMARY KEY)")
+            .unwrap();
+        let w = Writer::start(conn).unwrap();
+        let rows = |w: &Writer| {
+            w.write(|c| {
+                Ok(c.query_row(
+                    "SELECT ifnull(group_concat(n), '') FROM (SELECT n FROM t ORDER BY n)",
+                    [],
+                    |r| r.get::<_, String>(0),
+                )?)
+            })
+            .unwrap()
+        };
+        let all_failed = |answers: &[Result<i64>]| answers.iter().all(|a| a.is_err());
+
+        // A job ends the transaction itself (as SQLite does on some I/O
+        // errors): in the first run and again in the rerun. The jobs after
+        // it must not run in autocommit mode (each committed alone).
+        let answers = one_batch(
+            &w,
+            vec![
+                Box::new(insert(1)),
+                Box::new(|c: &Connection| {
+                    c.execute_batch("ROLLBACK")?;
+                    Ok(0)
+                }),
+                Box::new(insert(2)),
+            ],
+        );
+        assert!(all_failed(&answers), "{answers:?}");
+        assert_eq!(rows(&w), "", "nothing of the batch committed");
+
+        // A job that ends its own savepoint (so `ROLLBACK TO` fails) and
+        // then fails: its row must not be committed under an error.
+        let answers = one_batch(
+            &w,
+            vec![
+                Box::new(insert(3)),
+                Box::new(|c: &Connection| {
+                    c.execute("INSERT INTO t (n) VALUES (10)", [])?;
+                    c.execute_batch("RELEASE job")?; // fails outside a savepoint
+                    Err(StoreError::Replayed)
+                }),
+                Box::new(insert(4)),
+            ],
+        );
+        assert!(all_failed(&answers), "{answers:?}");
+        assert_eq!(rows(&w), "", "10 not committed under an error");
+
+        // The rerun cannot begin (another connection took the write lock
+        // once the first run had been rolled back): its callers hear an
+        // error, not silence.
+        let other = Arc::new(Mutex::new(None::<Connection>));
+        let held = other.clone();
+        let answers = one_batch(
+            &w,
+            vec![
+                Box::new(insert(5)),
+                Box::new(move |c: &Connection| {
+                    c.execute("INSERT INTO t (n) VALUES (11)", [])?;
+                    c.execute_batch("ROLLBACK")?;
+                    let o = Connection::open(&path)?;
+                    o.execute_batch("BEGIN IMMEDIATE")?;
+                    *held.lock().unwrap() = Some(o);
+                    c.busy_timeout(std::time::Duration::from_millis(50))?;
+                    Ok(0)
+                }),
+                Box::new(insert(6)),
+            ],
+        );
+        assert!(all_failed(&answers), "{answers:?}");
+        drop(other.lock().unwrap().take());
+        w.write(|c| Ok(c.busy_timeout(std::time::Duration::from_secs(10))?))
+            .unwrap();
+        assert_eq!(rows(&w), "", "nothing of the batch committed");
+
+        // And the writer goes on.
+        assert_eq!(w.write(insert(7)).unwrap(), 7);
+        assert_eq!(rows(&w), "7");
     }
 }

@@ -279,34 +279,37 @@ pub(super) fn ack(
 ) -> Result<u32> {
     let (device_id, _) = device_ids(c, device)?;
     let (mut acked, mut freed) = (0u32, 0i64);
+    // No RETURNING (see `enqueue`): the row is read by its key, then
+    // deleted or marked by the same key; the writer's connection is the
+    // only writer, so nothing changes it in between.
+    let mut unacked = c.prepare_cached(
+        "SELECT datagram, size FROM mailbox WHERE device_id = ?1 AND seq = ?2 AND acked_at IS NULL",
+    )?;
+    let mut found = |seq: u64| -> Result<Option<(i64, i64)>> {
+        Ok(unacked
+            .query_row(params![device_id, seq as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?)
+    };
     if retention_ms == 0 {
-        let mut delete = c.prepare_cached(
-            "DELETE FROM mailbox WHERE device_id = ?1 AND seq = ?2 AND acked_at IS NULL
-             RETURNING datagram, size",
-        )?;
+        let mut delete =
+            c.prepare_cached("DELETE FROM mailbox WHERE device_id = ?1 AND seq = ?2")?;
         let mut orphan = c.prepare_cached(ORPHAN)?;
         for seq in seqs {
-            let gone: Option<(i64, i64)> = delete
-                .query_row(params![device_id, *seq as i64], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
-                .optional()?;
-            if let Some((datagram, size)) = gone {
+            if let Some((datagram, size)) = found(*seq)? {
+                delete.execute(params![device_id, *seq as i64])?;
                 orphan.execute([datagram])?;
                 acked += 1;
                 freed += size;
             }
         }
     } else {
-        let mut mark = c.prepare_cached(
-            "UPDATE mailbox SET acked_at = ?3 WHERE device_id = ?1 AND seq = ?2 AND acked_at IS NULL
-             RETURNING size",
-        )?;
+        let mut mark =
+            c.prepare_cached("UPDATE mailbox SET acked_at = ?3 WHERE device_id = ?1 AND seq = ?2")?;
         for seq in seqs {
-            let size: Option<i64> = mark
-                .query_row(params![device_id, *seq as i64, now as i64], |r| r.get(0))
-                .optional()?;
-            if let Some(size) = size {
+            if let Some((_, size)) = found(*seq)? {
+                mark.execute(params![device_id, *seq as i64, now as i64])?;
                 acked += 1;
                 freed += size;
             }
