@@ -34,8 +34,9 @@ pub struct SqliteStore {
     path: PathBuf,
     secret: Arc<ServerSecret>,
     writer: Writer,
-    /// Declared after `writer`: dropped (stopped) once the writer has
-    /// finished its queue.
+    /// Held for its thread (stopped when dropped); declared after
+    /// `writer`, so it stops once the writer has finished its queue.
+    #[cfg_attr(not(test), allow(dead_code))]
     checkpointer: Checkpointer,
     readers: Mutex<Vec<Connection>>,
 }
