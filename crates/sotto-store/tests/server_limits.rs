@@ -17,6 +17,8 @@ store_tests!(
     the_block_list_names_no_user_in_the_database,
     two_nodes_racing_to_fill_a_mailbox_stop_at_its_quota,
     a_node_remembering_a_removed_device_honours_its_new_owners_blocks,
+    a_send_to_thousands_of_devices_counts_each_users_quota_once,
+    a_node_remembering_a_removed_sender_device_sends_as_its_new_user,
 );
 
 /// Links a second device `d` to user `u` (as an approved link does).
@@ -354,4 +356,112 @@ fn a_node_remembering_a_removed_device_honours_its_new_owners_blocks<B: Backend>
     let (items, _) = nodes[1].fetch(&dev(3), 0, 10, usize::MAX).unwrap();
     assert_eq!(items.len(), 1);
     assert_eq!(items[0].datagram, b"to carol");
+}
+
+/// A send may name thousands of devices: one to bob's 1,200 and carol's
+/// 600, interleaved, is accepted whole, and each user's quota counts the
+/// send once per device of that user (not per device of the send): bob's
+/// mailbox takes exactly two such sends, and a third is refused naming
+/// bob's first device, not carol's before it.
+fn a_send_to_thousands_of_devices_counts_each_users_quota_once<B: Backend>(b: B) {
+    const C: usize = 600; // carol's devices; bob has twice as many
+    let s = b.open();
+    register(&s, "alice", 1, 1, 0);
+    register(&s, "bob", 2, 2, 0);
+    register(&s, "carol", 3, 3, 0);
+    let (mut bob, mut carol) = (vec![dev(2)], vec![dev(3)]);
+    for d in 10_000..10_000 + 2 * C as u32 - 1 {
+        add_device(&s, 2, d);
+        bob.push(dev(d));
+    }
+    for d in 20_000..20_000 + C as u32 - 1 {
+        add_device(&s, 3, d);
+        carol.push(dev(d));
+    }
+    // carol, bob, bob, carol, bob, bob, ...
+    let all: Vec<DeviceId> = (0..3 * C)
+        .map(|i| match i % 3 {
+            0 => carol[i / 3],
+            _ => bob[i - i / 3 - 1],
+        })
+        .collect();
+    // 10-byte datagrams: room for two on each device, and for two sends
+    // on bob's (and so four on carol's).
+    let quota = |device_bytes: u64| MailboxQuota {
+        device_bytes,
+        user_bytes: 2 * 2 * C as u64 * 10,
+    };
+    for n in 1..=2u8 {
+        let sent = s
+            .enqueue(&dev(1), &all, vec![n; 10], 1, &quota(20))
+            .unwrap();
+        let mut got: Vec<(DeviceId, u64)> =
+            sent.deliveries.iter().map(|d| (d.device, d.seq)).collect();
+        got.sort();
+        let mut want: Vec<(DeviceId, u64)> = all.iter().map(|d| (*d, u64::from(n))).collect();
+        want.sort();
+        assert_eq!(got, want, "send {n} reaches every device once");
+    }
+    let carol_then_bob: Vec<DeviceId> = carol.iter().chain(&bob).copied().collect();
+    let err = s
+        .enqueue(&dev(1), &carol_then_bob, vec![3; 10], 1, &quota(1_000))
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::MailboxFull(d) if d == bob[0]),
+        "{err}"
+    );
+    let carol_reversed: Vec<DeviceId> = carol.iter().rev().copied().collect();
+    let err = s
+        .enqueue(&dev(1), &carol_reversed, vec![4; 10], 1, &quota(20))
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::MailboxFull(d) if d == carol[C - 1]),
+        "{err}"
+    );
+    let sent = s
+        .enqueue(&dev(1), &carol_reversed, vec![5; 10], 1, &quota(30))
+        .unwrap();
+    assert_eq!(sent.deliveries.len(), C);
+    assert!(sent.deliveries.iter().all(|d| d.seq == 3));
+    assert_eq!(b.count("mailbox"), 7 * C as i64);
+    assert_eq!(
+        b.int(
+            "SELECT CAST(SUM(pending_bytes) AS BIGINT) FROM devices",
+            None
+        ),
+        (2 * C * 20 + C * 30) as i64
+    );
+}
+
+/// A node that sent from alice's second device remembers whose it is; the
+/// device is removed on the other node and its id registered again by
+/// dave, whom carol blocks (alice she does not). The first node's next
+/// send from that id must be dave's: carol gets nothing, bob gets it.
+fn a_node_remembering_a_removed_sender_device_sends_as_its_new_user<B: Backend>(b: B) {
+    let nodes = [b.open(), b.open()];
+    register(&nodes[0], "alice", 1, 1, 0);
+    register(&nodes[0], "bob", 2, 2, 0);
+    register(&nodes[0], "carol", 3, 3, 0);
+    add_device(&nodes[0], 1, 4);
+    let sent = nodes[0]
+        .enqueue(&dev(4), &[dev(3)], b"alice to carol".to_vec(), 1, Q)
+        .unwrap();
+    assert_eq!(sent.deliveries.len(), 1);
+    nodes[1].remove_device(&user_key(1), &dev(4)).unwrap();
+    register(&nodes[1], "dave", 5, 4, 0);
+    nodes[1].block(&user_key(3), &name("dave")).unwrap();
+    let sent = nodes[0]
+        .enqueue(&dev(4), &[dev(3), dev(2)], b"dave".to_vec(), 2, Q)
+        .unwrap();
+    assert_eq!(
+        sent.deliveries,
+        vec![Delivery {
+            device: dev(2),
+            seq: 1
+        }],
+        "carol blocks dave"
+    );
+    let (items, _) = nodes[1].fetch(&dev(3), 0, 10, usize::MAX).unwrap();
+    assert_eq!(items.len(), 1, "only alice's datagram");
+    assert_eq!(items[0].datagram, b"alice to carol");
 }

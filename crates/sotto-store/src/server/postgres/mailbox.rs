@@ -62,6 +62,9 @@ const FULL: &str = "SO002";
 const REPLAYED: &str = "SO003";
 /// The node's idea of a device's user was stale: look up again and retry.
 pub(super) const STALE: &str = "SO004";
+/// The datagram was deleted (its last row acknowledged) under each of the
+/// function's tries to point rows at it.
+const DELETED: &str = "SO005";
 
 /// The code and detail of an error the send or ack function raised.
 fn raised(e: &tokio_postgres::Error) -> Option<(&str, Option<i64>)> {
@@ -69,6 +72,19 @@ fn raised(e: &tokio_postgres::Error) -> Option<(&str, Option<i64>)> {
     let code = db.code().code();
     code.starts_with("SO")
         .then(|| (code, db.detail().and_then(|d| d.parse().ok())))
+}
+
+/// The device a refusal of the send function names (its DETAIL): -1 the
+/// sender, else an index in `recipients`. A DETAIL missing or out of range
+/// names none (never the sender by default).
+fn named(detail: Option<i64>, sender: &DeviceId, recipients: &[DeviceId]) -> Option<DeviceId> {
+    match detail? {
+        -1 => Some(*sender),
+        i => usize::try_from(i)
+            .ok()
+            .and_then(|i| recipients.get(i))
+            .copied(),
+    }
 }
 
 /// Stores one send: one call of `sotto_send` (one round trip), after a
@@ -95,9 +111,11 @@ pub(super) async fn enqueue(
     let mut block_users: Vec<i64> = Vec::new();
     let mut block_pairs: Vec<Vec<u8>> = Vec::new();
     if let Some(from) = from {
+        // (A set: a send may name thousands of devices of many users.)
+        let mut paired = HashSet::new();
         for d in &recipients {
             if let Some(k) = users.get(d) {
-                if k.user_row != from.user_row && !block_users.contains(&k.user_row) {
+                if k.user_row != from.user_row && paired.insert(k.user_row) {
                     block_users.push(k.user_row);
                     block_pairs.push(secret.block_pair(&k.user, &from.user).to_vec());
                 }
@@ -131,14 +149,22 @@ pub(super) async fn enqueue(
     let rows = match rows {
         Ok(rows) => rows,
         Err(StoreError::Postgres(e)) => {
-            let at = |i: Option<i64>| match i {
-                Some(i) if i >= 0 => recipients.get(i as usize).copied().unwrap_or(s.sender),
-                _ => s.sender,
+            let at = |i: Option<i64>, refused: fn(DeviceId) -> StoreError| {
+                named(i, &s.sender, &recipients)
+                    .map(refused)
+                    .unwrap_or_else(|| {
+                        StoreError::Backend(format!(
+                            "the send function refused the send naming no device: {e}"
+                        ))
+                    })
             };
             return Err(match raised(&e) {
-                Some((UNKNOWN, i)) => StoreError::UnknownDevice(at(i)),
-                Some((FULL, i)) => StoreError::MailboxFull(at(i)),
+                Some((UNKNOWN, i)) => at(i, StoreError::UnknownDevice),
+                Some((FULL, i)) => at(i, StoreError::MailboxFull),
                 Some((REPLAYED, _)) => StoreError::Replayed,
+                Some((DELETED, _)) => StoreError::Backend(
+                    "the datagram kept being deleted under this send; send it again".into(),
+                ),
                 Some((STALE, _)) => {
                     // Looked up again on the next try (which `retryable`
                     // grants).
@@ -401,4 +427,19 @@ pub(super) async fn single_use(c: &mut Conn, id: &[u8; 32], expires_at: u64) -> 
         return Err(StoreError::Replayed);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_names_the_sender_only_when_it_says_so() {
+        let (sender, r) = (DeviceId([1; 32]), [DeviceId([2; 32]), DeviceId([3; 32])]);
+        assert_eq!(named(Some(-1), &sender, &r), Some(sender));
+        assert_eq!(named(Some(1), &sender, &r), Some(r[1]));
+        assert_eq!(named(None, &sender, &r), None);
+        assert_eq!(named(Some(2), &sender, &r), None);
+        assert_eq!(named(Some(-2), &sender, &r), None);
+    }
 }

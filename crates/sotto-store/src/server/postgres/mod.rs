@@ -44,7 +44,8 @@ pub use schema::VERSION as SCHEMA_VERSION;
 /// their own connections, and PostgreSQL flushes the WAL once for all the
 /// commits waiting at that moment: under load, the pool's size bounds how
 /// many sends share one flush (see `docs/PERFORMANCE.md`). Every node's
-/// pool counts against the server's `max_connections`.
+/// pool counts against the server's `max_connections` (README.md, "Several
+/// nodes on PostgreSQL", gives the sum).
 const POOL_SIZE: usize = 32;
 
 fn pool_size() -> usize {
@@ -272,8 +273,14 @@ impl Drop for PostgresStore {
             .unwrap_or_else(|p| p.into_inner());
         let _ = self.inner.idle.wait_timeout_while(n, DRAIN, |n| *n > 0);
         // Allowed anywhere (dropping a runtime inside another is not):
-        // tasks still running past the wait are abandoned; their
-        // transactions were not committed, so nothing half-done remains.
+        // tasks still running past the wait are abandoned, their callers
+        // unanswered. A transaction (`tx`) not yet committed is rolled back
+        // when its connection closes; but a call in autocommit (`call`: a
+        // send or an ack) that reached the database may still commit, all
+        // or nothing, after its caller got no answer. Nothing half-done
+        // remains either way, and a retry is safe: a send again with the
+        // same datagram adds no row for a device that has it, and a request
+        // id used by a committed send is answered `Replayed`.
         if let Some(rt) = self.rt.take() {
             rt.shutdown_background();
         }
@@ -311,7 +318,7 @@ impl Inner {
                     tracing::debug!(error = %e, tries, "transaction lost a race; running it again");
                     tokio::time::sleep(std::time::Duration::from_millis(2 << tries)).await;
                 }
-                other => return other,
+                other => return other.map_err(gave_up),
             }
         }
     }
@@ -338,7 +345,7 @@ impl Inner {
                     tracing::debug!(error = %e, tries, "call lost a race; running it again");
                     tokio::time::sleep(std::time::Duration::from_millis(2 << tries)).await;
                 }
-                other => return other,
+                other => return other.map_err(gave_up),
             }
         }
     }
@@ -360,6 +367,20 @@ fn retryable(e: &StoreError) -> bool {
             // forgotten it, and looks it up again).
             || c.code() == mailbox::STALE
     )
+}
+
+/// The error of a body that ran out of tries: the send function's
+/// refusal of stale device users (the node's own signal to look up again)
+/// becomes a plain store error; the rest stay as they are.
+fn gave_up(e: StoreError) -> StoreError {
+    match &e {
+        StoreError::Postgres(p) if p.code().map(|c| c.code()) == Some(mailbox::STALE) => {
+            StoreError::Backend(format!(
+                "the devices' users kept changing under this send ({TRIES} tries); send it again"
+            ))
+        }
+        _ => e,
+    }
 }
 
 /// 32 bytes from a `bytea` column.
@@ -620,5 +641,100 @@ impl ServerStore for PostgresStore {
                 Ok(row.get::<_, i64>(0) as u64)
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A relaxed ack (`ack_with`) turns `synchronous_commit` off for its
+    /// own transaction only: the connection it ran on, lent again, commits
+    /// sends with the WAL flush (the durability rule).
+    #[test]
+    fn a_relaxed_ack_leaves_its_connection_synchronous() {
+        let Some(base) = std::env::var("SOTTO_TEST_POSTGRES_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        else {
+            eprintln!("skipped: SOTTO_TEST_POSTGRES_URL unset");
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let schema = format!("sotto_unit_ack_{}", std::process::id());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let admin = rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            client
+                .batch_execute(&format!(
+                    "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+                ))
+                .await
+                .unwrap();
+            client
+        });
+        let sep = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+        let result = std::panic::catch_unwind(|| {
+            let s = PostgresStore::open(&url, &dir.path().join("secret")).unwrap();
+            let device = |n: u8| DeviceId([n; 32]);
+            for n in 1..=2u8 {
+                s.register(
+                    NewUser {
+                        username_hash: [n; 32],
+                        user: UserPublic([n; 32]),
+                        device: NewDevice {
+                            device: device(n),
+                            cert: vec![n],
+                            prekeys: vec![],
+                            reserve: vec![n],
+                            reserve_id: 1,
+                        },
+                    },
+                    1,
+                )
+                .unwrap();
+            }
+            let sent = s
+                .enqueue(
+                    &device(1),
+                    &[device(2)],
+                    vec![7; 10],
+                    1,
+                    &MailboxQuota::UNLIMITED,
+                )
+                .unwrap();
+            let (tx, rx) = std::sync::mpsc::channel();
+            s.ack_with(
+                &device(2),
+                &[sent.deliveries[0].seq],
+                2,
+                0,
+                Box::new(move |r| tx.send(r).unwrap()),
+            );
+            assert_eq!(rx.recv().unwrap().unwrap(), 1);
+            // The pool lends its most recently returned connection first:
+            // the ack's, nothing else having run since.
+            let setting = s
+                .read(|c, _| {
+                    Box::pin(async move {
+                        Ok(c.one("SHOW synchronous_commit", &[])
+                            .await?
+                            .get::<_, String>(0))
+                    })
+                })
+                .unwrap();
+            assert_eq!(setting, "on");
+        });
+        let _ = rt.block_on(admin.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")));
+        if let Err(p) = result {
+            std::panic::resume_unwind(p);
+        }
     }
 }

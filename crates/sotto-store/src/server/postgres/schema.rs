@@ -214,8 +214,9 @@ CREATE TABLE otp_requests (
 ///
 /// Refusals are errors with codes of their own (`SO001` unknown device,
 /// `SO002` mailbox full, `SO003` request replayed, `SO004` as above;
-/// DETAIL the 0-based index of the recipient, -1 the sender), so nothing
-/// of a refused send is committed.
+/// DETAIL the 0-based index of the recipient, -1 the sender; `SO005` the
+/// datagram deleted under the send on every try), so nothing of a refused
+/// send is committed.
 const V5: &str = r#"
 CREATE FUNCTION sotto_send(
     p_sender bytea,             -- the sender's device id
@@ -240,6 +241,7 @@ DECLARE
     v_ords bigint[];
     v_rows bigint[];
     v_users bigint[];
+    v_locked bigint[];
     v_done bigint[];
     v_seqs bigint[];
 BEGIN
@@ -260,12 +262,14 @@ BEGIN
         FROM unnest(p_devices) WITH ORDINALITY AS t(key, ord) JOIN devices d ON d.device = t.key;
     IF coalesce(cardinality(v_rows), 0) < cardinality(p_devices) THEN
         SELECT min(t.ord) - 1 INTO v_at FROM unnest(p_devices) WITH ORDINALITY AS t(key, ord)
-            WHERE NOT (t.ord = ANY(coalesce(v_ords, '{}')));
+            WHERE t.ord NOT IN (SELECT unnest(v_ords));
         RAISE EXCEPTION USING ERRCODE = 'SO001', MESSAGE = 'unknown device', DETAIL = v_at::text;
     END IF;
+    -- (`x NOT IN (SELECT unnest(...))` runs as a hashed subplan: one hash
+    -- lookup per row, where `NOT (x = ANY(array))` scans the array.)
     IF v_from <> p_sender_user OR EXISTS (
         SELECT 1 FROM unnest(v_users) AS u(id)
-        WHERE u.id <> v_from AND NOT (u.id = ANY(p_block_users))
+        WHERE u.id <> v_from AND u.id NOT IN (SELECT unnest(p_block_users))
     ) THEN
         RAISE EXCEPTION USING ERRCODE = 'SO004', MESSAGE = 'the node looked up stale device users';
     END IF;
@@ -283,7 +287,8 @@ BEGIN
     -- those users stay locked (in id order, so concurrent sends cannot
     -- deadlock) until the commit, so two nodes cannot both fill the last
     -- room of one mailbox.
-    PERFORM 1 FROM users WHERE id = ANY(v_users) ORDER BY id FOR NO KEY UPDATE;
+    v_locked := ARRAY(SELECT DISTINCT u FROM unnest(v_users) AS u ORDER BY u);
+    PERFORM 1 FROM users WHERE id = ANY(v_locked) ORDER BY id FOR NO KEY UPDATE;
     FOR i IN 1..3 LOOP
         INSERT INTO datagrams (digest, body, received_at) VALUES (p_digest, p_body, p_now)
             ON CONFLICT (digest) DO NOTHING RETURNING id INTO v_datagram;
@@ -306,16 +311,22 @@ BEGIN
         END IF;
     END LOOP;
     IF v_datagram IS NULL THEN
-        RAISE EXCEPTION 'the datagram kept being deleted under this send';
+        RAISE EXCEPTION USING ERRCODE = 'SO005',
+            MESSAGE = 'the datagram kept being deleted under this send';
     END IF;
-    -- Quota: one more row per target device, and per user the sum.
-    SELECT t.o - 1 INTO v_at
-        FROM unnest(v_ords, v_rows, v_users) AS t(o, r, u) JOIN devices d ON d.id = t.r
-        WHERE d.pending_bytes::numeric + v_size > p_device_quota
-           OR (SELECT sum(a.pending_bytes) FROM devices a WHERE a.user_id = t.u)
-              + v_size::numeric * (SELECT count(*) FROM unnest(v_users) AS x(u) WHERE x.u = t.u)
-              > p_user_quota
-        ORDER BY t.o LIMIT 1;
+    -- Quota: one more row per target device, and per user the sum of its
+    -- devices' bytes and one more row per target device of it (counted
+    -- once per user: a send may name thousands of devices). The first
+    -- target over either names the send's refusal.
+    SELECT least(
+        (SELECT min(t.o) FROM unnest(v_ords, v_rows) AS t(o, r) JOIN devices d ON d.id = t.r
+            WHERE d.pending_bytes::numeric + v_size > p_device_quota),
+        (SELECT min(p.first) FROM (
+            SELECT t.u, count(*) AS n, min(t.o) AS first
+                FROM unnest(v_ords, v_users) AS t(o, u) GROUP BY t.u) AS p
+            WHERE (SELECT sum(a.pending_bytes) FROM devices a WHERE a.user_id = p.u)
+                + v_size::numeric * p.n > p_user_quota)
+    ) - 1 INTO v_at;
     IF v_at IS NOT NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'SO002', MESSAGE = 'mailbox full', DETAIL = v_at::text;
     END IF;
@@ -326,16 +337,19 @@ BEGIN
     SELECT array_agg(s.id ORDER BY s.id), array_agg(s.last_seq ORDER BY s.id)
         INTO v_done, v_seqs FROM s;
     -- A device removed since it was looked up (its removal committed first).
-    SELECT min(t.o) - 1 INTO v_at FROM unnest(v_ords, v_rows) AS t(o, r)
-        WHERE NOT (t.r = ANY(coalesce(v_done, '{}')));
-    IF v_at IS NOT NULL THEN
+    IF coalesce(cardinality(v_done), 0) < cardinality(v_rows) THEN
+        SELECT min(t.o) - 1 INTO v_at FROM unnest(v_ords, v_rows) AS t(o, r)
+            WHERE t.r NOT IN (SELECT unnest(v_done));
         RAISE EXCEPTION USING ERRCODE = 'SO001', MESSAGE = 'unknown device', DETAIL = v_at::text;
     END IF;
     INSERT INTO mailbox (device_id, seq, datagram, received_at, size)
         SELECT t.r, t.s, v_datagram, p_now, v_size FROM unnest(v_done, v_seqs) AS t(r, s);
-    -- Each recipient's index in p_devices and sequence number, in row order.
-    RETURN QUERY SELECT t.o - 1, q.s FROM unnest(v_ords, v_rows) AS t(o, r)
-        JOIN unnest(v_done, v_seqs) AS q(r, s) ON q.r = t.r ORDER BY t.r;
+    -- Each recipient's index in p_devices and sequence number, in row
+    -- order: v_done holds the rows of v_rows (as many, distinct) sorted, so
+    -- the recipients sorted by row line up with it, no join needed.
+    RETURN QUERY SELECT q.o - 1, q.s FROM unnest(
+            ARRAY(SELECT t.o FROM unnest(v_ords, v_rows) AS t(o, r) ORDER BY t.r), v_seqs
+        ) WITH ORDINALITY AS q(o, s, n) ORDER BY q.n;
 END
 $f$;
 
