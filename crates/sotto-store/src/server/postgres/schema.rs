@@ -410,18 +410,19 @@ pub(super) async fn migrate(conn: &mut Conn) -> Result<(i64, i64)> {
 /// Applies the migrations up to `target` (tests start a database at an
 /// older version with it).
 pub(crate) async fn migrate_to(conn: &mut Conn, target: i64) -> Result<(i64, i64)> {
-    conn.batch(
-        "CREATE TABLE IF NOT EXISTS sotto_schema (
-             version    bigint PRIMARY KEY,
-             applied_at timestamptz NOT NULL DEFAULT now()
-         )",
-    )
-    .await
-    .or_else(ignore_concurrent_create)?;
     conn.in_tx = true;
     conn.batch("BEGIN").await?;
     let result = async {
         conn.exec("SELECT pg_advisory_xact_lock($1)", &[&LOCK]).await?;
+        // Created under the lock: two nodes creating it at once (even with
+        // IF NOT EXISTS) can collide on the catalog.
+        conn.batch(
+            "CREATE TABLE IF NOT EXISTS sotto_schema (
+                 version    bigint PRIMARY KEY,
+                 applied_at timestamptz NOT NULL DEFAULT now()
+             )",
+        )
+        .await?;
         let before: i64 = conn
             .one("SELECT COALESCE(MAX(version), 0) FROM sotto_schema", &[])
             .await?
@@ -453,12 +454,3 @@ pub(crate) async fn migrate_to(conn: &mut Conn, target: i64) -> Result<(i64, i64
     result
 }
 
-/// Two nodes creating `sotto_schema` at once: one of them gets a unique
-/// violation on the catalog, which is as good as success.
-fn ignore_concurrent_create(e: tokio_postgres::Error) -> Result<()> {
-    use tokio_postgres::error::SqlState;
-    match e.code() {
-        Some(c) if *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::DUPLICATE_TABLE => Ok(()),
-        _ => Err(e.into()),
-    }
-}
