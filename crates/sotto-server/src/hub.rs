@@ -10,6 +10,10 @@
 //! [`Limits::websockets_per_device`] connections (a new one replaces its
 //! oldest), and the server at most [`Limits::max_websockets`].
 //!
+//! The hub also keeps the one timer every session shares ([`Beat`]): a
+//! ping round every [`PING_EVERY`] and the close at shutdown, instead of a
+//! timer and a shutdown watch per socket (memory per idle socket).
+//!
 //! This registry is process-local by nature; with several server nodes
 //! every push also goes to the [`Relay`], which delivers it to the sockets
 //! other nodes hold ([`crate::relay`]).
@@ -17,11 +21,12 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 use sotto_api::Push;
 use sotto_proto::DeviceId;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::limits::Limits;
 use crate::relay::{Relay, Relayed};
@@ -37,6 +42,47 @@ pub(crate) struct Hub {
     relay: OnceLock<Box<dyn Relay>>,
     /// Frames queued to sockets (metrics).
     pushes: Counter,
+    /// What every session is told at once ([`beat`]).
+    beat: watch::Sender<Beat>,
+}
+
+/// Pings keep idle connections (and NAT mappings) alive and detect dead
+/// peers (a write that cannot go out fails after the write timeout).
+pub(crate) const PING_EVERY: Duration = Duration::from_secs(30);
+
+/// What the hub tells every session at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Beat {
+    /// Ping round `n`: every session pings its peer (and gives back what
+    /// an idle socket does not need).
+    Ping(u64),
+    /// The server is shutting down: close.
+    Close,
+}
+
+/// Sends a ping round to every session every [`PING_EVERY`] and `Close`
+/// once `shutdown` turns (then returns, so that it holds the state no
+/// longer than the server runs). One timer for all sockets: a socket
+/// connected just before a round is pinged early, which costs nothing.
+pub(crate) async fn beat(state: crate::state::AppState, mut shutdown: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(PING_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every.tick().await; // the first tick is at once
+    let mut round = 0;
+    loop {
+        if *shutdown.borrow_and_update() {
+            break;
+        }
+        tokio::select! {
+            _ = every.tick() => {
+                round += 1;
+                state.hub.beat.send_replace(Beat::Ping(round));
+            }
+            // A dropped sender is a shutdown too.
+            _ = shutdown.changed() => {}
+        }
+    }
+    state.hub.beat.send_replace(Beat::Close);
 }
 
 /// One connection's frames, shared by the hub (which appends) and the
@@ -123,7 +169,14 @@ impl Hub {
             connections: Mutex::new(HashMap::new()),
             relay: OnceLock::new(),
             pushes,
+            beat: watch::Sender::new(Beat::Ping(0)),
         }
+    }
+
+    /// The beats from now on ([`beat`]); `Close` already if the server
+    /// shut down before.
+    pub fn beats(&self) -> watch::Receiver<Beat> {
+        self.beat.subscribe()
     }
 
     /// From now on every push and close also goes to the other nodes.

@@ -6,6 +6,8 @@
 //! notice (id and size) the device fetches when large. A send frame on
 //! the device's WebSocket ([`super::ws`]) goes through the same [`accept`].
 
+use std::future::Future;
+
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::Json;
@@ -27,15 +29,35 @@ pub(super) async fn send(
 }
 
 /// Checks a datagram from `caller` (a registered device), stores it and
-/// pushes it: what `POST /v1/messages` and a WebSocket send frame do. The
-/// answer comes once the datagram is committed. `once` is the request id
-/// to remember in the same transaction (the HTTP route's), if any.
+/// pushes it: what `POST /v1/messages` does. The answer comes once the
+/// datagram is committed. `once` is the request id to remember in the same
+/// transaction (the HTTP route's), if any.
 pub(super) async fn accept(
     state: AppState,
     caller: &DeviceRecord,
     body: Bytes,
     once: Option<RequestId>,
 ) -> Result<SendResponse, ApiError> {
+    // Store and push in a task of its own: if the sender hangs up while
+    // waiting, the datagram is still committed, so it must still be pushed
+    // (dropping this handler must not drop the push).
+    tokio::spawn(store(state, caller, body, once)?)
+        .await
+        .map_err(|_| ApiError::internal("send task failed"))?
+}
+
+/// Checks a datagram from `caller` and hands it to the store's writer at
+/// once; the future answers once it is committed and pushed. Whoever holds
+/// it must run it to the end even when nobody waits for the answer any
+/// more: the push follows the commit ([`accept`] spawns it; a WebSocket
+/// send frame ([`super::ws`]) is run by its session, which runs what is
+/// left of its sends when the socket goes).
+pub(super) fn store(
+    state: AppState,
+    caller: &DeviceRecord,
+    body: Bytes,
+    once: Option<RequestId>,
+) -> Result<impl Future<Output = Result<SendResponse, ApiError>> + Send + 'static, ApiError> {
     let (sender, mut recipients) = {
         let dg = Datagram::decode(&body)
             .map_err(|e| ApiError::bad_request(format!("not a datagram: {e}")))?;
@@ -65,11 +87,8 @@ pub(super) async fn accept(
     let datagram = body.to_vec();
     let device = sender.device;
     let quota = state.limits.quota();
-    // Store and push in a task of its own: if the sender hangs up while
-    // waiting, the datagram is still committed, so it must still be pushed
-    // (dropping this handler must not drop the push).
-    // The write goes to the store's writer at once; this task only awaits
-    // its commit.
+    // The write goes to the store's writer at once; the future only
+    // awaits its commit.
     let pending = state.submit(move |s, reply| {
         s.enqueue_with(
             &device,
@@ -81,7 +100,7 @@ pub(super) async fn accept(
             reply,
         )
     });
-    let task = tokio::spawn(async move {
+    Ok(async move {
         let enqueued = answer(pending).await?;
         state.metrics.sends.inc();
         // Durable: now push, encoding the frame once, and only if a
@@ -107,13 +126,9 @@ pub(super) async fn accept(
                 })
             });
         }
-        Ok::<_, ApiError>(enqueued.datagram_id)
-    });
-    let datagram_id = task
-        .await
-        .map_err(|_| ApiError::internal("send task failed"))??;
-    Ok(SendResponse {
-        datagram_id: hex::encode(datagram_id),
-        delivered_to,
+        Ok(SendResponse {
+            datagram_id: hex::encode(enqueued.datagram_id),
+            delivered_to,
+        })
     })
 }

@@ -20,8 +20,6 @@
 //! `req` before it on the socket, so a frame replayed on the socket is
 //! refused (`replayed`) without a store write and with one `u64` of state.
 
-use std::time::Duration;
-
 use axum::body::Bytes;
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
@@ -37,9 +35,10 @@ use sotto_proto::DeviceId;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::mailbox::submit_ack;
-use super::messages::accept;
+use super::messages::store;
 use super::ApiError;
 use crate::auth::{registered_device, Caller};
+use crate::hub::Beat;
 use crate::state::{AppState, Pending};
 
 /// Largest WebSocket frame a device may send, and largest text message (an
@@ -61,9 +60,6 @@ const SENDS_IN_FLIGHT: usize = 64;
 /// stops reading too (it always takes one send, so a socket holds at most
 /// this plus one largest frame).
 const SEND_BYTES_IN_FLIGHT: usize = 4 << 20;
-/// Pings keep idle connections (and NAT mappings) alive and detect dead
-/// peers.
-const PING_EVERY: Duration = Duration::from_secs(30);
 /// Acks handed to the store and not yet committed, per connection: pushes
 /// go on while they commit (they share the writer's batches); past this
 /// many, the connection waits for the oldest.
@@ -124,40 +120,43 @@ async fn close(sink: &mut (impl SinkExt<Message> + Unpin), code: u16, reason: &'
 async fn session(
     state: AppState,
     device: DeviceId,
-    socket: WebSocket,
+    mut socket: WebSocket,
     _slot: OwnedSemaphorePermit,
 ) {
+    // What an idle socket holds is kept small (docs/PERFORMANCE.md, "Memory
+    // per idle connected device"): the socket is not split (one task reads
+    // and writes it), the ping timer and the shutdown signal are the hub's
+    // one `Beat` for all sockets, and the sets of sends and acks in flight
+    // exist only while the socket sends or acks.
     let _open = crate::metrics::Open::new(&state.metrics.sockets);
     let (id, mut pushes) = state.hub.connect(device);
-    let (mut sink, mut stream) = socket.split();
-    let mut shutdown = state.shutdown.clone();
-    let mut ping = tokio::time::interval(PING_EVERY);
-    ping.tick().await;
-    let mut acks: FuturesUnordered<Pending<u32>> = FuturesUnordered::new();
+    let mut beats = state.hub.beats();
+    let mut acks: Option<FuturesUnordered<Pending<u32>>> = None;
     let mut sends = Sends::default();
-    loop {
+    let mut closing = *beats.borrow() == Beat::Close;
+    while !closing {
         tokio::select! {
-            Some(sent) = sends.running.next(), if !sends.running.is_empty() => {
+            Some(sent) = next_of(&mut sends.running), if sends.in_flight() > 0 => {
                 // A group commit answers many sends at once: write every
                 // answer that is ready, then flush once.
                 let mut next = Some(sent);
                 let mut failed = false;
                 while let Some((req, len, result)) = next.take() {
                     sends.bytes -= len;
-                    if sink.feed(Message::Text(result_frame(req, result).into())).await.is_err() {
+                    if socket.feed(Message::Text(result_frame(req, result).into())).await.is_err() {
                         failed = true;
                         break;
                     }
-                    next = sends.running.next().now_or_never().flatten();
+                    next = next_of(&mut sends.running).now_or_never().flatten();
                 }
-                if failed || sink.flush().await.is_err() {
+                if failed || socket.flush().await.is_err() {
                     break;
                 }
             }
             // A refused or failed ack closes the connection, as before.
-            Some(done) = acks.next(), if !acks.is_empty() => {
+            Some(done) = next_of(&mut acks), if acks.as_ref().is_some_and(|a| !a.is_empty()) => {
                 if !matches!(done, Ok(Ok(_))) {
-                    close(&mut sink, close_code::POLICY, "ack refused").await;
+                    close(&mut socket, close_code::POLICY, "ack refused").await;
                     break;
                 }
             }
@@ -165,24 +164,25 @@ async fn session(
                 // Every frame queued by now goes out in one flush (one TLS
                 // write instead of one per frame under load).
                 Some(frame) => {
-                    if write_burst(&mut sink, frame, &mut pushes).await.is_err() {
+                    if write_burst(&mut socket, frame, &mut pushes).await.is_err() {
                         break;
                     }
                 }
                 // The hub dropped us: we fell too far behind.
                 None => {
-                    close(&mut sink, close_code::AGAIN, "too slow; reconnect and fetch").await;
+                    close(&mut socket, close_code::AGAIN, "too slow; reconnect and fetch").await;
                     break;
                 }
             },
-            frame = stream.next(), if sends.has_room() => match frame {
+            frame = socket.recv(), if sends.has_room() => match frame {
                 // The socket's limit is a datagram's; text stays small.
                 Some(Ok(Message::Text(text))) if text.len() > MAX_FRAME => {
-                    close(&mut sink, close_code::SIZE, "frame too large").await;
+                    close(&mut socket, close_code::SIZE, "frame too large").await;
                     break;
                 }
                 Some(Ok(Message::Text(text))) => match decode::ack(text.as_bytes()) {
                     Ok(seqs) => {
+                        let acks = acks.get_or_insert_with(FuturesUnordered::new);
                         acks.push(submit_ack(&state, device, seqs));
                         // Too many in flight: wait for the oldest.
                         let mut refused = false;
@@ -193,23 +193,23 @@ async fn session(
                             }
                         }
                         if refused {
-                            close(&mut sink, close_code::POLICY, "ack refused").await;
+                            close(&mut socket, close_code::POLICY, "ack refused").await;
                             break;
                         }
                     }
                     Err(BodyError::Json(_)) => {
-                        close(&mut sink, close_code::INVALID, "expected an Ack JSON frame").await;
+                        close(&mut socket, close_code::INVALID, "expected an Ack JSON frame").await;
                         break;
                     }
                     Err(_) => {
-                        close(&mut sink, close_code::POLICY, "ack refused").await;
+                        close(&mut socket, close_code::POLICY, "ack refused").await;
                         break;
                     }
                 },
                 Some(Ok(Message::Binary(bytes))) => match sends.take(&state, device, bytes) {
                     Ok(None) => {}
                     Ok(Some(refused)) => {
-                        if sink.send(Message::Text(refused.into())).await.is_err() {
+                        if socket.send(Message::Text(refused.into())).await.is_err() {
                             break;
                         }
                     }
@@ -219,7 +219,7 @@ async fn session(
                             FrameError::Short(_) => close_code::INVALID,
                         };
                         tracing::debug!(device = %hex::encode(device.0), error = %e, "bad send frame");
-                        close(&mut sink, code, "expected a send frame (see docs/api.md)").await;
+                        close(&mut socket, code, "expected a send frame (see docs/api.md)").await;
                         break;
                     }
                 },
@@ -227,10 +227,10 @@ async fn session(
                 Some(Err(e)) => {
                     match read_error(e) {
                         ReadError::TooLarge => {
-                            close(&mut sink, close_code::SIZE, "frame too large").await
+                            close(&mut socket, close_code::SIZE, "frame too large").await
                         }
                         ReadError::NotUtf8 => {
-                            close(&mut sink, close_code::INVALID, "text frame not UTF-8").await
+                            close(&mut socket, close_code::INVALID, "text frame not UTF-8").await
                         }
                         ReadError::Broken => {}
                     }
@@ -238,18 +238,45 @@ async fn session(
                 }
                 Some(Ok(Message::Close(_))) | None => break,
             },
-            _ = ping.tick() => {
-                if sink.send(Message::Ping(Bytes::new())).await.is_err() {
-                    break;
+            // A dropped sender (the hub is gone) is a close too.
+            changed = beats.changed() => match changed.map(|_| *beats.borrow_and_update()) {
+                Ok(Beat::Ping(_)) => {
+                    // Idle since the last round: give the sets back.
+                    if sends.running.as_ref().is_some_and(|r| r.is_empty()) {
+                        sends.running = None;
+                    }
+                    if acks.as_ref().is_some_and(|a| a.is_empty()) {
+                        acks = None;
+                    }
+                    if socket.send(Message::Ping(Bytes::new())).await.is_err() {
+                        break;
+                    }
                 }
-            }
-            _ = shutdown.changed() => {
-                close(&mut sink, close_code::AWAY, "server shutting down").await;
-                break;
-            }
+                Ok(Beat::Close) | Err(_) => closing = true,
+            },
         }
     }
+    if closing {
+        close(&mut socket, close_code::AWAY, "server shutting down").await;
+    }
     state.hub.disconnect(&device, id);
+    // Sends still in flight are committed or about to be: their pushes
+    // must still go out (as the HTTP route's own task does for a caller
+    // that hangs up), only their answers have nowhere to go.
+    if let Some(running) = sends.running.take().filter(|r| !r.is_empty()) {
+        tokio::spawn(running.for_each(|_| async {}));
+    }
+}
+
+/// The next output of a set that may not exist yet (`None` then, as for an
+/// empty set).
+async fn next_of<F: std::future::Future>(
+    set: &mut Option<FuturesUnordered<F>>,
+) -> Option<F::Output> {
+    match set {
+        Some(set) => set.next().await,
+        None => None,
+    }
 }
 
 /// Writes `first` and every push frame queued behind it (up to
@@ -278,7 +305,8 @@ type Sent = (u64, usize, Result<SendResponse, ApiError>);
 /// The sends of one socket that are not answered yet.
 #[derive(Default)]
 struct Sends {
-    running: FuturesUnordered<BoxFuture<'static, Sent>>,
+    /// Created on the first send, given back at a ping round when empty.
+    running: Option<FuturesUnordered<BoxFuture<'static, Sent>>>,
     /// Frame bytes of `running`.
     bytes: usize,
     /// The greatest `req` taken on this socket.
@@ -286,8 +314,12 @@ struct Sends {
 }
 
 impl Sends {
+    fn in_flight(&self) -> usize {
+        self.running.as_ref().map_or(0, FuturesUnordered::len)
+    }
+
     fn has_room(&self) -> bool {
-        self.running.len() < SENDS_IN_FLIGHT && self.bytes < SEND_BYTES_IN_FLIGHT
+        self.in_flight() < SENDS_IN_FLIGHT && self.bytes < SEND_BYTES_IN_FLIGHT
     }
 
     /// Starts the send in a binary frame; a frame to answer at once when
@@ -323,11 +355,17 @@ impl Sends {
         let body = bytes.slice(frame::HEADER..);
         let state = state.clone();
         self.bytes += len;
-        self.running.push(
+        self.running.get_or_insert_with(FuturesUnordered::new).push(
             async move {
                 // Removed since the upgrade: refused like its HTTP request.
+                // Stored and pushed in this future, not a task of its own
+                // (as the HTTP route's): the session drives what is left
+                // of it to the end if the socket goes.
                 let result = match registered_device(&state, device).await {
-                    Ok(record) => accept(state.clone(), &record, body, None).await,
+                    Ok(record) => match store(state.clone(), &record, body, None) {
+                        Ok(stored) => stored.await,
+                        Err(e) => Err(e),
+                    },
                     Err(e) => Err(e),
                 };
                 if result.is_ok() {
@@ -411,15 +449,20 @@ mod tests {
 
     #[test]
     fn a_socket_stops_taking_sends_at_its_count_and_byte_budgets() {
-        let sends = Sends::default();
+        let mut sends = Sends::default();
         for _ in 0..SENDS_IN_FLIGHT {
             assert!(sends.has_room());
-            sends.running.push(held());
+            sends
+                .running
+                .get_or_insert_with(FuturesUnordered::new)
+                .push(held());
         }
         assert!(!sends.has_room(), "more than {SENDS_IN_FLIGHT} in flight");
-        let mut sends = Sends::default();
-        sends.running.push(held());
-        sends.bytes = SEND_BYTES_IN_FLIGHT;
+        let mut sends = Sends {
+            running: Some([held()].into_iter().collect()),
+            bytes: SEND_BYTES_IN_FLIGHT,
+            ..Sends::default()
+        };
         assert!(!sends.has_room(), "more than the byte budget in flight");
         sends.bytes -= 1;
         assert!(sends.has_room());
