@@ -65,7 +65,9 @@ const SEND_BYTES_IN_FLIGHT: usize = 4 << 20;
 /// many, the connection waits for the oldest.
 const ACKS_IN_FLIGHT: usize = 64;
 /// Bytes of outgoing frames buffered before a write reaches the socket: 0,
-/// each frame goes to TLS as it is fed. A 16 KiB buffer (one TLS write per
+/// each frame goes to TLS as it is fed (and the TLS records of a burst are
+/// gathered into one write below TLS, by [`crate::stall::StallGuard`],
+/// whose buffer is given back at each flush). A 16 KiB buffer (one TLS write per
 /// burst of pushes) was measured on the relay (docs/PERFORMANCE.md, "Server
 /// CPU per message") with no gain beyond noise, and tungstenite keeps its
 /// write buffer's capacity, so every socket that once had a burst would
@@ -76,11 +78,13 @@ const BURST_BYTES: usize = 16 * 1024;
 /// Most outgoing bytes buffered for a connection whose peer does not read.
 const MAX_WRITE_BUFFER: usize = 1 << 20;
 /// What tungstenite allocates to read into, and reads at most at a time:
-/// an `Ack`, a pong, or the send frame of a short message fits. A longer
-/// frame gets room for all of it once its header is read (up to the
-/// frame limit above, which stays the limit), so this only sizes the
-/// buffer an idle socket holds; tungstenite's default is 128 KiB.
-const READ_BUFFER: usize = 1024;
+/// an `Ack` of a few sequence numbers or a pong fits. A longer frame gets
+/// room for all of it once its header is read (up to the frame limit
+/// above, which stays the limit), so this only sizes the buffer an idle
+/// socket holds (1 KiB before: 0.75 kB a socket, against a goal of 10 kB);
+/// a send frame is then read in a few copies out of TLS's plaintext, not
+/// more syscalls. tungstenite's default is 128 KiB.
+const READ_BUFFER: usize = 256;
 
 pub(super) async fn upgrade(
     State(state): State<AppState>,
