@@ -250,11 +250,16 @@ impl Hub {
     /// here, or a relay is on), and outside the lock (serialising a
     /// datagram is not free).
     pub fn push(&self, device: &DeviceId, make: impl FnOnce() -> Push) {
+        self.push_frame(device, || serde_json::to_string(&make()).ok());
+    }
+
+    /// [`Hub::push`] of a frame already encoded (JSON of a [`Push`]).
+    pub fn push_frame(&self, device: &DeviceId, make: impl FnOnce() -> Option<String>) {
         let relay = self.relay.get();
         if relay.is_none() && !self.lock().contains_key(device) {
             return;
         }
-        let Ok(frame) = serde_json::to_string(&make()) else {
+        let Some(frame) = make() else {
             return;
         };
         if let Some(relay) = relay {
@@ -273,18 +278,27 @@ impl Hub {
             return;
         };
         // Over its byte budget means a stuck connection: drop it (see the
-        // module doc).
+        // module doc). The last connection takes the frame itself (most
+        // devices hold one): no copy.
+        let len = frame.len();
+        let mut frame = Some(frame);
+        let mut left = conns.len();
         conns.retain(|c| {
+            left -= 1;
             // The session is gone (it forgets itself right after).
             if Arc::strong_count(&c.queue) == 1 {
                 return false;
             }
-            let before = c.queue.queued.fetch_add(frame.len(), Ordering::Relaxed);
-            if before + frame.len() > self.queue_bytes {
+            let before = c.queue.queued.fetch_add(len, Ordering::Relaxed);
+            if before + len > self.queue_bytes {
                 tracing::debug!(device = %hex::encode(device.0), "push queue full: dropping the socket");
                 return false;
             }
-            c.queue.lock().push_back(frame.clone());
+            let frame = match left {
+                0 => frame.take(),
+                _ => frame.clone(),
+            };
+            c.queue.lock().extend(frame);
             c.queue.ready.notify_one();
             self.pushes.inc();
             true

@@ -11,7 +11,7 @@ use std::future::Future;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::Json;
-use sotto_api::{b64, MailboxItem, Notice, Push, SendResponse};
+use sotto_api::{b64, Notice, Push, SendResponse};
 use sotto_proto::{Datagram, DeviceId};
 use sotto_store::server::{DeviceRecord, RequestId};
 
@@ -109,21 +109,20 @@ pub(super) fn store(
         let inline = body.len() <= state.hub.inline_bytes(state.limits.push_inline_bytes);
         let mut encoded: Option<String> = None;
         for d in &enqueued.deliveries {
-            state.hub.push(&d.device, || {
-                if !inline {
-                    return Push::Notice(Notice {
+            if !inline {
+                state.hub.push(&d.device, || {
+                    Push::Notice(Notice {
                         seq: d.seq,
                         datagram_id: hex::encode(enqueued.datagram_id),
                         size: body.len() as u64,
                         received_at: enqueued.received_at,
-                    });
-                }
-                let datagram = encoded.get_or_insert_with(|| b64::encode(&body)).clone();
-                Push::Message(MailboxItem {
-                    seq: d.seq,
-                    datagram,
-                    received_at: enqueued.received_at,
-                })
+                    })
+                });
+                continue;
+            }
+            state.hub.push_frame(&d.device, || {
+                let datagram = encoded.get_or_insert_with(|| b64::encode(&body));
+                Some(message_frame(d.seq, datagram, enqueued.received_at))
             });
         }
         Ok(SendResponse {
@@ -131,4 +130,42 @@ pub(super) fn store(
             delivered_to,
         })
     })
+}
+
+/// The JSON of `Push::Message` for a datagram already in base64, written
+/// directly: base64 needs no escaping, and the datagram is copied once
+/// (not cloned into a `MailboxItem`, then escaped and copied by serde).
+fn message_frame(seq: u64, datagram_b64: &str, received_at: u64) -> String {
+    use std::fmt::Write;
+    let mut frame = String::with_capacity(datagram_b64.len() + 80);
+    let _ = write!(frame, r#"{{"type":"message","seq":{seq},"datagram":""#);
+    frame.push_str(datagram_b64);
+    let _ = write!(frame, r#"","received_at":{received_at}}}"#);
+    frame
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sotto_api::MailboxItem;
+
+    #[test]
+    fn a_message_frame_is_what_serde_writes_for_the_push() {
+        for (seq, body, at) in [
+            (0u64, &b""[..], 0u64),
+            (7, b"\x00\xff/+=\"", u64::MAX),
+            (u64::MAX, &[0xab; 300][..], 1_764_000_000_000),
+        ] {
+            let datagram = b64::encode(body);
+            let item = MailboxItem {
+                seq,
+                datagram: datagram.clone(),
+                received_at: at,
+            };
+            assert_eq!(
+                message_frame(seq, &datagram, at),
+                serde_json::to_string(&Push::Message(item)).unwrap()
+            );
+        }
+    }
 }
