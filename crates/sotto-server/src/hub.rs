@@ -10,8 +10,8 @@
 //! [`Limits::websockets_per_device`] connections (a new one replaces its
 //! oldest), and the server at most [`Limits::max_websockets`].
 //!
-//! The hub also keeps the one timer every session shares ([`Beat`]): a
-//! ping round every [`PING_EVERY`] and the close at shutdown, instead of a
+//! The hub also keeps the one timer every session shares ([`Beat`]):
+//! staggered ping rounds ([`PING_GROUPS`]) and the close at shutdown, instead of a
 //! timer and a shutdown watch per socket (memory per idle socket).
 //!
 //! This registry is process-local by nature; with several server nodes
@@ -47,25 +47,41 @@ pub(crate) struct Hub {
 }
 
 /// Pings keep idle connections (and NAT mappings) alive and detect dead
-/// peers (a write that cannot go out fails after the write timeout).
-pub(crate) const PING_EVERY: Duration = Duration::from_secs(30);
+/// peers: a write that cannot go out fails after the write timeout, and a
+/// peer that sends nothing, not even a pong, for two pings is closed
+/// (the session counts them: [`Limits::ping_every`]).
+///
+/// The sessions ping in this many groups, one group per tick of the
+/// [`beat`] (`ping_every / PING_GROUPS` apart), so that 10,000 sockets do
+/// not wake, ping and get 10,000 pongs in the same instant.
+pub(crate) const PING_GROUPS: u64 = 8;
 
 /// What the hub tells every session at once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Beat {
-    /// Ping round `n`: every session pings its peer (and gives back what
-    /// an idle socket does not need).
+    /// Tick `n`: the sessions whose turn it is ([`ping_turn`]) ping their
+    /// peer (and give back what an idle socket does not need).
     Ping(u64),
     /// The server is shutting down: close.
     Close,
 }
 
-/// Sends a ping round to every session every [`PING_EVERY`] and `Close`
-/// once `shutdown` turns (then returns, so that it holds the state no
-/// longer than the server runs). One timer for all sockets: a socket
-/// connected just before a round is pinged early, which costs nothing.
+/// The ping turn of connection `id` at tick `round`: it goes up by one
+/// every [`PING_GROUPS`] ticks, on the tick of the connection's group. A
+/// session pings when it changes (a session that missed a tick, busy
+/// writing, still sees it changed at the next).
+pub(crate) fn ping_turn(id: u64, round: u64) -> u64 {
+    round.wrapping_add(id % PING_GROUPS) / PING_GROUPS
+}
+
+/// Sends a tick to every session every `ping_every / PING_GROUPS` and
+/// `Close` once `shutdown` turns true or its sender is dropped (then
+/// returns, so that it holds the state no longer than the server runs).
+/// One timer for all sockets: a socket connected just before its group's
+/// tick is pinged early, which costs nothing.
 pub(crate) async fn beat(state: crate::state::AppState, mut shutdown: watch::Receiver<bool>) {
-    let mut every = tokio::time::interval(PING_EVERY);
+    let tick = (state.limits.ping_every / PING_GROUPS as u32).max(Duration::from_millis(1));
+    let mut every = tokio::time::interval(tick);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     every.tick().await; // the first tick is at once
     let mut round = 0;
@@ -78,8 +94,11 @@ pub(crate) async fn beat(state: crate::state::AppState, mut shutdown: watch::Rec
                 round += 1;
                 state.hub.beat.send_replace(Beat::Ping(round));
             }
-            // A dropped sender is a shutdown too.
-            _ = shutdown.changed() => {}
+            // A dropped sender is a shutdown too (`changed` would then
+            // return at once forever: leave).
+            changed = shutdown.changed() => if changed.is_err() {
+                break;
+            }
         }
     }
     state.hub.beat.send_replace(Beat::Close);

@@ -11,8 +11,8 @@
 //! queued bytes per socket, the write timeout of every connection; sends
 //! in flight by count and bytes, below).
 //!
-//! A send frame is checked as `POST /v1/messages` is (the same
-//! [`super::messages::accept`]), with the socket's device as the caller:
+//! A send frame is checked and stored as `POST /v1/messages` is (the same
+//! [`super::messages::store`]), with the socket's device as the caller:
 //! the device must still be registered (read per send, through the device
 //! cache), and the datagram must name it, with its registered certificate,
 //! as sender. Where the HTTP route makes each signed request single-use,
@@ -38,7 +38,7 @@ use super::mailbox::submit_ack;
 use super::messages::store;
 use super::ApiError;
 use crate::auth::{registered_device, Caller};
-use crate::hub::Beat;
+use crate::hub::{ping_turn, Beat};
 use crate::state::{AppState, Pending};
 
 /// Largest WebSocket frame a device may send, and largest text message (an
@@ -61,8 +61,9 @@ const SENDS_IN_FLIGHT: usize = 64;
 /// this plus one largest frame).
 const SEND_BYTES_IN_FLIGHT: usize = 4 << 20;
 /// Acks handed to the store and not yet committed, per connection: pushes
-/// go on while they commit (they share the writer's batches); past this
-/// many, the connection waits for the oldest.
+/// go on while they commit (they share the writer's batches); at this
+/// many, the session stops reading the socket until one commits (sends
+/// and pushes go on meanwhile).
 const ACKS_IN_FLIGHT: usize = 64;
 /// Bytes of outgoing frames buffered before a write reaches the socket: 0,
 /// each frame goes to TLS as it is fed (and the TLS records of a burst are
@@ -80,10 +81,12 @@ const MAX_WRITE_BUFFER: usize = 1 << 20;
 /// What tungstenite allocates to read into, and reads at most at a time:
 /// an `Ack` of a few sequence numbers or a pong fits. A longer frame gets
 /// room for all of it once its header is read (up to the frame limit
-/// above, which stays the limit), so this only sizes the buffer an idle
-/// socket holds (1 KiB before: 0.75 kB a socket, against a goal of 10 kB);
-/// a send frame is then read in a few copies out of TLS's plaintext, not
-/// more syscalls. tungstenite's default is 128 KiB.
+/// above, which stays the limit), but is still read 256 bytes per read
+/// call (tungstenite's `in_buf_max_read`): a 64 KiB send frame is some
+/// 256 reads out of TLS's plaintext buffer (copies and polls, mostly not
+/// syscalls, as rustls holds whole records). The price is paid for the
+/// memory an idle socket holds (1 KiB before: 0.75 kB a socket, against
+/// a goal of 10 kB). tungstenite's default is 128 KiB.
 const READ_BUFFER: usize = 256;
 
 pub(super) async fn upgrade(
@@ -125,7 +128,7 @@ async fn session(
     state: AppState,
     device: DeviceId,
     mut socket: WebSocket,
-    _slot: OwnedSemaphorePermit,
+    slot: OwnedSemaphorePermit,
 ) {
     // What an idle socket holds is kept small (docs/PERFORMANCE.md, "Memory
     // per idle connected device"): the socket is not split (one task reads
@@ -137,138 +140,161 @@ async fn session(
     let mut beats = state.hub.beats();
     let mut acks: Option<FuturesUnordered<Pending<u32>>> = None;
     let mut sends = Sends::default();
-    let mut closing = *beats.borrow() == Beat::Close;
-    while !closing {
-        tokio::select! {
-            Some(sent) = next_of(&mut sends.running), if sends.in_flight() > 0 => {
-                // A group commit answers many sends at once: write every
-                // answer that is ready, then flush once.
-                let mut next = Some(sent);
-                let mut failed = false;
-                while let Some((req, len, result)) = next.take() {
-                    sends.bytes -= len;
-                    if socket.feed(Message::Text(result_frame(req, result).into())).await.is_err() {
-                        failed = true;
-                        break;
-                    }
-                    next = next_of(&mut sends.running).now_or_never().flatten();
-                }
-                if failed || socket.flush().await.is_err() {
-                    break;
-                }
-            }
-            // A refused or failed ack closes the connection, as before.
-            Some(done) = next_of(&mut acks), if acks.as_ref().is_some_and(|a| !a.is_empty()) => {
-                if !matches!(done, Ok(Ok(_))) {
-                    close(&mut socket, close_code::POLICY, "ack refused").await;
-                    break;
-                }
-            }
-            push = pushes.recv() => match push {
-                // Every frame queued by now goes out in one flush (one TLS
-                // write instead of one per frame under load).
-                Some(frame) => {
-                    if write_burst(&mut socket, frame, &mut pushes).await.is_err() {
-                        break;
-                    }
-                }
-                // The hub dropped us: we fell too far behind.
-                None => {
-                    close(&mut socket, close_code::AGAIN, "too slow; reconnect and fetch").await;
-                    break;
-                }
-            },
-            frame = socket.recv(), if sends.has_room() => match frame {
-                // The socket's limit is a datagram's; text stays small.
-                Some(Ok(Message::Text(text))) if text.len() > MAX_FRAME => {
-                    close(&mut socket, close_code::SIZE, "frame too large").await;
-                    break;
-                }
-                Some(Ok(Message::Text(text))) => match decode::ack(text.as_bytes()) {
-                    Ok(seqs) => {
-                        let acks = acks.get_or_insert_with(FuturesUnordered::new);
-                        acks.push(submit_ack(&state, device, seqs));
-                        // Too many in flight: wait for the oldest.
-                        let mut refused = false;
-                        while acks.len() > ACKS_IN_FLIGHT {
-                            if !matches!(acks.next().await, Some(Ok(Ok(_)))) {
-                                refused = true;
-                                break;
-                            }
-                        }
-                        if refused {
-                            close(&mut socket, close_code::POLICY, "ack refused").await;
-                            break;
-                        }
-                    }
-                    Err(BodyError::Json(_)) => {
-                        close(&mut socket, close_code::INVALID, "expected an Ack JSON frame").await;
-                        break;
-                    }
-                    Err(_) => {
-                        close(&mut socket, close_code::POLICY, "ack refused").await;
-                        break;
-                    }
-                },
-                Some(Ok(Message::Binary(bytes))) => match sends.take(&state, device, bytes) {
-                    Ok(None) => {}
-                    Ok(Some(refused)) => {
-                        if socket.send(Message::Text(refused.into())).await.is_err() {
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        let code = match e {
-                            FrameError::UnknownType(_) => close_code::UNSUPPORTED,
-                            FrameError::Short(_) => close_code::INVALID,
-                        };
-                        tracing::debug!(device = %hex::encode(device.0), error = %e, "bad send frame");
-                        close(&mut socket, code, "expected a send frame (see docs/api.md)").await;
-                        break;
-                    }
-                },
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Err(e)) => {
-                    match read_error(e) {
-                        ReadError::TooLarge => {
-                            close(&mut socket, close_code::SIZE, "frame too large").await
-                        }
-                        ReadError::NotUtf8 => {
-                            close(&mut socket, close_code::INVALID, "text frame not UTF-8").await
-                        }
-                        ReadError::Broken => {}
-                    }
-                    break;
-                }
-                Some(Ok(Message::Close(_))) | None => break,
-            },
-            // A dropped sender (the hub is gone) is a close too.
-            changed = beats.changed() => match changed.map(|_| *beats.borrow_and_update()) {
-                Ok(Beat::Ping(_)) => {
-                    // Idle since the last round: give the sets back.
-                    if sends.running.as_ref().is_some_and(|r| r.is_empty()) {
-                        sends.running = None;
-                    }
-                    if acks.as_ref().is_some_and(|a| a.is_empty()) {
-                        acks = None;
-                    }
-                    if socket.send(Message::Ping(Bytes::new())).await.is_err() {
-                        break;
-                    }
-                }
-                Ok(Beat::Close) | Err(_) => closing = true,
-            },
+    // Pings sent since the peer last sent a frame (of any kind).
+    let mut unanswered = 0u8;
+    let mut turn = match *beats.borrow() {
+        Beat::Ping(round) => Some(ping_turn(id, round)),
+        Beat::Close => None,
+    };
+    // A device removed between the upgrade's authentication and `connect`
+    // was missed by the removal's `disconnect_all`: look again now that
+    // the hub knows the socket.
+    let removed = match registered_device(&state, device).await {
+        Ok(_) => None,
+        Err(e) if e.status == StatusCode::UNAUTHORIZED => {
+            Some((close_code::POLICY, "device not registered"))
         }
-    }
-    if closing {
-        close(&mut socket, close_code::AWAY, "server shutting down").await;
-    }
+        Err(_) => Some((close_code::ERROR, "try again later")),
+    };
+    // Why the session ends: the close frame to send, if any.
+    let end = match (turn, removed) {
+        (None, _) => Some((close_code::AWAY, "server shutting down")),
+        (_, Some(removed)) => Some(removed),
+        _ => loop {
+            // Reads stop while the sends or the acks of this socket are at
+            // their bounds (TCP then slows the device down); what is in
+            // flight is driven on meanwhile, pushes still go out.
+            let reading = sends.has_room() && acks.as_ref().map_or(0, |a| a.len()) < ACKS_IN_FLIGHT;
+            tokio::select! {
+                Some(sent) = next_of(&mut sends.running), if sends.in_flight() > 0 => {
+                    // A group commit answers many sends at once: write every
+                    // answer that is ready, then flush once.
+                    let mut next = Some(sent);
+                    let mut failed = false;
+                    while let Some((req, len, result)) = next.take() {
+                        sends.bytes -= len;
+                        if socket.feed(Message::Text(result_frame(req, result).into())).await.is_err() {
+                            failed = true;
+                            break;
+                        }
+                        next = next_of(&mut sends.running).now_or_never().flatten();
+                    }
+                    if failed || socket.flush().await.is_err() {
+                        break None;
+                    }
+                }
+                // A refused or failed ack closes the connection, as before.
+                Some(done) = next_of(&mut acks), if acks.as_ref().is_some_and(|a| !a.is_empty()) => {
+                    if !matches!(done, Ok(Ok(_))) {
+                        break Some((close_code::POLICY, "ack refused"));
+                    }
+                }
+                push = pushes.recv() => match push {
+                    // Every frame queued by now goes out in one flush (one TLS
+                    // write instead of one per frame under load).
+                    Some(frame) => {
+                        if write_burst(&mut socket, frame, &mut pushes).await.is_err() {
+                            break None;
+                        }
+                    }
+                    // The hub dropped us: we fell too far behind.
+                    None => break Some((close_code::AGAIN, "too slow; reconnect and fetch")),
+                },
+                frame = socket.recv(), if reading => {
+                    if matches!(frame, Some(Ok(_))) {
+                        unanswered = 0;
+                    }
+                    match frame {
+                        // The socket's limit is a datagram's; text stays small.
+                        Some(Ok(Message::Text(text))) if text.len() > MAX_FRAME => {
+                            break Some((close_code::SIZE, "frame too large"));
+                        }
+                        Some(Ok(Message::Text(text))) => match decode::ack(text.as_bytes()) {
+                            // Past `ACKS_IN_FLIGHT` reads stop until one commits.
+                            Ok(seqs) => acks
+                                .get_or_insert_with(FuturesUnordered::new)
+                                .push(submit_ack(&state, device, seqs)),
+                            Err(BodyError::Json(_)) => {
+                                break Some((close_code::INVALID, "expected an Ack JSON frame"));
+                            }
+                            Err(_) => break Some((close_code::POLICY, "ack refused")),
+                        },
+                        Some(Ok(Message::Binary(bytes))) => match sends.take(&state, device, bytes) {
+                            Ok(None) => {}
+                            Ok(Some(refused)) => {
+                                if socket.send(Message::Text(refused.into())).await.is_err() {
+                                    break None;
+                                }
+                            }
+                            Err(e) => {
+                                let code = match e {
+                                    FrameError::UnknownType(_) => close_code::UNSUPPORTED,
+                                    FrameError::Short(_) => close_code::INVALID,
+                                };
+                                tracing::debug!(device = %hex::encode(device.0), error = %e, "bad send frame");
+                                break Some((code, "expected a send frame (see docs/api.md)"));
+                            }
+                        },
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                        Some(Err(e)) => {
+                            break match read_error(e) {
+                                ReadError::TooLarge => Some((close_code::SIZE, "frame too large")),
+                                ReadError::NotUtf8 => Some((close_code::INVALID, "text frame not UTF-8")),
+                                ReadError::Broken => None,
+                            };
+                        }
+                        Some(Ok(Message::Close(_))) | None => break None,
+                    }
+                }
+                // A dropped sender (the hub is gone) is a close too.
+                changed = beats.changed() => match changed.map(|_| *beats.borrow_and_update()) {
+                    Ok(Beat::Ping(round)) => {
+                        let now = ping_turn(id, round);
+                        if turn == Some(now) {
+                            continue; // another group's tick
+                        }
+                        turn = Some(now);
+                        // Idle since the last ping: give the sets back.
+                        if sends.running.as_ref().is_some_and(|r| r.is_empty()) {
+                            sends.running = None;
+                        }
+                        if acks.as_ref().is_some_and(|a| a.is_empty()) {
+                            acks = None;
+                        }
+                        // Silent through two pings while we were reading:
+                        // the peer is gone (or will not answer). While reads
+                        // are stopped its pong may be waiting unread.
+                        if reading {
+                            if unanswered >= 2 {
+                                tracing::debug!(device = %hex::encode(device.0), "no answer to two pings");
+                                break Some((close_code::AWAY, "no answer to pings"));
+                            }
+                            unanswered += 1;
+                        }
+                        if socket.send(Message::Ping(Bytes::new())).await.is_err() {
+                            break None;
+                        }
+                    }
+                    Ok(Beat::Close) | Err(_) => break Some((close_code::AWAY, "server shutting down")),
+                },
+            }
+        },
+    };
     state.hub.disconnect(&device, id);
     // Sends still in flight are committed or about to be: their pushes
     // must still go out (as the HTTP route's own task does for a caller
-    // that hangs up), only their answers have nowhere to go.
+    // that hangs up), only their answers have nowhere to go. They go on at
+    // once (not after the close frame, which may wait for the write
+    // timeout), and keep the socket's slot until they end, so that the
+    // server's socket bound also bounds this detached work.
     if let Some(running) = sends.running.take().filter(|r| !r.is_empty()) {
-        tokio::spawn(running.for_each(|_| async {}));
+        tokio::spawn(async move {
+            running.for_each(|_| async {}).await;
+            drop(slot);
+        });
+    }
+    if let Some((code, reason)) = end {
+        close(&mut socket, code, reason).await;
     }
 }
 
