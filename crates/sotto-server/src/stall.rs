@@ -12,7 +12,10 @@
 //! commit's sends, queued pushes) is one TLS record each but one syscall and
 //! one TCP segment for all, instead of one each. TLS (handshake, close),
 //! hyper and the WebSocket all flush after what they write; the buffer is
-//! given back at every flush, so an idle connection holds none.
+//! given back at every flush, so an idle connection holds none. What is
+//! written and never flushed (tokio-rustls writes the alert for a failed
+//! handshake or a bad record and then only returns the error) is written
+//! once more, without waiting, when the guard is dropped.
 
 use std::future::Future;
 use std::io;
@@ -23,7 +26,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
-pub(crate) struct StallGuard<S> {
+pub(crate) struct StallGuard<S: AsyncWrite + Unpin> {
     inner: S,
     timeout: Duration,
     /// Running while a write is pending; reset by any progress.
@@ -37,7 +40,7 @@ pub(crate) struct StallGuard<S> {
 /// a write at least this large goes out directly.
 const COALESCE: usize = 16 * 1024;
 
-impl<S> StallGuard<S> {
+impl<S: AsyncWrite + Unpin> StallGuard<S> {
     pub fn new(inner: S, timeout: Duration) -> StallGuard<S> {
         StallGuard {
             inner,
@@ -76,7 +79,7 @@ impl<S> StallGuard<S> {
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for StallGuard<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for StallGuard<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -98,6 +101,21 @@ impl<S: AsyncWrite + Unpin> StallGuard<S> {
         }
         self.pending = Vec::new();
         Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> Drop for StallGuard<S> {
+    /// A last write of what was never flushed, if the socket takes it at
+    /// once (a TLS alert is a few bytes: it does); never waits.
+    fn drop(&mut self) {
+        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+        let mut at = 0;
+        while at < self.pending.len() {
+            match Pin::new(&mut self.inner).poll_write(&mut cx, &self.pending[at..]) {
+                Poll::Ready(Ok(n)) if n > 0 => at += n,
+                _ => break,
+            }
+        }
     }
 }
 
@@ -170,6 +188,20 @@ mod tests {
         let err = guarded.flush().await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert!(started.elapsed() >= Duration::from_millis(200));
+    }
+
+    #[tokio::test]
+    async fn what_was_never_flushed_goes_out_when_the_guard_is_dropped() {
+        // As a TLS alert tokio-rustls writes before it returns an error.
+        let (a, mut b) = tokio::io::duplex(64);
+        let mut guarded = StallGuard::new(a, Duration::from_secs(1));
+        guarded.write_all(b"alert").await.unwrap();
+        drop(guarded);
+        let mut got = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut b, &mut got)
+            .await
+            .unwrap();
+        assert_eq!(got, b"alert");
     }
 
     /// Counts the writes that reach it.
