@@ -42,8 +42,9 @@ pub(crate) struct Hub {
     relay: OnceLock<Box<dyn Relay>>,
     /// Frames queued to sockets (metrics).
     pushes: Counter,
-    /// What every session is told at once ([`beat`]).
-    beat: watch::Sender<Beat>,
+    /// What the sessions are told ([`beat`]): one channel per ping group,
+    /// a session listens to the one of its group only.
+    beat: [watch::Sender<Beat>; PING_GROUPS as usize],
 }
 
 /// Pings keep idle connections (and NAT mappings) alive and detect dead
@@ -51,36 +52,33 @@ pub(crate) struct Hub {
 /// peer that sends nothing, not even a pong, for two pings is closed
 /// (the session counts them: [`Limits::ping_every`]).
 ///
-/// The sessions ping in this many groups, one group per tick of the
-/// [`beat`] (`ping_every / PING_GROUPS` apart), so that 10,000 sockets do
-/// not wake, ping and get 10,000 pongs in the same instant.
+/// The sessions ping in this many groups (by connection id), one group
+/// per tick of the [`beat`] (`ping_every / PING_GROUPS` apart), so that
+/// 10,000 sockets do not wake, ping and get 10,000 pongs in the same
+/// instant.
 pub(crate) const PING_GROUPS: u64 = 8;
 
-/// What the hub tells every session at once.
+/// What the hub tells the sessions of a ping group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Beat {
-    /// Tick `n`: the sessions whose turn it is ([`ping_turn`]) ping their
-    /// peer (and give back what an idle socket does not need).
+    /// Round `n`: the sessions of the group ping their peer (and give back
+    /// what an idle socket does not need).
     Ping(u64),
     /// The server is shutting down: close.
     Close,
 }
 
-/// The ping turn of connection `id` at tick `round`: it goes up by one
-/// every [`PING_GROUPS`] ticks, on the tick of the connection's group. A
-/// session pings when it changes (a session that missed a tick, busy
-/// writing, still sees it changed at the next).
-pub(crate) fn ping_turn(id: u64, round: u64) -> u64 {
-    round.wrapping_add(id % PING_GROUPS) / PING_GROUPS
-}
-
-/// Sends a tick to every session every `ping_every / PING_GROUPS` and
-/// `Close` once `shutdown` turns true or its sender is dropped (then
+/// Sends a ping round to one group of sessions every `ping_every /
+/// PING_GROUPS` (each group once per `ping_every`) and `Close` to all once `shutdown` turns true or its sender is dropped (then
 /// returns, so that it holds the state no longer than the server runs).
 /// One timer for all sockets: a socket connected just before its group's
 /// tick is pinged early, which costs nothing.
-pub(crate) async fn beat(state: crate::state::AppState, mut shutdown: watch::Receiver<bool>) {
-    let tick = (state.limits.ping_every / PING_GROUPS as u32).max(Duration::from_millis(1));
+pub(crate) async fn beat(state: crate::state::AppState, shutdown: watch::Receiver<bool>) {
+    beat_of(&state.hub, state.limits.ping_every, shutdown).await;
+}
+
+async fn beat_of(hub: &Hub, ping_every: Duration, mut shutdown: watch::Receiver<bool>) {
+    let tick = (ping_every / PING_GROUPS as u32).max(Duration::from_millis(1));
     let mut every = tokio::time::interval(tick);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     every.tick().await; // the first tick is at once
@@ -92,7 +90,7 @@ pub(crate) async fn beat(state: crate::state::AppState, mut shutdown: watch::Rec
         tokio::select! {
             _ = every.tick() => {
                 round += 1;
-                state.hub.beat.send_replace(Beat::Ping(round));
+                hub.beat[(round % PING_GROUPS) as usize].send_replace(Beat::Ping(round));
             }
             // A dropped sender is a shutdown too (`changed` would then
             // return at once forever: leave).
@@ -101,7 +99,9 @@ pub(crate) async fn beat(state: crate::state::AppState, mut shutdown: watch::Rec
             }
         }
     }
-    state.hub.beat.send_replace(Beat::Close);
+    for group in &hub.beat {
+        group.send_replace(Beat::Close);
+    }
 }
 
 /// One connection's frames, shared by the hub (which appends) and the
@@ -188,14 +188,14 @@ impl Hub {
             connections: Mutex::new(HashMap::new()),
             relay: OnceLock::new(),
             pushes,
-            beat: watch::Sender::new(Beat::Ping(0)),
+            beat: std::array::from_fn(|_| watch::Sender::new(Beat::Ping(0))),
         }
     }
 
-    /// The beats from now on ([`beat`]); `Close` already if the server
-    /// shut down before.
-    pub fn beats(&self) -> watch::Receiver<Beat> {
-        self.beat.subscribe()
+    /// The beats of connection `id`'s ping group from now on ([`beat`]);
+    /// `Close` already if the server shut down before.
+    pub fn beats(&self, id: u64) -> watch::Receiver<Beat> {
+        self.beat[(id % PING_GROUPS) as usize].subscribe()
     }
 
     /// From now on every push and close also goes to the other nodes.
@@ -346,6 +346,40 @@ mod tests {
     }
 
     const DEV: DeviceId = DeviceId([7; 32]);
+
+    #[tokio::test]
+    async fn ping_rounds_go_to_one_group_at_a_time_and_a_dropped_shutdown_closes() {
+        let hub = hub(1 << 20, 2);
+        let mut groups: Vec<_> = (0..PING_GROUPS).map(|id| hub.beats(id)).collect();
+        let (stop, shutdown) = watch::channel(false);
+        let beat = beat_of(&hub, Duration::from_millis(400), shutdown);
+        tokio::pin!(beat);
+        // One ping period: each group hears its own round and only that.
+        for round in 1..=PING_GROUPS {
+            let group = &mut groups[(round % PING_GROUPS) as usize];
+            tokio::select! {
+                _ = &mut beat => panic!("beat ended"),
+                changed = group.changed() => changed.unwrap(),
+            }
+            assert_eq!(*group.borrow_and_update(), Beat::Ping(round));
+        }
+        // And no other: group g only ever holds a round of its own.
+        for (g, rx) in groups.iter().enumerate() {
+            match *rx.borrow() {
+                Beat::Ping(n) => assert_eq!(n % PING_GROUPS, g as u64, "group {g} heard {n}"),
+                Beat::Close => panic!("closed early"),
+            }
+        }
+        // The sender goes without saying true: every group is closed and
+        // the beat ends (it used to spin on `changed`).
+        drop(stop);
+        tokio::time::timeout(Duration::from_secs(1), &mut beat)
+            .await
+            .expect("beat ends");
+        for g in &groups {
+            assert_eq!(*g.borrow(), Beat::Close);
+        }
+    }
 
     #[tokio::test]
     async fn frames_arrive_in_order_and_wake_a_waiting_session() {

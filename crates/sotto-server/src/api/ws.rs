@@ -38,7 +38,7 @@ use super::mailbox::submit_ack;
 use super::messages::store;
 use super::ApiError;
 use crate::auth::{registered_device, Caller};
-use crate::hub::{ping_turn, Beat};
+use crate::hub::Beat;
 use crate::state::{AppState, Pending};
 
 /// Largest WebSocket frame a device may send, and largest text message (an
@@ -137,15 +137,11 @@ async fn session(
     // exist only while the socket sends or acks.
     let _open = crate::metrics::Open::new(&state.metrics.sockets);
     let (id, mut pushes) = state.hub.connect(device);
-    let mut beats = state.hub.beats();
+    let mut beats = state.hub.beats(id);
     let mut acks: Option<FuturesUnordered<Pending<u32>>> = None;
     let mut sends = Sends::default();
     // Pings sent since the peer last sent a frame (of any kind).
     let mut unanswered = 0u8;
-    let mut turn = match *beats.borrow() {
-        Beat::Ping(round) => Some(ping_turn(id, round)),
-        Beat::Close => None,
-    };
     // A device removed between the upgrade's authentication and `connect`
     // was missed by the removal's `disconnect_all`: look again now that
     // the hub knows the socket.
@@ -157,8 +153,9 @@ async fn session(
         Err(_) => Some((close_code::ERROR, "try again later")),
     };
     // Why the session ends: the close frame to send, if any.
-    let end = match (turn, removed) {
-        (None, _) => Some((close_code::AWAY, "server shutting down")),
+    let shut = *beats.borrow() == Beat::Close;
+    let end = match (shut, removed) {
+        (true, _) => Some((close_code::AWAY, "server shutting down")),
         (_, Some(removed)) => Some(removed),
         _ => loop {
             // Reads stop while the sends or the acks of this socket are at
@@ -248,12 +245,8 @@ async fn session(
                 }
                 // A dropped sender (the hub is gone) is a close too.
                 changed = beats.changed() => match changed.map(|_| *beats.borrow_and_update()) {
-                    Ok(Beat::Ping(round)) => {
-                        let now = ping_turn(id, round);
-                        if turn == Some(now) {
-                            continue; // another group's tick
-                        }
-                        turn = Some(now);
+                    // This socket's group's ping round.
+                    Ok(Beat::Ping(_)) => {
                         // Idle since the last ping: give the sets back.
                         if sends.running.as_ref().is_some_and(|r| r.is_empty()) {
                             sends.running = None;
