@@ -11,8 +11,9 @@
 //! oldest), and the server at most [`Limits::max_websockets`].
 //!
 //! The hub also keeps the one timer every session shares ([`Beat`]):
-//! staggered ping rounds ([`PING_GROUPS`]) and the close at shutdown, instead of a
-//! timer and a shutdown watch per socket (memory per idle socket).
+//! ping rounds, staggered over [`PING_GROUPS`] groups of sockets, and the
+//! close at shutdown, instead of a timer and a shutdown watch per socket
+//! (memory per idle socket).
 //!
 //! This registry is process-local by nature; with several server nodes
 //! every push also goes to the [`Relay`], which delivers it to the sockets

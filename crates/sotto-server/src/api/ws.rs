@@ -133,8 +133,9 @@ async fn session(
     // What an idle socket holds is kept small (docs/PERFORMANCE.md, "Memory
     // per idle connected device"): the socket is not split (one task reads
     // and writes it), the ping timer and the shutdown signal are the hub's
-    // one `Beat` for all sockets, and the sets of sends and acks in flight
-    // exist only while the socket sends or acks.
+    // `Beat` (one timer for all sockets, a watch per ping group), and the
+    // sets of sends and acks in flight exist only while the socket sends
+    // or acks.
     let _open = crate::metrics::Open::new(&state.metrics.sockets);
     let (id, mut pushes) = state.hub.connect(device);
     let mut beats = state.hub.beats(id);
