@@ -10,6 +10,11 @@
 //! [`Limits::websockets_per_device`] connections (a new one replaces its
 //! oldest), and the server at most [`Limits::max_websockets`].
 //!
+//! The hub also keeps the one timer every session shares ([`Beat`]):
+//! ping rounds, staggered over [`PING_GROUPS`] groups of sockets, and the
+//! close at shutdown, instead of a timer and a shutdown watch per socket
+//! (memory per idle socket).
+//!
 //! This registry is process-local by nature; with several server nodes
 //! every push also goes to the [`Relay`], which delivers it to the sockets
 //! other nodes hold ([`crate::relay`]).
@@ -17,11 +22,12 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 use sotto_api::Push;
 use sotto_proto::DeviceId;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::limits::Limits;
 use crate::relay::{Relay, Relayed};
@@ -37,6 +43,66 @@ pub(crate) struct Hub {
     relay: OnceLock<Box<dyn Relay>>,
     /// Frames queued to sockets (metrics).
     pushes: Counter,
+    /// What the sessions are told ([`beat`]): one channel per ping group,
+    /// a session listens to the one of its group only.
+    beat: [watch::Sender<Beat>; PING_GROUPS as usize],
+}
+
+/// Pings keep idle connections (and NAT mappings) alive and detect dead
+/// peers: a write that cannot go out fails after the write timeout, and a
+/// peer that sends nothing, not even a pong, for two pings is closed
+/// (the session counts them: [`Limits::ping_every`]).
+///
+/// The sessions ping in this many groups (by connection id), one group
+/// per tick of the [`beat`] (`ping_every / PING_GROUPS` apart), so that
+/// 10,000 sockets do not wake, ping and get 10,000 pongs in the same
+/// instant.
+pub(crate) const PING_GROUPS: u64 = 8;
+
+/// What the hub tells the sessions of a ping group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Beat {
+    /// Round `n`: the sessions of the group ping their peer (and give back
+    /// what an idle socket does not need).
+    Ping(u64),
+    /// The server is shutting down: close.
+    Close,
+}
+
+/// Sends a ping round to one group of sessions every `ping_every /
+/// PING_GROUPS` (each group once per `ping_every`) and `Close` to all once `shutdown` turns true or its sender is dropped (then
+/// returns, so that it holds the state no longer than the server runs).
+/// One timer for all sockets: a socket connected just before its group's
+/// tick is pinged early, which costs nothing.
+pub(crate) async fn beat(state: crate::state::AppState, shutdown: watch::Receiver<bool>) {
+    beat_of(&state.hub, state.limits.ping_every, shutdown).await;
+}
+
+async fn beat_of(hub: &Hub, ping_every: Duration, mut shutdown: watch::Receiver<bool>) {
+    let tick = (ping_every / PING_GROUPS as u32).max(Duration::from_millis(1));
+    let mut every = tokio::time::interval(tick);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every.tick().await; // the first tick is at once
+    let mut round = 0;
+    loop {
+        if *shutdown.borrow_and_update() {
+            break;
+        }
+        tokio::select! {
+            _ = every.tick() => {
+                round += 1;
+                hub.beat[(round % PING_GROUPS) as usize].send_replace(Beat::Ping(round));
+            }
+            // A dropped sender is a shutdown too (`changed` would then
+            // return at once forever: leave).
+            changed = shutdown.changed() => if changed.is_err() {
+                break;
+            }
+        }
+    }
+    for group in &hub.beat {
+        group.send_replace(Beat::Close);
+    }
 }
 
 /// One connection's frames, shared by the hub (which appends) and the
@@ -123,7 +189,14 @@ impl Hub {
             connections: Mutex::new(HashMap::new()),
             relay: OnceLock::new(),
             pushes,
+            beat: std::array::from_fn(|_| watch::Sender::new(Beat::Ping(0))),
         }
+    }
+
+    /// The beats of connection `id`'s ping group from now on ([`beat`]);
+    /// `Close` already if the server shut down before.
+    pub fn beats(&self, id: u64) -> watch::Receiver<Beat> {
+        self.beat[(id % PING_GROUPS) as usize].subscribe()
     }
 
     /// From now on every push and close also goes to the other nodes.
@@ -197,11 +270,16 @@ impl Hub {
     /// here, or a relay is on), and outside the lock (serialising a
     /// datagram is not free).
     pub fn push(&self, device: &DeviceId, make: impl FnOnce() -> Push) {
+        self.push_frame(device, || serde_json::to_string(&make()).ok());
+    }
+
+    /// [`Hub::push`] of a frame already encoded (JSON of a [`Push`]).
+    pub fn push_frame(&self, device: &DeviceId, make: impl FnOnce() -> Option<String>) {
         let relay = self.relay.get();
         if relay.is_none() && !self.lock().contains_key(device) {
             return;
         }
-        let Ok(frame) = serde_json::to_string(&make()) else {
+        let Some(frame) = make() else {
             return;
         };
         if let Some(relay) = relay {
@@ -220,18 +298,27 @@ impl Hub {
             return;
         };
         // Over its byte budget means a stuck connection: drop it (see the
-        // module doc).
+        // module doc). The last connection takes the frame itself (most
+        // devices hold one): no copy.
+        let len = frame.len();
+        let mut frame = Some(frame);
+        let mut left = conns.len();
         conns.retain(|c| {
+            left -= 1;
             // The session is gone (it forgets itself right after).
             if Arc::strong_count(&c.queue) == 1 {
                 return false;
             }
-            let before = c.queue.queued.fetch_add(frame.len(), Ordering::Relaxed);
-            if before + frame.len() > self.queue_bytes {
+            let before = c.queue.queued.fetch_add(len, Ordering::Relaxed);
+            if before + len > self.queue_bytes {
                 tracing::debug!(device = %hex::encode(device.0), "push queue full: dropping the socket");
                 return false;
             }
-            c.queue.lock().push_back(frame.clone());
+            let frame = match left {
+                0 => frame.take(),
+                _ => frame.clone(),
+            };
+            c.queue.lock().extend(frame);
             c.queue.ready.notify_one();
             self.pushes.inc();
             true
@@ -260,6 +347,40 @@ mod tests {
     }
 
     const DEV: DeviceId = DeviceId([7; 32]);
+
+    #[tokio::test]
+    async fn ping_rounds_go_to_one_group_at_a_time_and_a_dropped_shutdown_closes() {
+        let hub = hub(1 << 20, 2);
+        let mut groups: Vec<_> = (0..PING_GROUPS).map(|id| hub.beats(id)).collect();
+        let (stop, shutdown) = watch::channel(false);
+        let beat = beat_of(&hub, Duration::from_millis(400), shutdown);
+        tokio::pin!(beat);
+        // One ping period: each group hears its own round and only that.
+        for round in 1..=PING_GROUPS {
+            let group = &mut groups[(round % PING_GROUPS) as usize];
+            tokio::select! {
+                _ = &mut beat => panic!("beat ended"),
+                changed = group.changed() => changed.unwrap(),
+            }
+            assert_eq!(*group.borrow_and_update(), Beat::Ping(round));
+        }
+        // And no other: group g only ever holds a round of its own.
+        for (g, rx) in groups.iter().enumerate() {
+            match *rx.borrow() {
+                Beat::Ping(n) => assert_eq!(n % PING_GROUPS, g as u64, "group {g} heard {n}"),
+                Beat::Close => panic!("closed early"),
+            }
+        }
+        // The sender goes without saying true: every group is closed and
+        // the beat ends (it used to spin on `changed`).
+        drop(stop);
+        tokio::time::timeout(Duration::from_secs(1), &mut beat)
+            .await
+            .expect("beat ends");
+        for g in &groups {
+            assert_eq!(*g.borrow(), Beat::Close);
+        }
+    }
 
     #[tokio::test]
     async fn frames_arrive_in_order_and_wake_a_waiting_session() {

@@ -31,6 +31,11 @@ pub struct Limits {
     /// reads cannot pin a task, its buffers and its push queue. Default
     /// 10 s.
     pub write_timeout: Duration,
+    /// A WebSocket is pinged this often (keeps NAT mappings alive); one
+    /// whose peer sends nothing, not even a pong, for two pings in a row
+    /// is closed (1001), so a vanished peer does not hold its socket slot
+    /// until TCP gives up. Default 30 s.
+    pub ping_every: Duration,
     /// HTTP connections served at once; beyond it new ones wait in the
     /// kernel's backlog. Default 8192.
     pub max_connections: usize,
@@ -85,6 +90,7 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
+            ping_every: Duration::from_secs(30),
             max_connections: 8192,
             connections_per_address: 512,
             max_websockets: 65_536,

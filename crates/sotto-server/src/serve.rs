@@ -255,6 +255,7 @@ pub(crate) async fn start(config: Config) -> Result<Running, ServerError> {
         state.hub.set_relay(Box::new(relay));
     }
     let router = api::router(state.clone());
+    tokio::spawn(crate::hub::beat(state.clone(), shutdown_rx.clone()));
     let purge_task = tokio::spawn(purge::run(state.clone()));
     tokio::spawn(crate::phone::worker::run(state.clone(), phone));
     let acceptor = TlsAcceptor::from(tls.config);

@@ -367,3 +367,52 @@ async fn a_send_answered_ok_survives_sigkill() {
     assert_eq!(texts, want);
     server.shutdown().await;
 }
+
+/// A peer that never answers pings (vanished, or holding the socket on
+/// purpose) is closed after two unanswered pings (1001); one that answers
+/// stays. Pings every 400 ms here: closed within three rounds.
+#[tokio::test]
+async fn a_peer_that_never_answers_pings_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with(dir.path(), |c| {
+        c.limits.ping_every = Duration::from_millis(400);
+    })
+    .await;
+    let http = Http::of(&server);
+    let (a, b, _) = alice_and_bob(&http).await;
+    // Never polled: tungstenite answers a ping only when its socket is read.
+    let mut silent = websocket(&http, &a).await;
+    let mut answering = websocket(&http, &b).await;
+    // Read (and so answer pings) for more than three rounds.
+    let watched = tokio::time::timeout(Duration::from_millis(2000), async {
+        loop {
+            match answering.next().await {
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await;
+    assert!(
+        watched.is_err(),
+        "the answering peer was closed: {watched:?}"
+    );
+    // By now the silent one has had at least four ping turns: it was
+    // closed before this reads it. (Reading answers the pings queued
+    // before the close frame; the server may have dropped the connection
+    // by then, so the client may see a reset instead of the frame.)
+    let ended = tokio::time::timeout(Duration::from_millis(1000), async {
+        loop {
+            match silent.next().await {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| f.code),
+                Some(Ok(_)) => continue,
+                // Dropped (a reset): closed too, the frame unread.
+                Some(Err(_)) | None => return None,
+            }
+        }
+    })
+    .await;
+    let code = ended.expect("the silent peer was closed");
+    assert!(matches!(code, Some(CloseCode::Away) | None), "{code:?}");
+    server.shutdown().await;
+}
