@@ -453,4 +453,3 @@ pub(crate) async fn migrate_to(conn: &mut Conn, target: i64) -> Result<(i64, i64
     conn.in_tx = false;
     result
 }
-
