@@ -45,10 +45,10 @@ pub use schema::VERSION as SCHEMA_VERSION;
 /// commits waiting at that moment: under load, the pool's size bounds how
 /// many sends share one flush (see `docs/PERFORMANCE.md`). Every node's
 /// pool counts against the server's `max_connections` (README.md, "Several
-/// nodes on PostgreSQL", gives the sum): 16 keeps three nodes inside
-/// PostgreSQL's default 100, and 32 or 64 measured no faster (665 / 632-692
-/// / 710 msgs/s for 16 / 32 / 64 at saturation: the flush, not the pool,
-/// is the limit).
+/// nodes on PostgreSQL", gives the sum): at 16, two nodes fit PostgreSQL's
+/// default 100 with room to spare, and 32 or 64 measured no faster (665 /
+/// 632-692 / 710 msgs/s for 16 / 32 / 64 at saturation: the flush, not the
+/// pool, is the limit).
 const POOL_SIZE: usize = 16;
 
 fn pool_size() -> usize {
