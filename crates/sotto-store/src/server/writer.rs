@@ -569,6 +569,14 @@ mod tests {
                 insert(c)
             }
         };
+        // Writes row `n`, then fails on row 1 (taken).
+        let write_then_fail = |n: i64| {
+            move |c: &Connection| {
+                c.execute("INSERT INTO t (n) VALUES (?1)", [n])?;
+                c.execute("INSERT INTO t (n) VALUES (1)", [])?;
+                Ok(0)
+            }
+        };
         let rows = |w: &Writer| {
             w.write(|c| {
                 Ok(c.query_row(
@@ -605,11 +613,7 @@ mod tests {
             &w,
             vec![
                 Box::new(counted(3)),
-                Box::new(|c: &Connection| {
-                    c.execute("INSERT INTO t (n) VALUES (10)", [])?;
-                    c.execute("INSERT INTO t (n) VALUES (1)", [])?; // taken
-                    Ok(0)
-                }),
+                Box::new(write_then_fail(10)),
                 Box::new(counted(4)),
                 Box::new(|c: &Connection| {
                     c.execute("INSERT INTO t (n) VALUES (11)", []).unwrap();
@@ -633,11 +637,7 @@ mod tests {
             &w,
             vec![
                 Box::new(counted(6)),
-                Box::new(|c: &Connection| {
-                    c.execute("INSERT INTO t (n) VALUES (12)", [])?;
-                    c.execute("INSERT INTO t (n) VALUES (1)", [])?; // taken
-                    Ok(0)
-                }),
+                Box::new(write_then_fail(12)),
                 Box::new(counted(7)),
             ],
         );

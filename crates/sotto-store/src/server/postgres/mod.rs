@@ -215,7 +215,8 @@ impl PostgresStore {
         body: impl for<'c> Fn(&'c mut Conn, &'c ServerSecret) -> Body<'c, T> + Send + Sync + 'static,
     ) -> Result<T> {
         let inner = self.inner.clone();
-        self.rt().block_on(async move { inner.tx(body).await })
+        self.rt()
+            .block_on(async move { inner.run(Commit::Together, body).await })
     }
 
     /// Runs `body` outside a transaction (reads whose statements need no
@@ -231,31 +232,17 @@ impl PostgresStore {
         })
     }
 
-    /// Runs `body` as one transaction on the store's runtime; `reply` gets
-    /// the answer once it is committed (or refused).
-    fn tx_with<T: Send + 'static>(
-        &self,
-        body: impl for<'c> Fn(&'c mut Conn, &'c ServerSecret) -> Body<'c, T> + Send + Sync + 'static,
-        reply: Reply<T>,
-    ) {
-        let flight = Flight::new(&self.inner);
-        self.rt().spawn(async move {
-            reply(flight.0.tx(body).await);
-            drop(flight);
-        });
-    }
-
-    /// Runs `body` in autocommit (each of its statements is its own
-    /// transaction: for bodies of one statement) on the store's runtime;
+    /// Runs `body` (committed as `commit` says) on the store's runtime;
     /// `reply` gets the answer once it is committed (or refused).
-    fn call_with<T: Send + 'static>(
+    fn run_with<T: Send + 'static>(
         &self,
+        commit: Commit,
         body: impl for<'c> Fn(&'c mut Conn, &'c ServerSecret) -> Body<'c, T> + Send + Sync + 'static,
         reply: Reply<T>,
     ) {
         let flight = Flight::new(&self.inner);
         self.rt().spawn(async move {
-            reply(flight.0.call(body).await);
+            reply(flight.0.run(commit, body).await);
             drop(flight);
         });
     }
@@ -277,10 +264,11 @@ impl Drop for PostgresStore {
         let _ = self.inner.idle.wait_timeout_while(n, DRAIN, |n| *n > 0);
         // Allowed anywhere (dropping a runtime inside another is not):
         // tasks still running past the wait are abandoned, their callers
-        // unanswered. A transaction (`tx`) not yet committed is rolled back
-        // when its connection closes; but a call in autocommit (`call`: a
-        // send or an ack) that reached the database may still commit, all
-        // or nothing, after its caller got no answer. Nothing half-done
+        // unanswered. A `Commit::Together` body not yet committed is
+        // rolled back when its connection closes; but a
+        // `Commit::EachStatement` body (a send or an ack) that reached the
+        // database may still commit, all or nothing, after its caller got
+        // no answer. Nothing half-done
         // remains either way, and a retry is safe: a send again with the
         // same datagram adds no row for a device that has it, and a request
         // id used by a committed send is answered `Replayed`.
@@ -290,62 +278,55 @@ impl Drop for PostgresStore {
     }
 }
 
+/// How the statements of a body commit.
+#[derive(Clone, Copy)]
+enum Commit {
+    /// As one transaction: `BEGIN` before the body, `COMMIT` after it.
+    Together,
+    /// In autocommit, each statement its own transaction: a body of one
+    /// statement is one round trip.
+    EachStatement,
+}
+
 impl Inner {
-    async fn tx<T>(
+    /// Runs `body` on a pooled connection, again (a few times) if it lost
+    /// a race the database detected.
+    async fn run<T>(
         &self,
+        commit: Commit,
         body: impl for<'c> Fn(&'c mut Conn, &'c ServerSecret) -> Body<'c, T>,
     ) -> Result<T> {
         let mut conn = self.pool.get().await?;
         let mut tries = 0;
         loop {
             tries += 1;
+            // A connection dropped mid-body (its task abandoned, or an
+            // early return below) is closed, never lent again with a
+            // transaction open or an answer still owed on it.
             conn.in_tx = true;
-            conn.batch("BEGIN").await?;
-            let result = body(&mut conn, &self.secret).await;
-            let result = match result {
-                Ok(v) => conn
-                    .batch("COMMIT")
-                    .await
-                    .map(|()| v)
-                    .map_err(StoreError::from),
-                Err(e) => {
-                    // A failed statement leaves the transaction aborted.
-                    conn.batch("ROLLBACK").await?;
-                    Err(e)
+            let result = match commit {
+                Commit::Together => {
+                    conn.batch("BEGIN").await?;
+                    match body(&mut conn, &self.secret).await {
+                        Ok(v) => conn
+                            .batch("COMMIT")
+                            .await
+                            .map(|()| v)
+                            .map_err(StoreError::from),
+                        Err(e) => {
+                            // A failed statement leaves the transaction aborted.
+                            conn.batch("ROLLBACK").await?;
+                            Err(e)
+                        }
+                    }
                 }
+                Commit::EachStatement => body(&mut conn, &self.secret).await,
             };
             // (A COMMIT that failed ends the transaction too.)
             conn.in_tx = false;
             match result {
                 Err(e) if tries < TRIES && retryable(&e) => {
-                    tracing::debug!(error = %e, tries, "transaction lost a race; running it again");
-                    tokio::time::sleep(std::time::Duration::from_millis(2 << tries)).await;
-                }
-                other => return other.map_err(gave_up),
-            }
-        }
-    }
-}
-
-impl Inner {
-    /// As [`Inner::tx`] without `BEGIN` and `COMMIT`: a body of one
-    /// statement is one round trip.
-    async fn call<T>(
-        &self,
-        body: impl for<'c> Fn(&'c mut Conn, &'c ServerSecret) -> Body<'c, T>,
-    ) -> Result<T> {
-        let mut conn = self.pool.get().await?;
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            // A connection dropped mid-call (its task abandoned) is closed,
-            // never lent again with an answer still owed on it.
-            conn.in_tx = true;
-            let result = body(&mut conn, &self.secret).await;
-            conn.in_tx = false;
-            match result {
-                Err(e) if tries < TRIES && retryable(&e) => {
-                    tracing::debug!(error = %e, tries, "call lost a race; running it again");
+                    tracing::debug!(error = %e, tries, "lost a race; running it again");
                     tokio::time::sleep(std::time::Duration::from_millis(2 << tries)).await;
                 }
                 other => return other.map_err(gave_up),
@@ -481,7 +462,8 @@ impl ServerStore for PostgresStore {
             quota: *quota,
         });
         let known = self.inner.devices.clone();
-        self.call_with(
+        self.run_with(
+            Commit::EachStatement,
             move |c, secret| {
                 let (send, known) = (send.clone(), known.clone());
                 Box::pin(async move {
@@ -509,7 +491,7 @@ impl ServerStore for PostgresStore {
         let inner = self.inner.clone();
         self.rt().block_on(async move {
             inner
-                .call(move |c, _| {
+                .run(Commit::EachStatement, move |c, _| {
                     let seqs = seqs.clone();
                     Box::pin(async move {
                         mailbox::ack(c, device, &seqs, now_ms, retention_ms, false).await
@@ -531,7 +513,8 @@ impl ServerStore for PostgresStore {
         let seqs: Arc<Vec<i64>> = Arc::new(seqs.iter().map(|s| int(*s)).collect());
         // A lost ack is a redelivery: its commit does not wait for the
         // WAL flush (as the SQLite writer's relaxed acks).
-        self.call_with(
+        self.run_with(
+            Commit::EachStatement,
             move |c, _| {
                 let seqs = seqs.clone();
                 Box::pin(
@@ -553,7 +536,8 @@ impl ServerStore for PostgresStore {
 
     fn single_use(&self, request_id: &[u8; 32], expires_at: u64, reply: Reply<()>) {
         let id = *request_id;
-        self.tx_with(
+        self.run_with(
+            Commit::Together,
             move |c, _| Box::pin(async move { mailbox::single_use(c, &id, expires_at).await }),
             reply,
         )
