@@ -38,6 +38,7 @@ mod serve;
 mod stall;
 mod state;
 mod tls;
+mod tls_stream;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -21,7 +21,6 @@ use sotto_store::server::{PostgresStore, ServerStore, SqliteStore, StoreError};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
-use tokio_rustls::TlsAcceptor;
 
 use crate::error::io_reason;
 use crate::limits::Limits;
@@ -258,10 +257,10 @@ pub(crate) async fn start(config: Config) -> Result<Running, ServerError> {
     tokio::spawn(crate::hub::beat(state.clone(), shutdown_rx.clone()));
     let purge_task = tokio::spawn(purge::run(state.clone()));
     tokio::spawn(crate::phone::worker::run(state.clone(), phone));
-    let acceptor = TlsAcceptor::from(tls.config);
+    let server_tls = tls.config;
     let task = tokio::spawn(accept_loop(
         listener,
-        acceptor,
+        server_tls,
         router,
         state,
         shutdown_rx,
@@ -277,7 +276,7 @@ pub(crate) async fn start(config: Config) -> Result<Running, ServerError> {
 
 async fn accept_loop(
     listener: TcpListener,
-    acceptor: TlsAcceptor,
+    server_tls: Arc<rustls::ServerConfig>,
     router: Router,
     state: AppState,
     mut shutdown: watch::Receiver<bool>,
@@ -307,12 +306,12 @@ async fn accept_loop(
                         continue;
                     };
                     let _ = tcp.set_nodelay(true);
-                    let (acceptor, router, shutdown, drain, limits) =
-                        (acceptor.clone(), router.clone(), shutdown.clone(), drain.clone(), limits.clone());
+                    let (server_tls, router, shutdown, drain, limits) =
+                        (server_tls.clone(), router.clone(), shutdown.clone(), drain.clone(), limits.clone());
                     let open = crate::metrics::Open::new(&state.metrics.connections);
                     tokio::spawn(async move {
                         let _open = open;
-                        connection(tcp, addr, acceptor, router, &limits, shutdown, drain).await;
+                        connection(tcp, addr, server_tls, router, &limits, shutdown, drain).await;
                         drop(held);
                         drop(slot);
                     });
@@ -387,14 +386,19 @@ impl Drop for Held {
 async fn connection(
     tcp: TcpStream,
     addr: ClientAddr,
-    acceptor: TlsAcceptor,
+    server_tls: Arc<rustls::ServerConfig>,
     router: Router,
     limits: &Limits,
     mut shutdown: watch::Receiver<bool>,
     _drain: mpsc::Sender<()>,
 ) {
     let tcp = StallGuard::new(tcp, limits.write_timeout);
-    let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
+    let tls = match tokio::time::timeout(
+        limits.handshake_timeout,
+        crate::tls_stream::accept(tcp, server_tls),
+    )
+    .await
+    {
         Ok(Ok(tls)) => tls,
         _ => return, // not TLS, or too slow: nothing to answer
     };
