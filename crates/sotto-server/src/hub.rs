@@ -36,8 +36,11 @@ pub(crate) struct Hub {
     next_id: AtomicU64,
     queue_bytes: usize,
     per_device: usize,
-    /// One permit per upgraded socket.
+    /// One permit per upgraded socket (held by its session, then by the
+    /// sends it left running); [`Hub::sockets_closed`] waits for all.
     sockets: Arc<Semaphore>,
+    /// How many permits `sockets` has in all.
+    max_sockets: u32,
     connections: Mutex<Connections>,
     /// Set when this node shares its database with others.
     relay: OnceLock<Box<dyn Relay>>,
@@ -181,11 +184,13 @@ impl Pushes {
 
 impl Hub {
     pub fn new(limits: &Limits, pushes: Counter) -> Hub {
+        let max_sockets = u32::try_from(limits.max_websockets).unwrap_or(u32::MAX);
         Hub {
             next_id: AtomicU64::new(0),
             queue_bytes: limits.push_queue_bytes,
             per_device: limits.websockets_per_device.max(1),
-            sockets: Arc::new(Semaphore::new(limits.max_websockets)),
+            sockets: Arc::new(Semaphore::new(max_sockets as usize)),
+            max_sockets,
             connections: Mutex::new(HashMap::new()),
             relay: OnceLock::new(),
             pushes,
@@ -217,6 +222,13 @@ impl Hub {
     /// [`Limits::max_websockets`] already. The session keeps it.
     pub fn socket_slot(&self) -> Option<OwnedSemaphorePermit> {
         self.sockets.clone().try_acquire_owned().ok()
+    }
+
+    /// Waits until every session has ended (its close frame written) and
+    /// the sends they left running have finished: all slots are back. For
+    /// the shutdown, once the sessions were told to close.
+    pub async fn sockets_closed(&self) {
+        let _ = self.sockets.acquire_many(self.max_sockets).await;
     }
 
     /// Registers a connection of `device`, dropping its oldest beyond the

@@ -45,8 +45,9 @@ pub struct Running {
 }
 
 impl Running {
-    /// Stops accepting, lets open requests finish (up to 5 s), closes
-    /// WebSockets and the store.
+    /// Stops accepting, lets open requests finish and WebSockets write
+    /// their close frame (1001) (up to 5 s for both), then closes the
+    /// store.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
         if let Some(task) = self.task.take() {
@@ -328,7 +329,13 @@ async fn accept_loop(
     drop(listener);
     drop(drain);
     drop(router);
-    let _ = tokio::time::timeout(DRAIN_TIMEOUT, drained.recv()).await;
+    let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+    let _ = tokio::time::timeout_at(deadline, drained.recv()).await;
+    // A WebSocket is no HTTP connection any more (hyper hands the socket
+    // over at the upgrade): wait, within the same time, for the sessions
+    // to write their close frame (1001, so devices reconnect at once, to
+    // another node) and for the sends they left running to commit.
+    let _ = tokio::time::timeout_at(deadline, state.hub.sockets_closed()).await;
     let _ = purge_task.await;
     // Close the store off the runtime: dropping it joins the writer thread
     // after the queued writes. (Requests still running elsewhere keep their

@@ -416,3 +416,33 @@ async fn a_peer_that_never_answers_pings_is_closed() {
     assert!(matches!(code, Some(CloseCode::Away) | None), "{code:?}");
     server.shutdown().await;
 }
+
+/// A server shutting down (SIGTERM) tells every connected device to go
+/// elsewhere (1001) before `shutdown` returns, that is before the process
+/// exits: the devices reconnect at once (to another node) instead of
+/// finding a dead socket at their next ping. The server runs on its own
+/// runtime, dropped right after `shutdown` as the process's exit would:
+/// a session still running then is cut without its close frame.
+#[test]
+fn shutdown_closes_every_socket_with_1001_before_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_rt = tokio::runtime::Runtime::new().unwrap();
+    let client_rt = tokio::runtime::Runtime::new().unwrap();
+    let server = server_rt.block_on(start_with(dir.path(), |c| c.limits.rates = None));
+    let http = Http::of(&server);
+    let mut sockets = client_rt.block_on(async {
+        let mut sockets = Vec::new();
+        for i in 0..40 {
+            let dev = User::new(&format!("user{i}")).register(&http, 0).await;
+            sockets.push(websocket(&http, &dev).await);
+        }
+        sockets
+    });
+    server_rt.block_on(server.shutdown());
+    drop(server_rt);
+    client_rt.block_on(async {
+        for ws in &mut sockets {
+            assert_eq!(close_code(ws).await, Some(CloseCode::Away));
+        }
+    });
+}
