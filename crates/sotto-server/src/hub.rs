@@ -184,7 +184,10 @@ impl Pushes {
 
 impl Hub {
     pub fn new(limits: &Limits, pushes: Counter) -> Hub {
-        let max_sockets = u32::try_from(limits.max_websockets).unwrap_or(u32::MAX);
+        let max_sockets = limits
+            .max_websockets
+            .min(Semaphore::MAX_PERMITS)
+            .min(u32::MAX as usize) as u32;
         Hub {
             next_id: AtomicU64::new(0),
             queue_bytes: limits.push_queue_bytes,
