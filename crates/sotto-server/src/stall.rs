@@ -108,15 +108,22 @@ impl<S: AsyncWrite + Unpin> Drop for StallGuard<S> {
     /// A last write of what was never flushed, if the socket takes it at
     /// once (a TLS alert is a few bytes: it does); never waits.
     fn drop(&mut self) {
-        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
-        let mut at = 0;
-        while at < self.pending.len() {
-            match Pin::new(&mut self.inner).poll_write(&mut cx, &self.pending[at..]) {
-                Poll::Ready(Ok(n)) if n > 0 => at += n,
-                _ => break,
-            }
+        write_without_waiting(&mut self.inner, &self.pending);
+    }
+}
+
+/// Writes as much of `bytes` as `io` takes at once, never waiting (for a
+/// drop, where nothing can wait); how much it took.
+pub(crate) fn write_without_waiting(io: &mut (impl AsyncWrite + Unpin), bytes: &[u8]) -> usize {
+    let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+    let mut at = 0;
+    while at < bytes.len() {
+        match Pin::new(&mut *io).poll_write(&mut cx, &bytes[at..]) {
+            Poll::Ready(Ok(n)) if n > 0 => at += n,
+            _ => break,
         }
     }
+    at
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for StallGuard<S> {

@@ -146,13 +146,8 @@ impl<IO: AsyncWrite + Unpin> Drop for TlsStream<IO> {
     /// without waiting; the `StallGuard` below then writes them on its own
     /// drop.
     fn drop(&mut self) {
-        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
-        while self.outgoing_at < self.outgoing.len() {
-            match Pin::new(&mut self.io).poll_write(&mut cx, &self.outgoing[self.outgoing_at..]) {
-                Poll::Ready(Ok(n)) if n > 0 => self.outgoing_at += n,
-                _ => break,
-            }
-        }
+        let rest = &self.outgoing[self.outgoing_at..];
+        crate::stall::write_without_waiting(&mut self.io, rest);
     }
 }
 
@@ -163,9 +158,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> TlsStream<IO> {
     /// `outgoing`.
     fn drive(&mut self, then: Then<'_>) -> io::Result<Settled> {
         if self.failed {
-            return Err(io::Error::other("the TLS connection failed earlier"));
+            return Err(failed_earlier());
         }
-        let driven = self.drive_once_failing(then);
+        let driven = self.run_until_settled(then);
         if driven.is_err() {
             self.failed = true;
         }
@@ -173,7 +168,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> TlsStream<IO> {
         driven
     }
 
-    fn drive_once_failing(&mut self, then: Then<'_>) -> io::Result<Settled> {
+    fn run_until_settled(&mut self, then: Then<'_>) -> io::Result<Settled> {
         loop {
             // Giving rustls the buffer from `incoming_at` on is the discard
             // it asks for: what it processed is no longer in what it sees.
@@ -335,6 +330,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> TlsStream<IO> {
     }
 }
 
+/// What every call on a connection that failed answers.
+fn failed_earlier() -> io::Error {
+    io::Error::other("the TLS connection failed earlier")
+}
+
 /// Why rustls did not write into the space it was given.
 enum Room {
     /// It needs this many bytes.
@@ -414,7 +414,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<IO> {
                 return Poll::Ready(Ok(()));
             }
             if this.failed {
-                return Poll::Ready(Err(io::Error::other("the TLS connection failed earlier")));
+                return Poll::Ready(Err(failed_earlier()));
             }
             if this.read_closed {
                 return Poll::Ready(Ok(()));
@@ -434,9 +434,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<IO> {
             if settled.is_err() && this.plain_at < this.plain.len() {
                 continue;
             }
-            if let Settled::Closed = settled? {
-                continue;
-            }
+            // Closed sets `read_closed`: the loop's top answers both.
+            settled?;
             if this.plain_at < this.plain.len() || this.read_closed {
                 continue;
             }
@@ -497,7 +496,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<IO> {
         if this.failed {
             // What was sent was the alert; the caller learns the
             // connection is gone.
-            return Poll::Ready(Err(io::Error::other("the TLS connection failed earlier")));
+            return Poll::Ready(Err(failed_earlier()));
         }
         Poll::Ready(Ok(()))
     }
@@ -520,13 +519,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<IO> {
 mod tests {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-    use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
-    use rustls::pki_types::{
-        CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime,
-    };
-    use rustls::{DigitallySignedStruct, SignatureScheme};
     use std::time::Duration;
+
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
     use tokio_rustls::client::TlsStream as ClientTls;
 
@@ -547,45 +542,6 @@ mod tests {
             .with_single_cert(vec![cert.clone()], key)
             .unwrap();
         (Arc::new(config), cert)
-    }
-
-    #[derive(Debug)]
-    struct Pinned(CertificateDer<'static>, Arc<CryptoProvider>);
-
-    impl ServerCertVerifier for Pinned {
-        fn verify_server_cert(
-            &self,
-            cert: &CertificateDer<'_>,
-            _: &[CertificateDer<'_>],
-            _: &ServerName<'_>,
-            _: &[u8],
-            _: UnixTime,
-        ) -> Result<ServerCertVerified, rustls::Error> {
-            if cert.as_ref() == self.0.as_ref() {
-                Ok(ServerCertVerified::assertion())
-            } else {
-                Err(rustls::Error::General("not the pinned certificate".into()))
-            }
-        }
-        fn verify_tls12_signature(
-            &self,
-            m: &[u8],
-            c: &CertificateDer<'_>,
-            d: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            verify_tls12_signature(m, c, d, &self.1.signature_verification_algorithms)
-        }
-        fn verify_tls13_signature(
-            &self,
-            m: &[u8],
-            c: &CertificateDer<'_>,
-            d: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            verify_tls13_signature(m, c, d, &self.1.signature_verification_algorithms)
-        }
-        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.1.signature_verification_algorithms.supported_schemes()
-        }
     }
 
     /// The client's side of the wire: it can deliver its writes one byte
@@ -660,13 +616,9 @@ mod tests {
         let (config, cert) = server_config(versions);
         let (client_end, server_end) = tokio::io::duplex(64 * 1024);
         let server = tokio::spawn(accept(server_end, config));
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let client_config = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(versions)
-            .unwrap()
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Pinned(cert, provider)))
-            .with_no_client_auth();
+        // The client offers both versions; the server's config picks.
+        let fingerprint = sotto_api::pin::fingerprint(cert.as_ref());
+        let (client_config, _) = sotto_api::pin::pinned_config(Some(fingerprint)).unwrap();
         let tamper = Arc::new(AtomicBool::new(false));
         let wire = Wire {
             inner: client_end,
@@ -679,6 +631,10 @@ mod tests {
             .connect(ServerName::try_from("localhost").unwrap(), wire)
             .await
             .expect("the client completes the handshake");
+        assert_eq!(
+            client.get_ref().1.protocol_version(),
+            Some(versions[0].version)
+        );
         let server = server
             .await
             .unwrap()
