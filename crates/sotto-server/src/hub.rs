@@ -73,8 +73,9 @@ pub(crate) enum Beat {
 }
 
 /// Sends a ping round to one group of sessions every `ping_every /
-/// PING_GROUPS` (each group once per `ping_every`) and `Close` to all once `shutdown` turns true or its sender is dropped (then
-/// returns, so that it holds the state no longer than the server runs).
+/// PING_GROUPS` (each group once per `ping_every`) and `Close` to all once
+/// `shutdown` turns true or its sender is dropped (then returns, so that it
+/// holds the state no longer than the server runs).
 /// One timer for all sockets: a socket connected just before its group's
 /// tick is pinged early, which costs nothing.
 pub(crate) async fn beat(state: crate::state::AppState, shutdown: watch::Receiver<bool>) {

@@ -116,7 +116,7 @@ impl Writer {
     }
 
     /// Runs `f` in the next batch; returns once that batch is committed
-    /// (or `f` failed and its savepoint was rolled back).
+    /// (or `f` failed, and what it wrote was undone).
     pub(crate) fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,

@@ -247,6 +247,31 @@ impl PostgresStore {
         });
     }
 
+    /// An ack through `sotto_ack`; `relaxed` commits it without waiting
+    /// for the WAL flush.
+    fn ack_as(
+        &self,
+        device: &DeviceId,
+        seqs: &[u64],
+        now_ms: u64,
+        retention_ms: u64,
+        relaxed: bool,
+        reply: Reply<u32>,
+    ) {
+        let device = *device;
+        let seqs: Arc<Vec<i64>> = Arc::new(seqs.iter().map(|s| int(*s)).collect());
+        self.run_with(
+            Commit::EachStatement,
+            move |c, _| {
+                let seqs = seqs.clone();
+                Box::pin(async move {
+                    mailbox::ack(c, device, &seqs, now_ms, retention_ms, relaxed).await
+                })
+            },
+            reply,
+        )
+    }
+
     fn name_key(&self, username_hash: &UsernameHash) -> [u8; 32] {
         self.inner.secret.name_key(username_hash)
     }
@@ -486,19 +511,7 @@ impl ServerStore for PostgresStore {
     }
 
     fn ack(&self, device: &DeviceId, seqs: &[u64], now_ms: u64, retention_ms: u64) -> Result<u32> {
-        let device = *device;
-        let seqs: Arc<Vec<i64>> = Arc::new(seqs.iter().map(|s| int(*s)).collect());
-        let inner = self.inner.clone();
-        self.rt().block_on(async move {
-            inner
-                .run(Commit::EachStatement, move |c, _| {
-                    let seqs = seqs.clone();
-                    Box::pin(async move {
-                        mailbox::ack(c, device, &seqs, now_ms, retention_ms, false).await
-                    })
-                })
-                .await
-        })
+        wait_for(|reply| self.ack_as(device, seqs, now_ms, retention_ms, false, reply))
     }
 
     fn ack_with(
@@ -509,20 +522,9 @@ impl ServerStore for PostgresStore {
         retention_ms: u64,
         reply: Reply<u32>,
     ) {
-        let device = *device;
-        let seqs: Arc<Vec<i64>> = Arc::new(seqs.iter().map(|s| int(*s)).collect());
         // A lost ack is a redelivery: its commit does not wait for the
         // WAL flush (as the SQLite writer's relaxed acks).
-        self.run_with(
-            Commit::EachStatement,
-            move |c, _| {
-                let seqs = seqs.clone();
-                Box::pin(
-                    async move { mailbox::ack(c, device, &seqs, now_ms, retention_ms, true).await },
-                )
-            },
-            reply,
-        )
+        self.ack_as(device, seqs, now_ms, retention_ms, true, reply)
     }
 
     fn datagram_for(&self, device: &DeviceId, datagram_id: &[u8; 32]) -> Result<Option<Vec<u8>>> {

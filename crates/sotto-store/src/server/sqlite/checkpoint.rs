@@ -20,7 +20,7 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -44,8 +44,8 @@ const INTERVAL: Duration = Duration::from_millis(20);
 
 pub(super) struct Checkpointer {
     /// Dropping the sender wakes the thread and ends it.
-    stop: Mutex<Option<mpsc::Sender<()>>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
     /// WAL frames copied into the database file since start (read by
     /// the tests).
     #[cfg_attr(not(test), allow(dead_code))]
@@ -64,8 +64,8 @@ impl Checkpointer {
             .name("sotto-store-checkpoint".into())
             .spawn(move || run(conn, stopped, &counted))?;
         Ok(Checkpointer {
-            stop: Mutex::new(Some(stop)),
-            thread: Mutex::new(Some(thread)),
+            stop: Some(stop),
+            thread: Some(thread),
             frames,
         })
     }
@@ -75,19 +75,15 @@ impl Checkpointer {
     pub(super) fn frames(&self) -> u64 {
         self.frames.load(Ordering::Relaxed)
     }
-
-    /// Ends the thread after its current checkpoint (if one is running).
-    pub(super) fn stop(&self) {
-        self.stop.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            let _ = t.join();
-        }
-    }
 }
 
 impl Drop for Checkpointer {
+    /// Ends the thread after its current checkpoint (if one is running).
     fn drop(&mut self) {
-        self.stop();
+        self.stop.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 

@@ -225,8 +225,9 @@ fn without_rows(c: &Connection, id: i64, targets: Vec<Target>) -> Result<Vec<Tar
 }
 
 /// Refuses the send if one more row of `size` bytes would take a target
-/// device, or all targets of one user together, past the quota (the
-/// caller's savepoint then undoes what the send wrote).
+/// device, or all targets of one user together, past the quota. Called
+/// before the send writes anything (the writer relies on a refusal
+/// leaving no write to undo).
 fn check_quota(targets: &[Target], size: u64, quota: &MailboxQuota) -> Result<()> {
     for t in targets {
         let rows = targets.iter().filter(|o| o.user_row == t.user_row).count() as u64;

@@ -44,7 +44,7 @@ pub struct SqliteStore {
 /// WAL pages (4 KiB) after which the writer checkpoints the log itself,
 /// inside a commit: 80 MiB, a backstop only. The log is copied into the
 /// database file by [`checkpoint::Checkpointer`] on its own thread, every
-/// second, off the send path (a checkpoint in the writer holds every caller
+/// 100 ms, off the send path (a checkpoint in the writer holds every caller
 /// of its batch while it copies and fsyncs: at 5,000 msgs/s the log passed
 /// the former 10,000-page threshold within 20,000 messages, see
 /// docs/PERFORMANCE.md); the writer reaches this many pages only if that
