@@ -241,8 +241,8 @@ fn concurrent_sends_get_every_sequence_number_once<B: Backend>(b: B) {
     for n in 2..=9 {
         register(&*s, &format!("sender{n}"), n, n, 0);
     }
-    // Eight senders at once: their sends are group-committed together
-    // (SQLite; PostgreSQL commits each on its own connection).
+    // Eight senders at once: their sends are committed together (the
+    // SQLite writer's group commit; PostgreSQL's groups of sends).
     let before = B::group_commit(&s);
     let handles: Vec<_> = (2..=9u32)
         .map(|n| {

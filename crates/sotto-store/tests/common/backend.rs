@@ -231,6 +231,10 @@ impl Backend for Postgres {
         Some(self.open())
     }
 
+    fn group_commit(store: &PostgresStore) -> Option<(u64, u64)> {
+        Some(store.write_stats())
+    }
+
     fn scratch(&self) -> &Path {
         self.dir.path()
     }

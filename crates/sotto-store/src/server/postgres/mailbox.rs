@@ -34,8 +34,8 @@ pub(super) struct Outgoing {
 /// a stale entry (the device removed, its id registered again under
 /// another user) costs one more try, never a skipped block.
 #[derive(Clone, Copy)]
-struct Known {
-    user_row: i64,
+pub(super) struct Known {
+    pub user_row: i64,
     user: UserPublic,
 }
 
@@ -97,31 +97,12 @@ pub(super) async fn enqueue(
     s: &Outgoing,
     request: Option<&RequestId>,
 ) -> Result<Enqueued> {
-    let mut seen = HashSet::with_capacity(s.recipients.len());
-    let recipients: Vec<DeviceId> = s
-        .recipients
-        .iter()
-        .copied()
-        .filter(|d| seen.insert(*d))
-        .collect();
-    let users = resolve(c, known, &s.sender, &recipients).await?;
+    let recipients = distinct(&s.recipients);
+    let users = resolve(c, known, std::iter::once(&s.sender).chain(&recipients)).await?;
     // Devices unknown here are passed on all the same: the function names
     // the first one, after the request id check, as a transaction would.
     let from = users.get(&s.sender);
-    let mut block_users: Vec<i64> = Vec::new();
-    let mut block_pairs: Vec<Vec<u8>> = Vec::new();
-    if let Some(from) = from {
-        // (A set: a send may name thousands of devices of many users.)
-        let mut paired = HashSet::new();
-        for d in &recipients {
-            if let Some(k) = users.get(d) {
-                if k.user_row != from.user_row && paired.insert(k.user_row) {
-                    block_users.push(k.user_row);
-                    block_pairs.push(secret.block_pair(&k.user, &from.user).to_vec());
-                }
-            }
-        }
-    }
+    let (block_users, block_pairs) = block_pairs(secret, &users, &s.sender, &recipients);
     let keys: Vec<&[u8]> = recipients.iter().map(|d| &d.0[..]).collect();
     let (request_id, request_expires) = match request {
         Some(r) => (Some(&r.id[..]), Some(int(r.expires_at))),
@@ -202,20 +183,54 @@ pub(super) async fn enqueue(
         deliveries,
     })
 }
-/// What the node knows of the users of `sender` and `recipients`, looking
-/// up (in one statement) the devices it does not remember. Devices not
-/// found are left out.
-async fn resolve(
-    c: &mut Conn,
-    known: &Devices,
+/// `recipients` without repeats, in their order.
+pub(super) fn distinct(recipients: &[DeviceId]) -> Vec<DeviceId> {
+    let mut seen = HashSet::with_capacity(recipients.len());
+    recipients
+        .iter()
+        .copied()
+        .filter(|d| seen.insert(*d))
+        .collect()
+}
+
+/// The block pairs of a send: every recipient user other than the
+/// sender's, with the pair under which that user would block the sender
+/// (none if the node does not know the sender).
+pub(super) fn block_pairs(
+    secret: &ServerSecret,
+    users: &HashMap<DeviceId, Known>,
     sender: &DeviceId,
     recipients: &[DeviceId],
+) -> (Vec<i64>, Vec<Vec<u8>>) {
+    let (mut block_users, mut pairs) = (Vec::new(), Vec::new());
+    let Some(from) = users.get(sender) else {
+        return (block_users, pairs);
+    };
+    // (A set: a send may name thousands of devices of many users.)
+    let mut paired = HashSet::new();
+    for d in recipients {
+        if let Some(k) = users.get(d) {
+            if k.user_row != from.user_row && paired.insert(k.user_row) {
+                block_users.push(k.user_row);
+                pairs.push(secret.block_pair(&k.user, &from.user).to_vec());
+            }
+        }
+    }
+    (block_users, pairs)
+}
+
+/// What the node knows of the users of `devices`, looking up (in one
+/// statement) those it does not remember. Devices not found are left out.
+pub(super) async fn resolve(
+    c: &mut Conn,
+    known: &Devices,
+    devices: impl Iterator<Item = &DeviceId>,
 ) -> Result<HashMap<DeviceId, Known>> {
-    let mut found = HashMap::with_capacity(recipients.len() + 1);
+    let mut found = HashMap::new();
     let mut missing: Vec<&[u8]> = Vec::new();
     {
         let map = known.map();
-        for d in std::iter::once(sender).chain(recipients) {
+        for d in devices {
             match map.get(d) {
                 Some(k) => {
                     found.insert(*d, *k);

@@ -19,6 +19,7 @@
 //! another secret refuse to start.
 
 mod directory;
+mod group;
 mod mailbox;
 mod phone;
 mod pool;
@@ -28,6 +29,7 @@ use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use tokio::runtime::Runtime;
@@ -40,15 +42,14 @@ use pool::{Conn, Pool};
 pub use schema::VERSION as SCHEMA_VERSION;
 
 /// Connections one node keeps to the database at most for its calls, unless
-/// `SOTTO_PG_POOL_SIZE` names another number (1 to 256). Sends commit on
-/// their own connections, and PostgreSQL flushes the WAL once for all the
-/// commits waiting at that moment: under load, the pool's size bounds how
-/// many sends share one flush (see `docs/PERFORMANCE.md`). Every node's
-/// pool counts against the server's `max_connections` (README.md, "Several
-/// nodes on PostgreSQL", gives the sum): at 16, two nodes fit PostgreSQL's
-/// default 100 with room to spare, and 32 or 64 measured no faster (665 /
-/// 632-692 / 710 msgs/s for 16 / 32 / 64 at saturation: the flush, not the
-/// pool, is the limit).
+/// `SOTTO_PG_POOL_SIZE` names another number (1 to 256). Sends and relaxed
+/// acks go in groups (`group.rs`), at most four groups of each at once,
+/// so they hold at most eight; the rest serve the other calls. Every
+/// node's pool counts against the server's `max_connections` (README.md,
+/// "Several nodes on PostgreSQL", gives the sum): at 16, two nodes fit
+/// PostgreSQL's default 100 with room to spare. (Before the groups, when
+/// each send was a commit of its own, 32 or 64 measured no faster: 665 /
+/// 632-692 / 710 msgs/s for 16 / 32 / 64 at saturation.)
 const POOL_SIZE: usize = 16;
 
 fn pool_size() -> usize {
@@ -72,6 +73,8 @@ pub struct PostgresStore {
     /// `None` only while dropping.
     rt: Option<Runtime>,
     inner: Arc<Inner>,
+    /// Where sends and relaxed acks wait for their group (`group.rs`).
+    queues: group::Queues,
 }
 
 struct Inner {
@@ -85,6 +88,10 @@ struct Inner {
     /// them (as the SQLite writer finishes its queue).
     in_flight: Mutex<usize>,
     idle: Condvar,
+    /// Sends and relaxed acks stored, and the calls that stored them
+    /// (`write_stats`).
+    writes: AtomicU64,
+    calls: AtomicU64,
 }
 
 /// Most time a drop waits for writes in flight.
@@ -192,17 +199,32 @@ impl PostgresStore {
             }
             Ok(secret)
         })?;
+        let inner = Arc::new(Inner {
+            lock_pool: Pool::new(config.clone(), LOCK_POOL_SIZE, "sender-lock"),
+            pool: Pool::new(config, pool_size(), "database"),
+            secret,
+            devices: Arc::default(),
+            in_flight: Mutex::new(0),
+            idle: Condvar::new(),
+            writes: AtomicU64::new(0),
+            calls: AtomicU64::new(0),
+        });
+        let queues = group::Queues::start(&rt, &inner);
         Ok(PostgresStore {
             rt: Some(rt),
-            inner: Arc::new(Inner {
-                lock_pool: Pool::new(config.clone(), LOCK_POOL_SIZE, "sender-lock"),
-                pool: Pool::new(config, pool_size(), "database"),
-                secret,
-                devices: Arc::default(),
-                in_flight: Mutex::new(0),
-                idle: Condvar::new(),
-            }),
+            inner,
+            queues,
         })
+    }
+
+    /// Grouping at work: (sends and relaxed acks stored, database calls
+    /// that stored them) since the store was opened (as
+    /// `SqliteStore::write_stats`).
+    pub fn write_stats(&self) -> (u64, u64) {
+        (
+            self.inner.writes.load(Ordering::Relaxed),
+            self.inner.calls.load(Ordering::Relaxed),
+        )
     }
 
     fn rt(&self) -> &Runtime {
@@ -247,31 +269,6 @@ impl PostgresStore {
         });
     }
 
-    /// An ack through `sotto_ack`; `relaxed` commits it without waiting
-    /// for the WAL flush.
-    fn ack_as(
-        &self,
-        device: &DeviceId,
-        seqs: &[u64],
-        now_ms: u64,
-        retention_ms: u64,
-        relaxed: bool,
-        reply: Reply<u32>,
-    ) {
-        let device = *device;
-        let seqs: Arc<Vec<i64>> = Arc::new(seqs.iter().map(|s| int(*s)).collect());
-        self.run_with(
-            Commit::EachStatement,
-            move |c, _| {
-                let seqs = seqs.clone();
-                Box::pin(async move {
-                    mailbox::ack(c, device, &seqs, now_ms, retention_ms, relaxed).await
-                })
-            },
-            reply,
-        )
-    }
-
     fn name_key(&self, username_hash: &UsernameHash) -> [u8; 32] {
         self.inner.secret.name_key(username_hash)
     }
@@ -291,9 +288,9 @@ impl Drop for PostgresStore {
         // tasks still running past the wait are abandoned, their callers
         // unanswered. A `Commit::Together` body not yet committed is
         // rolled back when its connection closes; but a
-        // `Commit::EachStatement` body (a send or an ack) that reached the
-        // database may still commit, all or nothing, after its caller got
-        // no answer. Nothing half-done
+        // `Commit::EachStatement` body or a group (sends, acks) that
+        // reached the database may still commit, all or nothing, after its
+        // callers got no answer. Nothing half-done
         // remains either way, and a retry is safe: a send again with the
         // same datagram adds no row for a device that has it, and a request
         // id used by a committed send is answered `Replayed`.
@@ -486,17 +483,20 @@ impl ServerStore for PostgresStore {
             now: now_ms,
             quota: *quota,
         });
-        let known = self.inner.devices.clone();
-        self.run_with(
-            Commit::EachStatement,
-            move |c, secret| {
-                let (send, known) = (send.clone(), known.clone());
-                Box::pin(async move {
-                    mailbox::enqueue(c, secret, &known, &send, request.as_ref()).await
-                })
+        // In a group with the sends that arrive meanwhile (`group.rs`).
+        let job = group::SendJob {
+            send: group::Sending {
+                outgoing: send,
+                request,
             },
-            reply,
-        )
+            caller: group::Caller {
+                reply,
+                flight: Flight::new(&self.inner),
+            },
+        };
+        if let Err(refused) = self.queues.sends.send(job) {
+            (refused.0.caller.reply)(Err(StoreError::Backend("the store is closed".into())));
+        }
     }
 
     fn fetch(
@@ -511,7 +511,20 @@ impl ServerStore for PostgresStore {
     }
 
     fn ack(&self, device: &DeviceId, seqs: &[u64], now_ms: u64, retention_ms: u64) -> Result<u32> {
-        wait_for(|reply| self.ack_as(device, seqs, now_ms, retention_ms, false, reply))
+        let device = *device;
+        let seqs: Arc<Vec<i64>> = Arc::new(seqs.iter().map(|s| int(*s)).collect());
+        wait_for(|reply| {
+            self.run_with(
+                Commit::EachStatement,
+                move |c, _| {
+                    let seqs = seqs.clone();
+                    Box::pin(async move {
+                        mailbox::ack(c, device, &seqs, now_ms, retention_ms, false).await
+                    })
+                },
+                reply,
+            )
+        })
     }
 
     fn ack_with(
@@ -523,8 +536,23 @@ impl ServerStore for PostgresStore {
         reply: Reply<u32>,
     ) {
         // A lost ack is a redelivery: its commit does not wait for the
-        // WAL flush (as the SQLite writer's relaxed acks).
-        self.ack_as(device, seqs, now_ms, retention_ms, true, reply)
+        // WAL flush (as the SQLite writer's relaxed acks). In a group with
+        // the acks of other devices (`group.rs`).
+        let job = group::AckJob {
+            ack: group::Ack {
+                device: *device,
+                seqs: Arc::new(seqs.iter().map(|s| int(*s)).collect()),
+                now: now_ms,
+                retain: retention_ms != 0,
+            },
+            caller: group::Caller {
+                reply,
+                flight: Flight::new(&self.inner),
+            },
+        };
+        if let Err(refused) = self.queues.acks.send(job) {
+            (refused.0.caller.reply)(Err(StoreError::Backend("the store is closed".into())));
+        }
     }
 
     fn datagram_for(&self, device: &DeviceId, datagram_id: &[u8; 32]) -> Result<Option<Vec<u8>>> {

@@ -1,0 +1,386 @@
+//! Sends and relaxed acknowledgements in groups: one call of
+//! `sotto_send_many` or `sotto_ack_many` (schema version 6, `v6.sql`) for
+//! every send or ack that arrived while the node's earlier groups were in
+//! the database. PostgreSQL spends its time per statement, not per row
+//! (planning and starting each of the ten statements of a `sotto_send`),
+//! so a group of a hundred sends costs about what one did; each group is
+//! also one commit, one WAL flush.
+//!
+//! Nothing changes for the caller: a send is answered once its group has
+//! committed, with what `sotto_send` alone would have answered. A group
+//! the database declines (a send in it needs a refusal, a request id seen
+//! before, a resent datagram...; `SO006`) or that fails in any way is
+//! rolled back whole and each of its sends runs on its own, as before
+//! this version: a stranger who sends what is refused costs the group he
+//! lands in one more round trip, and changes no answer.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+
+use super::mailbox::{self, Outgoing};
+use super::{int, Commit, Flight, Inner};
+use crate::server::*;
+
+/// Most sends in one group.
+const MOST_SENDS: usize = 256;
+/// Most datagram bytes in one group (its parameters travel in one
+/// message to the database).
+const MOST_BYTES: usize = 4 << 20;
+/// Most acks in one group (each of another device).
+const MOST_ACKS: usize = 256;
+/// Groups of each kind one node has in the database at once, each on its
+/// own pooled connection. While all are busy the queue grows, and the
+/// next group takes all of it: the busier the node, the larger its groups.
+const GROUPS: usize = 4;
+
+/// One send waiting for its group.
+pub(super) struct SendJob {
+    pub send: Sending,
+    pub caller: Caller<Enqueued>,
+}
+
+/// What is stored of a send.
+#[derive(Clone)]
+pub(super) struct Sending {
+    pub outgoing: Arc<Outgoing>,
+    pub request: Option<RequestId>,
+}
+
+/// One relaxed acknowledgement waiting for its group.
+pub(super) struct AckJob {
+    pub ack: Ack,
+    pub caller: Caller<u32>,
+}
+
+/// What is stored of an ack.
+#[derive(Clone)]
+pub(super) struct Ack {
+    pub device: DeviceId,
+    pub seqs: Arc<Vec<i64>>,
+    pub now: u64,
+    pub retain: bool,
+}
+
+/// Who waits for a job's answer (kept apart from what the group's tasks
+/// read: a reply is `Send` only).
+pub(super) struct Caller<T> {
+    pub reply: Reply<T>,
+    pub flight: Flight,
+}
+
+impl<T> Caller<T> {
+    fn answer(self, answer: Result<T>) {
+        (self.reply)(answer);
+        drop(self.flight);
+    }
+}
+
+/// The queues the store hands jobs to. Unbounded: what is queued is
+/// bounded by the server, which holds a send or an ack in flight per
+/// request or socket frame (`Limits` in sotto-server).
+pub(super) struct Queues {
+    pub sends: mpsc::UnboundedSender<SendJob>,
+    pub acks: mpsc::UnboundedSender<AckJob>,
+}
+
+impl Queues {
+    /// Starts the two gatherers on the store's runtime.
+    pub fn start(rt: &tokio::runtime::Runtime, inner: &Arc<Inner>) -> Queues {
+        let (sends, send_rx) = mpsc::unbounded_channel();
+        let (acks, ack_rx) = mpsc::unbounded_channel();
+        let i = inner.clone();
+        rt.spawn(gather(send_rx, send_fits, GROUPS, move |jobs, slot| {
+            let inner = i.clone();
+            async move {
+                send_group(&inner, jobs).await;
+                drop(slot);
+            }
+        }));
+        let i = inner.clone();
+        rt.spawn(gather(ack_rx, ack_fits, GROUPS, move |jobs, slot| {
+            let inner = i.clone();
+            async move {
+                ack_group(&inner, jobs).await;
+                drop(slot);
+            }
+        }));
+        Queues { sends, acks }
+    }
+}
+
+impl Inner {
+    /// Counts one call that stored `n` writes (or tried to).
+    fn stored(&self, n: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.writes.fetch_add(n as u64, Relaxed);
+        self.calls.fetch_add(1, Relaxed);
+    }
+}
+
+fn send_fits(group: &[SendJob], next: &SendJob) -> bool {
+    let bytes: usize = group.iter().map(|j| j.send.outgoing.datagram.len()).sum();
+    group.len() < MOST_SENDS && bytes + next.send.outgoing.datagram.len() <= MOST_BYTES
+}
+
+fn ack_fits(group: &[AckJob], next: &AckJob) -> bool {
+    group.len() < MOST_ACKS
+        && group
+            .iter()
+            .all(|j| j.ack.device != next.ack.device && j.ack.retain == next.ack.retain)
+}
+
+/// Takes a free slot, waits for a job, adds what else is queued while it
+/// fits, and runs the group on a task of its own. A job that does not fit
+/// opens the next group.
+async fn gather<J, F>(
+    mut rx: mpsc::UnboundedReceiver<J>,
+    fits: fn(&[J], &J) -> bool,
+    groups: usize,
+    run: impl Fn(Vec<J>, OwnedSemaphorePermit) -> F,
+) where
+    J: Send + 'static,
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let slots = Arc::new(Semaphore::new(groups));
+    let mut carried: Option<J> = None;
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let first = match carried.take() {
+            Some(j) => j,
+            None => match rx.recv().await {
+                Some(j) => j,
+                None => return,
+            },
+        };
+        let mut group = vec![first];
+        while let Ok(j) = rx.try_recv() {
+            if fits(&group, &j) {
+                group.push(j);
+            } else {
+                carried = Some(j);
+                break;
+            }
+        }
+        tokio::spawn(run(group, slot));
+    }
+}
+
+/// Stores a group of sends, or (declined or failed) each on its own.
+async fn send_group(inner: &Arc<Inner>, jobs: Vec<SendJob>) {
+    let (sends, callers): (Vec<Sending>, Vec<Caller<Enqueued>>) =
+        jobs.into_iter().map(|j| (j.send, j.caller)).unzip();
+    if sends.len() > 1 {
+        let started = std::time::Instant::now();
+        match store_sends(inner, &sends).await {
+            Ok(answers) => {
+                tracing::debug!(
+                    sends = sends.len(),
+                    ms = started.elapsed().as_secs_f64() * 1e3,
+                    "group stored"
+                );
+                inner.stored(sends.len());
+                for (caller, answer) in callers.into_iter().zip(answers) {
+                    caller.answer(Ok(answer));
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, sends = sends.len(), "group declined; sending each on its own")
+            }
+        }
+    }
+    let alone = sends
+        .into_iter()
+        .zip(callers)
+        .map(|(send, caller)| async move {
+            caller.answer(send_alone(inner, send).await);
+        });
+    futures_util::future::join_all(alone).await;
+}
+
+/// One send through `sotto_send` (its own transaction and answers).
+async fn send_alone(inner: &Inner, send: Sending) -> Result<Enqueued> {
+    let known = inner.devices.clone();
+    inner.stored(1);
+    inner
+        .run(Commit::EachStatement, move |c, secret| {
+            let (send, known) = (send.clone(), known.clone());
+            Box::pin(async move {
+                mailbox::enqueue(c, secret, &known, &send.outgoing, send.request.as_ref()).await
+            })
+        })
+        .await
+}
+
+/// One call of `sotto_send_many`: every send's answer, in order, once the
+/// group is committed.
+async fn store_sends(inner: &Inner, jobs: &[Sending]) -> Result<Vec<Enqueued>> {
+    let mut c = inner.pool.get().await?;
+    let recipients: Vec<Vec<DeviceId>> = jobs
+        .iter()
+        .map(|j| mailbox::distinct(&j.outgoing.recipients))
+        .collect();
+    let devices: Vec<DeviceId> = jobs
+        .iter()
+        .zip(&recipients)
+        .flat_map(|(j, r)| std::iter::once(&j.outgoing.sender).chain(r))
+        .copied()
+        .collect();
+    let users = mailbox::resolve(&mut c, &inner.devices, devices.iter()).await?;
+
+    let n = jobs.len();
+    let (mut senders, mut sender_users, mut digests, mut bodies, mut nows) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut device_quotas, mut user_quotas, mut requests, mut expires) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut r_sends, mut r_devices): (Vec<i32>, Vec<&[u8]>) = (Vec::new(), Vec::new());
+    let (mut b_sends, mut b_users, mut b_pairs): (Vec<i32>, Vec<i64>, Vec<Vec<u8>>) =
+        (Vec::new(), Vec::new(), Vec::new());
+    // Per recipient (as numbered in the call): its send and device.
+    let mut named: Vec<(usize, DeviceId)> = Vec::new();
+    for (i, (job, rs)) in jobs.iter().zip(&recipients).enumerate() {
+        let s = &job.outgoing;
+        let number = i32::try_from(i + 1).unwrap_or(i32::MAX);
+        senders.push(&s.sender.0[..]);
+        sender_users.push(users.get(&s.sender).map_or(0, |k| k.user_row));
+        digests.push(&s.digest[..]);
+        bodies.push(&s.datagram[..]);
+        nows.push(int(s.now));
+        device_quotas.push(int(s.quota.device_bytes));
+        user_quotas.push(int(s.quota.user_bytes));
+        requests.push(job.request.as_ref().map(|r| &r.id[..]));
+        expires.push(job.request.as_ref().map(|r| int(r.expires_at)));
+        for d in rs {
+            r_sends.push(number);
+            r_devices.push(&d.0[..]);
+            named.push((i, *d));
+        }
+        let (u, p) = mailbox::block_pairs(&inner.secret, &users, &s.sender, rs);
+        b_sends.extend(std::iter::repeat(number).take(u.len()));
+        b_users.extend(u);
+        b_pairs.extend(p);
+    }
+    c.in_tx = true;
+    let rows = c
+        .query(
+            "SELECT o_recipient, o_seq FROM sotto_send_many($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            &[
+                &senders, &sender_users, &digests, &bodies, &nows, &device_quotas, &user_quotas,
+                &requests, &expires, &r_sends, &r_devices, &b_sends, &b_users, &b_pairs,
+            ],
+        )
+        .await;
+    // (Answered, even with an error: the connection is fit to lend again.)
+    c.in_tx = false;
+    let rows = rows?;
+    let mut answers: Vec<Enqueued> = jobs
+        .iter()
+        .map(|j| Enqueued {
+            datagram_id: j.outgoing.digest,
+            received_at: j.outgoing.now,
+            deliveries: Vec::new(),
+        })
+        .collect();
+    for r in rows {
+        let (k, seq): (i64, i64) = (r.get(0), r.get(1));
+        let (send, device) = usize::try_from(k - 1)
+            .ok()
+            .and_then(|k| named.get(k))
+            .copied()
+            .ok_or_else(|| StoreError::Backend("the group send named no recipient of it".into()))?;
+        answers[send].deliveries.push(Delivery {
+            device,
+            seq: seq as u64,
+        });
+    }
+    Ok(answers)
+}
+
+/// Acknowledges a group in one call of `sotto_ack_many`, or (failed) each
+/// on its own.
+async fn ack_group(inner: &Arc<Inner>, jobs: Vec<AckJob>) {
+    let (acks, callers): (Vec<Ack>, Vec<Caller<u32>>) =
+        jobs.into_iter().map(|j| (j.ack, j.caller)).unzip();
+    if acks.len() > 1 {
+        match store_acks(inner, &acks).await {
+            Ok(counts) => {
+                inner.stored(acks.len());
+                for (caller, n) in callers.into_iter().zip(counts) {
+                    caller.answer(n);
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, acks = acks.len(), "ack group failed; acknowledging each on its own")
+            }
+        }
+    }
+    let alone = acks
+        .into_iter()
+        .zip(callers)
+        .map(|(ack, caller)| async move {
+            caller.answer(ack_alone(inner, ack).await);
+        });
+    futures_util::future::join_all(alone).await;
+}
+
+/// One relaxed ack through `sotto_ack`.
+async fn ack_alone(inner: &Inner, ack: Ack) -> Result<u32> {
+    let retention_ms = u64::from(ack.retain);
+    inner.stored(1);
+    inner
+        .run(Commit::EachStatement, move |c, _| {
+            let ack = ack.clone();
+            Box::pin(async move {
+                mailbox::ack(c, ack.device, &ack.seqs, ack.now, retention_ms, true).await
+            })
+        })
+        .await
+}
+
+/// Each ack's count (or its device unknown), in order, once committed.
+async fn store_acks(inner: &Inner, jobs: &[Ack]) -> Result<Vec<Result<u32>>> {
+    let mut c = inner.pool.get().await?;
+    let devices: Vec<&[u8]> = jobs.iter().map(|j| &j.device.0[..]).collect();
+    let nows: Vec<i64> = jobs.iter().map(|j| int(j.now)).collect();
+    let (mut a_acks, mut seqs): (Vec<i32>, Vec<i64>) = (Vec::new(), Vec::new());
+    for (i, job) in jobs.iter().enumerate() {
+        let number = i32::try_from(i + 1).unwrap_or(i32::MAX);
+        a_acks.extend(std::iter::repeat(number).take(job.seqs.len()));
+        seqs.extend(job.seqs.iter());
+    }
+    c.in_tx = true;
+    let rows = c
+        .query(
+            "SELECT o_ack, o_acked FROM sotto_ack_many($1, $2, $3, $4, $5)",
+            &[&devices, &a_acks, &seqs, &nows, &jobs[0].retain],
+        )
+        .await;
+    c.in_tx = false;
+    let rows = rows?;
+    let counts: HashMap<i64, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    Ok(jobs
+        .iter()
+        .enumerate()
+        .map(|(i, job)| match counts.get(&(i as i64 + 1)) {
+            Some(n) if *n >= 0 => Ok(*n as u32),
+            Some(_) => Err(StoreError::UnknownDevice(job.device)),
+            None => Err(StoreError::Backend(
+                "the group ack left an ack unanswered".into(),
+            )),
+        })
+        .collect())
+}
