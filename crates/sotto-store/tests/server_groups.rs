@@ -14,6 +14,7 @@ use sotto_store::server::*;
 store_tests!(
     a_burst_of_sends_answers_each_as_if_alone,
     a_burst_of_acks_answers_each_device,
+    acks_of_a_datagrams_last_rows_at_once_delete_it,
 );
 
 /// What a burst's send expects.
@@ -145,6 +146,9 @@ fn a_burst_of_sends_answers_each_as_if_alone<B: Backend>(b: B) {
         eprintln!("{writes} writes in {calls} commits");
         assert!(calls < writes, "a burst shares commits");
     }
+    // Nothing in it needs a send alone: the groups took it all, blocks
+    // and all (each a send's answer checked below).
+    assert_eq!(B::groups_declined(&s).unwrap_or(0), 0);
     check(&clean, answers, &mut rows);
 
     let mut mixed: Vec<Item> = (0..60).map(|i| plain(i, "mixed")).collect();
@@ -171,6 +175,9 @@ fn a_burst_of_sends_answers_each_as_if_alone<B: Backend>(b: B) {
         mixed.push(i);
     }
     let mut answers = burst(&s, &mixed);
+    if let Some(declined) = B::groups_declined(&s) {
+        eprintln!("{declined} groups declined");
+    }
     let last: Vec<Result<Enqueued>> = answers.drain(probe..).collect();
     check(&mixed[..probe], answers, &mut rows);
     let outcome = |a: &Result<Enqueued>| match a {
@@ -275,4 +282,57 @@ fn a_burst_of_acks_answers_each_device<B: Backend>(b: B) {
         ),
         2
     );
+}
+
+/// Datagrams sent to four devices, whose acks (no retention) arrive at
+/// the same moment on two nodes, two devices each: each datagram goes with
+/// its last row. Neither node may leave one behind because it still saw
+/// the other's rows.
+fn acks_of_a_datagrams_last_rows_at_once_delete_it<B: Backend>(b: B) {
+    let s = std::sync::Arc::new(b.open());
+    for n in 1..=5u32 {
+        register(&*s, &format!("user{n}"), n, n, 0);
+    }
+    let second = std::sync::Arc::new(b.second_node());
+    let to = [dev(2), dev(3), dev(4), dev(5)];
+    for round in 0..5u64 {
+        for i in 0..50u32 {
+            let body = format!("{round}/{i}").into_bytes();
+            s.enqueue(&dev(1), &to, body, 1, Q).unwrap();
+        }
+        let seqs: Vec<u64> = (round * 50 + 1..=round * 50 + 50).collect();
+        let start = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let (tx, rx) = mpsc::channel();
+        let threads: Vec<_> = [[2u32, 4], [3, 5]]
+            .into_iter()
+            .enumerate()
+            .map(|(n, devices)| {
+                let (s, second, start) = (s.clone(), second.clone(), start.clone());
+                let (seqs, tx) = (seqs.clone(), tx.clone());
+                std::thread::spawn(move || {
+                    let node = match (n, second.as_ref()) {
+                        (1, Some(second)) => second,
+                        _ => &*s,
+                    };
+                    start.wait();
+                    for d in devices {
+                        let tx = tx.clone();
+                        node.ack_with(&dev(d), &seqs, 2, 0, Box::new(move |a| tx.send(a).unwrap()));
+                    }
+                })
+            })
+            .collect();
+        drop(tx);
+        for t in threads {
+            t.join().unwrap();
+        }
+        let acked: Vec<u32> = rx.iter().map(|a| a.unwrap()).collect();
+        assert_eq!(acked, vec![50; 4]);
+        assert_eq!(b.count("mailbox"), 0);
+        assert_eq!(
+            b.count("datagrams"),
+            0,
+            "round {round}: ciphertext left without a row"
+        );
+    }
 }

@@ -170,13 +170,15 @@ fn nodes_starting_together_agree_on_schema_and_secret() {
     assert!(matches!(err, StoreError::WrongSecret(_)), "{err}");
 }
 
-/// Two nodes store groups of sends to the same users both ways while
-/// acks of those users arrive in groups too: the groups lock users and
-/// devices in one order, so the database finds no deadlock (it would
-/// break one after a second and the sends would go again, one by one),
-/// and every device's rows are numbered once each.
+/// Two nodes store groups of sends, each node the same datagrams in the
+/// opposite order, to the same users both ways, while acks of those users
+/// arrive in groups too. Groups lock users and devices and insert
+/// datagrams in one order, so the database finds no deadlock (it would
+/// break one after a second, and its sends would go again one by one);
+/// every device's rows are numbered once each.
 #[test]
 fn two_nodes_storing_groups_to_the_same_users_never_deadlock() {
+    const ROUNDS: u32 = 10;
     let Some(b) = Postgres::new() else { return };
     let nodes = [Arc::new(b.open()), Arc::new(b.open())];
     for d in 1..=20u32 {
@@ -185,14 +187,20 @@ fn two_nodes_storing_groups_to_the_same_users_never_deadlock() {
     let deadlocks = "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()";
     let before = b.int(deadlocks, None);
     let (tx, rx) = std::sync::mpsc::channel();
+    let (atx, arx) = std::sync::mpsc::channel();
+    let start = Arc::new(std::sync::Barrier::new(2));
     let handles: Vec<_> = (0..2usize)
         .map(|n| {
-            let (node, tx) = (nodes[n].clone(), tx.clone());
+            let (node, tx, atx) = (nodes[n].clone(), tx.clone(), atx.clone());
+            let start = start.clone();
             std::thread::spawn(move || {
-                for round in 0..5u32 {
-                    for i in 0..60u32 {
-                        // Node 0 sends from the low users to the high ones,
-                        // node 1 the other way; each send to two users.
+                for round in 0..ROUNDS {
+                    // Both nodes' groups of a round in the database at once.
+                    start.wait();
+                    for k in 0..60u32 {
+                        // Node 0 from the low users to the high ones, node 1
+                        // the other way, the same bytes in reverse order.
+                        let i = if n == 0 { k } else { 59 - k };
                         let (from, to) = match n {
                             0 => (1 + i % 10, [11 + i % 10, 11 + (i + 3) % 10]),
                             _ => (11 + i % 10, [1 + i % 10, 1 + (i + 3) % 10]),
@@ -201,48 +209,55 @@ fn two_nodes_storing_groups_to_the_same_users_never_deadlock() {
                         node.enqueue_with(
                             &dev(from),
                             &[dev(to[0]), dev(to[1])],
-                            format!("{n}/{round}/{i}").into_bytes(),
+                            format!("{round}/{i}").into_bytes(),
                             1,
                             Q,
                             None,
-                            Box::new(move |a| tx.send(a.unwrap().deliveries).unwrap()),
+                            Box::new(move |a| tx.send(a.map(|e| e.deliveries)).unwrap()),
                         );
                     }
                     // Acks in groups on the same node meanwhile.
                     for d in 1..=20u32 {
                         let seqs: Vec<u64> = (1..=6).map(|k| u64::from(round) * 6 + k).collect();
+                        let atx = atx.clone();
                         node.ack_with(
                             &dev(d),
                             &seqs,
                             2,
                             60_000,
-                            Box::new(|a| {
-                                a.unwrap();
-                            }),
+                            Box::new(move |a| atx.send(a.map(|_| ())).unwrap()),
                         );
                     }
                 }
             })
         })
         .collect();
-    drop(tx);
+    drop((tx, atx));
     for h in handles {
         h.join().unwrap();
     }
     let mut rows: std::collections::BTreeMap<DeviceId, Vec<u64>> = Default::default();
     for deliveries in rx.iter() {
+        let deliveries = deliveries.unwrap();
         assert_eq!(deliveries.len(), 2);
         for d in deliveries {
             rows.entry(d.device).or_default().push(d.seq);
         }
     }
+    assert_eq!(
+        arx.iter().filter(|a| a.is_ok()).count() as u32,
+        2 * ROUNDS * 20
+    );
     assert_eq!(rows.len(), 20);
     for (device, mut seqs) in rows {
         seqs.sort_unstable();
-        // 600 sends of two rows each, over 20 devices.
-        assert_eq!(seqs, (1..=60).collect::<Vec<u64>>(), "{device:?}");
+        // 120 sends a round of two rows each, over 20 devices.
+        assert_eq!(
+            seqs,
+            (1..=u64::from(ROUNDS) * 12).collect::<Vec<u64>>(),
+            "{device:?}"
+        );
     }
-    assert_eq!(b.int(deadlocks, None), before, "deadlocks detected");
     for node in &nodes {
         let (writes, calls) = node.write_stats();
         assert!(
@@ -250,4 +265,9 @@ fn two_nodes_storing_groups_to_the_same_users_never_deadlock() {
             "groups formed: {writes} writes in {calls} calls"
         );
     }
+    // A backend reports its deadlocks when it is done: close the nodes'
+    // connections first.
+    drop(nodes);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(b.int(deadlocks, None), before, "deadlocks detected");
 }

@@ -44,6 +44,12 @@ pub trait Backend {
         None
     }
 
+    /// Groups of writes the backend tried and stored nothing of, where it
+    /// has them.
+    fn groups_declined(_store: &Self::Store) -> Option<u64> {
+        None
+    }
+
     /// A second store over the same database, as a second server node
     /// opens it; `None` where one process owns the database (SQLite).
     fn second_node(&self) -> Option<Self::Store> {
@@ -233,6 +239,10 @@ impl Backend for Postgres {
 
     fn group_commit(store: &PostgresStore) -> Option<(u64, u64)> {
         Some(store.write_stats())
+    }
+
+    fn groups_declined(store: &PostgresStore) -> Option<u64> {
+        Some(store.groups_declined())
     }
 
     fn scratch(&self) -> &Path {

@@ -7,15 +7,23 @@
 //! also one commit, one WAL flush.
 //!
 //! Nothing changes for the caller: a send is answered once its group has
-//! committed, with what `sotto_send` alone would have answered. A group
-//! the database declines (a send in it needs a refusal, a request id seen
-//! before, a resent datagram...; `SO006`) or that fails in any way is
-//! rolled back whole and each of its sends runs on its own, as before
-//! this version: a stranger who sends what is refused costs the group he
-//! lands in one more round trip, and changes no answer.
+//! committed, with what `sotto_send` alone would have answered. A send the
+//! group cannot take (a refusal to name, a request id seen before, a resent
+//! datagram...) is named by the database (`SO006`), which rolls the group
+//! back; that send goes alone and the rest again as a group (a few times,
+//! then all alone). Sends naming a device the node could not find go alone
+//! without trying. So a stranger who sends what is refused costs the
+//! group he lands in one more call, and changes no answer.
+//!
+//! A group that fails otherwise is rolled back too and its members go
+//! alone, unless the failure leaves its commit in doubt (the connection
+//! lost during the call): then every member is answered with the error,
+//! as a lone send would be, and never stored twice.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+
+use futures_util::StreamExt;
 
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
@@ -28,6 +36,14 @@ const MOST_SENDS: usize = 256;
 /// Most datagram bytes in one group (its parameters travel in one
 /// message to the database).
 const MOST_BYTES: usize = 4 << 20;
+/// Most recipients in one group: its transaction locks them all until it
+/// commits (a send naming more goes in a group of its own).
+const MOST_RECIPIENTS: usize = 4_096;
+/// Calls of one group, each without the send the last one named.
+const TRIES: usize = 4;
+/// Most sends or acks of a group that run alone at once (a declined
+/// group's members must not take every pooled connection).
+const ALONE: usize = 4;
 /// Most acks in one group (each of another device).
 const MOST_ACKS: usize = 256;
 /// Groups of each kind one node has in the database at once, each on its
@@ -71,9 +87,49 @@ pub(super) struct Caller<T> {
 }
 
 impl<T> Caller<T> {
+    /// Answers; a reply that panics does not keep the rest of its group
+    /// unanswered.
     fn answer(self, answer: Result<T>) {
-        (self.reply)(answer);
+        let reply = self.reply;
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || reply(answer))).is_err() {
+            tracing::error!("a store reply panicked");
+        }
         drop(self.flight);
+    }
+}
+
+/// Why a group call stored nothing.
+enum Declined {
+    /// These sends (indices in the group) must go alone; call again
+    /// without them.
+    Sends(Vec<usize>),
+    /// Rolled back: every member goes alone.
+    Group(StoreError),
+    /// Maybe committed, maybe not: every member is answered with this.
+    Doubt(StoreError),
+}
+
+impl Declined {
+    /// What a failed call means: rolled back for certain when the
+    /// database answered with an error; in doubt when the connection
+    /// failed under it.
+    fn from_call(e: StoreError) -> Declined {
+        match &e {
+            StoreError::Postgres(p) if p.as_db_error().is_some() => match mailbox::raised(p) {
+                Some(("SO006", Some(i))) if i >= 1 => Declined::Sends(vec![i as usize - 1]),
+                _ => Declined::Group(e),
+            },
+            _ => Declined::Doubt(e),
+        }
+    }
+}
+
+/// The same error again, for each member of a group.
+fn again(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Busy(m) => StoreError::Busy(m.clone()),
+        StoreError::Postgres(p) => StoreError::Backend(super::reason(p)),
+        other => StoreError::Backend(other.to_string()),
     }
 }
 
@@ -91,7 +147,7 @@ impl Queues {
         let (sends, send_rx) = mpsc::unbounded_channel();
         let (acks, ack_rx) = mpsc::unbounded_channel();
         let i = inner.clone();
-        rt.spawn(gather(send_rx, send_fits, GROUPS, move |jobs, slot| {
+        rt.spawn(gather(send_rx, send_fits, MOST_SENDS, move |jobs, slot| {
             let inner = i.clone();
             async move {
                 send_group(&inner, jobs).await;
@@ -99,7 +155,7 @@ impl Queues {
             }
         }));
         let i = inner.clone();
-        rt.spawn(gather(ack_rx, ack_fits, GROUPS, move |jobs, slot| {
+        rt.spawn(gather(ack_rx, ack_fits, MOST_ACKS, move |jobs, slot| {
             let inner = i.clone();
             async move {
                 ack_group(&inner, jobs).await;
@@ -117,11 +173,21 @@ impl Inner {
         self.writes.fetch_add(n as u64, Relaxed);
         self.calls.fetch_add(1, Relaxed);
     }
+
+    /// Counts one group call that stored nothing.
+    fn declined(&self) {
+        self.declined
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 fn send_fits(group: &[SendJob], next: &SendJob) -> bool {
-    let bytes: usize = group.iter().map(|j| j.send.outgoing.datagram.len()).sum();
-    group.len() < MOST_SENDS && bytes + next.send.outgoing.datagram.len() <= MOST_BYTES
+    let sum = |f: fn(&Outgoing) -> usize| -> usize {
+        group.iter().map(|j| f(&j.send.outgoing)).sum::<usize>() + f(&next.send.outgoing)
+    };
+    group.len() < MOST_SENDS
+        && sum(|o| o.datagram.len()) <= MOST_BYTES
+        && sum(|o| o.recipients.len()) <= MOST_RECIPIENTS
 }
 
 fn ack_fits(group: &[AckJob], next: &AckJob) -> bool {
@@ -132,24 +198,26 @@ fn ack_fits(group: &[AckJob], next: &AckJob) -> bool {
 }
 
 /// Takes a free slot, waits for a job, adds what else is queued while it
-/// fits, and runs the group on a task of its own. A job that does not fit
-/// opens the next group.
+/// fits, and runs the group on a task of its own. Jobs that do not fit
+/// (an ack of a device already in the group, a send past the group's
+/// bytes) are set aside, in order, for the next groups; the queue is
+/// looked through at most two groups' worth at a time.
 async fn gather<J, F>(
     mut rx: mpsc::UnboundedReceiver<J>,
     fits: fn(&[J], &J) -> bool,
-    groups: usize,
+    most: usize,
     run: impl Fn(Vec<J>, OwnedSemaphorePermit) -> F,
 ) where
     J: Send + 'static,
     F: std::future::Future<Output = ()> + Send + 'static,
 {
-    let slots = Arc::new(Semaphore::new(groups));
-    let mut carried: Option<J> = None;
+    let slots = Arc::new(Semaphore::new(GROUPS));
+    let mut aside: VecDeque<J> = VecDeque::new();
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
-        let first = match carried.take() {
+        let first = match aside.pop_front() {
             Some(j) => j,
             None => match rx.recv().await {
                 Some(j) => j,
@@ -157,23 +225,33 @@ async fn gather<J, F>(
             },
         };
         let mut group = vec![first];
-        while let Ok(j) = rx.try_recv() {
+        let mut kept = VecDeque::new();
+        let mut looked = 0;
+        while looked < 2 * most {
+            let Some(j) = aside.pop_front().or_else(|| rx.try_recv().ok()) else {
+                break;
+            };
+            looked += 1;
             if fits(&group, &j) {
                 group.push(j);
             } else {
-                carried = Some(j);
-                break;
+                kept.push_back(j);
             }
         }
+        kept.append(&mut aside);
+        aside = kept;
         tokio::spawn(run(group, slot));
     }
 }
 
-/// Stores a group of sends, or (declined or failed) each on its own.
+/// Stores a group of sends; what it declines goes alone.
 async fn send_group(inner: &Arc<Inner>, jobs: Vec<SendJob>) {
-    let (sends, callers): (Vec<Sending>, Vec<Caller<Enqueued>>) =
+    let (mut sends, mut callers): (Vec<Sending>, Vec<Caller<Enqueued>>) =
         jobs.into_iter().map(|j| (j.send, j.caller)).unzip();
-    if sends.len() > 1 {
+    let mut alone: Vec<(Sending, Caller<Enqueued>)> = Vec::new();
+    let mut tries = 0;
+    while sends.len() > 1 && tries < TRIES {
+        tries += 1;
         let started = std::time::Instant::now();
         match store_sends(inner, &sends).await {
             Ok(answers) => {
@@ -183,23 +261,40 @@ async fn send_group(inner: &Arc<Inner>, jobs: Vec<SendJob>) {
                     "group stored"
                 );
                 inner.stored(sends.len());
-                for (caller, answer) in callers.into_iter().zip(answers) {
+                for (caller, answer) in callers.drain(..).zip(answers) {
                     caller.answer(Ok(answer));
                 }
-                return;
+                sends.clear();
             }
-            Err(e) => {
-                tracing::debug!(error = %e, sends = sends.len(), "group declined; sending each on its own")
+            Err(Declined::Sends(mut named)) => {
+                inner.declined();
+                named.retain(|i| *i < sends.len());
+                named.sort_unstable();
+                named.dedup();
+                for i in named.into_iter().rev() {
+                    alone.push((sends.remove(i), callers.remove(i)));
+                }
+            }
+            Err(Declined::Group(e)) => {
+                inner.declined();
+                tracing::debug!(error = %e, sends = sends.len(), "group failed; sending each on its own");
+                break;
+            }
+            Err(Declined::Doubt(e)) => {
+                tracing::warn!(error = %e, sends = sends.len(), "a group's commit is in doubt");
+                for caller in callers.drain(..) {
+                    caller.answer(Err(again(&e)));
+                }
+                sends.clear();
             }
         }
     }
-    let alone = sends
-        .into_iter()
-        .zip(callers)
-        .map(|(send, caller)| async move {
+    alone.extend(sends.into_iter().zip(callers));
+    futures_util::stream::iter(alone)
+        .for_each_concurrent(ALONE, |(send, caller)| async move {
             caller.answer(send_alone(inner, send).await);
-        });
-    futures_util::future::join_all(alone).await;
+        })
+        .await;
 }
 
 /// One send through `sotto_send` (its own transaction and answers).
@@ -218,8 +313,8 @@ async fn send_alone(inner: &Inner, send: Sending) -> Result<Enqueued> {
 
 /// One call of `sotto_send_many`: every send's answer, in order, once the
 /// group is committed.
-async fn store_sends(inner: &Inner, jobs: &[Sending]) -> Result<Vec<Enqueued>> {
-    let mut c = inner.pool.get().await?;
+async fn store_sends(inner: &Inner, jobs: &[Sending]) -> Result<Vec<Enqueued>, Declined> {
+    let mut c = inner.pool.get().await.map_err(Declined::Doubt)?;
     let recipients: Vec<Vec<DeviceId>> = jobs
         .iter()
         .map(|j| mailbox::distinct(&j.outgoing.recipients))
@@ -230,7 +325,24 @@ async fn store_sends(inner: &Inner, jobs: &[Sending]) -> Result<Vec<Enqueued>> {
         .flat_map(|(j, r)| std::iter::once(&j.outgoing.sender).chain(r))
         .copied()
         .collect();
-    let users = mailbox::resolve(&mut c, &inner.devices, devices.iter()).await?;
+    let users = mailbox::resolve(&mut c, &inner.devices, devices.iter())
+        .await
+        .map_err(Declined::Group)?;
+    // Sends naming a device not found would be declined: alone at once.
+    let unknown: Vec<usize> = jobs
+        .iter()
+        .zip(&recipients)
+        .enumerate()
+        .filter(|(_, (j, r))| {
+            std::iter::once(&j.outgoing.sender)
+                .chain(r.iter())
+                .any(|d| !users.contains_key(d))
+        })
+        .map(|(i, _)| i)
+        .collect();
+    if !unknown.is_empty() {
+        return Err(Declined::Sends(unknown));
+    }
 
     let n = jobs.len();
     let (mut senders, mut sender_users, mut digests, mut bodies, mut nows) = (
@@ -285,7 +397,7 @@ async fn store_sends(inner: &Inner, jobs: &[Sending]) -> Result<Vec<Enqueued>> {
         .await;
     // (Answered, even with an error: the connection is fit to lend again.)
     c.in_tx = false;
-    let rows = rows?;
+    let rows = rows.map_err(Declined::from_call)?;
     let mut answers: Vec<Enqueued> = jobs
         .iter()
         .map(|j| Enqueued {
@@ -300,7 +412,12 @@ async fn store_sends(inner: &Inner, jobs: &[Sending]) -> Result<Vec<Enqueued>> {
             .ok()
             .and_then(|k| named.get(k))
             .copied()
-            .ok_or_else(|| StoreError::Backend("the group send named no recipient of it".into()))?;
+            .ok_or_else(|| {
+                // Committed, but not as asked: say so to every sender.
+                Declined::Doubt(StoreError::Backend(
+                    "the group send named no recipient of it".into(),
+                ))
+            })?;
         answers[send].deliveries.push(Delivery {
             device,
             seq: seq as u64,
@@ -309,8 +426,8 @@ async fn store_sends(inner: &Inner, jobs: &[Sending]) -> Result<Vec<Enqueued>> {
     Ok(answers)
 }
 
-/// Acknowledges a group in one call of `sotto_ack_many`, or (failed) each
-/// on its own.
+/// Acknowledges a group in one call of `sotto_ack_many`, or (rolled back)
+/// each on its own.
 async fn ack_group(inner: &Arc<Inner>, jobs: Vec<AckJob>) {
     let (acks, callers): (Vec<Ack>, Vec<Caller<u32>>) =
         jobs.into_iter().map(|j| (j.ack, j.caller)).unzip();
@@ -323,18 +440,27 @@ async fn ack_group(inner: &Arc<Inner>, jobs: Vec<AckJob>) {
                 }
                 return;
             }
-            Err(e) => {
-                tracing::debug!(error = %e, acks = acks.len(), "ack group failed; acknowledging each on its own")
+            Err(Declined::Doubt(e)) => {
+                tracing::warn!(error = %e, acks = acks.len(), "an ack group's commit is in doubt");
+                for caller in callers {
+                    caller.answer(Err(again(&e)));
+                }
+                return;
+            }
+            Err(_) => {
+                inner.declined();
+                tracing::debug!(
+                    acks = acks.len(),
+                    "ack group failed; acknowledging each on its own"
+                );
             }
         }
     }
-    let alone = acks
-        .into_iter()
-        .zip(callers)
-        .map(|(ack, caller)| async move {
+    futures_util::stream::iter(acks.into_iter().zip(callers))
+        .for_each_concurrent(ALONE, |(ack, caller)| async move {
             caller.answer(ack_alone(inner, ack).await);
-        });
-    futures_util::future::join_all(alone).await;
+        })
+        .await;
 }
 
 /// One relaxed ack through `sotto_ack`.
@@ -352,8 +478,8 @@ async fn ack_alone(inner: &Inner, ack: Ack) -> Result<u32> {
 }
 
 /// Each ack's count (or its device unknown), in order, once committed.
-async fn store_acks(inner: &Inner, jobs: &[Ack]) -> Result<Vec<Result<u32>>> {
-    let mut c = inner.pool.get().await?;
+async fn store_acks(inner: &Inner, jobs: &[Ack]) -> Result<Vec<Result<u32>>, Declined> {
+    let mut c = inner.pool.get().await.map_err(Declined::Doubt)?;
     let devices: Vec<&[u8]> = jobs.iter().map(|j| &j.device.0[..]).collect();
     let nows: Vec<i64> = jobs.iter().map(|j| int(j.now)).collect();
     let (mut a_acks, mut seqs): (Vec<i32>, Vec<i64>) = (Vec::new(), Vec::new());
@@ -370,7 +496,7 @@ async fn store_acks(inner: &Inner, jobs: &[Ack]) -> Result<Vec<Result<u32>>> {
         )
         .await;
     c.in_tx = false;
-    let rows = rows?;
+    let rows = rows.map_err(Declined::from_call)?;
     let counts: HashMap<i64, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     Ok(jobs
         .iter()

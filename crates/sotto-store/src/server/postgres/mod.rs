@@ -92,6 +92,8 @@ struct Inner {
     /// (`write_stats`).
     writes: AtomicU64,
     calls: AtomicU64,
+    /// Group calls that stored nothing (`groups_declined`).
+    declined: AtomicU64,
 }
 
 /// Most time a drop waits for writes in flight.
@@ -208,6 +210,7 @@ impl PostgresStore {
             idle: Condvar::new(),
             writes: AtomicU64::new(0),
             calls: AtomicU64::new(0),
+            declined: AtomicU64::new(0),
         });
         let queues = group::Queues::start(&rt, &inner);
         Ok(PostgresStore {
@@ -225,6 +228,13 @@ impl PostgresStore {
             self.inner.writes.load(Ordering::Relaxed),
             self.inner.calls.load(Ordering::Relaxed),
         )
+    }
+
+    /// Group calls that stored nothing since the store was opened: a send
+    /// in them needed `sotto_send` alone (a refusal, a resend...), or the
+    /// call failed (`group.rs`).
+    pub fn groups_declined(&self) -> u64 {
+        self.inner.declined.load(Ordering::Relaxed)
     }
 
     fn rt(&self) -> &Runtime {
