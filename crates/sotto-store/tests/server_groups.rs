@@ -15,6 +15,7 @@ store_tests!(
     a_burst_of_sends_answers_each_as_if_alone,
     a_burst_of_acks_answers_each_device,
     acks_of_a_datagrams_last_rows_at_once_delete_it,
+    many_refusals_in_a_burst_leave_the_rest_grouped,
 );
 
 /// What a burst's send expects.
@@ -334,5 +335,55 @@ fn acks_of_a_datagrams_last_rows_at_once_delete_it<B: Backend>(b: B) {
             0,
             "round {round}: ciphertext left without a row"
         );
+    }
+}
+
+/// A member replays twenty request ids inside a burst of a hundred other
+/// sends: the replays are refused, and the others are still stored in
+/// groups (the group function names every replay in one decline, so the
+/// burst does not fall back to sending one by one).
+fn many_refusals_in_a_burst_leave_the_rest_grouped<B: Backend>(b: B) {
+    let s = b.open();
+    for (n, who) in ["alice", "bob", "mallory"].iter().enumerate() {
+        let n = n as u32 + 1;
+        register(&s, who, n, n, 0);
+    }
+    let (utx, urx) = mpsc::channel();
+    for r in 0..20u8 {
+        let utx = utx.clone();
+        s.single_use(&[r; 32], 1_000, Box::new(move |a| utx.send(a).unwrap()));
+    }
+    drop(utx);
+    assert!(urx.iter().all(|a| a.is_ok()));
+    let mut items = Vec::new();
+    for i in 0..120u32 {
+        if i % 6 == 3 {
+            let mut replay = item(3, &[1], format!("replay {i}").as_bytes(), Expect::Replayed);
+            replay.request = Some([(i / 6) as u8; 32]);
+            items.push(replay);
+        } else {
+            let (from, to) = if i % 2 == 0 { (1, 2) } else { (2, 1) };
+            items.push(item(
+                from,
+                &[to],
+                format!("m {i}").as_bytes(),
+                Expect::To(vec![dev(to)]),
+            ));
+        }
+    }
+    let before = B::group_commit(&s);
+    let answers = burst(&s, &items);
+    let mut rows = BTreeMap::new();
+    check(&items, answers, &mut rows);
+    // Bob gets the 60 even-numbered, alice the 40 other odd ones.
+    for (device, n) in [(dev(1), 40), (dev(2), 60)] {
+        let mut seqs = rows.remove(&device).unwrap_or_default();
+        seqs.sort_unstable();
+        assert_eq!(seqs, (1..=n).collect::<Vec<u64>>(), "{device:?}");
+    }
+    if let (Some((w0, c0)), Some((w1, c1))) = (before, B::group_commit(&s)) {
+        let (writes, calls) = (w1 - w0, c1 - c0);
+        eprintln!("{writes} writes in {calls} commits");
+        assert!(calls * 2 < writes, "the other sends stay grouped");
     }
 }

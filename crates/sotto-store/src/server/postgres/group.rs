@@ -10,10 +10,10 @@
 //! committed, with what `sotto_send` alone would have answered. A send the
 //! group cannot take (a refusal to name, a request id seen before, a resent
 //! datagram...) is named by the database (`SO006`), which rolls the group
-//! back; that send goes alone and the rest again as a group (a few times,
+//! back; those sends go alone and the rest again as a group (a few times,
 //! then all alone). Sends naming a device the node could not find go alone
 //! without trying. So a stranger who sends what is refused costs the
-//! group he lands in one more call, and changes no answer.
+//! group he lands in a call or two more, and changes no answer.
 //!
 //! A group that fails otherwise is rolled back too and its members go
 //! alone, unless the failure leaves its commit in doubt (the connection
@@ -39,8 +39,9 @@ const MOST_BYTES: usize = 4 << 20;
 /// Most recipients in one group: its transaction locks them all until it
 /// commits (a send naming more goes in a group of its own).
 const MOST_RECIPIENTS: usize = 4_096;
-/// Calls of one group, each without the send the last one named.
-const TRIES: usize = 4;
+/// Calls of one group, each without the sends the last one named (every
+/// check names all it finds: one call for each kind of check at most).
+const TRIES: usize = 8;
 /// Most sends or acks of a group that run alone at once (a declined
 /// group's members must not take every pooled connection).
 const ALONE: usize = 4;
@@ -114,12 +115,32 @@ impl Declined {
     /// database answered with an error; in doubt when the connection
     /// failed under it.
     fn from_call(e: StoreError) -> Declined {
-        match &e {
-            StoreError::Postgres(p) if p.as_db_error().is_some() => match mailbox::raised(p) {
-                Some(("SO006", Some(i))) if i >= 1 => Declined::Sends(vec![i as usize - 1]),
-                _ => Declined::Group(e),
-            },
-            _ => Declined::Doubt(e),
+        let StoreError::Postgres(p) = &e else {
+            return Declined::Doubt(e);
+        };
+        let Some(db) = p.as_db_error() else {
+            return Declined::Doubt(e);
+        };
+        // A session ended by the server (FATAL: shut down, terminated,
+        // lost) may have ended after its commit.
+        let class = db.code().code().get(..2).unwrap_or_default();
+        if matches!(db.severity(), "FATAL" | "PANIC") || matches!(class, "08" | "57" | "XX") {
+            return Declined::Doubt(e);
+        }
+        if db.code().code() != "SO006" {
+            return Declined::Group(e);
+        }
+        let named: Vec<usize> = db
+            .detail()
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|i| i.trim().parse::<usize>().ok())
+            .filter_map(|i| i.checked_sub(1))
+            .collect();
+        if named.is_empty() {
+            Declined::Group(e)
+        } else {
+            Declined::Sends(named)
         }
     }
 }
@@ -271,6 +292,9 @@ async fn send_group(inner: &Arc<Inner>, jobs: Vec<SendJob>) {
                 named.retain(|i| *i < sends.len());
                 named.sort_unstable();
                 named.dedup();
+                if named.is_empty() {
+                    break;
+                }
                 for i in named.into_iter().rev() {
                     alone.push((sends.remove(i), callers.remove(i)));
                 }
@@ -408,8 +432,9 @@ async fn store_sends(inner: &Inner, jobs: &[Sending]) -> Result<Vec<Enqueued>, D
         .collect();
     for r in rows {
         let (k, seq): (i64, i64) = (r.get(0), r.get(1));
-        let (send, device) = usize::try_from(k - 1)
+        let (send, device) = usize::try_from(k)
             .ok()
+            .and_then(|k| k.checked_sub(1))
             .and_then(|k| named.get(k))
             .copied()
             .ok_or_else(|| {

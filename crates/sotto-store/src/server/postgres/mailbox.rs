@@ -140,7 +140,14 @@ pub(super) async fn enqueue(
                     })
             };
             return Err(match raised(&e) {
-                Some((UNKNOWN, i)) => at(i, StoreError::UnknownDevice),
+                Some((UNKNOWN, i)) => {
+                    // Removed (perhaps through another node): not a device
+                    // to remember.
+                    if let Some(d) = named(i, &s.sender, &recipients) {
+                        known.forget(&d);
+                    }
+                    at(i, StoreError::UnknownDevice)
+                }
                 Some((FULL, i)) => at(i, StoreError::MailboxFull),
                 Some((REPLAYED, _)) => StoreError::Replayed,
                 Some((DELETED, _)) => StoreError::Backend(

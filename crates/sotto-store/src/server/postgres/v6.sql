@@ -7,8 +7,8 @@
 -- `sotto_send` does (a refusal to name, a request id seen before, a
 -- datagram stored already, a stale device user, a device removed since it
 -- was looked up, a quota that the group would cross), it raises `SO006`
--- naming that send, nothing of the group is committed, and the node sends
--- that one on its own and the others again as a group.
+-- naming those sends, nothing of the group is committed, and the node sends
+-- them on their own and the others again as a group.
 --
 -- Locks and inserts of unique keys go in one order everywhere (request
 -- ids, then users, devices and datagrams, each in key order), so groups on
@@ -33,7 +33,7 @@ CREATE FUNCTION sotto_send_many(
 LANGUAGE plpgsql AS $f$
 DECLARE
     v_n bigint;
-    v_bad bigint;               -- a send the group cannot take (1-based)
+    v_bad text;                 -- the sends the group cannot take (1-based, comma-separated)
     v_k bigint[];               -- per stored row: its recipient (index in p_r_devices),
     v_s int[];                  -- its send,
     v_r bigint[];               -- its device row,
@@ -43,8 +43,9 @@ DECLARE
     v_ids bigint[];             -- per device written: its row...
     v_base bigint[];            -- ...and its last sequence number before this group
 BEGIN
-    -- Every decline names (DETAIL) a send that needs `sotto_send`; the node
-    -- sends that one alone and calls again with the others.
+    -- Every decline names (DETAIL) all the sends its check finds that need
+    -- `sotto_send`; the node sends those alone and calls again with the
+    -- others.
     IF EXISTS (SELECT 1 FROM unnest(p_requests) AS q(id) WHERE q.id IS NOT NULL) THEN
         -- In key order, as the datagrams below: two groups inserting the
         -- same keys wait for each other in one order, never in a cycle.
@@ -54,39 +55,40 @@ BEGIN
                 WHERE q.id IS NOT NULL ORDER BY q.id
                 ON CONFLICT DO NOTHING RETURNING id
         )
-        SELECT min(t.i) INTO v_bad FROM (
+        SELECT string_agg(DISTINCT t.i::text, ',') INTO v_bad FROM (
             SELECT q.i, q.id, row_number() OVER (PARTITION BY q.id ORDER BY q.i) AS n
             FROM unnest(p_requests) WITH ORDINALITY AS q(id, i) WHERE q.id IS NOT NULL
         ) AS t WHERE t.n > 1 OR t.id NOT IN (SELECT ins.id FROM ins);
         IF v_bad IS NOT NULL THEN
             RAISE EXCEPTION USING ERRCODE = 'SO006', MESSAGE = 'a request id was used before',
-                DETAIL = v_bad::text;
+                DETAIL = v_bad;
         END IF;
     END IF;
-    SELECT min(s.i) INTO v_bad FROM unnest(p_senders, p_sender_users) WITH ORDINALITY AS s(dev, u, i)
+    SELECT string_agg(s.i::text, ',') INTO v_bad
+        FROM unnest(p_senders, p_sender_users) WITH ORDINALITY AS s(dev, u, i)
         LEFT JOIN devices d ON d.device = s.dev
         WHERE d.user_id IS DISTINCT FROM s.u;
     IF v_bad IS NOT NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'SO006', MESSAGE = 'a sender is unknown or its user stale',
-            DETAIL = v_bad::text;
+            DETAIL = v_bad;
     END IF;
     SELECT array_agg(r.k ORDER BY r.k), array_agg(r.s ORDER BY r.k),
            array_agg(d.id ORDER BY r.k), array_agg(d.user_id ORDER BY r.k),
-           min(r.s) FILTER (WHERE d.id IS NULL)
+           string_agg(DISTINCT r.s::text, ',') FILTER (WHERE d.id IS NULL)
         INTO v_k, v_s, v_r, v_u, v_bad
         FROM unnest(p_r_sends, p_r_devices) WITH ORDINALITY AS r(s, dev, k)
         LEFT JOIN devices d ON d.device = r.dev;
     IF v_bad IS NOT NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'SO006', MESSAGE = 'a recipient is unknown',
-            DETAIL = v_bad::text;
+            DETAIL = v_bad;
     END IF;
     -- Every recipient user other than its sender's has a block pair.
-    SELECT min(t.s) INTO v_bad FROM unnest(v_s, v_u) AS t(s, u)
+    SELECT string_agg(DISTINCT t.s::text, ',') INTO v_bad FROM unnest(v_s, v_u) AS t(s, u)
         LEFT JOIN unnest(p_b_sends, p_b_users) AS b(s, u) ON b.s = t.s AND b.u = t.u
         WHERE t.u <> p_sender_users[t.s] AND b.s IS NULL;
     IF v_bad IS NOT NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'SO006', MESSAGE = 'the node looked up stale device users',
-            DETAIL = v_bad::text;
+            DETAIL = v_bad;
     END IF;
     -- Users that block the sender get nothing, and the sender is not told.
     SELECT array_agg(t.k ORDER BY t.k), array_agg(t.s ORDER BY t.k),
@@ -107,30 +109,28 @@ BEGIN
         SELECT 1 FROM devices WHERE id IN (SELECT unnest(v_r)) ORDER BY id FOR NO KEY UPDATE
     ) AS l;
     IF v_n < (SELECT count(DISTINCT r) FROM unnest(v_r) AS t(r)) THEN
-        SELECT min(t.s) INTO v_bad FROM unnest(v_s, v_r) AS t(s, r)
+        SELECT coalesce(string_agg(DISTINCT t.s::text, ','), '') INTO v_bad
+            FROM unnest(v_s, v_r) AS t(s, r)
             WHERE NOT EXISTS (SELECT 1 FROM devices d WHERE d.id = t.r);
         RAISE EXCEPTION USING ERRCODE = 'SO006', MESSAGE = 'a recipient was removed',
-            DETAIL = v_bad::text;
+            DETAIL = v_bad;
     END IF;
-    -- Within both quotas after the whole group means within them after
-    -- each send. Past one, the last send to it is named (alone, it may be
-    -- the one refused).
-    SELECT max(t.s) INTO v_bad FROM unnest(v_s, v_r, v_u) AS t(s, r, u)
-    WHERE t.r IN (
-        SELECT a.r FROM (SELECT t.r, sum(octet_length(p_bodies[t.s])) AS add,
-                                min(p_device_quotas[t.s]) AS q
-                         FROM unnest(v_s, v_r) AS t(s, r) GROUP BY t.r) AS a
-        JOIN devices d ON d.id = a.r
-        WHERE d.pending_bytes::numeric + a.add > a.q
-    ) OR t.u IN (
-        SELECT a.u FROM (SELECT t.u, sum(octet_length(p_bodies[t.s])) AS add,
-                                min(p_user_quotas[t.s]) AS q
-                         FROM unnest(v_s, v_u) AS t(s, u) GROUP BY t.u) AS a
-        WHERE (SELECT sum(x.pending_bytes) FROM devices x WHERE x.user_id = a.u) + a.add > a.q
-    );
+    -- Each send within both quotas with all the group's earlier sends
+    -- counted: then each is within them after the sends before it. Every
+    -- send past a quota so counted is named (alone, it gets its answer).
+    SELECT string_agg(DISTINCT o.s::text, ',') INTO v_bad FROM (
+        SELECT t.s, p_device_quotas[t.s] AS q, d.pending_bytes::numeric
+               + sum(octet_length(p_bodies[t.s])) OVER (PARTITION BY t.r ORDER BY t.s) AS held
+        FROM unnest(v_s, v_r) AS t(s, r) JOIN devices d ON d.id = t.r
+        UNION ALL
+        SELECT t.s, p_user_quotas[t.s],
+               (SELECT sum(x.pending_bytes) FROM devices x WHERE x.user_id = t.u)
+               + sum(octet_length(p_bodies[t.s])) OVER (PARTITION BY t.u ORDER BY t.s)
+        FROM unnest(v_s, v_u) AS t(s, u)
+    ) AS o WHERE o.held > o.q;
     IF v_bad IS NOT NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'SO006', MESSAGE = 'a mailbox would be full',
-            DETAIL = v_bad::text;
+            DETAIL = v_bad;
     END IF;
     -- Each send's datagram, new (in key order): one stored already (a
     -- resend) or twice in the group takes the other path.
@@ -145,11 +145,11 @@ BEGIN
         FROM s LEFT JOIN ins ON ins.digest = p_digests[s.s]
     )
     SELECT array_agg(f.s) FILTER (WHERE f.n = 1), array_agg(f.id) FILTER (WHERE f.n = 1),
-           min(f.s) FILTER (WHERE f.n > 1 OR f.id IS NULL)
+           string_agg(f.s::text, ',') FILTER (WHERE f.n > 1 OR f.id IS NULL)
         INTO v_ds, v_di, v_bad FROM firsts AS f;
     IF v_bad IS NOT NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'SO006', MESSAGE = 'a datagram is stored already',
-            DETAIL = v_bad::text;
+            DETAIL = v_bad;
     END IF;
     WITH a AS (SELECT t.r, count(*) AS n, sum(octet_length(p_bodies[t.s])) AS b
                FROM unnest(v_s, v_r) AS t(s, r) GROUP BY t.r),
