@@ -47,10 +47,20 @@ const TRIES: usize = 8;
 const ALONE: usize = 4;
 /// Most acks in one group (each of another device).
 const MOST_ACKS: usize = 256;
-/// Groups of each kind one node has in the database at once, each on its
-/// own pooled connection. While all are busy the queue grows, and the
-/// next group takes all of it: the busier the node, the larger its groups.
-const GROUPS: usize = 4;
+/// Groups of sends one node has in the database at once, each on its own
+/// pooled connection. While all are busy the queue grows, and the next
+/// group takes all of it: the busier the node, the larger its groups.
+/// Groups naming the same recipients wait for each other's row locks
+/// anyway, so more slots only cut the same sends into smaller groups, each
+/// with its own commit: with two nodes on one database, 2 slots a node
+/// delivered more than 4 in each of five alternating pairs (one node: the
+/// same within the noise; docs/PERFORMANCE.md, "Sends and acks in groups
+/// on PostgreSQL").
+const SEND_GROUPS: usize = 2;
+/// Groups of acks one node has in the database at once (an ack group holds
+/// only device locks, and for a short time: it does not wait for the WAL
+/// flush).
+const ACK_GROUPS: usize = 4;
 
 /// One send waiting for its group.
 pub(super) struct SendJob {
@@ -168,21 +178,33 @@ impl Queues {
         let (sends, send_rx) = mpsc::unbounded_channel();
         let (acks, ack_rx) = mpsc::unbounded_channel();
         let i = inner.clone();
-        rt.spawn(gather(send_rx, send_fits, MOST_SENDS, move |jobs, slot| {
-            let inner = i.clone();
-            async move {
-                send_group(&inner, jobs).await;
-                drop(slot);
-            }
-        }));
+        rt.spawn(gather(
+            send_rx,
+            send_fits,
+            MOST_SENDS,
+            SEND_GROUPS,
+            move |jobs, slot| {
+                let inner = i.clone();
+                async move {
+                    send_group(&inner, jobs).await;
+                    drop(slot);
+                }
+            },
+        ));
         let i = inner.clone();
-        rt.spawn(gather(ack_rx, ack_fits, MOST_ACKS, move |jobs, slot| {
-            let inner = i.clone();
-            async move {
-                ack_group(&inner, jobs).await;
-                drop(slot);
-            }
-        }));
+        rt.spawn(gather(
+            ack_rx,
+            ack_fits,
+            MOST_ACKS,
+            ACK_GROUPS,
+            move |jobs, slot| {
+                let inner = i.clone();
+                async move {
+                    ack_group(&inner, jobs).await;
+                    drop(slot);
+                }
+            },
+        ));
         Queues { sends, acks }
     }
 }
@@ -218,8 +240,8 @@ fn ack_fits(group: &[AckJob], next: &AckJob) -> bool {
             .all(|j| j.ack.device != next.ack.device && j.ack.retain == next.ack.retain)
 }
 
-/// Takes a free slot, waits for a job, adds what else is queued while it
-/// fits, and runs the group on a task of its own. Jobs that do not fit
+/// Takes a free slot (of `groups`), waits for a job, adds what else is
+/// queued while it fits, and runs the group on a task of its own. Jobs that do not fit
 /// (an ack of a device already in the group, a send past the group's
 /// bytes) are set aside, in order, for the next groups; the queue is
 /// looked through at most two groups' worth at a time.
@@ -227,12 +249,13 @@ async fn gather<J, F>(
     mut rx: mpsc::UnboundedReceiver<J>,
     fits: fn(&[J], &J) -> bool,
     most: usize,
+    groups: usize,
     run: impl Fn(Vec<J>, OwnedSemaphorePermit) -> F,
 ) where
     J: Send + 'static,
     F: std::future::Future<Output = ()> + Send + 'static,
 {
-    let slots = Arc::new(Semaphore::new(GROUPS));
+    let slots = Arc::new(Semaphore::new(groups));
     let mut aside: VecDeque<J> = VecDeque::new();
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {

@@ -43,8 +43,9 @@ pub use schema::VERSION as SCHEMA_VERSION;
 
 /// Connections one node keeps to the database at most for its calls, unless
 /// `SOTTO_PG_POOL_SIZE` names another number (1 to 256). Sends and relaxed
-/// acks go in groups (`group.rs`), at most four groups of each at once,
-/// so they hold at most eight; the rest serve the other calls. Every
+/// acks go in groups (`group.rs`), at most two groups of sends and four
+/// of acks at once, plus four of a declined group's members at a time;
+/// the rest serve the other calls. Every
 /// node's pool counts against the server's `max_connections` (README.md,
 /// "Several nodes on PostgreSQL", gives the sum): at 16, two nodes fit
 /// PostgreSQL's default 100 with room to spare. (Before the groups, when
