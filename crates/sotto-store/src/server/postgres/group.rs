@@ -3,8 +3,9 @@
 //! every send or ack that arrived while the node's earlier groups were in
 //! the database. PostgreSQL spends its time per statement, not per row
 //! (planning and starting each of the ten statements of a `sotto_send`),
-//! so a group of a hundred sends costs about what one did; each group is
-//! also one commit, one WAL flush.
+//! so a group's statements cost far less than its sends' did one by one
+//! (a third of the database's CPU a message in the benchmark of
+//! docs/PERFORMANCE.md); each group is also one commit, one WAL flush.
 //!
 //! Nothing changes for the caller: a send is answered once its group has
 //! committed, with what `sotto_send` alone would have answered. A send the
@@ -25,7 +26,7 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, Semaphore};
 
 use super::mailbox::{self, Outgoing};
 use super::{int, Commit, Flight, Inner};
@@ -164,6 +165,27 @@ fn again(e: &StoreError) -> StoreError {
     }
 }
 
+/// Answers every caller with the same error (a group whose commit is in
+/// doubt).
+fn answer_all<T>(callers: impl IntoIterator<Item = Caller<T>>, e: &StoreError) {
+    for caller in callers {
+        caller.answer(Err(again(e)));
+    }
+}
+
+/// Runs each job alone (`store`), [`ALONE`] at a time, and answers it.
+async fn one_by_one<J, T, F>(jobs: impl IntoIterator<Item = (J, Caller<T>)>, store: impl Fn(J) -> F)
+where
+    F: std::future::Future<Output = Result<T>>,
+{
+    futures_util::stream::iter(jobs)
+        .for_each_concurrent(ALONE, |(job, caller)| {
+            let stored = store(job);
+            async move { caller.answer(stored.await) }
+        })
+        .await;
+}
+
 /// The queues the store hands jobs to. Unbounded: what is queued is
 /// bounded by the server, which holds a send or an ack in flight per
 /// request or socket frame (`Limits` in sotto-server).
@@ -177,33 +199,17 @@ impl Queues {
     pub fn start(rt: &tokio::runtime::Runtime, inner: &Arc<Inner>) -> Queues {
         let (sends, send_rx) = mpsc::unbounded_channel();
         let (acks, ack_rx) = mpsc::unbounded_channel();
-        let i = inner.clone();
+        let (s, a) = (inner.clone(), inner.clone());
         rt.spawn(gather(
             send_rx,
             send_fits,
             MOST_SENDS,
             SEND_GROUPS,
-            move |jobs, slot| {
-                let inner = i.clone();
-                async move {
-                    send_group(&inner, jobs).await;
-                    drop(slot);
-                }
-            },
+            s,
+            send_group,
         ));
-        let i = inner.clone();
         rt.spawn(gather(
-            ack_rx,
-            ack_fits,
-            MOST_ACKS,
-            ACK_GROUPS,
-            move |jobs, slot| {
-                let inner = i.clone();
-                async move {
-                    ack_group(&inner, jobs).await;
-                    drop(slot);
-                }
-            },
+            ack_rx, ack_fits, MOST_ACKS, ACK_GROUPS, a, ack_group,
         ));
         Queues { sends, acks }
     }
@@ -241,7 +247,8 @@ fn ack_fits(group: &[AckJob], next: &AckJob) -> bool {
 }
 
 /// Takes a free slot (of `groups`), waits for a job, adds what else is
-/// queued while it fits, and runs the group on a task of its own. Jobs that do not fit
+/// queued while it fits, and runs the group (`run`) on a task of its own,
+/// which gives the slot back when done. Jobs that do not fit
 /// (an ack of a device already in the group, a send past the group's
 /// bytes) are set aside, in order, for the next groups; the queue is
 /// looked through at most two groups' worth at a time.
@@ -250,7 +257,8 @@ async fn gather<J, F>(
     fits: fn(&[J], &J) -> bool,
     most: usize,
     groups: usize,
-    run: impl Fn(Vec<J>, OwnedSemaphorePermit) -> F,
+    inner: Arc<Inner>,
+    run: fn(Arc<Inner>, Vec<J>) -> F,
 ) where
     J: Send + 'static,
     F: std::future::Future<Output = ()> + Send + 'static,
@@ -284,12 +292,16 @@ async fn gather<J, F>(
         }
         kept.append(&mut aside);
         aside = kept;
-        tokio::spawn(run(group, slot));
+        let running = run(inner.clone(), group);
+        tokio::spawn(async move {
+            running.await;
+            drop(slot);
+        });
     }
 }
 
 /// Stores a group of sends; what it declines goes alone.
-async fn send_group(inner: &Arc<Inner>, jobs: Vec<SendJob>) {
+async fn send_group(inner: Arc<Inner>, jobs: Vec<SendJob>) {
     let (mut sends, mut callers): (Vec<Sending>, Vec<Caller<Enqueued>>) =
         jobs.into_iter().map(|j| (j.send, j.caller)).unzip();
     let mut alone: Vec<(Sending, Caller<Enqueued>)> = Vec::new();
@@ -297,7 +309,7 @@ async fn send_group(inner: &Arc<Inner>, jobs: Vec<SendJob>) {
     while sends.len() > 1 && tries < TRIES {
         tries += 1;
         let started = std::time::Instant::now();
-        match store_sends(inner, &sends).await {
+        match store_sends(&inner, &sends).await {
             Ok(answers) => {
                 tracing::debug!(
                     sends = sends.len(),
@@ -329,19 +341,13 @@ async fn send_group(inner: &Arc<Inner>, jobs: Vec<SendJob>) {
             }
             Err(Declined::Doubt(e)) => {
                 tracing::warn!(error = %e, sends = sends.len(), "a group's commit is in doubt");
-                for caller in callers.drain(..) {
-                    caller.answer(Err(again(&e)));
-                }
+                answer_all(callers.drain(..), &e);
                 sends.clear();
             }
         }
     }
     alone.extend(sends.into_iter().zip(callers));
-    futures_util::stream::iter(alone)
-        .for_each_concurrent(ALONE, |(send, caller)| async move {
-            caller.answer(send_alone(inner, send).await);
-        })
-        .await;
+    one_by_one(alone, |send| send_alone(&inner, send)).await;
 }
 
 /// One send through `sotto_send` (its own transaction and answers).
@@ -476,11 +482,11 @@ async fn store_sends(inner: &Inner, jobs: &[Sending]) -> Result<Vec<Enqueued>, D
 
 /// Acknowledges a group in one call of `sotto_ack_many`, or (rolled back)
 /// each on its own.
-async fn ack_group(inner: &Arc<Inner>, jobs: Vec<AckJob>) {
+async fn ack_group(inner: Arc<Inner>, jobs: Vec<AckJob>) {
     let (acks, callers): (Vec<Ack>, Vec<Caller<u32>>) =
         jobs.into_iter().map(|j| (j.ack, j.caller)).unzip();
     if acks.len() > 1 {
-        match store_acks(inner, &acks).await {
+        match store_acks(&inner, &acks).await {
             Ok(counts) => {
                 inner.stored(acks.len());
                 for (caller, n) in callers.into_iter().zip(counts) {
@@ -490,9 +496,7 @@ async fn ack_group(inner: &Arc<Inner>, jobs: Vec<AckJob>) {
             }
             Err(Declined::Doubt(e)) => {
                 tracing::warn!(error = %e, acks = acks.len(), "an ack group's commit is in doubt");
-                for caller in callers {
-                    caller.answer(Err(again(&e)));
-                }
+                answer_all(callers, &e);
                 return;
             }
             Err(_) => {
@@ -504,11 +508,7 @@ async fn ack_group(inner: &Arc<Inner>, jobs: Vec<AckJob>) {
             }
         }
     }
-    futures_util::stream::iter(acks.into_iter().zip(callers))
-        .for_each_concurrent(ALONE, |(ack, caller)| async move {
-            caller.answer(ack_alone(inner, ack).await);
-        })
-        .await;
+    one_by_one(acks.into_iter().zip(callers), |ack| ack_alone(&inner, ack)).await;
 }
 
 /// One relaxed ack through `sotto_ack`.

@@ -67,7 +67,7 @@ pub(super) const STALE: &str = "SO004";
 const DELETED: &str = "SO005";
 
 /// The code and detail of an error the send or ack function raised.
-pub(super) fn raised(e: &tokio_postgres::Error) -> Option<(&str, Option<i64>)> {
+fn raised(e: &tokio_postgres::Error) -> Option<(&str, Option<i64>)> {
     let db = e.as_db_error()?;
     let code = db.code().code();
     code.starts_with("SO")
